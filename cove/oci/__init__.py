@@ -1,0 +1,1 @@
+"""oci layer of Cove."""

@@ -1,0 +1,281 @@
+"""`create`: build the container and leave its init blocked before execve.
+
+Everything this verb creates (state dir, cgroup, init process, mounts in the
+container's namespace) is undone if any step fails: bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cove.errors import CoveError, os_why
+from cove.oci.spec import Spec
+from cove.runtime import state as S
+from cove.runtime.hooks import run_hooks
+from cove.runtime.nsexec import NsPlan, spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cove.runtime.cgroups import Manager
+    from cove.runtime.nsexec import Sync
+
+
+class CreateOptions:
+    def __init__(self, root: str, cid: str, bundle: str, pid_file: str = "",
+                 console_socket: str = "", preserve_fds: int = 0, no_pivot: bool = False,
+                 rootless: bool = False, systemd_cgroup: bool = False) -> None:
+        self.root = root
+        self.id = cid
+        self.bundle = bundle
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.rootless = rootless
+        self.systemd_cgroup = systemd_cgroup
+
+
+def load_bundle(bundle: str) -> tuple[str, bytes, Spec, str]:
+    """(absolute bundle, config bytes, parsed spec, absolute rootfs)."""
+    bundle = os.path.abspath(bundle or ".")
+    cfg_path = os.path.join(bundle, "config.json")
+    try:
+        with open(cfg_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise CoveError(f"bundle {bundle}", f"config.json: {e.strerror}") from None
+    spec = Spec.parse(raw)
+    if spec.process is None:
+        raise CoveError("process", "required field is missing")
+    if spec.root is None:
+        raise CoveError("root", "required field is missing")
+    rootfs = os.path.join(bundle, spec.root.path)
+    if not os.path.isdir(rootfs):
+        raise CoveError(f"root.path {spec.root.path}", "rootfs directory does not exist")
+    return bundle, raw, spec, os.path.realpath(rootfs)
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Atomically, as runc: containerd and conmon read it as soon as we exit."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def connect_console(path: str) -> int:
+    import _socket
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise CoveError(f"--console-socket {path}", os_why(e)) from None
+    return s.detach()
+
+
+def write_id_maps(pid: int, spec: Spec) -> None:
+    lin = spec.linux
+    try:
+        if lin.gid_mappings:
+            # Without setgroups=deny an unprivileged writer can't map gids; root can.
+            _write(f"/proc/{pid}/gid_map",
+                   "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in lin.gid_mappings))
+        if lin.uid_mappings:
+            _write(f"/proc/{pid}/uid_map",
+                   "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in lin.uid_mappings))
+    except OSError as e:
+        raise CoveError("linux.uidMappings", os_why(e)) from None
+
+
+def _write(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def ns_plan(spec: Spec) -> NsPlan:
+    plan = NsPlan()
+    try:
+        for ns in spec.linux.namespaces:
+            if ns.path:
+                plan.add_join(ns.type, ns.path)
+            else:
+                plan.new.append(ns.type)
+    except CoveError:
+        plan.close()
+        raise
+    # The user namespace is created first: it owns the others.
+    plan.new.sort(key=lambda t: t != "user")
+    plan.time_offsets = spec.linux.time_offsets
+    if plan.time_offsets and "time" not in plan.new:
+        plan.close()
+        raise CoveError("linux.timeOffsets", "needs a new time namespace")
+    return plan
+
+
+def check_sysctl(spec: Spec) -> None:
+    """Only namespaced sysctls, and only those whose namespace the container owns."""
+    lin = spec.linux
+    for key in lin.sysctl:
+        if key.startswith("net."):
+            ns = lin.ns("network")
+            if ns is None or ns.path:
+                raise CoveError(f"linux.sysctl.{key}", "needs a new network namespace")
+        elif key in ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                     "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                     "kernel.shm_rmid_forced") or key.startswith("fs.mqueue."):
+            if lin.ns("ipc") is None:
+                raise CoveError(f"linux.sysctl.{key}", "needs a new ipc namespace")
+        elif key in ("kernel.hostname", "kernel.domainname"):
+            if lin.ns("uts") is None:
+                raise CoveError(f"linux.sysctl.{key}", "needs a new uts namespace")
+        else:
+            raise CoveError(f"linux.sysctl.{key}", "not a namespaced sysctl: it would "
+                            "change the host")
+
+
+# Device rules every container gets on top of its own (runc's AllowedDevices): the
+# default /dev nodes, ptys, and mknod of anything (opening is what the rules guard).
+DEFAULT_DEVICE_RULES = [
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"}
+      for ma, mi in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (5, 2))),
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+]
+
+
+def cgroup_resources(spec: Spec) -> dict[str, Any] | None:
+    """linux.resources plus the device rules the container's own /dev needs."""
+    res = spec.linux.resources
+    if res is None or not isinstance(res.get("devices"), list):
+        return res
+    res = dict(res)
+    res["devices"] = [*res["devices"], *DEFAULT_DEVICE_RULES,
+                      *({"allow": True, "type": d.type if d.type != "u" else "c",
+                         "major": d.major, "minor": d.minor, "access": "rwm"}
+                        for d in spec.linux.devices if d.type != "p")]
+    return res
+
+
+def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
+    """Create the container; return its state (status created)."""
+    from cove.runtime.cgroups import open_manager
+
+    S.check_id(opts.id)
+    bundle, raw, spec, rootfs = load_bundle(opts.bundle)
+    check_sysctl(spec)
+    if spec.linux.intel_rdt:
+        raise CoveError("linux.intelRdt", "not supported on this host")
+    os.makedirs(opts.root, 0o700, exist_ok=True)
+    sdir = os.path.join(opts.root, opts.id)
+    try:
+        os.mkdir(sdir, 0o700)
+    except FileExistsError:
+        raise CoveError(f"container {opts.id!r}", "already exists") from None
+    st = S.State(opts.root, opts.id, {
+        "id": opts.id, "pid": 0, "bundle": bundle, "rootfs": rootfs,
+        "created": S.rfc3339(time.time_ns()), "owner": "root" if os.geteuid() == 0 else
+        str(os.geteuid()), "annotations": spec.annotations, "rootless": opts.rootless,
+    })
+    mgr: Manager | None = None
+    child = 0
+    sync: Sync | None = None
+    console_fd = fifo_fd = -1
+    try:
+        with open(os.path.join(sdir, "config.json"), "wb") as f:
+            f.write(raw)
+        os.mkfifo(st.fifo, 0o622)
+        fifo_fd = os.open(st.fifo, os.O_PATH | os.O_CLOEXEC)
+        mgr = open_manager(spec.linux.cgroups_path or None, opts.id, rootless=opts.rootless,
+                           systemd=opts.systemd_cgroup)
+        mgr.create()
+        st.data["cgroup"] = mgr.to_state()
+        mgr.set(cgroup_resources(spec))
+        if opts.console_socket:
+            console_fd = connect_console(opts.console_socket)
+        plan = ns_plan(spec)
+        from cove.runtime.init import InitConfig, container_init
+        from cove.runtime.process import preload
+
+        preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
+
+        cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
+                         mgr.mounts(), "")
+        if subreaper:
+            from cove.sys import libc as L
+
+            L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        child, sync = spawn(plan, lambda s: container_init(cfg, s))
+        mgr.apply(child)
+        sync.send("go")
+        msg = sync.recv()
+        if msg == "userns":
+            write_id_maps(child, spec)
+            sync.send("ok")
+            msg = sync.recv()
+        if msg is None or not msg.startswith("pid "):
+            _fail(msg)
+        init_pid = int(msg.split()[1])  # type: ignore[union-attr]
+        os.waitpid(child, 0)
+        child = 0
+        st.data["pid"] = init_pid
+        st.data["init_start"] = S.proc_start_time(init_pid)
+        st.save()
+        sync.send("start")
+        sync.expect("hooks")
+        hs = st.hook_state("creating")
+        run_hooks("prestart", spec.hooks.prestart, hs)
+        run_hooks("createRuntime", spec.hooks.createRuntime, hs)
+        sync.send(f"ok {hs}")
+        sync.expect("ready")
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, init_pid)
+        return st
+    except BaseException:
+        if child:
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except OSError:
+                pass
+        pid = st.pid
+        if pid:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+            if subreaper:
+                try:
+                    os.waitpid(pid, 0)
+                except OSError:
+                    pass
+        if mgr is not None:
+            try:
+                mgr.destroy()
+            except (OSError, CoveError):
+                pass
+        S.remove_dir(sdir)
+        raise
+    finally:
+        if sync is not None:
+            sync.close()
+        for fd in (console_fd, fifo_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _fail(msg: str | None) -> None:
+    if msg is None:
+        raise CoveError("container init", "exited during setup")
+    if msg.startswith("error "):
+        raise CoveError(msg[6:])
+    raise CoveError("container init", f"unexpected message {msg!r}")

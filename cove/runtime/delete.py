@@ -1,0 +1,64 @@
+"""`delete`: remove a stopped container (or, with --force, stop it first)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cove.errors import CoveError
+from cove.runtime import state as S
+
+
+def wait_gone(st: S.State, timeout: float = 10.0) -> bool:
+    """Wait until init is gone (exited or a zombie: its reaper is not us)."""
+    deadline = time.monotonic() + timeout
+    while st.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        st = S.load(root, cid)
+    except CoveError:
+        if force:
+            # An aborted create may leave a directory without state.json (as runc).
+            S.check_id(cid)
+            S.remove_dir(os.path.join(root, cid))
+            return
+        raise
+    status = st.status()
+    if status in ("running", "paused") and not force:
+        raise CoveError(f"container {cid!r}",
+                        f"cannot delete container {cid} that is not stopped: {status}")
+    mgr = None
+    if st.data.get("cgroup"):
+        from cove.runtime.cgroups import open_manager_from_state
+
+        mgr = open_manager_from_state(st.data["cgroup"])
+    if status != "stopped":
+        if mgr is not None:
+            if status == "paused":
+                mgr.thaw()
+            mgr.kill_all(9)
+        try:
+            os.kill(st.pid, 9)
+        except ProcessLookupError:
+            pass
+        wait_gone(st)
+    if mgr is not None:
+        mgr.destroy()
+    try:
+        from cove.oci.spec import Spec
+
+        spec = Spec.parse(st.config_bytes())
+        if spec.hooks.poststop:
+            from cove.runtime.hooks import run_hooks
+
+            run_hooks("poststop", spec.hooks.poststop, st.hook_state("stopped"))
+    except (CoveError, OSError) as e:
+        # The spec: a failing poststop hook is a warning; deletion goes on.
+        os.write(2, f"cove-runtime: warning: {e}\n".encode())
+    S.remove_dir(st.dir)

@@ -1,0 +1,208 @@
+"""`exec`: run a new process inside a running container's namespaces and cgroup."""
+
+from __future__ import annotations
+
+import os
+
+from cove.errors import CoveError, os_why
+from cove.oci.spec import Process, Spec
+from cove.runtime import process as P
+from cove.runtime import state as S
+from cove.runtime.nsexec import NS_PROC, NsPlan, spawn
+from cove.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cove.runtime.nsexec import Sync
+
+
+class ExecOptions:
+    def __init__(self, root: str, cid: str) -> None:
+        self.root = root
+        self.id = cid
+        self.process_file = ""
+        self.args: list[str] = []
+        self.tty = False
+        self.detach = False
+        self.pid_file = ""
+        self.console_socket = ""
+        self.env: list[str] = []
+        self.cwd = ""
+        self.user = ""
+        self.caps: list[str] = []
+        self.no_new_privs = False
+        self.preserve_fds = 0
+        self.additional_gids: list[int] = []
+
+
+def build_process(opts: ExecOptions, spec: Spec) -> Process:
+    """From --process FILE, or the container's process with runc's overrides."""
+    from cove.oci import jsonio
+
+    if opts.process_file:
+        try:
+            if opts.process_file == "-":
+                raw = os.read(0, 1 << 20)
+            else:
+                with open(opts.process_file, "rb") as f:
+                    raw = f.read()
+            obj = jsonio.loads(raw)
+        except OSError as e:
+            raise CoveError(f"--process {opts.process_file}", os_why(e)) from None
+        except jsonio.JSONError as e:
+            raise CoveError(f"--process {opts.process_file}", f"invalid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise CoveError("process", "expected object")
+        return Process(obj, "process", need_cwd=False)
+    if not opts.args:
+        raise CoveError("exec", "a process (--process FILE) or arguments are required")
+    base: dict[str, Any] = dict(spec.raw.get("process") or {})
+    base["args"] = opts.args
+    base["terminal"] = opts.tty
+    base.pop("consoleSize", None)
+    if opts.cwd:
+        base["cwd"] = opts.cwd
+    if opts.env:
+        base["env"] = list(base.get("env") or []) + opts.env
+    if opts.user:
+        uid, _, gid = opts.user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise CoveError(f"--user {opts.user}", "expected UID[:GID] as numbers")
+        base["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if opts.additional_gids:
+        user = dict(base.get("user") or {})
+        user["additionalGids"] = opts.additional_gids
+        base["user"] = user
+    if opts.caps:
+        caps = {k: list(v) for k, v in (base.get("capabilities") or {}).items()}
+        for c in opts.caps:
+            for k in ("bounding", "effective", "permitted", "ambient"):
+                if c not in caps.setdefault(k, []):
+                    caps[k].append(c)
+        base["capabilities"] = caps
+    if opts.no_new_privs:
+        base["noNewPrivileges"] = True
+    return Process(base, "process", need_cwd=False)
+
+
+def _same_ns(pid: int, name: str) -> bool:
+    try:
+        a = os.stat(f"/proc/self/ns/{name}")
+        b = os.stat(f"/proc/{pid}/ns/{name}")
+    except OSError:
+        return True
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def exec_process(opts: ExecOptions) -> int:
+    """Start the process; return its exit code (or 0 once started, with --detach)."""
+    st = S.load(opts.root, opts.id)
+    status = st.status()
+    if status not in ("running", "created"):
+        raise CoveError(f"container {opts.id!r}", f"cannot exec in a {status} container")
+    spec = Spec.parse(st.config_bytes())
+    proc = build_process(opts, spec)
+    if proc.terminal and not opts.console_socket:
+        raise CoveError("exec --tty", "needs --console-socket")
+    pid = st.pid
+    plan = NsPlan()
+    for ns in spec.linux.namespaces:
+        name = NS_PROC[ns.type]
+        if not _same_ns(pid, name):
+            plan.add_join(ns.type, f"/proc/{pid}/ns/{name}")
+    mgr = None
+    if st.data.get("cgroup"):
+        from cove.runtime.cgroups import open_manager_from_state
+
+        mgr = open_manager_from_state(st.data["cgroup"])
+    console_fd = -1
+    if opts.console_socket:
+        from cove.runtime.create import connect_console
+
+        console_fd = connect_console(opts.console_socket)
+    userns = spec.linux.ns("user") is not None
+    P.preload(proc, spec.linux.seccomp is not None)
+    if not opts.detach:
+        L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+    child, sync = spawn(plan, lambda s: _exec_stage2(proc, spec, console_fd, opts.preserve_fds,
+                                                     userns, s))
+    try:
+        if mgr is not None:
+            mgr.apply(child)
+        sync.send("go")
+        msg = sync.expect("pid")
+        gpid = int(msg.split()[1])
+        os.waitpid(child, 0)
+        child = 0
+        sync.send("start")
+        sync.expect("exec")
+        msg2 = sync.recv()
+        if msg2 is not None:
+            if msg2.startswith("error "):
+                raise CoveError(msg2[6:])
+            raise CoveError("exec", f"unexpected message {msg2!r}")
+    except BaseException:
+        if child:
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except OSError:
+                pass
+        raise
+    finally:
+        sync.close()
+        if console_fd >= 0:
+            os.close(console_fd)
+    if opts.pid_file:
+        from cove.runtime.create import write_pid_file
+
+        write_pid_file(opts.pid_file, gpid)
+    if opts.detach:
+        return 0
+    from cove.runtime.run import wait_forwarding
+
+    return wait_forwarding(gpid)
+
+
+def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, userns: bool,
+                 sync: Sync) -> None:
+    if not userns:
+        L.prctl(L.PR_SET_DUMPABLE, 0)  # see init.py: no ptrace of us while we hold host fds
+    if proc.terminal:
+        P.setup_console(console_fd, proc.console_size, bind_console=False)
+    P.apply_rlimits(proc)
+    P.check_lsm(proc)
+    try:
+        os.chdir(proc.cwd)
+    except OSError as e:
+        raise CoveError(f"process.cwd {proc.cwd}", os_why(e)) from None
+    env = P.env_dict(proc.env)
+    env.setdefault("HOME", P.home_of(proc.user.uid))
+    exe = P.lookup_exec(proc.args[0], env)
+    seccomp = None
+    if spec.linux.seccomp is not None:
+        from cove.runtime import seccomp as SC
+
+        seccomp = SC.compile_filter(spec.linux.seccomp)
+        if not proc.no_new_privileges:
+            seccomp.load()
+            seccomp = None
+    P.apply_user_caps(proc, P.setgroups_allowed())
+    if not userns:
+        L.prctl(L.PR_SET_DUMPABLE, 0)
+    if proc.no_new_privileges:
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    preserved = set(range(3, 3 + preserve_fds))
+    for fd in preserved:
+        os.set_inheritable(fd, True)
+    P.close_fds({0, 1, 2, sync.rfd, sync.wfd} | preserved)
+    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    sync.send("exec")
+    if seccomp is not None:
+        seccomp.load()
+    try:
+        os.execve(exe, proc.args, env)
+    except OSError as e:
+        raise CoveError(f"exec {proc.args[0]}", os_why(e)) from None

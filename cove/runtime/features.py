@@ -1,0 +1,62 @@
+"""`features`: what this build of cove-runtime implements (OCI features document)."""
+
+from __future__ import annotations
+
+from cove.oci.spec import HOOK_KINDS, NAMESPACES
+from cove.runtime.rootfs import _FLAGS, _PROPAGATION
+from cove.runtime.state import OCI_VERSION
+from cove.sys.caps import CAPS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def libseccomp_version() -> str | None:
+    import ctypes
+
+    class _Ver(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint),
+                    ("micro", ctypes.c_uint)]
+
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return None
+    lib.seccomp_version.restype = ctypes.POINTER(_Ver)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+def features() -> dict[str, Any]:
+    from cove.runtime import seccomp as SC
+
+    sv = libseccomp_version()
+    out: dict[str, Any] = {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": list(HOOK_KINDS),
+        "mountOptions": sorted(set(_FLAGS) | set(_PROPAGATION)),
+        "linux": {
+            "namespaces": list(NAMESPACES),
+            "capabilities": sorted(CAPS, key=CAPS.__getitem__),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                       "rdma": False},
+            "seccomp": {
+                "enabled": sv is not None,
+                "actions": sorted(a for a in SC._ACTIONS if a != "SCMP_ACT_NOTIFY"),
+                "operators": sorted(SC._OPS),
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
+                "knownFlags": sorted(SC._FLAG_ATTRS),
+                "supportedFlags": sorted(SC._FLAG_ATTRS),
+            },
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false"},
+    }
+    if sv:
+        out["annotations"]["io.github.seccomp.libseccomp.version"] = sv
+    return out

@@ -1,0 +1,142 @@
+"""The container's init (G of nsexec), from its first instruction to execve.
+
+Runs as pid 1 of the new pid namespace. It reports to the runtime over the sync
+channel ("hooks" when mounts are ready, "ready" when it waits for `start`), then
+blocks opening the exec fifo until `start` opens its other end.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cove.errors import CoveError, os_why
+from cove.runtime import process as P
+from cove.runtime.hooks import run_hooks
+from cove.runtime.rootfs import RootfsBuilder
+from cove.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.oci.spec import Spec
+    from cove.runtime.nsexec import Sync
+
+
+class InitConfig:
+    """What init needs that is not in the spec: fds and paths opened by the runtime."""
+
+    def __init__(self, spec: Spec, rootfs: str, fifo_fd: int, console_fd: int,
+                 preserve_fds: int, no_pivot: bool, cgroup_mounts: list[tuple[str, str]],
+                 hook_state: str) -> None:
+        self.spec = spec
+        self.rootfs = rootfs
+        self.fifo_fd = fifo_fd
+        self.console_fd = console_fd
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.cgroup_mounts = cgroup_mounts
+        self.hook_state = hook_state
+
+
+def container_init(cfg: InitConfig, sync: Sync) -> None:
+    spec = cfg.spec
+    proc = spec.process
+    assert proc is not None
+    lin = spec.linux
+    os.setsid()
+    userns = lin.ns("user") is not None
+    if not userns:
+        # Keep the container's processes from ptracing or reading /proc of an init
+        # that still holds host fds (CVE-2016-9962). In a user namespace it would make
+        # our own /proc/self files unwritable to us; the fds are CLOEXEC there anyway.
+        L.prctl(L.PR_SET_DUMPABLE, 0)
+    mntns = lin.ns("mount")
+    builder = RootfsBuilder(spec, cfg.rootfs, cfg.cgroup_mounts, userns,
+                            lin.ns("cgroup") is not None and not lin.ns("cgroup").path)  # type: ignore[union-attr]
+    if mntns is not None:
+        builder.prepare()
+    sync.send("hooks")
+    cfg.hook_state = sync.expect("ok")[3:]  # the runtime sends the state hooks read
+    if spec.hooks.createContainer:
+        run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state)
+    if mntns is not None:
+        builder.pivot(cfg.no_pivot)
+    else:
+        os.chroot(cfg.rootfs)
+        os.chdir("/")
+    if lin.ns("uts") is not None and not lin.ns("uts").path:  # type: ignore[union-attr]
+        if spec.hostname:
+            L.sethostname(spec.hostname)
+        if spec.domainname:
+            L.setdomainname(spec.domainname)
+    for key, value in lin.sysctl.items():
+        _sysctl(key, value)
+    if proc.terminal:
+        if cfg.console_fd < 0:
+            raise CoveError("process.terminal", "a terminal needs --console-socket")
+        P.setup_console(cfg.console_fd, proc.console_size, bind_console=mntns is not None)
+    if mntns is not None:
+        builder.finish()
+    if proc.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc.oom_score_adj))
+    P.apply_rlimits(proc)
+    if lin.personality is not None:
+        L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
+    P.check_lsm(proc)
+    try:
+        os.makedirs(proc.cwd, 0o755, exist_ok=True)
+        os.chdir(proc.cwd)
+    except OSError as e:
+        raise CoveError(f"process.cwd {proc.cwd}", os_why(e)) from None
+    env = P.env_dict(proc.env)
+    env.setdefault("HOME", P.home_of(proc.user.uid))
+    exe = P.lookup_exec(proc.args[0], env)
+    seccomp = None
+    if lin.seccomp is not None:
+        from cove.runtime import seccomp as S
+
+        seccomp = S.compile_filter(lin.seccomp)
+        if not proc.no_new_privileges:
+            # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+            # while we still have it (as runc does).
+            seccomp.load()
+            seccomp = None
+    P.apply_user_caps(proc, P.setgroups_allowed())
+    if not userns:
+        # Changing uid resets the dumpable flag; stay undumpable until execve.
+        L.prctl(L.PR_SET_DUMPABLE, 0)
+    if proc.no_new_privileges:
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    preserved = set(range(3, 3 + cfg.preserve_fds))
+    for fd in preserved:
+        os.set_inheritable(fd, True)
+    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, cfg.fifo_fd} | preserved)
+    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    sync.send("ready")
+    sync.close()
+    # Blocks until `start` opens the read end. Reopening through /proc/self/fd turns
+    # the O_PATH handle taken before pivot_root into a writable one.
+    fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(cfg.fifo_fd)
+    if spec.hooks.startContainer:
+        run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state)
+    if seccomp is not None:
+        seccomp.load()  # as close to execve as possible: fewer syscalls to allow
+    try:
+        os.execve(exe, proc.args, env)
+    except OSError as e:
+        os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
+        os._exit(127)
+
+
+def _sysctl(key: str, value: str) -> None:
+    rel = key.replace(".", "/")
+    if ".." in rel.split("/"):
+        raise CoveError(f"linux.sysctl.{key}", "invalid name")
+    try:
+        with open(f"/proc/sys/{rel}", "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise CoveError(f"linux.sysctl.{key}", os_why(e)) from None

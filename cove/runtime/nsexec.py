@@ -1,0 +1,178 @@
+"""The fork sequence that puts a process into a container's namespaces.
+
+    runtime (P) --fork--> stage 1 (C) --unshare/setns, fork--> container process (G)
+
+P stays in the host's namespaces (it writes uid maps, cgroups and state). C joins
+existing namespaces and unshares new ones; a new pid or time namespace only applies
+to children, so C forks G and exits. G is then pid 1 of the new pid namespace (for
+`create`) or a member of the container's (for `exec`). P, C and G talk over one pair
+of pipes, a line per message: see `Sync`.
+
+    P: fork                          C: wait "go"
+    P: put C in the cgroup, "go" ->  C: setns(user), setns(...)
+                                     C: unshare(user) -> "userns"
+    P: write uid/gid maps, "ok" ->   C: unshare(rest), fork G, "pid N" -> exit
+    P: "start" ->                    G: set up, then messages of its own
+"""
+
+from __future__ import annotations
+
+import os
+
+from cove.errors import CoveError, os_why
+from cove.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+NS_FLAGS = {
+    "user": L.CLONE_NEWUSER, "ipc": L.CLONE_NEWIPC, "uts": L.CLONE_NEWUTS,
+    "network": L.CLONE_NEWNET, "pid": L.CLONE_NEWPID, "mount": L.CLONE_NEWNS,
+    "cgroup": L.CLONE_NEWCGROUP, "time": L.CLONE_NEWTIME,
+}
+# /proc/PID/ns names.
+NS_PROC = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
+           "mount": "mnt", "cgroup": "cgroup", "time": "time"}
+# Join order: the user namespace first (it grants the rights to join the others),
+# mount late (it changes how paths resolve).
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+class Sync:
+    """One end of the P <-> C/G channel: newline-terminated text messages."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self._buf = b""
+
+    def send(self, msg: str) -> None:
+        data = (msg.replace("\n", " ") + "\n").encode()
+        while data:
+            n = os.write(self.wfd, data)
+            data = data[n:]
+
+    def recv(self) -> str | None:
+        """The next message, or None at EOF (every writer closed or exec'd)."""
+        while b"\n" not in self._buf:
+            chunk = os.read(self.rfd, 4096)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def expect(self, what: str) -> str:
+        msg = self.recv()
+        if msg is None:
+            raise CoveError("container init", "exited during setup")
+        if msg.startswith("error "):
+            raise CoveError(msg[6:])
+        if msg.split(" ", 1)[0] != what:
+            raise CoveError("container init", f"unexpected message {msg!r}")
+        return msg
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class NsPlan:
+    """Which namespaces the new process joins (by fd) and which it creates."""
+
+    def __init__(self) -> None:
+        self.join: list[tuple[str, int]] = []   # (type, open fd), in JOIN_ORDER
+        self.new: list[str] = []
+        self.time_offsets: dict[str, tuple[int, int]] = {}
+
+    def add_join(self, typ: str, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise CoveError(f"{typ} namespace {path}", e.strerror or str(e)) from None
+        self.join.append((typ, fd))
+        self.join.sort(key=lambda j: JOIN_ORDER.index(j[0]))
+
+    def close(self) -> None:
+        for _, fd in self.join:
+            os.close(fd)
+        self.join = []
+
+
+def spawn(plan: NsPlan, stage2: Callable[[Sync], None]) -> tuple[int, Sync]:
+    """Fork C (which forks G running `stage2`); return (C's pid, P's end of the channel)."""
+    p2c_r, p2c_w = os.pipe()
+    c2p_r, c2p_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(p2c_w)
+        os.close(c2p_r)
+        sync = Sync(p2c_r, c2p_w)
+        code = 1
+        try:
+            _stage1(plan, sync, stage2)
+            code = 0
+        except CoveError as e:
+            _report(sync, str(e))
+        except OSError as e:
+            _report(sync, os_why(e))
+        except BaseException as e:  # never return into the caller's code in a child
+            _report(sync, f"{type(e).__name__}: {e}")
+        os._exit(code)
+    os.close(p2c_r)
+    os.close(c2p_w)
+    plan.close()
+    return pid, Sync(c2p_r, p2c_w)
+
+
+def _report(sync: Sync, msg: str) -> None:
+    try:
+        sync.send(f"error {msg}")
+    except OSError:
+        pass
+
+
+def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
+    if sync.recv() != "go":
+        os._exit(1)
+    for typ, fd in plan.join:
+        L.setns(fd, NS_FLAGS[typ], f"{typ} namespace")
+        os.close(fd)
+    flags = 0
+    for typ in plan.new:
+        if typ == "user":
+            L.unshare(L.CLONE_NEWUSER)
+            sync.send("userns")
+            if sync.recv() != "ok":
+                os._exit(1)
+        else:
+            flags |= NS_FLAGS[typ]
+    if plan.join and plan.join[0][0] == "user" or "user" in plan.new:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    if flags:
+        L.unshare(flags)
+    if plan.time_offsets:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, (secs, nsecs) in plan.time_offsets.items():
+                f.write(f"{clock} {secs} {nsecs}\n")
+    pid = os.fork()
+    if pid:
+        sync.send(f"pid {pid}")
+        os._exit(0)
+    # G: wait until P knows our pid, then run the container-side setup.
+    if sync.recv() != "start":
+        os._exit(1)
+    try:
+        stage2(sync)
+    except CoveError as e:
+        _report(sync, str(e))
+    except OSError as e:
+        _report(sync, os_why(e))
+    except BaseException as e:
+        _report(sync, f"{type(e).__name__}: {e}")
+    os._exit(1)

@@ -1,0 +1,188 @@
+"""The last steps inside the container before execve, shared by init and exec:
+terminal, rlimits, user and capabilities, no_new_privs, seccomp, fd hygiene, exec.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cove.errors import CoveError, os_why
+from cove.sys import caps as C
+from cove.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.oci.spec import Process
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_TIOCSCTTY = 0x540E
+_TIOCSWINSZ = 0x5414
+
+
+def preload(proc: Process, seccomp: bool) -> None:
+    """Import, in the runtime, every module the container side will need: once it is
+    past pivot_root (or setns into the mount namespace) the host's Python library is
+    out of reach, and a lazy import there would fail."""
+    if proc.rlimits:
+        import resource  # noqa: F401
+    if proc.terminal:
+        import _socket  # noqa: F401
+        import fcntl  # noqa: F401
+    if seccomp:
+        from cove.runtime import seccomp as S
+
+        S._libseccomp()
+
+
+def env_dict(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in env:
+        k, sep, v = e.partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def lookup_exec(arg0: str, env: dict[str, str]) -> str:
+    """Resolve argv[0] against the container's PATH (as runc, at create time)."""
+    if "/" in arg0:
+        cands = [arg0]
+    else:
+        cands = [os.path.join(d or ".", arg0) for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    for c in cands:
+        try:
+            st = os.stat(c)
+        except OSError:
+            continue
+        if st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o111:
+            return c
+    if "/" in arg0:
+        raise CoveError(f"exec: {arg0!r}", "no such executable file")
+    raise CoveError(f"exec: {arg0!r}", "executable file not found in $PATH")
+
+
+def setup_console(sock_fd: int, size: tuple[int, int] | None, bind_console: bool) -> None:
+    """Make a pty in the container's devpts, send its master over the console socket
+    (SCM_RIGHTS, as runc), and make the slave our controlling terminal and stdio."""
+    import _socket
+    import fcntl
+
+    master, slave = os.openpty()
+    try:
+        if size is not None:
+            h, w = size
+            ws = h.to_bytes(2, "little") + w.to_bytes(2, "little") + bytes(4)
+            fcntl.ioctl(slave, _TIOCSWINSZ, ws)
+        if bind_console:
+            name = os.ttyname(slave)
+            if not os.path.exists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            L.mount(name, "/dev/console", None, L.MS_BIND)
+        sock = _socket.socket(fileno=sock_fd)
+        try:
+            sock.sendmsg([os.ttyname(slave).encode()],
+                         [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                           master.to_bytes(4, "little"))])
+        finally:
+            sock.close()
+    finally:
+        os.close(master)
+    os.setsid() if os.getsid(0) != os.getpid() else None
+    fcntl.ioctl(slave, _TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def apply_rlimits(proc: Process) -> None:
+    import resource
+
+    for r in proc.rlimits:
+        try:
+            resource.setrlimit(r.resource, (r.soft, r.hard))
+        except (OSError, ValueError) as e:
+            raise CoveError(f"process.rlimits {r.type}",
+                            f"cannot set {r.soft}/{r.hard}: {e}") from None
+
+
+def home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for line in f:
+                parts = line.decode(errors="replace").rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
+    """Switch to process.user keeping exactly the requested capabilities."""
+    caps = proc.capabilities
+    user = proc.user
+    if caps is not None:
+        keep = C.mask(caps.bounding)
+        for bit in range(C.last_cap() + 1):
+            if not keep & (1 << bit):
+                L.prctl(L.PR_CAPBSET_DROP, bit)
+        L.prctl(L.PR_SET_KEEPCAPS, 1)
+    try:
+        if setgroups_ok:
+            os.setgroups(user.additional_gids)
+        elif user.additional_gids:
+            raise CoveError("process.user.additionalGids",
+                            "setgroups is denied in this user namespace")
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as e:
+        raise CoveError(f"process.user {user.uid}:{user.gid}", os_why(e)) from None
+    if caps is not None:
+        L.prctl(L.PR_SET_KEEPCAPS, 0)
+        eff, perm, inh = C.mask(caps.effective), C.mask(caps.permitted), C.mask(caps.inheritable)
+        try:
+            L.capset(eff, perm, inh)
+        except OSError as e:
+            raise CoveError("process.capabilities", os_why(e)) from None
+        L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
+        for name in caps.ambient:
+            bit = C.CAPS[name]
+            # The kernel refuses an ambient cap that is not also permitted and
+            # inheritable; runc then goes on without it, and so do we.
+            if bit <= C.last_cap() and perm & inh & (1 << bit):
+                L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, bit)
+
+
+def close_fds(keep: set[int]) -> None:
+    """Close every fd not in `keep`: nothing of the runtime's may reach the container
+    (CVE-2024-21626 leaked a host directory fd as the process's cwd)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() != b"deny"
+    except OSError:
+        return True
+
+
+def check_lsm(proc: Process) -> None:
+    if proc.apparmor_profile and not os.path.exists("/sys/kernel/security/apparmor"):
+        # runc ignores the profile when AppArmor is off; so does Cove, but says so.
+        os.write(2, b"cove-runtime: warning: apparmor is not enabled on this host; "
+                    b"process.apparmorProfile ignored\n")
+    if proc.selinux_label and not os.path.exists("/sys/fs/selinux/enforce"):
+        os.write(2, b"cove-runtime: warning: selinux is not enabled on this host; "
+                    b"process.selinuxLabel ignored\n")
+    if proc.scheduler is not None:
+        raise CoveError("process.scheduler", "not supported yet")
+    if proc.io_priority is not None:
+        raise CoveError("process.ioPriority", "not supported yet")

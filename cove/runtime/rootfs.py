@@ -1,0 +1,383 @@
+"""The container's filesystem: mounts, devices, pivot_root, masked and read-only paths.
+
+Runs in the container's init, in its new mount namespace. Every target inside the
+rootfs is resolved with symlinks evaluated *inside* the rootfs and then opened with
+openat2(RESOLVE_IN_ROOT); the mount goes onto /proc/self/fd/N of that handle, so a
+symlink swapped in by a hostile image between check and mount (CVE-2021-30465)
+cannot point a mount outside the container.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from cove.errors import CoveError
+from cove.sys import libc as L
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.oci.spec import Mount, Spec
+
+# option -> (set flags, clear flags)
+_FLAGS: dict[str, tuple[int, int]] = {
+    "async": (0, L.MS_SYNCHRONOUS), "atime": (0, L.MS_NOATIME), "bind": (L.MS_BIND, 0),
+    "defaults": (0, 0), "dev": (0, L.MS_NODEV), "diratime": (0, L.MS_NODIRATIME),
+    "dirsync": (L.MS_DIRSYNC, 0), "exec": (0, L.MS_NOEXEC), "mand": (L.MS_MANDLOCK, 0),
+    "noatime": (L.MS_NOATIME, 0), "nodev": (L.MS_NODEV, 0),
+    "nodiratime": (L.MS_NODIRATIME, 0), "noexec": (L.MS_NOEXEC, 0),
+    "nomand": (0, L.MS_MANDLOCK), "norelatime": (0, L.MS_RELATIME),
+    "nostrictatime": (0, L.MS_STRICTATIME), "nosuid": (L.MS_NOSUID, 0),
+    "rbind": (L.MS_BIND | L.MS_REC, 0), "relatime": (L.MS_RELATIME, 0),
+    "remount": (L.MS_REMOUNT, 0), "ro": (L.MS_RDONLY, 0), "rw": (0, L.MS_RDONLY),
+    "silent": (L.MS_SILENT, 0), "strictatime": (L.MS_STRICTATIME, 0),
+    "suid": (0, L.MS_NOSUID), "sync": (L.MS_SYNCHRONOUS, 0),
+    "nosymfollow": (L.MS_NOSYMFOLLOW, 0), "lazytime": (L.MS_LAZYTIME, 0),
+    "rro": (L.MS_RDONLY, 0), "rrw": (0, L.MS_RDONLY),
+}
+_PROPAGATION = {
+    "private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC,
+    "shared": L.MS_SHARED, "rshared": L.MS_SHARED | L.MS_REC,
+    "slave": L.MS_SLAVE, "rslave": L.MS_SLAVE | L.MS_REC,
+    "unbindable": L.MS_UNBINDABLE, "runbindable": L.MS_UNBINDABLE | L.MS_REC,
+}
+# Flags kept by the kernel on a bind mount that a read-only remount must repeat.
+_LOCKED = ((0x2, L.MS_NOSUID), (0x4, L.MS_NODEV), (0x8, L.MS_NOEXEC),
+           (0x400, L.MS_NOATIME), (0x800, L.MS_NODIRATIME), (0x1000, L.MS_RELATIME))
+# Options that only runc/crun understand and that carry no mount data.
+_IGNORED = frozenset(("tmpcopyup", "copy-symlink", "notmpcopyup"))
+
+DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                   ("urandom", 1, 9), ("tty", 5, 0))
+DEV_SYMLINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"),
+                ("pts/ptmx", "ptmx"))
+
+
+def parse_options(options: list[str], what: str) -> tuple[int, int, str]:
+    """Mount options -> (flags, propagation flags, data)."""
+    flags = 0
+    prop = 0
+    data = []
+    for o in options:
+        if o in _FLAGS:
+            s, c = _FLAGS[o]
+            flags = (flags | s) & ~c
+        elif o in _PROPAGATION:
+            prop |= _PROPAGATION[o]
+        elif o in _IGNORED:
+            pass
+        elif o in ("idmap", "ridmap"):
+            raise CoveError(what, f"mount option {o!r} is not supported yet")
+        else:
+            data.append(o)
+    return flags, prop, ",".join(data)
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """`root/unsafe` with every symlink resolved as if `root` were `/` (never above it)."""
+    parts = unsafe.split("/")
+    parts.reverse()
+    resolved = ""
+    links = 0
+    while parts:
+        p = parts.pop()
+        if p in ("", "."):
+            continue
+        if p == "..":
+            resolved = resolved.rsplit("/", 1)[0]
+            continue
+        cand = f"{resolved}/{p}"
+        try:
+            st = os.lstat(root + cand)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved = cand
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > 255:
+                raise CoveError(unsafe, "too many levels of symbolic links")
+            target = os.readlink(root + cand)
+            if target.startswith("/"):
+                resolved = ""
+            more = target.split("/")
+            more.reverse()
+            parts.extend(more)
+        else:
+            resolved = cand
+    return root + (resolved or "/")
+
+
+def _open_in_root(rootfd: int, path_in_root: str) -> int:
+    return L.openat2(rootfd, path_in_root, os.O_PATH | os.O_CLOEXEC,
+                     resolve=L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS)
+
+
+def _make_target(rootfs: str, dest: str, is_dir: bool) -> str:
+    """Create the mount point inside rootfs; return its path relative to rootfs."""
+    full = secure_join(rootfs, dest)
+    rel = full[len(rootfs):] or "/"
+    if is_dir:
+        os.makedirs(full, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(full), 0o755, exist_ok=True)
+        if not os.path.exists(full):
+            os.close(os.open(full, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    return rel
+
+
+def remount_ro(target: str, extra: int = 0) -> None:
+    """Make an existing (bind) mount read-only, keeping the flags the kernel locked."""
+    try:
+        f = os.statvfs(target).f_flag
+    except OSError:
+        f = 0
+    keep = 0
+    for st_bit, ms in _LOCKED:
+        if f & st_bit:
+            keep |= ms
+    L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | keep | extra)
+
+
+class RootfsBuilder:
+    """Sets up the rootfs of one container, before and after pivot_root."""
+
+    def __init__(self, spec: Spec, rootfs: str, cgroup_mounts: list[tuple[str, str]],
+                 userns: bool, cgroupns: bool) -> None:
+        self.spec = spec
+        self.rootfs = rootfs
+        self.cgroup_mounts = cgroup_mounts
+        self.userns = userns
+        self.cgroupns = cgroupns
+        self.rootfd = -1
+
+    def prepare(self) -> None:
+        """Everything before pivot_root: propagation, the rootfs bind, mounts, /dev."""
+        prop = self.spec.linux.rootfs_propagation
+        # Never let our mounts propagate back to the host: slave by default (as runc).
+        base = _PROPAGATION.get(prop, 0) if prop in ("slave", "rslave", "private",
+                                                      "rprivate") else 0
+        L.mount(None, "/", None, base or (L.MS_SLAVE | L.MS_REC))
+        L.mount(self.rootfs, self.rootfs, None, L.MS_BIND | L.MS_REC)
+        self.rootfd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        dev_mounted = False
+        for i, m in enumerate(self.spec.mounts):
+            self._mount(m, f"mounts[{i}]")
+            if m.destination.rstrip("/") == "/dev":
+                dev_mounted = True
+        self._devices(dev_mounted)
+
+    def _mount(self, m: Mount, what: str) -> None:
+        flags, prop, data = parse_options(m.options, what)
+        typ = m.type
+        if typ == "cgroup" or typ == "cgroup2":
+            self._mount_cgroup(m, flags, what)
+            return
+        is_bind = bool(flags & L.MS_BIND) or typ == "bind"
+        if typ == "bind":
+            flags |= L.MS_BIND
+        is_dir = True
+        if is_bind:
+            src = m.source
+            try:
+                is_dir = stat.S_ISDIR(os.stat(src).st_mode)
+            except OSError as e:
+                raise CoveError(f"{what} (bind {src} on {m.destination})",
+                                e.strerror or str(e)) from None
+        rel = _make_target(self.rootfs, m.destination, is_dir)
+        fd = _open_in_root(self.rootfd, rel)
+        target = f"/proc/self/fd/{fd}"
+        try:
+            if is_bind:
+                L.mount(m.source, target, None, L.MS_BIND | (flags & L.MS_REC))
+                # Bind ignores the other flags: they take effect on a remount. The old
+                # handle names the covered directory, so reopen to reach the new mount.
+                os.close(fd)
+                fd = _open_in_root(self.rootfd, rel)
+                target = f"/proc/self/fd/{fd}"
+                rest = flags & ~(L.MS_BIND | L.MS_REC)
+                if rest:
+                    L.mount(None, target, None, rest | L.MS_BIND | L.MS_REMOUNT)
+            else:
+                try:
+                    L.mount(m.source or typ, target, typ, flags, data or None)
+                except OSError as e:
+                    # sysfs can't be mounted without owning the net namespace: bind the
+                    # host's read-only, as runc does.
+                    if typ == "sysfs" and e.errno in (1, 13):
+                        L.mount("/sys", target, None, L.MS_BIND | L.MS_REC)
+                        remount_ro(target, flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC))
+                    elif typ == "mqueue" and e.errno in (1, 13):
+                        L.mount("/dev/mqueue", target, None, L.MS_BIND)
+                    else:
+                        raise
+                os.close(fd)
+                fd = _open_in_root(self.rootfd, rel)
+                target = f"/proc/self/fd/{fd}"
+            if prop:
+                L.mount(None, target, None, prop)
+        except OSError as e:
+            raise CoveError(f"{what} ({typ or 'bind'} on {m.destination})",
+                            e.strerror or str(e)) from None
+        finally:
+            os.close(fd)
+
+    def _mount_cgroup(self, m: Mount, flags: int, what: str) -> None:
+        rel = _make_target(self.rootfs, m.destination, True)
+        fd = _open_in_root(self.rootfd, rel)
+        target = f"/proc/self/fd/{fd}"
+        ro = flags & L.MS_RDONLY
+        base = flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RELATIME)
+        try:
+            v2_only = len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == ""
+            if v2_only and self.cgroupns:
+                L.mount("cgroup2", target, "cgroup2", flags)
+                return
+            if v2_only:
+                L.mount(self.cgroup_mounts[0][0], target, None, L.MS_BIND | L.MS_REC)
+                if ro:
+                    os.close(fd)
+                    fd = _open_in_root(self.rootfd, rel)
+                    remount_ro(f"/proc/self/fd/{fd}", base)
+                return
+            L.mount("tmpfs", target, "tmpfs", base, "mode=755")
+            os.close(fd)
+            fd = _open_in_root(self.rootfd, rel)
+            target = f"/proc/self/fd/{fd}"
+            for src, sub in self.cgroup_mounts:
+                if not os.path.isdir(src):
+                    continue
+                os.mkdir(os.path.join(target, sub), 0o755)
+                sfd = _open_in_root(self.rootfd, f"{rel}/{sub}")
+                try:
+                    L.mount(src, f"/proc/self/fd/{sfd}", None, L.MS_BIND | L.MS_REC)
+                finally:
+                    os.close(sfd)
+                if ro:
+                    sfd = _open_in_root(self.rootfd, f"{rel}/{sub}")
+                    try:
+                        remount_ro(f"/proc/self/fd/{sfd}", base)
+                    finally:
+                        os.close(sfd)
+            # Combined hierarchies (cpu,cpuacct) are reached by their single names too.
+            for src, sub in self.cgroup_mounts:
+                if "," in sub:
+                    for part in sub.split(","):
+                        link = os.path.join(target, part)
+                        if not os.path.lexists(link):
+                            os.symlink(sub, link)
+            if ro:
+                remount_ro(target, base)
+        except OSError as e:
+            raise CoveError(f"{what} (cgroup on {m.destination})", e.strerror or str(e)) from None
+        finally:
+            os.close(fd)
+
+    def _devices(self, dev_mounted: bool) -> None:
+        devdir = secure_join(self.rootfs, "/dev")
+        os.makedirs(devdir, 0o755, exist_ok=True)
+        devs: list[tuple[str, str, int, int, int, int | None, int | None]] = []
+        if dev_mounted:
+            devs = [(f"/dev/{n}", "c", ma, mi, 0o666, 0, 0) for n, ma, mi in DEFAULT_DEVICES]
+        for d in self.spec.linux.devices:
+            mode = d.file_mode if d.file_mode is not None else 0o666
+            devs.append((d.path, d.type, d.major, d.minor, mode, d.uid, d.gid))
+        for path, typ, major, minor, mode, uid, gid in devs:
+            self._device(path, typ, major, minor, mode, uid, gid)
+        if dev_mounted:
+            for src, name in DEV_SYMLINKS:
+                p = os.path.join(devdir, name)
+                if not os.path.lexists(p):
+                    os.symlink(src, p)
+            if os.path.exists("/proc/kcore") and not os.path.lexists(f"{devdir}/core"):
+                os.symlink("/proc/kcore", f"{devdir}/core")
+
+    def _device(self, path: str, typ: str, major: int, minor: int, mode: int,
+                uid: int | None, gid: int | None) -> None:
+        full = secure_join(self.rootfs, path)
+        os.makedirs(os.path.dirname(full), 0o755, exist_ok=True)
+        what = f"device {path}"
+        try:
+            if self.userns:
+                # mknod is refused in a user namespace: bind the host's node instead.
+                if not os.path.exists(full):
+                    os.close(os.open(full, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+                fd = _open_in_root(self.rootfd, full[len(self.rootfs):])
+                try:
+                    L.mount(path, f"/proc/self/fd/{fd}", None, L.MS_BIND)
+                finally:
+                    os.close(fd)
+                return
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                    "p": stat.S_IFIFO}[typ]
+            if os.path.lexists(full):
+                os.unlink(full)
+            old = os.umask(0)
+            try:
+                os.mknod(full, kind | (mode & 0o7777), os.makedev(major, minor))
+            finally:
+                os.umask(old)
+            os.chown(full, uid or 0, gid or 0, follow_symlinks=False)
+        except OSError as e:
+            raise CoveError(what, e.strerror or str(e)) from None
+
+    def pivot(self, no_pivot: bool) -> None:
+        os.close(self.rootfd)
+        self.rootfd = -1
+        os.chdir(self.rootfs)
+        if no_pivot:
+            L.mount(self.rootfs, "/", None, L.MS_MOVE)
+            os.chroot(".")
+        else:
+            L.pivot_root(".", ".")
+            # The old root is now stacked under "."; detach it without propagating.
+            L.mount(None, ".", None, L.MS_SLAVE | L.MS_REC)
+            L.umount2(".", L.MNT_DETACH)
+        os.chdir("/")
+        prop = self.spec.linux.rootfs_propagation
+        if prop in ("shared", "rshared", "unbindable", "runbindable"):
+            L.mount(None, "/", None, _PROPAGATION[prop])
+
+    def finish(self) -> None:
+        """After pivot_root: masked and read-only paths, then a read-only root."""
+        lin = self.spec.linux
+        for p in lin.readonly_paths:
+            try:
+                L.mount(p, p, None, L.MS_BIND | L.MS_REC)
+                remount_ro(p, L.MS_REC)
+            except OSError as e:
+                if e.errno != 2:
+                    raise CoveError(f"readonlyPaths {p}", e.strerror or str(e)) from None
+        if lin.masked_paths:
+            null = _checked_dev_null()
+            for p in lin.masked_paths:
+                mask_path(p, null)
+        if self.spec.root is not None and self.spec.root.readonly:
+            remount_ro("/")
+
+
+def _checked_dev_null() -> str:
+    """/dev/null, verified to be the real 1:3 node (CVE-2025-31133: an image may plant
+    a symlink or another file there to have it bind-mounted over a masked path)."""
+    try:
+        st = os.stat("/dev/null", follow_symlinks=False)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        raise CoveError("maskedPaths", "/dev/null in the container is not the null device")
+    return "/dev/null"
+
+
+def mask_path(p: str, null: str) -> None:
+    try:
+        st = os.stat(p, follow_symlinks=False)
+    except OSError:
+        return
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            L.mount("tmpfs", p, "tmpfs", L.MS_RDONLY, "size=0k")
+        else:
+            L.mount(null, p, None, L.MS_BIND)
+    except OSError as e:
+        if e.errno != 2:
+            raise CoveError(f"maskedPaths {p}", e.strerror or str(e)) from None

@@ -1,0 +1,49 @@
+"""`start`: release a created container's init by opening the exec fifo."""
+
+from __future__ import annotations
+
+import os
+import select
+
+from cove.errors import CoveError
+from cove.runtime import state as S
+from cove.runtime.hooks import run_hooks
+
+
+def start(root: str, cid: str) -> S.State:
+    st = S.load(root, cid)
+    status = st.status()
+    if status != "created":
+        if status == "stopped":
+            raise CoveError(f"container {cid!r}", "cannot start a container that has stopped")
+        raise CoveError(f"container {cid!r}", f"cannot start a container that is {status}")
+    try:
+        fd = os.open(st.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CoveError(f"container {cid!r}", "already started") from None
+    try:
+        # Opening the read end unblocks init's open for writing; then wait for its
+        # byte, checking that init is still there (it may die before opening its end).
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        while True:
+            if p.poll(100) and os.read(fd, 1):
+                break
+            if not st.alive():
+                raise CoveError(f"container {cid!r}", "init exited before start")
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(st.fifo)
+    except FileNotFoundError:
+        pass
+    from cove.oci.spec import Spec
+
+    spec = Spec.parse(st.config_bytes())
+    if spec.hooks.poststart:
+        try:
+            run_hooks("poststart", spec.hooks.poststart, st.hook_state("running"))
+        except CoveError as e:
+            # The spec: a failing poststart hook is a warning; the container runs on.
+            os.write(2, f"cove-runtime: warning: {e}\n".encode())
+    return st

@@ -1,0 +1,176 @@
+"""A container's persisted state: `<root>/<id>/state.json`, written atomically.
+
+The status is derived, never stored: the init pid (checked against its start time,
+so a recycled pid is not mistaken for the container), the exec fifo (present until
+`start`) and the freezer tell created / running / paused / stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cove.errors import CoveError
+from cove.oci import jsonio
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+OCI_VERSION = "1.2.0"
+DEFAULT_ROOT = "/run/cove-runtime"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_id(cid: str) -> None:
+    """Refuse ids that could escape the state root or confuse tools (runc's rule)."""
+    if not cid:
+        raise CoveError("container id", "must not be empty")
+    if cid in (".", "..") or not set(cid) <= _ID_CHARS:
+        raise CoveError(f"container id {cid!r}",
+                        "invalid: use letters, digits and _ + - . only")
+
+
+def rfc3339(ns: int) -> str:
+    s, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), or None if gone/zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parens: split after the last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+class State:
+    """One container's record under the state root."""
+
+    def __init__(self, root: str, cid: str, data: dict[str, Any]) -> None:
+        self.root = root
+        self.id = cid
+        self.data = data
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(self.root, self.id)
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid", 0))
+
+    @property
+    def bundle(self) -> str:
+        return str(self.data.get("bundle", ""))
+
+    @property
+    def fifo(self) -> str:
+        return os.path.join(self.dir, "exec.fifo")
+
+    def alive(self) -> bool:
+        pid = self.pid
+        return pid > 0 and proc_start_time(pid) == self.data.get("init_start")
+
+    def status(self) -> str:
+        if not self.alive():
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        cg = self.data.get("cgroup")
+        if cg:
+            from cove.runtime.cgroups import open_manager_from_state
+
+            try:
+                if open_manager_from_state(cg).frozen():
+                    return "paused"
+            except (OSError, CoveError):
+                pass
+        return "running"
+
+    def oci(self) -> dict[str, Any]:
+        """The state as `cove-runtime state` prints it (runc's fields, spec order)."""
+        status = self.status()
+        out: dict[str, Any] = {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "pid": self.pid if status != "stopped" else 0,
+            "status": status,
+            "bundle": self.bundle,
+            "rootfs": self.data.get("rootfs", ""),
+            "created": self.data.get("created", ""),
+            "owner": self.data.get("owner", ""),
+        }
+        if self.data.get("annotations"):
+            out["annotations"] = self.data["annotations"]
+        return out
+
+    def hook_state(self, status: str) -> str:
+        """The JSON a hook reads on stdin."""
+        d: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": self.id, "status": status,
+                             "pid": self.pid, "bundle": self.bundle}
+        if self.data.get("annotations"):
+            d["annotations"] = self.data["annotations"]
+        return jsonio.dumps(d)
+
+    def save(self) -> None:
+        path = os.path.join(self.dir, "state.json")
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, jsonio.dumps(self.data).encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    def config_bytes(self) -> bytes:
+        with open(os.path.join(self.dir, "config.json"), "rb") as f:
+            return f.read()
+
+
+def load(root: str, cid: str) -> State:
+    check_id(cid)
+    path = os.path.join(root, cid, "state.json")
+    try:
+        with open(path, "rb") as f:
+            data = jsonio.loads(f.read())
+    except FileNotFoundError:
+        raise CoveError(f"container {cid!r}", "does not exist") from None
+    except (OSError, jsonio.JSONError) as e:
+        raise CoveError(f"container {cid!r}", f"state unreadable: {e}") from None
+    return State(root, cid, data)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.exists(os.path.join(root, n, "state.json")))
+
+
+def remove_dir(path: str) -> None:
+    """rm -r without shutil (which pulls in fnmatch and re); the tree is small and flat."""
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for n in entries:
+        p = os.path.join(path, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            remove_dir(p)
+        else:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

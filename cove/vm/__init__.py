@@ -1,0 +1,1 @@
+"""vm layer of Cove."""
