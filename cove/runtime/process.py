@@ -96,6 +96,10 @@ def setup_console(sock_fd: int, size: tuple[int, int] | None, bind_console: bool
 
 
 def apply_rlimits(proc: Process) -> None:
+    # preload() imports `resource` only when there are rlimits; this runs after
+    # pivot_root, so with none (docker's default spec) an import here would fail.
+    if not proc.rlimits:
+        return
     import resource
 
     for r in proc.rlimits:

@@ -75,8 +75,8 @@ def test_full_lifecycle(parent: str) -> None:
     m.create()  # idempotent
     assert m.exists()
     m.set({"memory": {"limit": 64 << 20}, "pids": {"limit": 20}})
-    mem = [d for h, d in zip(m.hierarchies, m.dirs, strict=True) if "memory" in h.controllers][0]
-    pids = [d for h, d in zip(m.hierarchies, m.dirs, strict=True) if "pids" in h.controllers][0]
+    mem = next(d for h, d in zip(m.hierarchies, m.dirs, strict=True) if "memory" in h.controllers)
+    pids = next(d for h, d in zip(m.hierarchies, m.dirs, strict=True) if "pids" in h.controllers)
     if m.layout == "v2":
         assert open(f"{mem}/memory.max").read().strip() == str(64 << 20)
     else:
@@ -93,8 +93,8 @@ def test_full_lifecycle(parent: str) -> None:
         m.freeze()
         assert m.frozen()
         if m.layout != "v2":
-            fz = [d for h, d in zip(m.hierarchies, m.dirs, strict=True)
-                  if "freezer" in h.controllers][0]
+            fz = next(d for h, d in zip(m.hierarchies, m.dirs, strict=True)
+                  if "freezer" in h.controllers)
             assert open(f"{fz}/freezer.state").read().strip() == "FROZEN"
         # A frozen task is stopped in the kernel's refrigerator.
         assert open(f"/proc/{child.pid}/stat").read().split(") ")[1][0] in "DS"
@@ -138,8 +138,8 @@ def test_pids_limit_enforced(parent: str) -> None:
         m.apply(sh.pid)
         os.write(w, b"go\n")
         os.close(w)
-        pids_dir = [d for h, d in zip(m.hierarchies, m.dirs, strict=True)
-                    if "pids" in h.controllers][0]
+        pids_dir = next(d for h, d in zip(m.hierarchies, m.dirs, strict=True)
+                    if "pids" in h.controllers)
         deadline = time.monotonic() + 5
         while "max 0" in _read(f"{pids_dir}/pids.events") and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -165,6 +165,7 @@ def test_destroy_kills_stragglers_and_children(parent: str) -> None:
     m.apply(child.pid)
     for d, _dest in m.mounts():
         os.mkdir(f"{d}/nested")
+    m.freeze()  # a paused container is still destroyed
     m.destroy()
     assert child.wait(timeout=5) == -signal.SIGKILL
     assert not m.exists()

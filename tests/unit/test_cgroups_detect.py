@@ -25,7 +25,7 @@ HYBRID = """\
 
 V1_COMBINED = """\
 25 18 0:21 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-26 25 0:22 / /sys/fs/cgroup/systemd rw shared:9 - cgroup cgroup rw,xattr,release_agent=/x,name=systemd
+26 25 0:22 / /sys/fs/cgroup/systemd rw shared:9 - cgroup cgroup rw,xattr,name=systemd
 29 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw shared:12 - cgroup cgroup rw,cpu,cpuacct
 30 25 0:26 / /sys/fs/cgroup/net_cls,net_prio rw shared:13 - cgroup cgroup rw,net_cls,net_prio
 31 25 0:27 / /sys/fs/cgroup/memory rw shared:14 - cgroup cgroup rw,memory
@@ -35,7 +35,7 @@ V1_COMBINED = """\
 
 V2 = """\
 22 1 0:21 / /sys rw - sysfs sysfs rw
-30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+30 22 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate
 """
 
 V2_WITH_NAMED = V2 + "31 30 0:40 / /run/x/systemd rw - cgroup cgroup rw,name=systemd\n"

@@ -53,6 +53,9 @@ class Manager:
         self.rootless = rootless
         # Hierarchies a rootless create() could not write; never touched again.
         self.skipped: set[int] = set()
+        # Set when the path is Cove's default (/cove/<id>): destroy() then also removes
+        # the shared /cove parent once it is empty, so no trace is left on the host.
+        self.prune_parent = False
 
     # Lookup.
 
@@ -341,7 +344,9 @@ class Manager:
                 except ProcessLookupError:
                     pass
         finally:
-            if froze:
+            # SIGKILL thaws a paused container too (as runc): a task stopped
+            # in the v1 freezer would otherwise never die.
+            if froze or sig == SIGKILL:
                 self.thaw()
 
     def destroy(self, timeout: float = 5.0) -> None:
@@ -358,6 +363,11 @@ class Manager:
             err = _rmtree(d, deadline)
             if err:
                 errors.append(err)
+            elif self.prune_parent:
+                try:
+                    os.rmdir(os.path.dirname(d))
+                except OSError:
+                    pass  # other containers still live there
         if errors:
             raise CoveError("cgroup", "; ".join(errors))
 
@@ -417,6 +427,7 @@ class Manager:
             "layout": self.layout,
             "root": self.root,
             "rootless": self.rootless,
+            "prune_parent": self.prune_parent,
             "hierarchies": [
                 {"mountpoint": h.mountpoint, "version": h.version,
                  "controllers": list(h.controllers), "root": h.root, "dir": d,
@@ -437,6 +448,7 @@ class Manager:
                 root=d.get("root", CGROUP_ROOT), rootless=bool(d.get("rootless")),
             )
             m.skipped = {i for i, x in enumerate(hs) if x.get("skipped")}
+            m.prune_parent = bool(d.get("prune_parent"))
         except (KeyError, TypeError) as e:
             raise CoveError("state.json", f"bad cgroup state: {e}") from None
         return m

@@ -66,7 +66,8 @@ def open_manager(
     spec = cgroups_path or ""
     if systemd or (spec and not spec.startswith("/") and spec.count(":") == 2):
         spec = _systemd_path(spec, container_id, systemd_dir)
-    if not spec:
+    default = not spec
+    if default:
         spec = f"/cove/{container_id}"
     layout, hierarchies = find_hierarchies(mountinfo, v2_controllers=v2_controllers)
     if spec.startswith("/"):
@@ -93,8 +94,10 @@ def open_manager(
             paths.append(full)
             dirs.append(_under(h.mountpoint, full))
         path = paths[0] if paths else "/" + rel
-    return Manager(path, layout, hierarchies, dirs, root=root.rstrip("/") or "/",
-                   rootless=rootless)
+    m = Manager(path, layout, hierarchies, dirs, root=root.rstrip("/") or "/",
+                rootless=rootless)
+    m.prune_parent = default
+    return m
 
 
 def _under(mountpoint: str, path: str) -> str:

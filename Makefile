@@ -1,0 +1,42 @@
+# `make run` and `make test` do all the set-up on a fresh Debian 12 machine (as root).
+PY ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: all deps install run test unit lint bench clean
+
+all: install
+
+deps:
+	sh scripts/install-deps.sh
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: deps $(VENV)/.installed
+	$(BIN)/python -m cove.cli.launcher $(BIN) >/dev/null
+	@git rev-parse HEAD > cove/_commit 2>/dev/null || echo unknown > cove/_commit
+
+run: install
+	$(BIN)/cove run --rm busybox sh -c 'echo "Hello from a Cove container: $$(uname -sr), pid $$$$, hostname $$(hostname)"'
+
+test: install lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint:
+	$(BIN)/ruff check cove tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/lifecycle
+
+clean:
+	rm -rf $(VENV) cove/_commit

@@ -1,0 +1,49 @@
+"""Fixtures for tests that run real containers (as root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import helpers as H
+
+
+class Env:
+    """One test's world: a temp dir, a cove-runtime with its own root, the ids it made."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.rt = H.Runtime(H.RUNTIME, tmp / "state")
+        self.ids: list[str] = []
+
+    def id(self, prefix: str = "t") -> str:
+        cid = H.new_id(prefix)
+        self.ids.append(cid)
+        return cid
+
+    def bundle(self, config: dict[str, Any] | None = None, name: str = "bundle") -> H.Bundle:
+        return H.make_bundle(self.tmp, config, name)
+
+    def cleanup(self) -> None:
+        """Force-delete what a failing test may have left, with cove-runtime itself."""
+        for cid in self.ids:
+            self.rt("delete", "--force", cid)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not os.path.exists(H.RUNTIME):
+        subprocess.run([str(H.ROOT / ".venv/bin/python"), "-m", "cove.cli.launcher"], check=True)
+    e = Env(tmp_path / "w")
+    e.tmp.mkdir()
+    yield e
+    left = H.leftovers(e.tmp, e.ids)
+    e.cleanup()
+    assert not left, f"left behind: {left}"
