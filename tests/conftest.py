@@ -41,6 +41,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
         pytest.skip("needs root")
     if not os.path.exists(H.RUNTIME):
         subprocess.run([str(H.ROOT / ".venv/bin/python"), "-m", "cove.cli.launcher"], check=True)
+    # User-namespaced containers reach their rootfs as an unmapped host uid: let every
+    # directory above it be searched (pytest makes its base 0700).
+    for d in (tmp_path, *tmp_path.parents):
+        if str(d) in ("/", "/tmp"):
+            break
+        d.chmod(d.stat().st_mode | 0o111)
     e = Env(tmp_path / "w")
     e.tmp.mkdir()
     yield e

@@ -178,7 +178,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     os.makedirs(opts.root, 0o700, exist_ok=True)
     sdir = os.path.join(opts.root, opts.id)
     try:
-        os.mkdir(sdir, 0o700)
+        os.mkdir(sdir, 0o711)
+        os.chmod(sdir, 0o711)  # whatever the umask
     except FileExistsError:
         raise CoveError(f"container {opts.id!r}", "already exists") from None
     st = S.State(opts.root, opts.id, {
@@ -194,7 +195,10 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         with open(os.path.join(sdir, "config.json"), "wb") as f:
             f.write(raw)
         os.mkfifo(st.fifo, 0o622)
-        fifo_fd = os.open(st.fifo, os.O_PATH | os.O_CLOEXEC)
+        os.chmod(st.fifo, 0o622)  # init may write to it as an unprivileged user
+        # init opens the fifo relative to this handle on the state dir (0711, as runc's:
+        # init may be an unprivileged user by then).
+        fifo_fd = os.open(sdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         mgr = open_manager(spec.linux.cgroups_path or None, opts.id, rootless=opts.rootless,
                            systemd=opts.systemd_cgroup)
         mgr.create()

@@ -114,9 +114,10 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
     sync.send("ready")
     sync.close()
-    # Blocks until `start` opens the read end. Reopening through /proc/self/fd turns
-    # the O_PATH handle taken before pivot_root into a writable one.
-    fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
+    # handle on the state dir taken before pivot_root: not through /proc/self/fd, which
+    # a non-dumpable process that changed uid may no longer traverse.
+    fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cfg.fifo_fd)
     os.write(fd, b"0")
     os.close(fd)
     os.close(cfg.fifo_fd)

@@ -133,7 +133,12 @@ def _report(sync: Sync, msg: str) -> None:
     try:
         sync.send(f"error {msg}")
     except OSError:
-        pass
+        # The runtime has gone (init failed after `create` returned): stderr is all
+        # that is left, and it is the container's.
+        try:
+            os.write(2, f"cove-runtime: {msg}\n".encode(errors="replace"))
+        except OSError:
+            pass
 
 
 def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:

@@ -1,0 +1,114 @@
+"""dockerd 20.10 with cove-runtime registered as a runtime (daemon.json `runtimes`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.peers.conftest import Peer, finish, need, sh, wait_for
+
+pytestmark = pytest.mark.peers
+
+IMAGE = "peerbusybox:latest"
+
+
+class Docker(Peer):
+    def __init__(self) -> None:
+        super().__init__("docker", ["docker"],
+                         ["/etc/docker/key.json", "/opt/containerd", "/run/containerd",
+                          "/run/docker"])
+        # /usr/local/bin may hold a newer client than this 20.10 daemon speaks.
+        self.bin = "/usr/bin/docker"
+        T = self.dir
+        self.sock = self.path("docker.sock")
+        os.makedirs(self.path("tmp"))
+        with open(self.path("daemon.json"), "w") as f:
+            json.dump({
+                "data-root": f"{T}/data", "exec-root": f"{T}/exec",
+                "pidfile": f"{T}/docker.pid", "hosts": [f"unix://{self.sock}"],
+                "iptables": False, "ip6tables": False, "ip-forward": False,
+                "ip-masq": False, "bridge": "none", "storage-driver": "overlay2",
+                "exec-opts": ["native.cgroupdriver=cgroupfs"],
+                "runtimes": {"cove": {"path": self.runtime}},
+            }, f)
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 60):  # type: ignore[no-untyped-def]
+        return sh([self.bin, "-H", f"unix://{self.sock}", *args], check=check,
+                  timeout=timeout)
+
+    def ready(self) -> bool:
+        if not os.path.exists(self.sock):
+            return False
+        return self("version", check=False, timeout=10).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def docker(image_tar: str) -> Iterator[Docker]:
+    need("dockerd")
+    need("/usr/bin/docker")
+    d = Docker()
+    try:
+        d.start(["dockerd", "--config-file", d.path("daemon.json")], ready=d.ready,
+                env={**os.environ, "TMPDIR": d.path("tmp")}, timeout=60)
+        d("load", "-i", image_tar)
+        d.mark_baseline()
+        yield d
+        d("rm", "-f", *d("ps", "-aq").stdout.split(), check=False)
+    finally:
+        finish(d)
+
+
+def test_info_sees_the_runtime(docker: Docker) -> None:
+    # `docker info` runs `cove-runtime --version` and parses its `commit:` line.
+    info = json.loads(docker("info", "--format", "{{json .}}").stdout)
+    assert "cove" in info["Runtimes"]
+
+
+def test_run(docker: Docker) -> None:
+    r = docker("run", "--rm", "--runtime", "cove", "--name", "peerdk-rm", IMAGE,
+               "sh", "-c", "echo hi; cat /proc/1/cmdline | tr '\\0' ' '")
+    assert r.stdout.splitlines() == ["hi", "sh -c echo hi; cat /proc/1/cmdline | tr '\\0' ' ' "]
+    r = docker("run", "--rm", "--runtime", "cove", IMAGE, "sh", "-c", "exit 6", check=False)
+    assert r.returncode == 6, r.stderr
+    docker.check_clean()
+
+
+def test_exec_top_update_stop(docker: Docker) -> None:
+    name = "peerdk-d"
+    cid = docker("run", "-d", "--runtime", "cove", "--name", name, IMAGE, "sh", "-c",
+                 'trap "exit 0" TERM; while :; do sleep 0.1; done').stdout.strip()
+    try:
+        assert docker("inspect", "-f", "{{.HostConfig.Runtime}}", name).stdout.strip() == "cove"
+        r = docker("exec", name, "sh", "-c", "echo in-exec; tty; exit 3", check=False)
+        assert r.returncode == 3, r.stderr
+        assert r.stdout.splitlines() == ["in-exec", "not a tty"]
+        r = docker("exec", "-t", name, "tty")
+        assert r.stdout.strip().startswith("/dev/pts/"), r.stdout
+
+        # top: the shim calls `ps --format json`; docker runs ps(1) and filters.
+        top = docker("top", name).stdout
+        assert "while :; do sleep 0.1; done" in top, top
+
+        # update: `update --resources - ID` with the new limits on stdin.
+        mem = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        docker("update", "--memory", "64m", "--memory-swap", "128m", name)
+        assert docker("exec", name, "cat", mem).stdout.strip() == str(64 << 20)
+        host_mem = f"/sys/fs/cgroup/memory/docker/{cid}/memory.limit_in_bytes"
+        with open(host_mem) as f:
+            assert f.read().strip() == str(64 << 20)
+        assert docker("inspect", "-f", "{{.HostConfig.Memory}}", name).stdout.strip() == \
+            str(64 << 20)
+
+        t0 = time.monotonic()
+        docker("stop", "-t", "10", name)
+        assert time.monotonic() - t0 < 8, "SIGTERM did not reach the container's init"
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        docker("rm", name)
+    finally:
+        docker("rm", "-f", name, check=False)
+    wait_for(lambda: not docker("ps", "-aq").stdout.strip(), what="no containers")
+    docker.check_clean([cid])
