@@ -112,6 +112,19 @@ def test_run_rm(ctd: Containerd) -> None:
     ctd.check_clean(["peerc-rm", "peerc-rm2"])
 
 
+def test_run_tty_on_a_pty(ctd: Containerd) -> None:
+    """`ctr run -t`: the shim hands cove-runtime a --console-socket for the init."""
+    s = PtySession(ctd.ctr_argv("run", "-t", "--rm", *ctd.run_args(), IMAGE_REF,
+                                "peerc-tty", "sh"))
+    s.read_until(b"# ")
+    s.send(b"tty; echo MARK$((6*7))\r")
+    out = s.read_until(b"MARK42")
+    assert b"/dev/pts/" in out
+    s.send(b"exit 5\r")
+    assert s.wait() == 5
+    ctd.check_clean(["peerc-tty"])
+
+
 def test_task_exec_ps_pause_resume_kill(ctd: Containerd) -> None:
     cid = "peerc-task"
     ctd("run", "-d", *ctd.run_args(), IMAGE_REF, cid, "sh", "-c",

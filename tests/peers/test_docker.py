@@ -66,6 +66,7 @@ def test_info_sees_the_runtime(docker: Docker) -> None:
     # `docker info` runs `cove-runtime --version` and parses its `commit:` line.
     info = json.loads(docker("info", "--format", "{{json .}}").stdout)
     assert "cove" in info["Runtimes"]
+    docker.check_clean()
 
 
 def test_run(docker: Docker) -> None:
@@ -74,6 +75,13 @@ def test_run(docker: Docker) -> None:
     assert r.stdout.splitlines() == ["hi", "sh -c echo hi; cat /proc/1/cmdline | tr '\\0' ' ' "]
     r = docker("run", "--rm", "--runtime", "cove", IMAGE, "sh", "-c", "exit 6", check=False)
     assert r.returncode == 6, r.stderr
+    # A non-root user (init opens the exec fifo after dropping privileges) and
+    # resources given at create time.
+    r = docker("run", "--rm", "--runtime", "cove", "-u", "1000:1000", "--memory", "32m",
+               "--pids-limit", "50", IMAGE, "sh", "-c",
+               "id -u; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+               "/sys/fs/cgroup/pids/pids.max")
+    assert r.stdout.splitlines() == ["1000", str(32 << 20), "50"]
     docker.check_clean()
 
 

@@ -88,6 +88,8 @@ def test_detached_logs_exec_stop_rm(podman: Podman) -> None:
     cid = podman("inspect", "-f", "{{.Id}}", name).stdout.strip()
     try:
         assert podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+        # It is cove-runtime that runs it: podman passes no --root, so the default one.
+        assert os.path.exists(f"/run/cove-runtime/{cid}/state.json")
         logs = podman("logs", name)
         deadline = time.monotonic() + 10
         while "started" not in logs.stdout and time.monotonic() < deadline:
@@ -105,6 +107,15 @@ def test_detached_logs_exec_stop_rm(podman: Podman) -> None:
         # exec with a terminal (conmon gets the pty master over --console-socket).
         r = podman("exec", "-t", name, "tty")
         assert r.stdout.strip().startswith("/dev/pts/"), r.stdout
+        # exec as another user, in another directory, with extra environment.
+        r = podman("exec", "-u", "1:1", "-w", "/tmp", "-e", "PEER=x", name, "sh", "-c",
+                   "id -u; pwd; echo $PEER")
+        assert r.stdout.splitlines() == ["1", "/tmp", "x"]
+        # pause/unpause: the runtime's freezer.
+        podman("pause", name)
+        assert podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "paused"
+        podman("unpause", name)
+        assert podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
         # The exec'd processes are gone; the container's init is still pid 1.
         top = podman("exec", name, "ps", "-o", "pid,comm").stdout
         assert " 1 sh" in top or "1 sh" in top.split("\n", 1)[1], top
@@ -118,6 +129,13 @@ def test_detached_logs_exec_stop_rm(podman: Podman) -> None:
     finally:
         podman("rm", "-f", name, check=False)
     podman.check_clean([cid])
+
+
+def test_run_as_user_read_only(podman: Podman) -> None:
+    r = podman("run", "--rm", "--cidfile", podman.path("cid-user"), "-u", "1000:1000",
+               "--read-only", IMAGE_REF, "sh", "-c", "id -u; touch /x 2>/dev/null || echo ro")
+    assert r.stdout.splitlines() == ["1000", "ro"]
+    podman.check_clean([cid_from(podman, "cid-user")])
 
 
 def test_run_it_on_a_pty(podman: Podman) -> None:
