@@ -168,11 +168,15 @@ def dispatch(argv: list[str], log: Log) -> int:
 def _run_command(cmd: str, f: F.Parsed, root: str, rootless: bool, systemd: bool) -> int:
     out = sys.stdout
     if cmd in ("create", "run"):
+        from cove.runtime.cgroups.prewarm import prewarm
+
+        warm = prewarm()  # first: it overlaps the imports and parsing below
         from cove.runtime.create import CreateOptions
 
         opts = CreateOptions(root, _one(f.args, cmd), f.s("bundle"), f.s("pid-file"),
                              f.s("console-socket"), f.i("preserve-fds"), f.b("no-pivot"),
                              rootless, systemd)
+        opts.warm = warm
         if cmd == "create":
             from cove.runtime.create import create
 

@@ -28,7 +28,7 @@ class _Ctx:
     memo: dict[str, str] = {}
 
 
-_scan = _json.make_scanner(_Ctx())
+_scan = _json.make_scanner(_Ctx())  # type: ignore[arg-type]
 
 
 class JSONError(ValueError):
@@ -76,7 +76,7 @@ _enc_str = _json.encode_basestring_ascii
 def dumps(obj: Any, indent: int | None = None, _level: int = 0) -> str:
     """Serialise `obj` (dicts, lists, str, int, float, bool, None) as compact or indented JSON."""
     if isinstance(obj, str):
-        return _enc_str(obj)  # type: ignore[no-any-return]
+        return _enc_str(obj)
     if obj is True:
         return "true"
     if obj is False:

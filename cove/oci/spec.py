@@ -89,6 +89,11 @@ class User:
 
 class Capabilities:
     __slots__ = ("ambient", "bounding", "effective", "inheritable", "permitted")
+    ambient: list[str]
+    bounding: list[str]
+    effective: list[str]
+    inheritable: list[str]
+    permitted: list[str]
 
     def __init__(self, o: dict[str, Any], p: str) -> None:
         for s in self.__slots__:
@@ -274,6 +279,12 @@ class Linux:
 
 class Hooks:
     __slots__ = HOOK_KINDS
+    prestart: list[Hook]
+    createRuntime: list[Hook]
+    createContainer: list[Hook]
+    startContainer: list[Hook]
+    poststart: list[Hook]
+    poststop: list[Hook]
 
     def __init__(self, o: dict[str, Any], p: str = "hooks") -> None:
         for kind in HOOK_KINDS:
@@ -282,7 +293,8 @@ class Hooks:
                                  for i, h in enumerate(lst)])
 
     def get(self, kind: str) -> list[Hook]:
-        return getattr(self, kind)  # type: ignore[no-any-return]
+        hooks: list[Hook] = getattr(self, kind)
+        return hooks
 
 
 class Root:

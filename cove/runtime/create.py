@@ -17,6 +17,7 @@ from cove.runtime.nsexec import NsPlan, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _thread
     from typing import Any
 
     from cove.runtime.cgroups import Manager
@@ -36,6 +37,8 @@ class CreateOptions:
         self.no_pivot = no_pivot
         self.rootless = rootless
         self.systemd_cgroup = systemd_cgroup
+        # From cgroups.prewarm.prewarm(), started before the imports of `create`.
+        self.warm: _thread.LockType | None = None
 
 
 def load_bundle(bundle: str) -> tuple[str, bytes, Spec, str]:
@@ -218,8 +221,9 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
             from cove.sys import libc as L
 
             L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        if opts.warm is not None:
+            opts.warm.acquire()  # no thread may be running across fork()
         child, sync = spawn(plan, lambda s: container_init(cfg, s))
-        mgr.apply(child)
         sync.send("go")
         msg = sync.recv()
         if msg == "userns":
@@ -235,6 +239,10 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         st.data["init_start"] = S.proc_start_time(init_pid)
         st.save()
         sync.send("start")
+        # Move init into its cgroup while it sets up its mounts: the first cgroup
+        # migration waits out an RCU grace period (~12 ms here), which this overlaps.
+        # Init has no children yet and unshares its cgroup namespace only after this.
+        mgr.apply(init_pid)
         sync.expect("hooks")
         hs = st.hook_state("creating")
         run_hooks("prestart", spec.hooks.prestart, hs)

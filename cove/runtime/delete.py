@@ -51,10 +51,13 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     if mgr is not None:
         mgr.destroy()
     try:
-        from cove.oci.spec import Spec
+        raw = st.config_bytes()
+        spec = None
+        if b'"poststop"' in raw:  # parse only when there can be hooks to run
+            from cove.oci.spec import Spec
 
-        spec = Spec.parse(st.config_bytes())
-        if spec.hooks.poststop:
+            spec = Spec.parse(raw)
+        if spec is not None and spec.hooks.poststop:
             from cove.runtime.hooks import run_hooks
 
             run_hooks("poststop", spec.hooks.poststop, st.hook_state("stopped"))

@@ -56,6 +56,10 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         builder.prepare()
     sync.send("hooks")
     cfg.hook_state = sync.expect("ok")[3:]  # the runtime sends the state hooks read
+    cgns = lin.ns("cgroup")
+    if cgns is not None and not cgns.path:
+        # Now that the runtime has put us in our cgroup, it becomes our namespace root.
+        L.unshare(L.CLONE_NEWCGROUP)
     if spec.hooks.createContainer:
         run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state)
     if mntns is not None:

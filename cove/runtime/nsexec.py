@@ -149,6 +149,8 @@ def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
         os.close(fd)
     flags = 0
     for typ in plan.new:
+        if typ == "cgroup":
+            continue  # G unshares it once the runtime has moved it into its cgroup
         if typ == "user":
             L.unshare(L.CLONE_NEWUSER)
             sync.send("userns")
@@ -156,7 +158,7 @@ def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
                 os._exit(1)
         else:
             flags |= NS_FLAGS[typ]
-    if plan.join and plan.join[0][0] == "user" or "user" in plan.new:
+    if (plan.join and plan.join[0][0] == "user") or "user" in plan.new:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     if flags:

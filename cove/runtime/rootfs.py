@@ -229,10 +229,9 @@ class RootfsBuilder:
         ro = flags & L.MS_RDONLY
         base = flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RELATIME)
         try:
+            # Bind mounts of the container's own cgroup directories, never a fresh
+            # cgroup mount: init unshares its cgroup namespace only after this point.
             v2_only = len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == ""
-            if v2_only and self.cgroupns:
-                L.mount("cgroup2", target, "cgroup2", flags)
-                return
             if v2_only:
                 L.mount(self.cgroup_mounts[0][0], target, None, L.MS_BIND | L.MS_REC)
                 if ro:
@@ -260,7 +259,7 @@ class RootfsBuilder:
                     finally:
                         os.close(sfd)
             # Combined hierarchies (cpu,cpuacct) are reached by their single names too.
-            for src, sub in self.cgroup_mounts:
+            for _src, sub in self.cgroup_mounts:
                 if "," in sub:
                     for part in sub.split(","):
                         link = os.path.join(target, part)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import _signal
+import os
 
 from cove.runtime.create import CreateOptions, create
 from cove.runtime.delete import delete

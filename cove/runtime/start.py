@@ -37,9 +37,12 @@ def start(root: str, cid: str) -> S.State:
         os.unlink(st.fifo)
     except FileNotFoundError:
         pass
+    raw = st.config_bytes()
+    if b'"poststart"' not in raw:
+        return st  # skip parsing the spec: most containers have no hooks
     from cove.oci.spec import Spec
 
-    spec = Spec.parse(st.config_bytes())
+    spec = Spec.parse(raw)
     if spec.hooks.poststart:
         try:
             run_hooks("poststart", spec.hooks.poststart, st.hook_state("running"))

@@ -33,7 +33,7 @@ def test_process_env_cwd_user_umask(env: Env) -> None:
 
 
 def test_home_from_passwd(env: Env) -> None:
-    code, out, _ = run_out(env, base_config(["sh", "-c", "echo $HOME"]))
+    _code, out, _ = run_out(env, base_config(["sh", "-c", "echo $HOME"]))
     assert out == "/root\n"
 
 
@@ -41,7 +41,7 @@ def test_hostname_domainname(env: Env) -> None:
     cfg = base_config(["sh", "-c", "hostname; cat /proc/sys/kernel/domainname"])
     cfg["hostname"] = "box1"
     cfg["domainname"] = "example.org"
-    code, out, err = run_out(env, cfg)
+    _code, out, err = run_out(env, cfg)
     assert out.split() == ["box1", "example.org"], err
 
 
@@ -58,7 +58,7 @@ def test_readonly_root_and_mounts(env: Env) -> None:
         {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "noexec", "size=2m", "mode=700"]},
     ]
-    code, out, err = run_out(env, cfg)
+    _code, out, _err = run_out(env, cfg)
     lines = out.splitlines()
     assert lines[0] == "from host"
     assert "Read-only file system" in lines[1]
@@ -88,7 +88,7 @@ def test_bind_file_and_symlink_target_stays_inside(env: Env) -> None:
 def test_masked_and_readonly_paths(env: Env) -> None:
     cfg = base_config(["sh", "-c", "cat /proc/kcore | wc -c; ls /sys/firmware | wc -l; "
                                    "echo 1 > /proc/sys/kernel/ns_last_pid 2>&1 || echo ro"])
-    code, out, err = run_out(env, cfg)
+    _code, out, err = run_out(env, cfg)
     lines = out.split()
     assert lines[0] == "0" and lines[1] == "0" and lines[-1] == "ro", (out, err)
 
@@ -101,7 +101,7 @@ def test_rlimits_oom_score_nnp_caps(env: Env) -> None:
     cfg["process"]["noNewPrivileges"] = True
     caps = ["CAP_KILL", "CAP_NET_BIND_SERVICE"]
     cfg["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
-    code, out, err = run_out(env, cfg)
+    _code, out, err = run_out(env, cfg)
     lines = out.split("\n")
     assert lines[:3] == ["512", "600", "123"], err
     st = dict(line.split(":\t") for line in lines[3:] if line)
@@ -149,7 +149,7 @@ def test_join_namespace_by_path(env: Env) -> None:
 def test_sysctl(env: Env) -> None:
     cfg = base_config(["cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shmmni"])
     cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shmmni": "1000"}
-    code, out, err = run_out(env, cfg)
+    _code, out, err = run_out(env, cfg)
     assert out.split() == ["1", "1000"], err
 
 
@@ -157,7 +157,7 @@ def test_devices(env: Env) -> None:
     cfg = base_config(["sh", "-c", "ls -l /dev/mynull /dev/null; echo x > /dev/mynull && echo ok"])
     cfg["linux"]["devices"] = [{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3,
                                 "fileMode": 0o620, "uid": 0, "gid": 0}]
-    code, out, err = run_out(env, cfg)
+    _code, out, _err = run_out(env, cfg)
     lines = out.splitlines()
     assert lines[0].startswith("crw--w----") and "1,   3" in lines[0], out
     assert lines[1].startswith("crw-rw-rw-")
@@ -167,7 +167,7 @@ def test_devices(env: Env) -> None:
 def test_device_cgroup_denies(env: Env) -> None:
     # mknod of a device that the rules don't allow to open: the node can be made, but
     # opening it is refused by the devices cgroup.
-    code, out, err = run_out(env, base_config(
+    _code, out, err = run_out(env, base_config(
         ["sh", "-c", "mknod /dev/sda1x b 8 1 && head -c1 /dev/sda1x; echo rc=$?"]))
     assert "Operation not permitted" in out + err
     assert "rc=1" in out
@@ -203,10 +203,10 @@ def test_hooks_all_kinds(env: Env) -> None:
 def test_hook_failure_and_timeout_clean_up(env: Env) -> None:
     cfg = base_config(["true"])
     cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]}
-    code, out, err = run_out(env, cfg)
+    code, _out, err = run_out(env, cfg)
     assert code == 1 and "createRuntime hook #0" in err and "exit status 3" in err
     cfg["hooks"] = {"prestart": [{"path": "/bin/sleep", "args": ["sleep", "10"], "timeout": 1}]}
-    code, out, err = run_out(env, cfg, name="b2")
+    code, _out, err = run_out(env, cfg, name="b2")
     assert code == 1 and "timed out" in err
 
 
@@ -306,14 +306,14 @@ def test_preserve_fds(env: Env) -> None:
 
 
 def test_no_fd_leaks_into_container(env: Env) -> None:
-    code, out, err = run_out(env, base_config(["ls", "/proc/self/fd"]))
+    _code, out, err = run_out(env, base_config(["ls", "/proc/self/fd"]))
     assert sorted(out.split()) == ["0", "1", "2", "3"], (out, err)  # 3: ls's own dir fd
 
 
 @pytest.mark.parametrize("ns", ["ipc", "uts", "network", "cgroup", "pid", "mount"])
 def test_namespaces_differ_from_host(env: Env, ns: str) -> None:
     name = {"network": "net", "mount": "mnt"}.get(ns, ns)
-    code, out, err = run_out(env, base_config(["readlink", f"/proc/self/ns/{name}"]))
+    _code, out, err = run_out(env, base_config(["readlink", f"/proc/self/ns/{name}"]))
     assert out.strip() and out.strip() != os.readlink(f"/proc/self/ns/{name}"), err
 
 
@@ -334,5 +334,5 @@ def test_seccomp_errno(env: Env) -> None:
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
                       "errnoRet": 13}],
     }
-    code, out, err = run_out(env, cfg)
+    _code, out, err = run_out(env, cfg)
     assert "Permission denied" in err and "rc=1" in out, (out, err)
