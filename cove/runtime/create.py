@@ -39,6 +39,8 @@ class CreateOptions:
         self.systemd_cgroup = systemd_cgroup
         # From cgroups.prewarm.prewarm(), started before the imports of `create`.
         self.warm: _thread.LockType | None = None
+        # A connected socket to send the pty master to, instead of --console-socket.
+        self.console_fd = -1
 
 
 def load_bundle(bundle: str) -> tuple[str, bytes, Spec, str]:
@@ -209,6 +211,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         mgr.set(cgroup_resources(spec))
         if opts.console_socket:
             console_fd = connect_console(opts.console_socket)
+        elif opts.console_fd >= 0:
+            console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
         plan = ns_plan(spec)
         from cove.runtime.init import InitConfig, container_init
         from cove.runtime.process import preload

@@ -336,3 +336,37 @@ def test_seccomp_errno(env: Env) -> None:
     }
     _code, out, err = run_out(env, cfg)
     assert "Permission denied" in err and "rc=1" in out, (out, err)
+
+
+def test_run_foreground_terminal_relay(env: Env) -> None:
+    """`run` of a terminal process without --console-socket relays through its own pty."""
+    import pty
+    import select
+    import time
+
+    cfg = base_config(["sh"])
+    cfg["process"]["terminal"] = True
+    b = env.bundle(cfg)
+    cid = env.id()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(env.rt.binary, [env.rt.binary, "--root", str(env.rt.root), "run", "--bundle",
+                                 str(b.path), cid])
+    env.rt.wait_status(cid, "running")
+    os.write(fd, b"tty; echo hi-from-$(hostname); exit 3\n")
+    out = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 3
+    text = out.decode(errors="replace")
+    assert "/dev/pts/0" in text and "hi-from-cove" in text
