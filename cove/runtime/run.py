@@ -6,9 +6,8 @@ and relays between its own terminal and the container's pty, as runc does.
 
 from __future__ import annotations
 
-import os
-
 import _signal
+import os
 
 from cove.errors import CoveError
 from cove.runtime.create import CreateOptions, create
