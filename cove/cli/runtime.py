@@ -162,7 +162,12 @@ def dispatch(argv: list[str], log: Log) -> int:
     if g.b("systemd-cgroup") and not os.path.isdir("/run/systemd/system"):
         raise CoveError("--systemd-cgroup", "systemd is not running on this host")
     rootless = _rootless(g.s("rootless"))
-    return _run_command(cmd, f, root, rootless, g.b("systemd-cgroup"))
+    if log.debug_on:
+        log.write("debug", f"{cmd} {' '.join(rest)} (root {root}, rootless {rootless})")
+    code = _run_command(cmd, f, root, rootless, g.b("systemd-cgroup"))
+    if log.debug_on:
+        log.write("debug", f"{cmd}: exit status {code}")
+    return code
 
 
 def _run_command(cmd: str, f: F.Parsed, root: str, rootless: bool, systemd: bool) -> int:

@@ -241,6 +241,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         child = 0
         st.data["pid"] = init_pid
         st.data["init_start"] = S.proc_start_time(init_pid)
+        st.data["creating"] = True  # `state` says "creating" until init is ready
         st.save()
         sync.send("start")
         # Move init into its cgroup while it sets up its mounts: the first cgroup
@@ -253,6 +254,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         sync.send(f"ok {hs}")
         sync.expect("ready")
+        del st.data["creating"]
+        st.save()
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
         return st

@@ -81,6 +81,8 @@ class State:
     def status(self) -> str:
         if not self.alive():
             return "stopped"
+        if self.data.get("creating"):
+            return "creating"
         if os.path.exists(self.fifo):
             return "created"
         cg = self.data.get("cgroup")
