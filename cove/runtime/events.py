@@ -9,6 +9,10 @@ from cove.errors import CoveError
 from cove.oci import jsonio
 from cove.runtime import state as S
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.runtime.cgroups.base import Manager
+
 
 def _emit(obj: dict[str, object]) -> None:
     os.write(1, (jsonio.dumps(obj) + "\n").encode())
@@ -30,11 +34,19 @@ def events(root: str, cid: str, stats_once: bool, interval: float) -> None:
     next_stats = 0.0
     while st.alive():
         now = time.monotonic()
-        n = mgr.oom_count()
-        if n > ooms:
-            ooms = n
-            _emit({"type": "oom", "id": cid})
+        ooms = _report_ooms(mgr, cid, ooms)
         if now >= next_stats:
             _emit({"type": "stats", "id": cid, "data": mgr.stats()})
             next_stats = now + interval
         time.sleep(min(0.2, interval))
+    # The OOM killer may have ended the container's init itself: report that kill
+    # too (the cgroup keeps its counter until delete) before the stream ends.
+    _report_ooms(mgr, cid, ooms)
+
+
+def _report_ooms(mgr: Manager, cid: str, seen: int) -> int:
+    """One "oom" event per OOM kill since `seen`; returns the new count."""
+    n = mgr.oom_count()
+    for _ in range(n - seen):
+        _emit({"type": "oom", "id": cid})
+    return max(n, seen)

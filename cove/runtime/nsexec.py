@@ -167,7 +167,12 @@ def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, (secs, nsecs) in plan.time_offsets.items():
                 f.write(f"{clock} {secs} {nsecs}\n")
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BlockingIOError as e:
+        # `exec` into a container whose cgroup is at its pids limit: say so.
+        raise CoveError("fork the container's process", f"{os_why(e)} (the container's "
+                        "pids limit, or RLIMIT_NPROC, is reached)") from None
     if pid:
         sync.send(f"pid {pid}")
         os._exit(0)

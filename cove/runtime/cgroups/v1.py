@@ -45,11 +45,11 @@ def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
         # Raising: memsw must grow first; lowering: the limit must shrink first.
         swap_first = swap == -1 or cur < swap
     if swap_first:
-        fs.write(d, MEMSW, _limit(swap), f"{where}.swap")
+        _set_swap(d, swap, f"{where}.swap")
     if limit:
         _set_limit(d, limit, f"{where}.limit")
     if swap and not swap_first:
-        fs.write(d, MEMSW, _limit(swap), f"{where}.swap")
+        _set_swap(d, swap, f"{where}.swap")
     reservation = get_int(mem, "reservation", where)
     if reservation:
         fs.write(d, "memory.soft_limit_in_bytes", _limit(reservation), f"{where}.reservation")
@@ -78,17 +78,37 @@ def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
             fs.write(d, "memory.use_hierarchy", want, f"{where}.useHierarchy")
 
 
+def _errno(e: CoveError) -> int | None:
+    return e.__cause__.errno if isinstance(e.__cause__, OSError) else None
+
+
 def _set_limit(d: str, limit: int, knob: str) -> None:
     try:
         fs.write(d, "memory.limit_in_bytes", _limit(limit), knob)
     except CoveError as e:
-        if isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.EBUSY:
+        if _errno(e) == errno.EBUSY:
             usage = fs.read_uint(d, "memory.usage_in_bytes")
             peak = fs.read_uint(d, "memory.max_usage_in_bytes")
             raise CoveError(
                 knob, f"unable to set memory limit to {limit} (current usage: {usage}, "
                 f"peak usage: {peak})"
             ) from None
+        memsw = fs.read_uint(d, MEMSW) if fs.has(d, MEMSW) else 0
+        if _errno(e) == errno.EINVAL and 0 < memsw < limit:
+            # A live update of the limit alone (runc fails the same way, less clearly).
+            raise CoveError(knob, f"memory limit {limit} is above the memory+swap limit "
+                            f"{memsw}: raise swap too") from None
+        raise
+
+
+def _set_swap(d: str, swap: int, knob: str) -> None:
+    try:
+        fs.write(d, MEMSW, _limit(swap), knob)
+    except CoveError as e:
+        cur = fs.read_uint(d, "memory.limit_in_bytes")
+        if _errno(e) == errno.EINVAL and 0 < swap < cur:
+            raise CoveError(knob, f"memory+swap limit {swap} is below the memory limit "
+                            f"{cur}: lower the limit too") from None
         raise
 
 
