@@ -29,3 +29,116 @@ def write_bundle(bundle: str, rootfs: str, args: list[str], *, env: list[str] | 
     with open(path, "w") as f:
         json.dump(spec, f, indent=2)
     return path
+
+
+# -- images → bundles -----------------------------------------------------------------
+
+def read_in_root(rootfs: str, path: str) -> str | None:
+    """A small text file of the container's rootfs, symlinks resolved inside it."""
+    from cove.sys import libc
+    dfd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = libc.openat2(dfd, path.lstrip("/"), os.O_RDONLY | os.O_CLOEXEC, 0,
+                          libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(4 << 20).decode(errors="replace")
+
+
+def _table(text: str | None) -> list[list[str]]:
+    return [line.split(":") for line in (text or "").splitlines()
+            if line and not line.startswith("#")]
+
+
+def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
+    """`user[:group]` (names or numbers) → (uid, gid, additional gids), from the image's
+    /etc/passwd and /etc/group as docker does."""
+    from cove.errors import CoveError
+    if not user:
+        user = "0"
+    name, _, group = user.partition(":")
+    passwd = _table(read_in_root(rootfs, "/etc/passwd"))
+    groups = _table(read_in_root(rootfs, "/etc/group"))
+    uid: int | None = None
+    gid = 0
+    username = ""
+    for ent in passwd:
+        if len(ent) >= 4 and (ent[0] == name or (name.isdigit() and ent[2] == name)):
+            uid, username = int(ent[2]), ent[0]
+            gid = int(ent[3]) if ent[3].isdigit() else 0
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise CoveError(f"user {name!r}", "not found in the image's /etc/passwd")
+        uid = int(name)
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            hit = [g for g in groups if len(g) >= 3 and g[0] == group]
+            if not hit:
+                raise CoveError(f"group {group!r}", "not found in the image's /etc/group")
+            gid = int(hit[0][2])
+    extra = sorted({int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit()
+                    and username and username in g[3].split(",") and int(g[2]) != gid})
+    return uid, gid, extra
+
+
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """Later KEY=VALUE entries replace earlier ones; a bare KEY takes the host's value."""
+    out: dict[str, str] = {}
+    for e in [*base, *extra]:
+        k, eq, v = e.partition("=")
+        if not eq:
+            if k in os.environ:
+                out[k] = os.environ[k]
+            continue
+        out[k] = v
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def image_spec(cfg: object, rootfs: str, *, args: list[str], entrypoint: str | None = None,
+               env: list[str] | None = None, workdir: str | None = None,
+               user: str | None = None, terminal: bool = False,
+               hostname: str = "cove") -> dict[str, object]:
+    """runc's default spec running an image: Entrypoint + Cmd (`args` replace Cmd,
+    `entrypoint` replaces Entrypoint and drops the image's Cmd), Env (+ `env`),
+    WorkingDir (or `workdir`), User (or `user`, resolved in the image)."""
+    from cove.errors import CoveError
+    from cove.oci.image import ContainerConfig
+    assert isinstance(cfg, ContainerConfig)
+    if entrypoint is not None:
+        ep = [entrypoint] if entrypoint else []
+        cmd = args
+    else:
+        ep = list(cfg.entrypoint or [])
+        cmd = args or list(cfg.cmd or [])
+    argv = ep + cmd
+    if not argv:
+        raise CoveError("run", "no command: the image has no Entrypoint or Cmd; give one")
+    uid, gid, extra = resolve_user(rootfs, user if user is not None else cfg.user)
+    spec = default_spec()
+    proc = spec["process"]
+    proc["args"] = argv
+    proc["terminal"] = terminal
+    proc["cwd"] = workdir or cfg.working_dir or "/"
+    if not proc["cwd"].startswith("/"):
+        raise CoveError("--workdir", f"must be an absolute path, not {proc['cwd']!r}")
+    proc["user"] = {"uid": uid, "gid": gid}
+    if extra:
+        proc["user"]["additionalGids"] = extra
+    image_env = cfg.env or [e for e in proc["env"] if e.startswith("PATH=")]
+    proc["env"] = merge_env(["TERM=xterm"] if terminal else [],
+                            [*image_env, f"HOSTNAME={hostname}", *(env or [])])
+    if not any(e.startswith("PATH=") for e in proc["env"]):
+        proc["env"].insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if uid != 0 or gid != 0:
+        # runc's default grants caps to root only in effect; a non-root process gets none
+        # ambient (as docker).
+        proc["capabilities"]["ambient"] = []
+    spec["root"] = {"path": os.path.abspath(rootfs), "readonly": False}
+    spec["hostname"] = hostname
+    return spec

@@ -1,0 +1,44 @@
+"""Flags and helpers shared by `cove`'s subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from cove.errors import CoveError
+
+
+def parse_bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {s!r}")
+
+
+def registry_flags(p: argparse.ArgumentParser, creds: bool = True) -> None:
+    p.add_argument("--tls-verify", type=parse_bool, nargs="?", const=True, default=True,
+                   metavar="BOOL", help="verify TLS (and allow plain HTTP when false)")
+    p.add_argument("--cert-dir", help="CA directory: DIR/HOST[:PORT]/ca.crt "
+                                      "(default /etc/containers/certs.d)")
+    p.add_argument("--authfile", help="auth.json (default: podman's)")
+    if creds:
+        p.add_argument("--creds", help="USER:PASSWORD for this command only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def registry_options(a: argparse.Namespace) -> object:
+    from cove.image.transfer import RegistryOptions
+    creds = None
+    if getattr(a, "creds", None):
+        user, sep, pw = a.creds.partition(":")
+        if not sep:
+            raise CoveError("--creds", "expected USER:PASSWORD")
+        creds = (user, pw)
+    return RegistryOptions(tls_verify=a.tls_verify, cert_dir=a.cert_dir,
+                           authfile=a.authfile, creds=creds)
+
+
+def store(a: argparse.Namespace) -> object:
+    from cove.image.store import Store
+    return Store(a.root)

@@ -1,0 +1,473 @@
+"""A Distribution (OCI / Docker registry v2) client on http.client.
+
+- TLS verified against the system CAs plus a per-registry CA dir
+  (`CERT_DIR/HOST[:PORT]/*.crt`; `*.cert` + `*.key` as a client certificate), with
+  CERT_DIR `/etc/containers/certs.d` unless overridden (`--cert-dir`).
+- Plain HTTP only for localhost/127.0.0.0/8/::1 or with `tls_verify=False`: those try
+  HTTPS first and fall back when the server does not speak TLS.
+- Auth from the 401's WWW-Authenticate: Bearer (a token from the realm, with basic
+  credentials when known) or Basic.
+- Connection errors, 5xx and 429 are retried (3 tries, backing off).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import http.client
+import json
+import os
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from cove.errors import CoveError
+from cove.image import auth as authfile_mod
+from cove.oci.image import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    manifest_media_type,
+    sha256_digest,
+)
+
+DEFAULT_CERT_DIR = "/etc/containers/certs.d"
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
+CHUNK_UPLOAD = 16 << 20        # blobs larger than this go up in PATCH chunks
+MAX_MANIFEST = 4 << 20
+USER_AGENT = "cove/0.1"
+
+
+class RegistryError(CoveError):
+    def __init__(self, what: str, why: str = "", status: int = 0) -> None:
+        super().__init__(what, why)
+        self.status = status
+
+
+def _is_local(host: str) -> bool:
+    h = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
+    return h in ("localhost", "::1") or h.startswith("127.")
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: IO[bytes] | None = None
+    conn: http.client.HTTPConnection | None = None
+    url: str = ""
+
+    def read(self) -> bytes:
+        try:
+            return self.body.read() if self.body is not None else b""
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+@dataclass
+class Stats:
+    """What a client moved: the tests assert on these (no re-upload on a second push)."""
+    downloaded: list[str] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, digest: str) -> None:
+        with self.lock:
+            getattr(self, kind).append(digest)
+
+
+class Registry:
+    def __init__(self, host: str, *, tls_verify: bool = True, cert_dir: str | None = None,
+                 creds: tuple[str, str] | None = None, authfile: str | None = None,
+                 retries: int = 3, timeout: float = 60.0) -> None:
+        self.host = host
+        self.tls_verify = tls_verify
+        self.cert_dir = cert_dir or DEFAULT_CERT_DIR
+        self.creds = creds if creds is not None else authfile_mod.get(host, authfile)
+        self.retries = retries
+        self.timeout = timeout
+        self.api_host = "registry-1.docker.io" if host == "docker.io" else host
+        self.scheme: str | None = None
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+        self._lock = threading.Lock()
+        self.stats = Stats()
+
+    # -- transport -----------------------------------------------------------------
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if not self.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        d = os.path.join(self.cert_dir, self.host)
+        for ca in sorted(glob.glob(os.path.join(d, "*.crt"))):
+            ctx.load_verify_locations(cafile=ca)
+        for cert in sorted(glob.glob(os.path.join(d, "*.cert"))):
+            key = cert[:-5] + ".key"
+            ctx.load_cert_chain(cert, key if os.path.exists(key) else None)
+        return ctx
+
+    def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout,
+                                               context=self.ssl_context())
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+
+    def _tls_error(self, e: ssl.SSLError) -> RegistryError:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            why = (f"TLS certificate verification failed: {e.verify_message}. Put the "
+                   f"registry's CA certificate in {self.cert_dir}/{self.host}/ca.crt "
+                   "(or point --cert-dir at a directory with HOST/ca.crt), or use "
+                   "--tls-verify=false")
+        else:
+            why = f"TLS handshake failed: {e.reason or e}"
+        return RegistryError(f"registry {self.host}", why)
+
+    def _base(self) -> str:
+        if self.scheme is None:
+            self._probe()
+        return f"{self.scheme}://{self.api_host}"
+
+    def _probe(self) -> None:
+        """Pick https or (for local / --tls-verify=false registries) http."""
+        insecure_ok = _is_local(self.host) or not self.tls_verify
+        conn = self._conn("https", self.api_host)
+        try:
+            conn.request("GET", "/v2/", headers={"User-Agent": USER_AGENT})
+            conn.getresponse().read()
+            self.scheme = "https"
+            return
+        except ssl.SSLCertVerificationError as e:
+            raise self._tls_error(e) from None
+        except ssl.SSLError as e:
+            if not insecure_ok:
+                raise self._tls_error(e) from None
+        except (ConnectionError, http.client.HTTPException, OSError) as e:
+            if not insecure_ok:
+                raise RegistryError(f"registry {self.host}", f"cannot connect: {e}") from None
+        finally:
+            conn.close()
+        self.scheme = "http"
+
+    def _auth_header(self, scopes: tuple[str, ...]) -> dict[str, str]:
+        key = " ".join(scopes)
+        with self._lock:
+            tok = self._tokens.get(key)
+        if tok:
+            return {"Authorization": f"Bearer {tok}"}
+        if self._basic and self.creds:
+            raw = base64.b64encode(f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+            return {"Authorization": f"Basic {raw}"}
+        return {}
+
+    def _authenticate(self, challenge: str, scopes: tuple[str, ...]) -> None:
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if not self.creds:
+                raise RegistryError(f"registry {self.host}",
+                                    f"authentication required: run `cove login {self.host}`",
+                                    401)
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryError(f"registry {self.host}",
+                                f"unsupported authentication challenge {challenge!r}", 401)
+        q: list[tuple[str, str]] = []
+        if "service" in params:
+            q.append(("service", params["service"]))
+        want = list(scopes) or ([params["scope"]] if "scope" in params else [])
+        q += [("scope", s) for s in want]
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + \
+            urllib.parse.urlencode(q)
+        headers = {}
+        if self.creds:
+            raw = base64.b64encode(f"{self.creds[0]}:{self.creds[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {raw}"
+        r = self._raw("GET", url, headers, None)
+        body = r.read()
+        if r.status == 401:
+            raise RegistryError(f"registry {self.host}",
+                                "unauthorized: wrong username or password" if self.creds
+                                else "authentication required: run `cove login "
+                                     f"{self.host}`", 401)
+        if r.status != 200:
+            raise RegistryError(f"registry {self.host}",
+                                f"token server {params['realm']} answered {r.status}")
+        try:
+            d = json.loads(body)
+            tok = d.get("token") or d.get("access_token")
+        except (ValueError, AttributeError):
+            tok = None
+        if not isinstance(tok, str) or not tok:
+            raise RegistryError(f"registry {self.host}", "token server gave no token")
+        with self._lock:
+            self._tokens[" ".join(scopes)] = tok
+
+    def _raw(self, method: str, url: str, headers: dict[str, str],
+             body: bytes | IO[bytes] | None) -> Response:
+        u = urllib.parse.urlsplit(url)
+        conn = self._conn(u.scheme, u.netloc)
+        path = u.path + (f"?{u.query}" if u.query else "")
+        h = {"User-Agent": USER_AGENT, **headers}
+        try:
+            conn.request(method, path, body=body, headers=h)
+            resp = conn.getresponse()
+        except ssl.SSLError as e:
+            conn.close()
+            raise self._tls_error(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()},
+                        resp, conn, url)
+
+    def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                body: bytes | Callable[[], IO[bytes]] | None = None,
+                scopes: tuple[str, ...] = (), ok: tuple[int, ...] = (200,),
+                what: str = "", follow: bool = True) -> Response:
+        """One API call with auth, retries and (for GET/HEAD) redirects. `body` is
+        bytes or a function opening a fresh stream (called again on a retry). Returns
+        a response with a status in `ok`, else raises with the registry's message."""
+        what = what or f"{self.host}"
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 4))
+            url = path if "://" in path else self._base() + path
+            h = {**(headers or {}), **self._auth_header(scopes)}
+            stream = body() if callable(body) else body
+            try:
+                r = self._raw(method, url, h, stream)
+                hops = 0
+                while follow and r.status in (301, 302, 303, 307, 308) and \
+                        method in ("GET", "HEAD") and hops < 5:
+                    loc = urllib.parse.urljoin(r.url, r.headers.get("location", ""))
+                    r.close()
+                    same = urllib.parse.urlsplit(loc).netloc == urllib.parse.urlsplit(url).netloc
+                    r = self._raw(method, loc, h if same else {}, None)
+                    hops += 1
+            except RegistryError:
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                last = e
+                continue
+            finally:
+                if stream is not None and not isinstance(stream, bytes):
+                    stream.close()
+            if r.status == 401:
+                challenge = r.headers.get("www-authenticate", "")
+                r.read()
+                if h.get("Authorization", "").startswith("Basic "):
+                    raise RegistryError(what, "unauthorized: wrong username or password "
+                                              f"for {self.host}", 401)
+                if not challenge:
+                    raise RegistryError(what, "unauthorized (no challenge given)", 401)
+                self._authenticate(challenge, scopes)
+                return self._after_auth(method, path, headers, body, scopes, ok, what,
+                                        follow)
+            if r.status in ok:
+                return r
+            if r.status >= 500 or r.status == 429:
+                r.read()
+                last = RegistryError(what, f"server error {r.status}", r.status)
+                continue
+            raise self._api_error(what, r)
+        if isinstance(last, RegistryError):
+            raise last
+        raise RegistryError(what, f"cannot reach {self.host}: {last}")
+
+    def _after_auth(self, method: str, path: str, headers: dict[str, str] | None,
+                    body: bytes | Callable[[], IO[bytes]] | None, scopes: tuple[str, ...],
+                    ok: tuple[int, ...], what: str, follow: bool) -> Response:
+        url = path if "://" in path else self._base() + path
+        h = {**(headers or {}), **self._auth_header(scopes)}
+        stream = body() if callable(body) else body
+        try:
+            r = self._raw(method, url, h, stream)
+        finally:
+            if stream is not None and not isinstance(stream, bytes):
+                stream.close()
+        if r.status == 401:
+            r.read()
+            raise RegistryError(what, "unauthorized: wrong username or password for "
+                                      f"{self.host}" if self.creds else
+                                "authentication required: run `cove login "
+                                f"{self.host}`", 401)
+        if r.status in ok:
+            return r
+        if follow and r.status in (301, 302, 303, 307, 308) and method in ("GET", "HEAD"):
+            loc = urllib.parse.urljoin(r.url, r.headers.get("location", ""))
+            r.close()
+            return self.request(method, loc, headers=headers, ok=ok, what=what)
+        raise self._api_error(what, r)
+
+    def _api_error(self, what: str, r: Response) -> RegistryError:
+        body = r.read() if r.body is not None else b""
+        msg = ""
+        try:
+            errs = json.loads(body).get("errors") or []
+            msg = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+                            for e in errs)
+        except (ValueError, AttributeError):
+            pass
+        if r.status == 403:
+            msg = msg or "access denied"
+        return RegistryError(what, f"{r.status} {msg or http.client.responses.get(r.status, '')}"
+                             .strip(), r.status)
+
+    # -- the API -------------------------------------------------------------------
+    @staticmethod
+    def scope(repo: str, actions: str = "pull") -> str:
+        return f"repository:{repo}:{actions}"
+
+    def check(self) -> None:
+        """GET /v2/ (with auth): what `cove login` verifies."""
+        r = self.request("GET", "/v2/", scopes=(), what=f"registry {self.host}")
+        r.read()
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str, str]:
+        """(content, media type, digest) of a manifest or index; verified when `ref` is a
+        digest or the registry names one."""
+        what = f"{self.host}/{repo}:{ref}" if not ref.startswith("sha256:") \
+            else f"{self.host}/{repo}@{ref}"
+        r = self.request("GET", f"/v2/{repo}/manifests/{ref}",
+                         headers={"Accept": MANIFEST_ACCEPT},
+                         scopes=(self.scope(repo),), what=what)
+        assert r.body is not None
+        try:
+            data = r.body.read(MAX_MANIFEST + 1)
+        finally:
+            r.close()
+        if len(data) > MAX_MANIFEST:
+            raise RegistryError(what, "manifest larger than 4 MiB")
+        digest = sha256_digest(data)
+        if ref.startswith("sha256:") and digest != ref:
+            raise RegistryError(what, f"manifest digest mismatch: content hashes to {digest}")
+        claimed = r.headers.get("docker-content-digest")
+        if claimed and claimed.startswith("sha256:") and claimed != digest:
+            raise RegistryError(what, f"manifest digest mismatch: registry says {claimed}, "
+                                      f"content hashes to {digest}")
+        mt = r.headers.get("content-type", "").split(";")[0].strip()
+        if mt not in (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST):
+            mt = manifest_media_type(data)
+        return data, mt, digest
+
+    def fetch_blob(self, repo: str, digest: str, sink: Any,
+                   on_data: Callable[[int], None] | None = None) -> None:
+        """Stream a blob into `sink` (a store BlobWriter: write/reset/commit). Retries
+        restart it; `commit` verifies the digest."""
+        what = f"{self.host}/{repo}@{digest}"
+        for attempt in range(self.retries + 1):
+            r = self.request("GET", f"/v2/{repo}/blobs/{digest}",
+                             scopes=(self.scope(repo),), what=what)
+            try:
+                assert r.body is not None
+                while chunk := r.body.read(1 << 20):
+                    sink.write(chunk)
+                    if on_data:
+                        on_data(len(chunk))
+                break
+            except (OSError, http.client.HTTPException) as e:
+                if attempt == self.retries:
+                    raise RegistryError(what, f"download failed: {e}") from None
+                sink.reset()
+            finally:
+                r.close()
+        self.stats.add("downloaded", digest)
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        r = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", ok=(200, 404),
+                         scopes=(self.scope(repo, "pull,push"),),
+                         what=f"{self.host}/{repo}@{digest}")
+        r.close()
+        return r.status == 200
+
+    def start_upload(self, repo: str, digest: str, mount_from: str | None = None
+                     ) -> str | None:
+        """POST an upload (a cross-repo mount when `mount_from`): None when the registry
+        mounted the blob, else the upload location."""
+        path = f"/v2/{repo}/blobs/uploads/"
+        scopes: tuple[str, ...] = (self.scope(repo, "pull,push"),)
+        if mount_from:
+            path += "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+            scopes += (self.scope(mount_from),)
+        r = self.request("POST", path, ok=(201, 202), scopes=scopes,
+                         headers={"Content-Length": "0"}, body=b"",
+                         what=f"{self.host}/{repo}@{digest}")
+        r.read()
+        if r.status == 201 and mount_from:
+            return None
+        loc = r.headers.get("location")
+        if not loc:
+            raise RegistryError(f"{self.host}/{repo}", "upload started without a Location")
+        return urllib.parse.urljoin(self._base() + path, loc)
+
+    def upload_blob(self, repo: str, digest: str, size: int, opener: Callable[[], IO[bytes]],
+                    location: str | None = None,
+                    on_data: Callable[[int], None] | None = None) -> None:
+        what = f"{self.host}/{repo}@{digest}"
+        scopes = (self.scope(repo, "pull,push"),)
+        loc = location or self.start_upload(repo, digest)
+        assert loc is not None
+
+        def with_digest(u: str) -> str:
+            return u + ("&" if "?" in u else "?") + urllib.parse.urlencode({"digest": digest})
+
+        if size <= CHUNK_UPLOAD:
+            r = self.request("PUT", with_digest(loc), body=opener, ok=(201,), scopes=scopes,
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Content-Length": str(size)}, what=what)
+            r.read()
+        else:
+            with opener() as f:
+                off = 0
+                while off < size:
+                    chunk = f.read(CHUNK_UPLOAD)
+                    r = self.request("PATCH", loc, body=chunk, ok=(202,), scopes=scopes,
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(len(chunk)),
+                                              "Content-Range": f"{off}-{off + len(chunk) - 1}"},
+                                     what=what)
+                    r.read()
+                    loc = urllib.parse.urljoin(loc, r.headers.get("location", loc))
+                    off += len(chunk)
+                    if on_data:
+                        on_data(len(chunk))
+            r = self.request("PUT", with_digest(loc), body=b"", ok=(201,), scopes=scopes,
+                             headers={"Content-Length": "0"}, what=what)
+            r.read()
+        self.stats.add("uploaded", digest)
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        r = self.request("PUT", f"/v2/{repo}/manifests/{ref}", body=data, ok=(201, 200),
+                         headers={"Content-Type": media_type,
+                                  "Content-Length": str(len(data))},
+                         scopes=(self.scope(repo, "pull,push"),),
+                         what=f"{self.host}/{repo}:{ref}")
+        r.read()
+        digest = sha256_digest(data)
+        claimed = r.headers.get("docker-content-digest")
+        if claimed and claimed != digest:
+            raise RegistryError(f"{self.host}/{repo}:{ref}",
+                                f"registry stored the manifest as {claimed}, not {digest}")
+        return digest
