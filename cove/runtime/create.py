@@ -253,7 +253,16 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         run_hooks("prestart", spec.hooks.prestart, hs)
         run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         sync.send(f"ok {hs}")
-        sync.expect("ready")
+        from cove.runtime.seccomp_default import wants_notify
+
+        if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
+            from cove.oci import jsonio
+            from cove.runtime import seccomp as SC
+
+            SC.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
+                                   jsonio.loads(hs))
+        else:
+            sync.expect("ready")
         del st.data["creating"]
         st.save()
         if opts.pid_file:

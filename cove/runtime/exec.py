@@ -8,7 +8,9 @@ from cove.errors import CoveError, os_why
 from cove.oci.spec import Process, Spec
 from cove.runtime import process as P
 from cove.runtime import state as S
+from cove.runtime import trampoline
 from cove.runtime.nsexec import NS_PROC, NsPlan, spawn
+from cove.runtime.seccomp_default import wants_notify
 from cove.sys import libc as L
 
 TYPE_CHECKING = False
@@ -137,7 +139,14 @@ def exec_process(opts: ExecOptions) -> int:
         os.waitpid(child, 0)
         child = 0
         sync.send("start")
-        sync.expect("exec")
+        if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
+            from cove.oci import jsonio
+            from cove.runtime import seccomp as SC
+
+            SC.expect_after_notify(sync, "exec", gpid, spec.linux.seccomp or {},
+                                   jsonio.loads(st.hook_state(status)))
+        else:
+            sync.expect("exec")
         msg2 = sync.recv()
         if msg2 is not None:
             if msg2.startswith("error "):
@@ -174,10 +183,7 @@ def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, 
         P.setup_console(console_fd, proc.console_size, bind_console=False)
     P.apply_rlimits(proc)
     P.check_lsm(proc)
-    try:
-        os.chdir(proc.cwd)
-    except OSError as e:
-        raise CoveError(f"process.cwd {proc.cwd}", os_why(e)) from None
+    P.enter_cwd(proc.cwd, create=False)
     env = P.env_dict(proc.env)
     env.setdefault("HOME", P.home_of(proc.user.uid))
     exe = P.lookup_exec(proc.args[0], env)
@@ -187,7 +193,9 @@ def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, 
 
         seccomp = SC.compile_filter(spec.linux.seccomp)
         if not proc.no_new_privileges:
-            seccomp.load()
+            nfd = seccomp.load()
+            if nfd >= 0:
+                SC.hand_over(sync, nfd)
             seccomp = None
     P.apply_user_caps(proc, P.setgroups_allowed())
     if not userns:
@@ -197,12 +205,18 @@ def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, 
     preserved = set(range(3, 3 + preserve_fds))
     for fd in preserved:
         os.set_inheritable(fd, True)
-    P.close_fds({0, 1, 2, sync.rfd, sync.wfd} | preserved)
+    tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
+    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, tramp} | preserved)
     os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    if seccomp is not None and seccomp.notify:
+        from cove.runtime import seccomp as SC
+
+        SC.hand_over(sync, seccomp.load())  # while the runtime still listens
+        seccomp = None
     sync.send("exec")
     if seccomp is not None:
         seccomp.load()
     try:
-        os.execve(exe, proc.args, env)
+        trampoline.execve(tramp, exe, proc.args, env)
     except OSError as e:
         raise CoveError(f"exec {proc.args[0]}", os_why(e)) from None

@@ -11,8 +11,9 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.runtime import process as P
+from cove.runtime import trampoline
 from cove.runtime.hooks import run_hooks
-from cove.runtime.rootfs import RootfsBuilder
+from cove.runtime.rootfs import RootfsBuilder, open_proc
 from cove.sys import libc as L
 
 TYPE_CHECKING = False
@@ -81,17 +82,19 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     if mntns is not None:
         builder.finish()
     if proc.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc.oom_score_adj))
+        try:
+            fd = open_proc("self/oom_score_adj", os.O_WRONLY)
+            try:
+                os.write(fd, str(proc.oom_score_adj).encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise CoveError("process.oomScoreAdj", os_why(e)) from None
     P.apply_rlimits(proc)
     if lin.personality is not None:
         L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
     P.check_lsm(proc)
-    try:
-        os.makedirs(proc.cwd, 0o755, exist_ok=True)
-        os.chdir(proc.cwd)
-    except OSError as e:
-        raise CoveError(f"process.cwd {proc.cwd}", os_why(e)) from None
+    P.enter_cwd(proc.cwd, create=True)
     env = P.env_dict(proc.env)
     env.setdefault("HOME", P.home_of(proc.user.uid))
     exe = P.lookup_exec(proc.args[0], env)
@@ -103,7 +106,9 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         if not proc.no_new_privileges:
             # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
             # while we still have it (as runc does).
-            seccomp.load()
+            nfd = seccomp.load()
+            if nfd >= 0:
+                S.hand_over(sync, nfd)
             seccomp = None
     P.apply_user_caps(proc, P.setgroups_allowed())
     if not userns:
@@ -114,8 +119,15 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     preserved = set(range(3, 3 + cfg.preserve_fds))
     for fd in preserved:
         os.set_inheritable(fd, True)
-    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, cfg.fifo_fd} | preserved)
+    tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
+    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, cfg.fifo_fd, tramp} | preserved)
     os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    if seccomp is not None and seccomp.notify:
+        # The listener fd goes to the runtime over the channel closed below: load now.
+        from cove.runtime import seccomp as S
+
+        S.hand_over(sync, seccomp.load())
+        seccomp = None
     sync.send("ready")
     sync.close()
     # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
@@ -130,7 +142,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     if seccomp is not None:
         seccomp.load()  # as close to execve as possible: fewer syscalls to allow
     try:
-        os.execve(exe, proc.args, env)
+        trampoline.execve(tramp, exe, proc.args, env)
     except OSError as e:
         os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
         os._exit(127)
@@ -141,7 +153,10 @@ def _sysctl(key: str, value: str) -> None:
     if ".." in rel.split("/"):
         raise CoveError(f"linux.sysctl.{key}", "invalid name")
     try:
-        with open(f"/proc/sys/{rel}", "w") as f:
-            f.write(value)
+        fd = open_proc(f"sys/{rel}", os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise CoveError(f"linux.sysctl.{key}", os_why(e)) from None

@@ -74,10 +74,7 @@ def setup_console(sock_fd: int, size: tuple[int, int] | None, bind_console: bool
             ws = h.to_bytes(2, "little") + w.to_bytes(2, "little") + bytes(4)
             fcntl.ioctl(slave, _TIOCSWINSZ, ws)
         if bind_console:
-            name = os.ttyname(slave)
-            if not os.path.exists("/dev/console"):
-                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-            L.mount(name, "/dev/console", None, L.MS_BIND)
+            _bind_console(slave)
         sock = _socket.socket(fileno=sock_fd)
         try:
             sock.sendmsg([os.ttyname(slave).encode()],
@@ -93,6 +90,34 @@ def setup_console(sock_fd: int, size: tuple[int, int] | None, bind_console: bool
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def _bind_console(slave: int) -> None:
+    """Bind the pty slave on /dev/console, from and onto handles (CVE-2025-52565: an
+    image's /dev/console symlink to, say, /proc/sys/kernel/core_pattern made the bind
+    land on that file, or a swapped /dev/pts/N made a host file the container's
+    console, before maskedPaths and readonlyPaths were in place)."""
+    import stat
+
+    try:
+        st = os.stat("/dev/console", follow_symlinks=False)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            os.unlink("/dev/console")  # a symlink (or worse) planted by the image
+            raise FileNotFoundError
+    except FileNotFoundError:
+        os.close(os.open("/dev/console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    fd = os.open("/dev/console", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise CoveError("/dev/console", "not a file or a character device")
+        if os.path.isdir("/proc/self/fd"):
+            L.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{fd}", None, L.MS_BIND)
+        else:
+            L.mount(os.ttyname(slave), "/dev/console", None, L.MS_BIND)
+    finally:
+        os.close(fd)
 
 
 def apply_rlimits(proc: Process) -> None:
@@ -156,6 +181,48 @@ def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
             # inheritable; runc then goes on without it, and so do we.
             if bit <= C.last_cap() and perm & inh & (1 << bit):
                 L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, bit)
+
+
+def enter_cwd(cwd: str, create: bool) -> None:
+    """chdir to process.cwd, resolved inside the container's root and never through a
+    /proc magic link. CVE-2024-21626: cwd "/proc/self/fd/N" named a host directory the
+    runtime still held open, and the container started outside its rootfs (os.makedirs
+    on such a path would even create directories on the host)."""
+    what = f"process.cwd {cwd}"
+    if not cwd.startswith("/"):
+        raise CoveError(what, "must be an absolute path")
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    res = L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS
+    root = os.open("/", flags)
+    fd = -1
+    try:
+        try:
+            fd = L.openat2(root, cwd, flags, resolve=res)
+        except OSError as e:
+            if e.errno != 2 or not create:
+                raise
+            # Create what is missing one component at a time, each in a directory
+            # that was itself resolved inside the root.
+            parts = [p for p in cwd.split("/") if p]
+            fd = os.dup(root)
+            for i, name in enumerate(parts):
+                try:
+                    nfd = L.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
+                except OSError as e2:
+                    if e2.errno != 2:
+                        raise
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    nfd = L.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
+                os.close(fd)
+                fd = nfd
+        os.fchdir(fd)
+        os.getcwd()  # ENOENT if the cwd is not under our root
+    except OSError as e:
+        raise CoveError(what, os_why(e)) from None
+    finally:
+        os.close(root)
+        if fd >= 0:
+            os.close(fd)
 
 
 def close_fds(keep: set[int]) -> None:

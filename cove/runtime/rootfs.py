@@ -113,6 +113,62 @@ def _open_in_root(rootfd: int, path_in_root: str) -> int:
                      resolve=L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS)
 
 
+# Files under /proc that lxcfs emulates: the only mounts allowed inside /proc (as runc).
+_PROC_MOUNTS_OK = frozenset((
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid", "/proc/sys/crypto/fips_enabled"))
+
+
+def _norm(dest: str) -> str:
+    return "/" + "/".join(p for p in dest.split("/") if p not in ("", "."))
+
+
+def check_proc_mount(rootfs: str, m: Mount, typ: str, is_bind: bool, what: str) -> None:
+    """Refuse mounts that would cover /proc or a file in it (CVE-2019-16884,
+    CVE-2019-19921, CVE-2023-27561): the runtime and the container's init write to
+    /proc (sysctls, oom_score_adj, LSM labels), and a volume or tmpfs planted there,
+    directly or through a symlink in the image, would redirect those writes or hide
+    the masked files. proc and sysfs must land on an ordinary directory: never
+    through a symlink of the image."""
+    rel = secure_join(rootfs, m.destination)[len(rootfs):] or "/"
+    if typ in ("proc", "sysfs") and rel != _norm(m.destination):
+        raise CoveError(f"{what} ({typ} on {m.destination})",
+                        f"filesystem {typ!r} must be mounted on an ordinary directory, "
+                        f"and {m.destination} goes through a symlink")
+    if rel == "/proc":
+        if typ == "proc":
+            return
+        if is_bind:
+            try:
+                fd = os.open(m.source, os.O_PATH | os.O_CLOEXEC)
+                try:
+                    if (L.fstatfs_type(fd) == L.PROC_SUPER_MAGIC
+                            and os.fstat(fd).st_ino == 1):
+                        return  # a procfs root, bound (runc allows it too)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+        raise CoveError(f"{what} ({typ or 'bind'} on {m.destination})",
+                        "only a proc filesystem may be mounted on /proc")
+    if rel.startswith("/proc/") and rel not in _PROC_MOUNTS_OK:
+        raise CoveError(f"{what} ({typ or 'bind'} on {m.destination})",
+                        f"{rel} is inside /proc: mounts there are not allowed")
+
+
+def check_fd_at(fd: int, rootfs: str, rel: str, what: str) -> None:
+    """The handle we are about to mount on is still the path we checked: an image's
+    process racing us with a symlink swap (CVE-2021-30465) is caught here."""
+    try:
+        at = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    want = rootfs if rel == "/" else rootfs + rel
+    if at != want:
+        raise CoveError(what, f"mount target moved to {at} while being set up")
+
+
 def _make_target(rootfs: str, dest: str, is_dir: bool) -> str:
     """Create the mount point inside rootfs; return its path relative to rootfs."""
     full = secure_join(rootfs, dest)
@@ -184,10 +240,12 @@ class RootfsBuilder:
             except OSError as e:
                 raise CoveError(f"{what} (bind {src} on {m.destination})",
                                 e.strerror or str(e)) from None
+        check_proc_mount(self.rootfs, m, typ, is_bind, what)
         rel = _make_target(self.rootfs, m.destination, is_dir)
         fd = _open_in_root(self.rootfd, rel)
         target = f"/proc/self/fd/{fd}"
         try:
+            check_fd_at(fd, self.rootfs, rel, f"{what} ({typ or 'bind'} on {m.destination})")
             if is_bind:
                 L.mount(m.source, target, None, L.MS_BIND | (flags & L.MS_REC))
                 # Bind ignores the other flags: they take effect on a remount. The old
@@ -342,41 +400,101 @@ class RootfsBuilder:
         lin = self.spec.linux
         for p in lin.readonly_paths:
             try:
-                L.mount(p, p, None, L.MS_BIND | L.MS_REC)
-                remount_ro(p, L.MS_REC)
+                fd = open_in_container(p)
+            except OSError as e:
+                if e.errno == 2:
+                    continue
+                raise CoveError(f"readonlyPaths {p}", e.strerror or str(e)) from None
+            try:
+                t = fd_path(fd, p)
+                L.mount(t, t, None, L.MS_BIND | L.MS_REC)
+                os.close(fd)
+                fd = open_in_container(p)  # the new mount, not the one it covers
+                remount_ro(fd_path(fd, p), L.MS_REC)
             except OSError as e:
                 if e.errno != 2:
                     raise CoveError(f"readonlyPaths {p}", e.strerror or str(e)) from None
+            finally:
+                os.close(fd)
         if lin.masked_paths:
-            null = _checked_dev_null()
-            for p in lin.masked_paths:
-                mask_path(p, null)
+            null_fd = _checked_dev_null()
+            try:
+                for p in lin.masked_paths:
+                    mask_path(p, fd_path(null_fd, "/dev/null"))
+            finally:
+                os.close(null_fd)
         if self.spec.root is not None and self.spec.root.readonly:
             remount_ro("/")
 
 
-def _checked_dev_null() -> str:
-    """/dev/null, verified to be the real 1:3 node (CVE-2025-31133: an image may plant
-    a symlink or another file there to have it bind-mounted over a masked path)."""
+def open_in_container(p: str) -> int:
+    """An O_PATH handle on `p` (after pivot_root), the last component not followed and
+    no /proc magic link on the way: what we mount on is what we looked at."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        st = os.stat("/dev/null", follow_symlinks=False)
+        return L.openat2(root, p, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         resolve=L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root)
+
+
+def open_proc(rel: str, flags: int) -> int:
+    """Open /proc/`rel` of the container's procfs, refusing anything else: /proc must be
+    a procfs root and nothing may be mounted or linked on the way to the file
+    (CVE-2019-16884, CVE-2025-52881: a planted /proc, or a procfs file bind-mounted
+    over another such as /proc/sys/kernel/core_pattern, turned our writes into writes
+    to the host's kernel settings)."""
+    root = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if L.fstatfs_type(root) != L.PROC_SUPER_MAGIC or os.fstat(root).st_ino != 1:
+            raise OSError(18, "/proc is not a procfs root")
+        return L.openat2(root, rel, flags | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         resolve=L.RESOLVE_BENEATH | L.RESOLVE_NO_XDEV
+                         | L.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root)
+
+
+def fd_path(fd: int, fallback: str) -> str:
+    """/proc/self/fd/N for mounting onto or from a handle; the plain path where the
+    container has no /proc (and so nothing of the above to redirect)."""
+    return f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else fallback
+
+
+def _checked_dev_null() -> int:
+    """A handle on /dev/null, verified to be the real 1:3 node (CVE-2025-31133: an
+    image may plant a symlink or another file there to have it bind-mounted over a
+    masked path; by handle, it cannot be swapped between check and mount)."""
+    try:
+        fd = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        st = None
+        fd = -1
+    st = os.fstat(fd) if fd >= 0 else None
     if st is None or not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        if fd >= 0:
+            os.close(fd)
         raise CoveError("maskedPaths", "/dev/null in the container is not the null device")
-    return "/dev/null"
+    return fd
 
 
 def mask_path(p: str, null: str) -> None:
     try:
-        st = os.stat(p, follow_symlinks=False)
+        fd = open_in_container(p)
     except OSError:
         return
     try:
+        st = os.fstat(fd)
+        if stat.S_ISLNK(st.st_mode):
+            # A symlink where a kernel file was expected: masking through it would
+            # cover whatever it names instead. Nothing behind it is the kernel's.
+            return
+        t = fd_path(fd, p)
         if stat.S_ISDIR(st.st_mode):
-            L.mount("tmpfs", p, "tmpfs", L.MS_RDONLY, "size=0k")
+            L.mount("tmpfs", t, "tmpfs", L.MS_RDONLY, "size=0k")
         else:
-            L.mount(null, p, None, L.MS_BIND)
+            L.mount(null, t, None, L.MS_BIND)
     except OSError as e:
         if e.errno != 2:
             raise CoveError(f"maskedPaths {p}", e.strerror or str(e)) from None
+    finally:
+        os.close(fd)

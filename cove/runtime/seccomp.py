@@ -4,6 +4,13 @@ Semantics follow runc: unknown syscall names are skipped (profiles name syscalls
 newer kernels), rules whose action equals the default are dropped, several
 conditions on the same argument become separate rules (libseccomp refuses them in
 one), and SCMP_ACT_ERRNO without errnoRet means EPERM.
+
+SCMP_ACT_NOTIFY (the OCI spec's "seccomp notify"): the container side loads the
+filter while its channel to the runtime is still open and says "seccomp N" (N: its
+listener fd); the runtime takes the fd with pidfd_getfd (the container side is in
+other namespaces, and may no longer see the host's paths), connects to
+`listenerPath` and sends the container state JSON with the fd (SCM_RIGHTS), then
+answers "ok"; only then does the container side go on to execve.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ def _libseccomp() -> ctypes.CDLL:
                                                ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
         lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        lib.seccomp_notify_fd.argtypes = [ctypes.c_void_p]
         lib.seccomp_release.argtypes = [ctypes.c_void_p]
         _lib = lib
     return _lib
@@ -81,22 +89,108 @@ class Filter:
         self.ctx = ctx
         self.notify = notify
 
-    def load(self) -> None:
+    def load(self) -> int:
+        """Load into the calling thread; return the listener fd (notify), else -1."""
+        import os
+
         lib = _libseccomp()
         rc = lib.seccomp_load(self.ctx)
         if rc < 0:
+            raise CoveError("seccomp", f"loading the filter: {os.strerror(-rc)}")
+        if not self.notify:
+            return -1
+        fd: int = lib.seccomp_notify_fd(self.ctx)
+        if fd < 0:
+            raise CoveError("seccomp", f"no notify fd: {os.strerror(-fd)}")
+        return fd
+
+
+def hand_over(sync: Any, fd: int) -> None:
+    """Container side: pass the listener fd to the runtime (see the module doc)."""
+    import os
+
+    try:
+        sync.send(f"seccomp {fd}")
+        sync.expect("ok")
+    finally:
+        os.close(fd)
+
+
+def expect_after_notify(sync: Any, what: str, pid: int, sc: dict[str, Any],
+                        state: dict[str, Any]) -> str:
+    """Runtime side: `sync.expect(what)`, serving a "seccomp N" that may come first."""
+    msg = sync.recv()
+    if msg is not None and msg.startswith("seccomp "):
+        fd = _take_fd(pid, int(msg.split()[1]))
+        try:
+            send_to_listener(sc, fd, pid, state)
+        finally:
             import os
 
-            raise CoveError("seccomp", f"loading the filter: {os.strerror(-rc)}")
+            os.close(fd)
+        sync.send("ok")
+        msg = sync.recv()
+    if msg is None:
+        raise CoveError("container process", "exited during setup")
+    if msg.startswith("error "):
+        raise CoveError(msg[6:])
+    if msg.split(" ", 1)[0] != what:
+        raise CoveError("container process", f"unexpected message {msg!r}")
+    return msg
+
+
+def _take_fd(pid: int, fd: int) -> int:
+    import os
+
+    pidfd = os.pidfd_open(pid)
+    try:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.syscall.restype = ctypes.c_long
+        got = lib.syscall(ctypes.c_long(438), ctypes.c_int(pidfd), ctypes.c_int(fd),
+                          ctypes.c_uint(0))  # pidfd_getfd
+        if got < 0:
+            raise CoveError("seccomp notify", "pidfd_getfd: "
+                            f"{os.strerror(ctypes.get_errno())}")
+        return int(got)
+    finally:
+        os.close(pidfd)
+
+
+def send_to_listener(sc: dict[str, Any], fd: int, pid: int, state: dict[str, Any]) -> None:
+    """The OCI container process state, with the listener fd, to `listenerPath`."""
+    import _socket
+
+    from cove.oci import jsonio
+    from cove.runtime.state import OCI_VERSION
+
+    path = sc.get("listenerPath") or ""
+    msg: dict[str, Any] = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid,
+                           "state": state}
+    if sc.get("listenerMetadata"):
+        msg["metadata"] = sc["listenerMetadata"]
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        s.sendmsg([jsonio.dumps(msg).encode()],
+                  [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, "little"))])
+    except OSError as e:
+        from cove.errors import os_why
+
+        raise CoveError(f"linux.seccomp.listenerPath {path}", os_why(e)) from None
+    finally:
+        s.close()
 
 
 def compile_filter(sc: dict[str, Any], nnp: bool = True) -> Filter:
     p = "linux.seccomp"
     lib = _libseccomp()
     default = _action(sc.get("defaultAction"), sc.get("defaultErrnoRet"), f"{p}.defaultAction")
-    if sc.get("listenerPath") or any(
-            s.get("action") == "SCMP_ACT_NOTIFY" for s in sc.get("syscalls") or []):
-        raise CoveError(f"{p}.listenerPath", "SCMP_ACT_NOTIFY is not supported yet")
+    notify = any(isinstance(s, dict) and s.get("action") == "SCMP_ACT_NOTIFY"
+                 for s in sc.get("syscalls") or [])
+    if notify and not sc.get("listenerPath"):
+        raise CoveError(f"{p}.listenerPath", "SCMP_ACT_NOTIFY needs a listenerPath")
+    if sc.get("defaultAction") == "SCMP_ACT_NOTIFY":
+        raise CoveError(f"{p}.defaultAction", "SCMP_ACT_NOTIFY may not be the default")
     ctx = lib.seccomp_init(default)
     if not ctx:
         raise CoveError(f"{p}.defaultAction", "libseccomp refused it")
@@ -137,7 +231,7 @@ def compile_filter(sc: dict[str, Any], nnp: bool = True) -> Filter:
                     import os
 
                     raise CoveError(rp, f"cannot add rule for {name}: {os.strerror(-rc)}")
-    return Filter(ctx, notify=False)
+    return Filter(ctx, notify=notify)
 
 
 def _conditions(args: list[Any], rp: str) -> list[list[_ArgCmp]]:

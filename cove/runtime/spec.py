@@ -6,6 +6,7 @@ import os
 
 from cove.errors import CoveError
 from cove.oci import jsonio
+from cove.runtime.seccomp_default import default_profile
 from cove.runtime.state import OCI_VERSION
 
 TYPE_CHECKING = False
@@ -58,6 +59,9 @@ def default_spec(rootless: bool = False, uid: int = 0, gid: int = 0) -> dict[str
                                                  "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            # Docker's default profile (runc's `spec` has none): mount, unshare, keyctl,
+            # module loading... fail with EPERM unless a capability allows them.
+            "seccomp": default_profile(DEFAULT_CAPS),
         },
     }
     if rootless:

@@ -195,3 +195,26 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) 
     if fd < 0:
         raise _fail("openat2", path)
     return fd
+
+
+PROC_SUPER_MAGIC = 0x9FA0
+_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+def fstatfs_type(fd: int) -> int:
+    """f_type of fstatfs(2): which filesystem `fd` is on."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first long
+    if _libc.fstatfs(fd, buf) != 0:
+        raise _fail("fstatfs")
+    return ctypes.c_long.from_buffer(buf).value
+
+
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
+_libc.fcntl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+
+
+def add_seals(fd: int, seals: int) -> None:
+    """fcntl(F_ADD_SEALS) on a memfd (the `fcntl` module is not loaded on our hot path)."""
+    if _libc.fcntl(fd, F_ADD_SEALS, seals) != 0:
+        raise _fail("fcntl F_ADD_SEALS")
