@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all deps install run test unit lint bench clean
+.PHONY: all deps install run test test-v2 unit lint bench clean
 
 all: install
 
@@ -27,6 +27,10 @@ run: install
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The cgroup v2 tests on a real pure-cgroup2 hierarchy: a qemu (TCG) VM of Debian's kernel.
+test-v2: install
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/integration/test_cgroups_v2_vm.py
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit

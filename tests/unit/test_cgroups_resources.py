@@ -331,6 +331,8 @@ def test_v2_mapping(tmp_path: object) -> None:
     with pytest.raises(CoveError) as e:
         m.set({"memory": {"limit": 100, "swap": 50}})
     assert e.value.what == "linux.resources.memory.swap"
+    m.set({"memory": {"limit": 100 << 20, "swap": 100 << 20}})  # swap == limit: no swap
+    assert rd(d, "memory.swap.max") == "0"
     with pytest.raises(CoveError) as e:
         m.set({"unified": {"rdma.max": "x"}})
     assert e.value.what == "linux.resources.unified.rdma.max"

@@ -43,6 +43,9 @@ def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
     swap = get_int(mem, "swap", where) or 0
     if limit == -1 and swap == 0:
         swap = -1
+    # swap == limit asks for no swap at all: memory.swap.max 0, which must still be
+    # written (0 itself is "not set" in the OCI value, not in the v2 one).
+    set_swap = swap != 0
     swap = swap_value(swap, limit, where)
     if limit > 0 and get_bool(mem, "checkBeforeUpdate", where) and update:
         usage = fs.read_uint(d, "memory.current")
@@ -52,9 +55,9 @@ def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
             )
     # Swap first: memory.swap.max is independent of memory.max in v2, but a
     # missing swap file must fail before the limit changes.
-    if swap:
+    if set_swap:
         if not fs.has(d, "memory.swap.max"):
-            if swap != -1:
+            if swap not in (-1, 0):  # no swap accounting: "none" and "any" both hold
                 raise CoveError(f"{where}.swap", "swap accounting is not enabled")
         else:
             fs.write(d, "memory.swap.max", _max(swap), f"{where}.swap")
