@@ -23,7 +23,7 @@ install: deps $(VENV)/.installed
 	@git rev-parse HEAD > cove/_commit 2>/dev/null || echo unknown > cove/_commit
 
 run: install
-	$(BIN)/cove run --rm busybox sh -c 'echo "Hello from a Cove container: $$(uname -sr), pid $$$$, hostname $$(hostname)"'
+	$(BIN)/cove run --rm --network none busybox sh -c 'echo "Hello from a Cove container: $$(uname -sr), pid $$$$, hostname $$(hostname)"'
 
 test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -153,9 +153,17 @@ def cmd_tag(a: argparse.Namespace) -> int:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
+    from cove.engine import containers
     st = _store(a)
     out = []
     for ref in a.images:
+        if a.type != "image":
+            try:
+                out.append(containers.inspect(st.root, ref))
+                continue
+            except CoveError:
+                if a.type == "container":
+                    raise
         img = st.image(ref)
         out.append({"Id": img.digest, "Digest": img.digest, "RepoTags": img.names,
                     "Created": img.config.created, "Architecture": img.config.architecture,
@@ -235,7 +243,8 @@ def register(sub: Any) -> None:
     p.add_argument("target")
     p.set_defaults(func=cmd_tag)
 
-    p = sub.add_parser("inspect", help="an image's details as JSON")
+    p = sub.add_parser("inspect", help="a container's or an image's details as JSON")
+    p.add_argument("--type", choices=["container", "image"], help="only this kind")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_inspect)
 

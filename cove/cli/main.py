@@ -1,5 +1,6 @@
 """`cove`: the user-facing command. Thin argparse front-ends: images (pull, push, images,
-rmi, tag, inspect, image prune, save, load, import), login/logout, run/rm."""
+rmi, tag, inspect, image prune, save, load, import), login/logout, containers
+(run, ps, logs, exec, start, stop, ...), volumes, networks, the supervisor."""
 
 from __future__ import annotations
 

@@ -123,3 +123,22 @@ def release(store: Store, cid: str, remove: bool = True) -> None:
     if remove:
         with contextlib.suppress(FileNotFoundError):
             L.remove_tree(cdir)
+
+
+def remount(store: Store, cid: str) -> str:
+    """Mount a kept container's overlay again (for a restart); returns the rootfs path."""
+    cdir = os.path.join(store.container_dir, cid)
+    merged = os.path.join(cdir, "merged")
+    with open(os.path.join(cdir, "rootfs.json")) as f:
+        info = json.load(f)
+    if info.get("mode") != "overlay" or is_mounted(merged):
+        return merged
+    with open(os.path.join(cdir, "layers.json")) as f:
+        diff_ids = json.load(f)
+    lowers = [os.path.join(store.snapshot_dir, d.partition(":")[2], "fs")
+              for d in reversed(diff_ids)]
+    if not lowers:
+        lowers = [os.path.join(cdir, "empty")]
+    mount_overlay(lowers, os.path.join(cdir, "upper"), os.path.join(cdir, "work"), merged,
+                  store.snapshot_dir)
+    return merged

@@ -1,0 +1,266 @@
+"""The supervisor (`cove-supervisor`): one per state root, started on demand by the engine
+when a container has a restart policy or a health check, and stopped with
+`cove supervisor stop`. It holds no container's stdio and is no container's parent (the
+monitors are), so SIGKILL costs nothing but a pause in policy: on its return it reads
+every record again and carries on.
+
+Each tick (0.2 s) it
+- applies restart policies to exited containers (no, on-failure[:N], always,
+  unless-stopped; not after a manual stop) with exponential backoff: 0.1 s doubling to
+  60 s, reset once a run lasted 10 s;
+- runs due health checks (`cove-runtime exec ... sh -c CMD`, with a timeout) in threads
+  and records Health (starting/healthy/unhealthy, FailingStreak, the last 5 results),
+  acting on --health-on-failure (kill, restart) once a container is unhealthy;
+- re-adopts running containers whose monitor died (a new monitor re-opens their FIFOs).
+
+    python -m cove.engine.supervisor ROOT
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from cove.engine import containers as C
+from cove.engine import state as S
+from cove.engine.monitor import set_comm
+
+COMM = "cove-supervisor"
+BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def running_pid(root: str) -> int:
+    paths = S.Paths(root)
+    try:
+        with open(paths.supervisor_pid) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+    return pid if pid > 0 and S.pid_alive(pid) and _comm(pid) == COMM else 0
+
+
+def ensure(root: str) -> int:
+    """The supervisor's pid, starting it when none runs."""
+    pid = running_pid(root)
+    if pid:
+        return pid
+    paths = S.Paths(root)
+    os.makedirs(root, exist_ok=True)
+    r, w = os.pipe()
+    logf = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    env = {**os.environ, "COVE_RUNTIME": C.runtime_binary()}
+    try:
+        subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
+                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                         start_new_session=True, env=env, cwd="/")
+    finally:
+        os.close(w)
+        os.close(logf)
+    with os.fdopen(r, "rb") as f:
+        f.readline()
+    return running_pid(root)
+
+
+def stop(root: str, timeout: float = 10.0) -> bool:
+    pid = running_pid(root)
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while S.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if S.pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+class Supervisor:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.paths = S.Paths(root)
+        self.stopping = False
+        self.checks: dict[str, threading.Thread] = {}
+        self.next_check: dict[str, float] = {}
+        self.started_seen: dict[str, str] = {}
+        self.restart_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {}
+
+    # -- restart policies ---------------------------------------------------------------
+
+    def wants_restart(self, rec: dict[str, Any]) -> bool:
+        pol = rec["HostConfig"]["RestartPolicy"]
+        if rec.get("ManuallyStopped") or rec["HostConfig"].get("AutoRemove"):
+            return False
+        code = int(rec["State"]["ExitCode"])
+        if pol["Name"] == "on-failure":
+            n = int(pol.get("MaximumRetryCount") or 0)
+            return code != 0 and (n == 0 or int(rec.get("RestartCount", 0)) < n)
+        return pol["Name"] in ("always", "unless-stopped")
+
+    def policy(self, name: str, rec: dict[str, Any]) -> None:
+        st = rec["State"]
+        if st["Status"] not in ("exited", "restarting") or not self.wants_restart(rec):
+            self.restart_at.pop(name, None)
+            return
+        if name not in self.restart_at:
+            ran = S.parse_rfc3339(st["FinishedAt"]) - S.parse_rfc3339(st["StartedAt"])
+            delay = BACKOFF_MIN if ran >= RESET_AFTER else \
+                min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
+            self.backoff[name] = delay
+            self.restart_at[name] = time.monotonic() + delay
+            with contextlib.suppress(Exception):
+                S.update(self.paths.cdir(name), lambda r: r["State"].update(
+                    Status="restarting") if r["State"]["Status"] == "exited" else None)
+            return
+        if time.monotonic() >= self.restart_at[name]:
+            del self.restart_at[name]
+            try:
+                C.start(self.root, name, policy_restart=True)
+            except Exception as e:
+                print(f"restart {name}: {e}", file=sys.stderr, flush=True)
+                err = str(e)
+                with contextlib.suppress(Exception):
+                    S.update(self.paths.cdir(name), lambda r: r["State"].update(
+                        Status="exited", Error=err))
+
+    # -- health checks ------------------------------------------------------------------
+
+    def health(self, name: str, rec: dict[str, Any]) -> None:
+        hc = rec["Config"].get("Healthcheck")
+        st = rec["State"]
+        if not hc or st["Status"] != "running":
+            self.next_check.pop(name, None)
+            return
+        if self.started_seen.get(name) != st["StartedAt"]:
+            self.started_seen[name] = st["StartedAt"]
+            self.next_check[name] = time.monotonic() + min(hc["Interval"], 1.0) \
+                if hc["Interval"] > 1.0 else time.monotonic() + hc["Interval"]
+        t = self.checks.get(name)
+        if t is not None and t.is_alive():
+            return
+        if time.monotonic() >= self.next_check.get(name, 0):
+            self.next_check[name] = time.monotonic() + hc["Interval"]
+            t = threading.Thread(target=self.check, args=(name, rec), daemon=True)
+            self.checks[name] = t
+            t.start()
+
+    def check(self, name: str, rec: dict[str, Any]) -> None:
+        hc = rec["Config"]["Healthcheck"]
+        test = hc["Test"]
+        argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+        begin = S.now_rfc3339()
+        try:
+            r = subprocess.run([*C.runtime(self.paths), "exec", name, *argv],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=hc["Timeout"])
+            code, out = r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            code, out = -1, f"health check timed out after {hc['Timeout']}s"
+        in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
+        result: dict[str, Any] = {}
+
+        def record(r: dict[str, Any]) -> None:
+            h = r["State"].get("Health") or {"Status": "starting", "FailingStreak": 0,
+                                             "Log": []}
+            if r["State"]["StartedAt"] != rec["State"]["StartedAt"]:
+                return  # a new run since the check began
+            h["Log"] = [*h["Log"], {"Start": begin, "End": S.now_rfc3339(),
+                                    "ExitCode": code, "Output": out[-4096:]}][-5:]
+            if code == 0:
+                h["Status"], h["FailingStreak"] = "healthy", 0
+            elif not (in_start and h["Status"] == "starting"):
+                h["FailingStreak"] += 1
+                if h["FailingStreak"] >= hc["Retries"]:
+                    h["Status"] = "unhealthy"
+            r["State"]["Health"] = h
+            result.update(h)
+        try:
+            S.update(self.paths.cdir(name), record)
+        except Exception:
+            return
+        if result.get("Status") == "unhealthy" and code != 0 and \
+                result.get("FailingStreak") == hc["Retries"]:
+            action = rec["HostConfig"].get("HealthOnFailure", "none")
+            try:
+                if action == "kill":
+                    C.kill(self.root, name, "KILL", manual=False)
+                elif action == "restart":
+                    C.stop(self.root, name, 5)
+                    C.start(self.root, name)
+            except Exception as e:
+                print(f"health action {name}: {e}", file=sys.stderr, flush=True)
+
+    # -- adoption -----------------------------------------------------------------------
+
+    def adopt(self, name: str, rec: dict[str, Any]) -> None:
+        st = rec["State"]
+        if st["Status"] != "running" or C._monitor_alive(rec):
+            return
+        if S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
+            if os.path.exists(os.path.join(self.paths.cdir(name), "stdout.fifo")):
+                C.adopt(self.root, name)
+        else:
+            C.refresh(self.paths, name)
+
+    def loop(self) -> None:
+        while not self.stopping:
+            for name in S.all_names(self.paths):
+                try:
+                    rec = S.load(self.paths.cdir(name))
+                    if rec is None:
+                        continue
+                    self.adopt(name, rec)
+                    rec = S.load(self.paths.cdir(name)) or rec
+                    self.policy(name, rec)
+                    self.health(name, rec)
+                except Exception as e:
+                    print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            time.sleep(0.2)
+
+
+def main(argv: list[str]) -> int:
+    root = argv[0]
+    sync = int(argv[1]) if len(argv) > 1 else -1
+    set_comm(COMM)
+    paths = S.Paths(root)
+    lock = os.open(os.path.join(root, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if sync >= 0:
+            os.write(sync, b"running\n")
+        return 0
+    S.write_atomic(paths.supervisor_pid, f"{os.getpid()}\n".encode(), 0o644)
+    sup = Supervisor(root)
+
+    def term(_s: int, _f: object) -> None:
+        sup.stopping = True
+    signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGINT, term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if sync >= 0:
+        os.write(sync, b"ok\n")
+        os.close(sync)
+    sup.loop()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.supervisor_pid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
