@@ -8,7 +8,6 @@ from cove.errors import CoveError, os_why
 from cove.oci.spec import Process, Spec
 from cove.runtime import process as P
 from cove.runtime import state as S
-from cove.runtime import trampoline
 from cove.runtime.nsexec import NS_PROC, NsPlan, spawn
 from cove.runtime.seccomp_default import wants_notify
 from cove.sys import libc as L
@@ -184,39 +183,9 @@ def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, 
     P.apply_rlimits(proc)
     P.check_lsm(proc)
     P.enter_cwd(proc.cwd, create=False)
-    env = P.env_dict(proc.env)
-    env.setdefault("HOME", P.home_of(proc.user.uid))
-    exe = P.lookup_exec(proc.args[0], env)
-    seccomp = None
-    if spec.linux.seccomp is not None:
-        from cove.runtime import seccomp as SC
-
-        seccomp = SC.compile_filter(spec.linux.seccomp)
-        if not proc.no_new_privileges:
-            nfd = seccomp.load()
-            if nfd >= 0:
-                SC.hand_over(sync, nfd)
-            seccomp = None
-    P.apply_user_caps(proc, P.setgroups_allowed())
-    if not userns:
-        L.prctl(L.PR_SET_DUMPABLE, 0)
-    if proc.no_new_privileges:
-        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-    preserved = set(range(3, 3 + preserve_fds))
-    for fd in preserved:
-        os.set_inheritable(fd, True)
-    tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
-    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, tramp} | preserved)
-    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
-    if seccomp is not None and seccomp.notify:
-        from cove.runtime import seccomp as SC
-
-        SC.hand_over(sync, seccomp.load())  # while the runtime still listens
-        seccomp = None
+    prep = P.prepare_exec(proc, spec.linux.seccomp, sync, userns, preserve_fds, set())
     sync.send("exec")
-    if seccomp is not None:
-        seccomp.load()
     try:
-        trampoline.execve(tramp, exe, proc.args, env)
+        P.final_exec(prep)
     except OSError as e:
         raise CoveError(f"exec {proc.args[0]}", os_why(e)) from None

@@ -11,7 +11,6 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.runtime import process as P
-from cove.runtime import trampoline
 from cove.runtime.hooks import run_hooks
 from cove.runtime.rootfs import RootfsBuilder, open_proc
 from cove.sys import libc as L
@@ -95,39 +94,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
     P.check_lsm(proc)
     P.enter_cwd(proc.cwd, create=True)
-    env = P.env_dict(proc.env)
-    env.setdefault("HOME", P.home_of(proc.user.uid))
-    exe = P.lookup_exec(proc.args[0], env)
-    seccomp = None
-    if lin.seccomp is not None:
-        from cove.runtime import seccomp as S
-
-        seccomp = S.compile_filter(lin.seccomp)
-        if not proc.no_new_privileges:
-            # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-            # while we still have it (as runc does).
-            nfd = seccomp.load()
-            if nfd >= 0:
-                S.hand_over(sync, nfd)
-            seccomp = None
-    P.apply_user_caps(proc, P.setgroups_allowed())
-    if not userns:
-        # Changing uid resets the dumpable flag; stay undumpable until execve.
-        L.prctl(L.PR_SET_DUMPABLE, 0)
-    if proc.no_new_privileges:
-        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
-    preserved = set(range(3, 3 + cfg.preserve_fds))
-    for fd in preserved:
-        os.set_inheritable(fd, True)
-    tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
-    P.close_fds({0, 1, 2, sync.rfd, sync.wfd, cfg.fifo_fd, tramp} | preserved)
-    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
-    if seccomp is not None and seccomp.notify:
-        # The listener fd goes to the runtime over the channel closed below: load now.
-        from cove.runtime import seccomp as S
-
-        S.hand_over(sync, seccomp.load())
-        seccomp = None
+    prep = P.prepare_exec(proc, lin.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
     sync.send("ready")
     sync.close()
     # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
@@ -139,10 +106,8 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     os.close(cfg.fifo_fd)
     if spec.hooks.startContainer:
         run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state)
-    if seccomp is not None:
-        seccomp.load()  # as close to execve as possible: fewer syscalls to allow
     try:
-        trampoline.execve(tramp, exe, proc.args, env)
+        P.final_exec(prep)
     except OSError as e:
         os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
         os._exit(127)

@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError, os_why
+from cove.runtime import trampoline
 from cove.sys import caps as C
 from cove.sys import libc as L
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.oci.spec import Process
+    from cove.runtime.nsexec import Sync
+    from cove.runtime.seccomp import Filter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TIOCSCTTY = 0x540E
@@ -257,3 +262,66 @@ def check_lsm(proc: Process) -> None:
         raise CoveError("process.scheduler", "not supported yet")
     if proc.io_priority is not None:
         raise CoveError("process.ioPriority", "not supported yet")
+
+
+class Prepared:
+    """What is left to do right before execve, once `prepare_exec` has run."""
+
+    __slots__ = ("args", "env", "exe", "seccomp", "tramp")
+
+    def __init__(self, exe: str, args: list[str], env: dict[str, str],
+                 seccomp: Filter | None, tramp: int) -> None:
+        self.exe = exe
+        self.args = args
+        self.env = env
+        self.seccomp = seccomp
+        self.tramp = tramp
+
+
+def prepare_exec(proc: Process, seccomp_spec: dict[str, Any] | None, sync: Sync, userns: bool,
+                 preserve_fds: int, keep: set[int]) -> Prepared:
+    """The steps init and exec share once inside the container, up to (not including)
+    the last message to the runtime: resolve the binary, seccomp, user and
+    capabilities, no_new_privs, fds, umask. `keep` names extra fds to leave open."""
+    env = env_dict(proc.env)
+    env.setdefault("HOME", home_of(proc.user.uid))
+    exe = lookup_exec(proc.args[0], env)
+    seccomp = None
+    if seccomp_spec is not None:
+        from cove.runtime import seccomp as S
+
+        seccomp = S.compile_filter(seccomp_spec)
+        if not proc.no_new_privileges:
+            # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+            # while we still have it (as runc does).
+            nfd = seccomp.load()
+            if nfd >= 0:
+                S.hand_over(sync, nfd)
+            seccomp = None
+    apply_user_caps(proc, setgroups_allowed())
+    if not userns:
+        # Changing uid resets the dumpable flag; stay undumpable until execve.
+        L.prctl(L.PR_SET_DUMPABLE, 0)
+    if proc.no_new_privileges:
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    preserved = set(range(3, 3 + preserve_fds))
+    for fd in preserved:
+        os.set_inheritable(fd, True)
+    tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
+    close_fds({0, 1, 2, sync.rfd, sync.wfd, tramp} | keep | preserved)
+    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    if seccomp is not None and seccomp.notify:
+        # The listener fd goes to the runtime over the channel: load while it listens.
+        from cove.runtime import seccomp as S
+
+        S.hand_over(sync, seccomp.load())
+        seccomp = None
+    return Prepared(exe, proc.args, env, seccomp, tramp)
+
+
+def final_exec(prep: Prepared) -> None:
+    """Load a pending seccomp filter (as close to execve as possible: fewer syscalls to
+    allow) and exec through the trampoline. Returns only by raising OSError."""
+    if prep.seccomp is not None:
+        prep.seccomp.load()
+    trampoline.execve(prep.tramp, prep.exe, prep.args, prep.env)
