@@ -4,12 +4,15 @@ driver with its own state root, and a leftover check that every integration test
 
 from __future__ import annotations
 
+import array
 import copy
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -91,7 +94,7 @@ class Runtime:
 
     def state(self, cid: str) -> dict[str, Any]:
         p = self("state", cid, check=True)
-        return json.loads(p.stdout)  # type: ignore[no-any-return]
+        return json.loads(p.stdout)
 
     def status(self, cid: str) -> str:
         return str(self.state(cid)["status"])
@@ -145,3 +148,41 @@ def leftovers(tmp: Path, ids: list[str]) -> list[str]:
     if state.is_dir():
         out += [f"state entry {n}" for n in os.listdir(state)]
     return out
+
+
+def console_server(path: Path, got: dict[str, Any]) -> threading.Thread:
+    """Listen on `path` as a --console-socket; the thread stores the pty master the
+    runtime sends (SCM_RIGHTS) in got["fd"] and the name sent with it in got["name"]."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        fds = array.array("i")
+        msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        got["name"] = msg.decode()
+        got["fd"] = fds[0]
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def read_until(fd: int, marker: bytes) -> bytes:
+    """Read a pty master until `marker` shows up or the other side closes."""
+    data = b""
+    while marker not in data:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: every slave fd is closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import array
 import json
 import os
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Env
-from tests.helpers import base_config
+from tests.helpers import base_config, console_server, read_until
 
 
 def run_out(env: Env, cfg: dict[str, Any], name: str = "bundle") -> tuple[int, str, str]:
@@ -214,28 +211,6 @@ def test_hook_failure_and_timeout_clean_up(env: Env) -> None:
     assert code == 1 and "timed out" in err
 
 
-def _console_server(path: Path, got: dict[str, Any]) -> threading.Thread:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        fds = array.array("i")
-        msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        got["name"] = msg.decode()
-        got["fd"] = fds[0]
-        conn.close()
-        srv.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return t
-
-
 def test_terminal_console_socket(env: Env) -> None:
     cfg = base_config(["sh", "-c", "tty; stty size; echo done"])
     cfg["process"]["terminal"] = True
@@ -243,21 +218,13 @@ def test_terminal_console_socket(env: Env) -> None:
     b = env.bundle(cfg)
     sock = env.tmp / "console.sock"
     got: dict[str, Any] = {}
-    t = _console_server(sock, got)
+    t = console_server(sock, got)
     cid = env.id()
     env.rt("create", "--bundle", str(b.path), "--console-socket", str(sock), cid, check=True)
     t.join(5)
     master = got["fd"]
     env.rt("start", cid, check=True)
-    data = b""
-    while b"done" not in data:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
+    data = read_until(master, b"done")
     os.close(master)
     text = data.decode().replace("\r", "")
     assert "/dev/pts/0" in text or "/dev/console" in text, text
@@ -272,19 +239,11 @@ def test_exec_tty(env: Env) -> None:
     env.rt("run", "-d", "--bundle", str(b.path), cid, check=True)
     sock = env.tmp / "exec.sock"
     got: dict[str, Any] = {}
-    t = _console_server(sock, got)
+    t = console_server(sock, got)
     env.rt("exec", "-t", "--detach", "--console-socket", str(sock), cid, "sh", "-c",
            "tty; echo fin", check=True)
     t.join(5)
-    data = b""
-    while b"fin" not in data:
-        try:
-            chunk = os.read(got["fd"], 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        data += chunk
+    data = read_until(got["fd"], b"fin")
     os.close(got["fd"])
     assert b"/dev/pts/" in data
     env.rt("delete", "--force", cid, check=True)

@@ -4,20 +4,17 @@ Every attack here only reads or opens: none writes to a host file even if it wor
 
 from __future__ import annotations
 
-import array
 import hashlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Env
-from tests.helpers import Runtime, base_config
+from tests.helpers import Runtime, base_config, console_server, read_until
 from tests.security.conftest import bundle, run, runc
 
 EPERM, EACCES = 1, 13
@@ -357,27 +354,6 @@ def test_cve_2025_31133_runc(env: Env, probe_bin: Path) -> None:
 
 # --- CVE-2025-52565: /dev/console bind redirected -----------------------------------
 
-def _console_server(path: Path, got: dict[str, Any]) -> threading.Thread:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        fds = array.array("i")
-        _msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        got["fd"] = fds[0]
-        conn.close()
-        srv.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return t
-
-
 def test_cve_2025_52565_dev_console_symlink(env: Env, probe_bin: Path) -> None:
     """The image's /dev/console is a symlink to a procfs file (core_pattern in the real
     attack; the namespaced hostname here, see PLANT): the pty must be bound on
@@ -392,7 +368,7 @@ def test_cve_2025_52565_dev_console_symlink(env: Env, probe_bin: Path) -> None:
     os.mknod(b.rootfs / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
     sock = env.tmp / "console.sock"
     got: dict[str, Any] = {}
-    t = _console_server(sock, got)
+    t = console_server(sock, got)
     cid = env.id()
     try:
         env.rt("create", "--bundle", str(b.path), "--console-socket", str(sock), cid,
@@ -400,15 +376,7 @@ def test_cve_2025_52565_dev_console_symlink(env: Env, probe_bin: Path) -> None:
         t.join(5)
         master = got["fd"]
         env.rt("start", cid, check=True)
-        data = b""
-        while b"done" not in data:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
+        data = read_until(master, b"done")
         os.close(master)
     finally:
         env.rt("delete", "--force", cid)
