@@ -221,6 +221,10 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
 
         cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
                          mgr.mounts(), "")
+        if spec.linux.seccomp is not None:
+            from cove.runtime import seccomp as SC
+
+            cfg.seccomp = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR))
         if subreaper:
             from cove.sys import libc as L
 

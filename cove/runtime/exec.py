@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cove.runtime.nsexec import Sync
+    from cove.runtime.seccomp import Program
 
 
 class ExecOptions:
@@ -125,9 +126,14 @@ def exec_process(opts: ExecOptions) -> int:
         console_fd = connect_console(opts.console_socket)
     userns = spec.linux.ns("user") is not None
     P.preload(proc, spec.linux.seccomp is not None)
+    prog = None
+    if spec.linux.seccomp is not None:
+        from cove.runtime import seccomp as SC
+
+        prog = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR))
     if not opts.detach:
         L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
-    child, sync = spawn(plan, lambda s: _exec_stage2(proc, spec, console_fd, opts.preserve_fds,
+    child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,
                                                      userns, s))
     try:
         if mgr is not None:
@@ -174,8 +180,8 @@ def exec_process(opts: ExecOptions) -> int:
     return wait_forwarding(gpid)
 
 
-def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, userns: bool,
-                 sync: Sync) -> None:
+def _exec_stage2(proc: Process, prog: Program | None, console_fd: int, preserve_fds: int,
+                 userns: bool, sync: Sync) -> None:
     if not userns:
         L.prctl(L.PR_SET_DUMPABLE, 0)  # see init.py: no ptrace of us while we hold host fds
     if proc.terminal:
@@ -183,7 +189,7 @@ def _exec_stage2(proc: Process, spec: Spec, console_fd: int, preserve_fds: int, 
     P.apply_rlimits(proc)
     P.check_lsm(proc)
     P.enter_cwd(proc.cwd, create=False)
-    prep = P.prepare_exec(proc, spec.linux.seccomp, sync, userns, preserve_fds, set())
+    prep = P.prepare_exec(proc, prog, sync, userns, preserve_fds, set())
     sync.send("exec")
     try:
         P.final_exec(prep)

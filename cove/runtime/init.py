@@ -19,6 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cove.oci.spec import Spec
     from cove.runtime.nsexec import Sync
+    from cove.runtime.seccomp import Program
 
 
 class InitConfig:
@@ -35,6 +36,7 @@ class InitConfig:
         self.no_pivot = no_pivot
         self.cgroup_mounts = cgroup_mounts
         self.hook_state = hook_state
+        self.seccomp: Program | None = None  # compiled (or cached) by the runtime
 
 
 def container_init(cfg: InitConfig, sync: Sync) -> None:
@@ -94,7 +96,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
     P.check_lsm(proc)
     P.enter_cwd(proc.cwd, create=True)
-    prep = P.prepare_exec(proc, lin.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
+    prep = P.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
     sync.send("ready")
     sync.close()
     # Blocks until `start` opens the read end. The fifo is reached through an O_PATH

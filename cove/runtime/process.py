@@ -13,11 +13,10 @@ from cove.sys import libc as L
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
 
     from cove.oci.spec import Process
     from cove.runtime.nsexec import Sync
-    from cove.runtime.seccomp import Filter
+    from cove.runtime.seccomp import Program
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TIOCSCTTY = 0x540E
@@ -34,9 +33,8 @@ def preload(proc: Process, seccomp: bool) -> None:
         import _socket  # noqa: F401
         import fcntl  # noqa: F401
     if seccomp:
-        from cove.runtime import seccomp as S
-
-        S._libseccomp()
+        from cove.runtime import seccomp as S  # noqa: F401  (Program.load runs after pivot)
+        from cove.sys import libc  # noqa: F401
 
 
 def env_dict(env: list[str]) -> dict[str, str]:
@@ -270,7 +268,7 @@ class Prepared:
     __slots__ = ("args", "env", "exe", "seccomp", "tramp")
 
     def __init__(self, exe: str, args: list[str], env: dict[str, str],
-                 seccomp: Filter | None, tramp: int) -> None:
+                 seccomp: Program | None, tramp: int) -> None:
         self.exe = exe
         self.args = args
         self.env = env
@@ -278,7 +276,7 @@ class Prepared:
         self.tramp = tramp
 
 
-def prepare_exec(proc: Process, seccomp_spec: dict[str, Any] | None, sync: Sync, userns: bool,
+def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: bool,
                  preserve_fds: int, keep: set[int]) -> Prepared:
     """The steps init and exec share once inside the container, up to (not including)
     the last message to the runtime: resolve the binary, seccomp, user and
@@ -286,11 +284,9 @@ def prepare_exec(proc: Process, seccomp_spec: dict[str, Any] | None, sync: Sync,
     env = env_dict(proc.env)
     env.setdefault("HOME", home_of(proc.user.uid))
     exe = lookup_exec(proc.args[0], env)
-    seccomp = None
-    if seccomp_spec is not None:
+    if seccomp is not None:
         from cove.runtime import seccomp as S
 
-        seccomp = S.compile_filter(seccomp_spec)
         if not proc.no_new_privileges:
             # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
             # while we still have it (as runc does).
