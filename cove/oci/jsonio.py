@@ -73,8 +73,23 @@ def loads(s: str | bytes) -> Any:
 _enc_str = _json.encode_basestring_ascii
 
 
+def _unencodable(obj: Any) -> Any:
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+# The C encoder for the compact form (state files, hook state, cache keys): the same
+# output as the Python code below, several times faster on large documents.
+_c_compact = _json.make_encoder(None, _unencodable, _enc_str, None, ":", ",", False, False,
+                                False)
+
+
 def dumps(obj: Any, indent: int | None = None, _level: int = 0) -> str:
     """Serialise `obj` (dicts, lists, str, int, float, bool, None) as compact or indented JSON."""
+    if indent is None and _level == 0:
+        try:
+            return "".join(_c_compact(obj, 0))
+        except ValueError:
+            raise ValueError("cannot encode non-finite float") from None
     if isinstance(obj, str):
         return _enc_str(obj)
     if obj is True:
