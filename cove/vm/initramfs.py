@@ -111,7 +111,7 @@ def build(moddir: str, modules: list[str], init: str, busybox: str = "/bin/busyb
     with open(busybox, "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
     c.symlink("bin/sh", "busybox")
-    order = module_order(moddir, modules)
+    order = module_order(moddir, modules) if modules else []
     for rel in order:
         with open(os.path.join(moddir, rel), "rb") as f:
             c.file(f"lib/modules/{os.path.basename(rel)}", f.read())

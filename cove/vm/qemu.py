@@ -1,11 +1,12 @@
-"""Boot Debian's kernel under qemu (TCG) with the host's root shared read-only over 9p.
+"""Boot Debian's kernel under qemu: the kernel/qemu finders shared by the vm handler,
+and a script runner (the host's root shared read-only over 9p) used by the tests.
 
 The guest gets a pure cgroup2 hierarchy at /sys/fs/cgroup with every controller
 enabled in the root's subtree_control, tmpfs on /tmp and /run, a small scratch
 virtio disk (/dev/vda, for io.max), and runs one shell script as pid 1's child;
 its output comes back on the serial console, with a `COVE-VM-EXIT=<rc>` line.
 
-    python -m tests.vm.qemu 'cat /sys/fs/cgroup/cgroup.subtree_control'
+    python -m cove.vm.qemu 'cat /sys/fs/cgroup/cgroup.subtree_control'
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from tests.vm import initramfs
+from cove.vm import initramfs
 
 MODULES = ["virtio_mmio", "virtio_pci", "9pnet_virtio", "9p", "virtio_blk"]
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"]
@@ -40,7 +41,12 @@ do
     i=$((i + 1)); [ $i -lt 50 ] || { echo "vm-init: no 9p root"; echo o >/proc/sysrq-trigger; }
     sleep 0.1
 done
+# The guest's /tmp is its own tmpfs; a checkout under the host's /tmp (CI clones
+# there) stays visible at its path through a bind moved over the new tmpfs.
+KEEP="@KEEP@"
+if [ -n "$KEEP" ]; then mkdir -p /keep; mount --bind /newroot$KEEP /keep; fi
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+if [ -n "$KEEP" ]; then mkdir -p /newroot$KEEP; mount --move /keep /newroot$KEEP; fi
 mount -t tmpfs -o mode=755 run /newroot/run
 mount --move /dev /newroot/dev
 mount --move /proc /newroot/proc
@@ -120,7 +126,7 @@ def _pump(p: subprocess.Popen[bytes], out: list[str], echo: bool) -> None:
             sys.stdout.flush()
 
 
-def _tsc_khz() -> str:
+def tsc_khz() -> str:
     """The host's TSC rate for tsc_early_khz=: under TCG the guest's PIT calibration
     fails often, and microvm has no HPET to fall back to (the boot then hangs)."""
     try:
@@ -142,7 +148,9 @@ def run(script: str, *, timeout: float = 300, mem_mb: int = 1024, cpus: int = 2,
         raise RuntimeError(why)
     kernel, moddir = found
     with tempfile.TemporaryDirectory(prefix="cove-vm-") as tmp:
-        init = INIT.replace("@CONTROLLERS@", " ".join(CONTROLLERS))
+        checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        keep = checkout if checkout.startswith("/tmp/") else ""
+        init = INIT.replace("@CONTROLLERS@", " ".join(CONTROLLERS)).replace("@KEEP@", keep)
         image = initramfs.build(moddir, MODULES, init,
                                 extra={"cmd.sh": script.encode(), "pid1.sh": PID1.encode()})
         initrd = os.path.join(tmp, "initrd")
@@ -159,7 +167,7 @@ def run(script: str, *, timeout: float = 300, mem_mb: int = 1024, cpus: int = 2,
             "-serial", "stdio",
             "-kernel", kernel, "-initrd", initrd,
             "-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init "
-                       "cgroup_no_v1=all tsc=reliable" + _tsc_khz(),
+                       "cgroup_no_v1=all tsc=reliable" + tsc_khz(),
             "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
             "-device", "virtio-9p-device,fsdev=root,mount_tag=hostroot",
             "-drive", f"file={disk},if=none,id=scratch,format=raw",
