@@ -185,6 +185,40 @@ class IDMap:
         self.container_id: int = _get(o, "containerID", int, p, required=True)
         self.host_id: int = _get(o, "hostID", int, p, required=True)
         self.size: int = _get(o, "size", int, p, required=True)
+        if self.size <= 0:
+            raise _bad(f"{p}.size", f"must be at least 1, not {self.size}")
+        # The kernel's ids are 32-bit and (u32)-1 is never mapped: a range must end at
+        # or below 2^32 - 1 on both sides.
+        for key, first in (("containerID", self.container_id), ("hostID", self.host_id)):
+            if first < 0:
+                raise _bad(f"{p}.{key}", f"must not be negative, not {first}")
+            if first + self.size > ID_LIMIT:
+                raise _bad(f"{p}.{key}", f"{first} + size {self.size} goes past the "
+                           f"last id, {ID_LIMIT - 1}")
+
+
+# Ids are u32 and 4294967295 is "no id"; the kernel takes at most 340 lines per map.
+ID_LIMIT = 2**32 - 1
+MAX_ID_RANGES = 340
+
+
+def _idmaps(o: dict[str, Any], key: str, p: str) -> list[IDMap]:
+    raw = _get(o, key, list, p, default=[])
+    if len(raw) > MAX_ID_RANGES:
+        raise _bad(f"{p}.{key}", f"{len(raw)} ranges: the kernel takes at most "
+                   f"{MAX_ID_RANGES}")
+    maps = [IDMap(_obj(m, f"{p}.{key}[{i}]"), f"{p}.{key}[{i}]") for i, m in enumerate(raw)]
+    # Overlapping ranges, on either side, are refused by the kernel with a bare EINVAL.
+    for side, attr in (("containerID", "container_id"), ("hostID", "host_id")):
+        spans = sorted((getattr(m, attr), getattr(m, attr) + m.size, i)
+                       for i, m in enumerate(maps))
+        for k in range(1, len(spans)):
+            (_a0, a1, ai), (b0, b1, bi) = spans[k - 1], spans[k]
+            if b0 < a1:
+                i, j = max(ai, bi), min(ai, bi)
+                raise _bad(f"{p}.{key}[{i}]", f"{side} range overlaps that of "
+                           f"{p}.{key}[{j}] ({b0}-{min(a1, b1) - 1} in both)")
+    return maps
 
 
 class Device:
@@ -229,10 +263,8 @@ class Linux:
                 raise _bad(f"{p}.namespaces[{i}]", f"duplicate namespace {ns.type!r}")
             seen.add(ns.type)
             self.namespaces.append(ns)
-        self.uid_mappings = [IDMap(_obj(m, f"{p}.uidMappings[{i}]"), f"{p}.uidMappings[{i}]")
-                             for i, m in enumerate(_get(o, "uidMappings", list, p, default=[]))]
-        self.gid_mappings = [IDMap(_obj(m, f"{p}.gidMappings[{i}]"), f"{p}.gidMappings[{i}]")
-                             for i, m in enumerate(_get(o, "gidMappings", list, p, default=[]))]
+        self.uid_mappings = _idmaps(o, "uidMappings", p)
+        self.gid_mappings = _idmaps(o, "gidMappings", p)
         if (self.uid_mappings or self.gid_mappings) and "user" not in seen:
             raise _bad(f"{p}.uidMappings", "mappings given without a user namespace")
         to = _get(o, "timeOffsets", dict, p, default={})

@@ -11,6 +11,7 @@ import time
 
 from cove.errors import CoveError, os_why
 from cove.oci.spec import Spec
+from cove.runtime import process as P
 from cove.runtime import state as S
 from cove.runtime.hooks import run_hooks
 from cove.runtime.nsexec import NsPlan, spawn
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import _thread
     from typing import Any
 
+    from cove.oci.spec import IDMap
     from cove.runtime.cgroups import Manager
     from cove.runtime.nsexec import Sync
 
@@ -85,17 +87,77 @@ def connect_console(path: str) -> int:
 
 
 def write_id_maps(pid: int, spec: Spec) -> None:
+    """Write the uid/gid maps of the user namespace `pid` just created.
+
+    Root writes them directly. Anyone else may write one line mapping its own uid
+    (gid) directly (for gids, only once /proc/PID/setgroups says "deny"); several
+    ranges, or other ids, go through the setuid helpers newuidmap/newgidmap, which
+    allow the ranges /etc/subuid and /etc/subgid grant the caller."""
     lin = spec.linux
+    if os.geteuid() == 0:
+        for key, file, maps in (("gidMappings", "gid_map", lin.gid_mappings),
+                                ("uidMappings", "uid_map", lin.uid_mappings)):
+            if maps:
+                try:
+                    _write(f"/proc/{pid}/{file}", _map_lines(maps))
+                except OSError as e:
+                    raise CoveError(f"linux.{key}", os_why(e)) from None
+        return
+    for key, file, maps, own in (("gidMappings", "gid_map", lin.gid_mappings, os.getegid()),
+                                 ("uidMappings", "uid_map", lin.uid_mappings, os.geteuid())):
+        if not maps:
+            continue
+        if len(maps) == 1 and maps[0].host_id == own and maps[0].size == 1:
+            try:
+                if file == "gid_map":
+                    _write(f"/proc/{pid}/setgroups", "deny")
+                _write(f"/proc/{pid}/{file}", _map_lines(maps))
+            except OSError as e:
+                raise CoveError(f"linux.{key}", os_why(e)) from None
+        else:
+            _newidmap("newuidmap" if file == "uid_map" else "newgidmap", pid, maps,
+                      f"linux.{key}")
+
+
+def _map_lines(maps: list[IDMap]) -> str:
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+
+
+_HELPER_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin")
+
+
+def _newidmap(helper: str, pid: int, maps: list[IDMap], what: str) -> None:
+    """Run newuidmap/newgidmap PID ID HOSTID SIZE...; its complaint becomes the error."""
+    exe = next((p for p in (os.path.join(d, helper) for d in _HELPER_DIRS)
+                if os.access(p, os.X_OK)), "")
+    if not exe:
+        raise CoveError(what, f"{len(maps)} ranges (or ids other than our own) need "
+                        f"{helper}, which is not installed (Debian: the uidmap package)")
+    argv = [helper, str(pid)]
+    for m in maps:
+        argv += [str(m.container_id), str(m.host_id), str(m.size)]
+    r, w = os.pipe()
     try:
-        if lin.gid_mappings:
-            # Without setgroups=deny an unprivileged writer can't map gids; root can.
-            _write(f"/proc/{pid}/gid_map",
-                   "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in lin.gid_mappings))
-        if lin.uid_mappings:
-            _write(f"/proc/{pid}/uid_map",
-                   "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in lin.uid_mappings))
-    except OSError as e:
-        raise CoveError("linux.uidMappings", os_why(e)) from None
+        try:
+            child = os.posix_spawn(exe, argv, {"PATH": "/usr/bin:/bin"}, file_actions=[
+                (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        except OSError as e:
+            raise CoveError(what, f"{exe}: {os_why(e)}") from None
+        os.close(w)
+        w = -1
+        out = b""
+        while chunk := os.read(r, 4096):
+            out += chunk
+        _, status = os.waitpid(child, 0)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        lines = out.decode(errors="replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit status {code}"
+        raise CoveError(what, f"{helper} failed: {why} (see /etc/sub{helper[3:6]})")
 
 
 def _write(path: str, data: str) -> None:
@@ -147,6 +209,35 @@ def check_sysctl(spec: Spec) -> None:
                             "change the host")
 
 
+def check_id_maps(spec: Spec) -> None:
+    """The kernel takes a map in one write shorter than a page (oci/spec.py checks
+    the rest: sizes, overflow, overlaps, at most 340 ranges)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    for key, maps in (("uidMappings", spec.linux.uid_mappings),
+                      ("gidMappings", spec.linux.gid_mappings)):
+        n = len(_map_lines(maps).encode()) if maps else 0
+        if n >= page:
+            raise CoveError(f"linux.{key}", f"{len(maps)} ranges make {n} bytes in one "
+                            f"write; the kernel takes fewer than {page} (use fewer, "
+                            "larger ranges)")
+
+
+def check_rootless(spec: Spec) -> None:
+    """What a container needs when the runtime is not root (runc's rootless checks)."""
+    lin = spec.linux
+    userns = lin.ns("user")
+    if userns is None:
+        raise CoveError("linux.namespaces", "a rootless container needs a user namespace "
+                        "(see `cove-runtime spec --rootless`)")
+    if not userns.path:
+        if not lin.uid_mappings:
+            raise CoveError("linux.uidMappings", "a rootless container's new user "
+                            "namespace needs at least one uid mapping")
+        if not lin.gid_mappings:
+            raise CoveError("linux.gidMappings", "a rootless container's new user "
+                            "namespace needs at least one gid mapping")
+
+
 # Device rules every container gets on top of its own (runc's AllowedDevices): the
 # default /dev nodes, ptys, and mknod of anything (opening is what the rules guard).
 DEFAULT_DEVICE_RULES = [
@@ -178,6 +269,11 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     S.check_id(opts.id)
     bundle, raw, spec, rootfs = load_bundle(opts.bundle)
     check_sysctl(spec)
+    rootless = opts.rootless or os.geteuid() != 0
+    if rootless:
+        check_rootless(spec)
+    check_id_maps(spec)
+    P.warn_unknown_caps(spec.process)
     if spec.linux.intel_rdt:
         raise CoveError("linux.intelRdt", "not supported on this host")
     os.makedirs(opts.root, 0o700, exist_ok=True)
@@ -207,6 +303,13 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         mgr = open_manager(spec.linux.cgroups_path or None, opts.id, rootless=opts.rootless,
                            systemd=opts.systemd_cgroup)
         mgr.create()
+        if mgr.skipped and spec.linux.ns("pid") is None:
+            from cove.runtime.cgroups.fs import warn
+
+            # As runc: without a cgroup or a pid namespace nothing can find (and kill)
+            # every process of the container.
+            warn("a rootless container with no cgroup and no private pid namespace: "
+                 "`kill --all` and `delete` cannot reach processes that leave init")
         st.data["cgroup"] = mgr.to_state()
         mgr.set(cgroup_resources(spec))
         if opts.console_socket:
@@ -215,9 +318,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
             console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
         plan = ns_plan(spec)
         from cove.runtime.init import InitConfig, container_init
-        from cove.runtime.process import preload
 
-        preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
+        P.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
 
         cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
                          mgr.mounts(), "")

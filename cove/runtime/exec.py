@@ -106,6 +106,7 @@ def exec_process(opts: ExecOptions) -> int:
         raise CoveError(f"container {opts.id!r}", f"cannot exec in a {status} container")
     spec = Spec.parse(st.config_bytes())
     proc = build_process(opts, spec)
+    P.warn_unknown_caps(proc)
     if proc.terminal and not opts.console_socket:
         raise CoveError("exec --tty", "needs --console-socket")
     pid = st.pid

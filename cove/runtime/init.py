@@ -48,8 +48,11 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     userns = lin.ns("user") is not None
     if not userns:
         # Keep the container's processes from ptracing or reading /proc of an init
-        # that still holds host fds (CVE-2016-9962). In a user namespace it would make
-        # our own /proc/self files unwritable to us; the fds are CLOEXEC there anyway.
+        # that still holds host fds (CVE-2016-9962). In a user namespace (rootless
+        # always) it would make our own /proc/self files unwritable to us: until
+        # execve our mm belongs to the host's user namespace, so an undumpable init's
+        # /proc files are owned by the host's root, unmapped here. The fds are CLOEXEC
+        # there anyway, and the fifo handle is O_PATH on a 0711 state dir.
         L.prctl(L.PR_SET_DUMPABLE, 0)
     mntns = lin.ns("mount")
     builder = RootfsBuilder(spec, cfg.rootfs, cfg.cgroup_mounts, userns,

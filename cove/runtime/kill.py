@@ -17,9 +17,43 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
     if all_ and st.data.get("cgroup"):
         from cove.runtime.cgroups import open_manager_from_state
 
-        open_manager_from_state(st.data["cgroup"]).kill_all(sig)
-        return
+        mgr = open_manager_from_state(st.data["cgroup"])
+        if mgr.exists():
+            mgr.kill_all(sig)
+            return
+        # Rootless, with no cgroup it could write: the pid namespace is what holds the
+        # container's processes together.
+        pids = pidns_members(st.pid)
+        if pids:
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            return
     try:
         os.kill(st.pid, sig)
     except ProcessLookupError:
         raise CoveError(f"container {cid!r}", "container not running") from None
+
+
+def pidns_members(init: int) -> list[int]:
+    """The processes in init's pid namespace when it is not ours (init first), else []."""
+    try:
+        ns = os.stat(f"/proc/{init}/ns/pid")
+        me = os.stat("/proc/self/ns/pid")
+        if (ns.st_dev, ns.st_ino) == (me.st_dev, me.st_ino):
+            return []
+    except OSError:
+        return []
+    out = [init]
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == init:
+            continue
+        try:
+            s = os.stat(f"/proc/{name}/ns/pid")
+        except OSError:
+            continue
+        if (s.st_dev, s.st_ino) == (ns.st_dev, ns.st_ino):
+            out.append(int(name))
+    return out

@@ -27,6 +27,7 @@ def preload(proc: Process, seccomp: bool) -> None:
     """Import, in the runtime, every module the container side will need: once it is
     past pivot_root (or setns into the mount namespace) the host's Python library is
     out of reach, and a lazy import there would fail."""
+    C.last_cap()  # read on the host, before fork (see caps.last_cap)
     if proc.rlimits:
         import resource  # noqa: F401
     if proc.terminal:
@@ -35,6 +36,26 @@ def preload(proc: Process, seccomp: bool) -> None:
     if seccomp:
         from cove.runtime import seccomp as S  # noqa: F401  (Program.load runs after pivot)
         from cove.sys import libc  # noqa: F401
+
+
+def warn_unknown_caps(proc: Process | None) -> None:
+    """Capabilities the running kernel does not know (above cap_last_cap): named, with
+    their JSON paths, in one warning line and left out, as runc does ("ignoring unknown
+    or unavailable capabilities"). Failing instead would break engines that pass every
+    capability they know (docker --privileged, podman) on an older kernel; leaving
+    one out only ever grants less. Names no kernel knows are errors (oci/spec.py)."""
+    caps = proc.capabilities if proc is not None else None
+    if caps is None:
+        return
+    top = C.last_cap()
+    unknown: list[str] = []
+    for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        for i, name in enumerate(getattr(caps, kind)):
+            if C.CAPS[name] > top:
+                unknown.append(f"process.capabilities.{kind}[{i}] {name}")
+    if unknown:
+        os.write(2, (f"cove-runtime: warning: ignoring capabilities this kernel does not "
+                     f"know (cap_last_cap {top}): {', '.join(unknown)}\n").encode())
 
 
 def env_dict(env: list[str]) -> dict[str, str]:

@@ -13,7 +13,13 @@ def pids(root: str, cid: str) -> list[int]:
         return [st.pid] if st.alive() else []
     from cove.runtime.cgroups import open_manager_from_state
 
-    return sorted(open_manager_from_state(st.data["cgroup"]).pids())
+    mgr = open_manager_from_state(st.data["cgroup"])
+    if not mgr.exists() and st.alive():
+        # Rootless without a cgroup: the container's pid namespace holds its processes.
+        from cove.runtime.kill import pidns_members
+
+        return sorted(pidns_members(st.pid) or [st.pid])
+    return sorted(mgr.pids())
 
 
 def render(root: str, cid: str, fmt: str, ps_args: list[str]) -> str:

@@ -8,6 +8,7 @@ so a recycled pid is not mistaken for the container), the exec fifo (present unt
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from cove.errors import CoveError
@@ -20,6 +21,31 @@ if TYPE_CHECKING:
 OCI_VERSION = "1.2.0"
 DEFAULT_ROOT = "/run/cove-runtime"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def default_root() -> str:
+    """The state root when --root is not given: /run/cove-runtime for root; for anyone
+    else $XDG_RUNTIME_DIR/cove-runtime (runc: $XDG_RUNTIME_DIR/runc), or, when that is
+    unset or not writable, /tmp/cove-runtime-<uid>, which must then be a directory of
+    ours that nobody else can write (not a symlink or a directory planted in /tmp)."""
+    euid = os.geteuid()
+    if euid == 0:
+        return DEFAULT_ROOT
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if xdg.startswith("/") and os.access(xdg, os.W_OK | os.X_OK):
+        return os.path.join(xdg, "cove-runtime")
+    path = f"/tmp/cove-runtime-{euid}"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CoveError(f"state root {path}", e.strerror or str(e)) from None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
+        raise CoveError(f"state root {path}", "not a directory owned by us and writable "
+                        "only by us: refusing it (set XDG_RUNTIME_DIR or pass --root)")
+    return path
 
 
 def check_id(cid: str) -> None:

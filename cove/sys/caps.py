@@ -17,13 +17,20 @@ CAPS: dict[str, int] = {
 }
 
 
+_LAST_CAP: list[int] = []
+
+
 def last_cap() -> int:
-    """The highest capability the running kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
-    except OSError:
-        return max(CAPS.values())
+    """The highest capability the running kernel knows, read once per process: the
+    runtime reads it on the host before it forks, and the container's side (past
+    pivot_root, where /proc is the container's) uses the same number."""
+    if not _LAST_CAP:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                _LAST_CAP.append(int(f.read()))
+        except (OSError, ValueError):
+            _LAST_CAP.append(max(CAPS.values()))
+    return _LAST_CAP[0]
 
 
 def mask(names: list[str]) -> int:

@@ -5,13 +5,18 @@ mounts, processes, cgroups and state entries after every test)."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Env
-from tests.helpers import base_config
+from tests.helpers import RUNTIME, base_config
+
+RUNC = shutil.which("runc")
 
 
 def _cfg(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -34,6 +39,21 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 _DEL = object()
+
+
+def _maps(uid: list[tuple[int, int, int]], gid: list[tuple[int, int, int]] | None = None
+          ) -> Callable[[dict[str, Any]], None]:
+    """A new user namespace with these (containerID, hostID, size) mappings."""
+    def edit(c: dict[str, Any]) -> None:
+        lin = c["linux"]
+        lin["namespaces"].append({"type": "user"})
+        lin["uidMappings"] = [{"containerID": a, "hostID": b, "size": n} for a, b, n in uid]
+        lin["gidMappings"] = [{"containerID": a, "hostID": b, "size": n}
+                              for a, b, n in (gid if gid is not None else [(0, 100000, 65536)])]
+    return edit
+
+
+_OK_MAP = [(0, 100000, 65536)]
 
 CONFIG_CASES = {
     "uid-not-int": (_set("process.user.uid", "0"), "process.user.uid: expected integer"),
@@ -74,7 +94,90 @@ CONFIG_CASES = {
     "mappings-without-userns": (_set("linux.uidMappings",
                                      [{"containerID": 0, "hostID": 1000, "size": 1}]),
                                 "mappings given without a user namespace"),
+    # Malformed id mappings: the kernel would answer a bare EINVAL (or map less than
+    # asked); each is named by its JSON path before anything is created.
+    "map-size-0": (_maps([(0, 100000, 0)]),
+                   "linux.uidMappings[0].size: must be at least 1, not 0"),
+    "map-size-negative": (_maps(_OK_MAP, [(0, 100000, -5)]),
+                          "linux.gidMappings[0].size: must be at least 1, not -5"),
+    "map-host-negative": (_maps([(0, -1, 10)]),
+                          "linux.uidMappings[0].hostID: must not be negative, not -1"),
+    "map-container-negative": (_maps([(-10, 100000, 10)]),
+                               "linux.uidMappings[0].containerID: must not be negative"),
+    "map-host-overflow": (_maps([(0, 2**32 - 10, 65536)]),
+                          "linux.uidMappings[0].hostID: 4294967286 + size 65536 goes past "
+                          "the last id, 4294967294"),
+    "map-container-overflow": (_maps([(2**32 - 1, 100000, 1)]),
+                               "linux.uidMappings[0].containerID: 4294967295 + size 1 goes "
+                               "past the last id"),
+    "map-huge-id": (_maps([(0, 2**64, 1)]), "linux.uidMappings[0].hostID: 18446744073709551616"),
+    "map-not-int": (_maps([(0, 100000, "65536")]),  # type: ignore[list-item]
+                    "linux.uidMappings[0].size: expected integer"),
+    "map-overlap-container": (_maps([(0, 100000, 1000), (500, 200000, 10)]),
+                              "linux.uidMappings[1]: containerID range overlaps that of "
+                              "linux.uidMappings[0] (500-509 in both)"),
+    "map-overlap-host": (_maps(_OK_MAP, [(0, 100000, 1000), (1000, 100999, 10)]),
+                         "linux.gidMappings[1]: hostID range overlaps that of "
+                         "linux.gidMappings[0] (100999-100999 in both)"),
+    "map-overlap-unsorted": (_maps([(5000, 300000, 10), (0, 100000, 100),
+                                    (50, 400000, 10)]),
+                             "linux.uidMappings[2]: containerID range overlaps that of "
+                             "linux.uidMappings[1]"),
+    "map-too-many": (_maps([(i, 100000 + i, 1) for i in range(341)]),
+                     "linux.uidMappings: 341 ranges: the kernel takes at most 340"),
+    "map-too-long": (_maps([(4 * 10**9 + 2 * i, 3 * 10**9 + 2 * i, 1) for i in range(300)]),
+                     "linux.uidMappings: 300 ranges make 7200 bytes in one write; the "
+                     "kernel takes fewer than"),
 }
+
+
+def test_340_mappings_are_fine(env: Env) -> None:
+    """The kernel's limit itself (340 lines per map) is accepted and works."""
+    # Short lines: the map must also fit in one write of less than a page.
+    b = env.bundle(_cfg(_maps([(i, 1000 + i, 1) for i in range(340)],
+                              [(i, 1000 + i, 1) for i in range(340)])))
+    b.config["process"]["args"] = ["sh", "-c", "wc -l < /proc/self/uid_map"]
+    b.write()
+    cid = env.id()
+    p = env.rt("run", "--bundle", str(b.path), cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "340"
+
+
+def test_capability_unknown_to_the_kernel(env: Env, tmp_path: Path) -> None:
+    """A capability name Cove knows but the running kernel does not (above
+    /proc/sys/kernel/cap_last_cap, faked here with a bind mount in a private mount
+    namespace): as runc, one warning line naming it and the container runs without
+    it. Names nobody knows (CAP_FOO) are errors: see CONFIG_CASES."""
+    fake = tmp_path / "cap_last_cap"
+    fake.write_text("38\n")  # a kernel before CAP_BPF (39) and CAP_CHECKPOINT_RESTORE (40)
+    cfg = base_config(["sh", "-c", "grep CapPrm /proc/self/status"])
+    caps = cfg["process"]["capabilities"]
+    caps["bounding"] += ["CAP_BPF", "CAP_CHECKPOINT_RESTORE"]
+    caps["permitted"] += ["CAP_BPF"]
+    b = env.bundle(cfg)
+    results = {}
+    tools = {"cove": RUNTIME, **({"runc": RUNC} if RUNC else {})}
+    for name, tool in tools.items():
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/cap_last_cap '
+             '&& exec "$@"', str(fake), tool, "--root", str(env.tmp / f"{name}-state"),
+             "run", "--bundle", str(b.path), env.id()],
+            capture_output=True, text=True, timeout=60)
+        results[name] = r
+    p = results["cove"]
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == (
+        "cove-runtime: warning: ignoring capabilities this kernel does not know "
+        "(cap_last_cap 38): process.capabilities.bounding[3] CAP_BPF, "
+        "process.capabilities.bounding[4] CAP_CHECKPOINT_RESTORE, "
+        "process.capabilities.permitted[3] CAP_BPF")
+    prm = int(p.stdout.split()[1], 16)
+    assert prm == (1 << 29) | (1 << 5) | (1 << 10)  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
+    if "runc" in results:  # runc 1.1.5: the same (a warning, exit 0, CAP_BPF left out)
+        r = results["runc"]
+        assert r.returncode == 0 and "ignoring unknown or unavailable capabilities" in r.stderr
+        assert int(r.stdout.split()[1], 16) == prm
 
 
 def _one_line(stderr: str) -> str:

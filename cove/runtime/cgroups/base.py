@@ -105,7 +105,8 @@ class Manager:
                 os.makedirs(d, exist_ok=True)
             except OSError as e:
                 if self.rootless and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    fs.warn(f"cannot create cgroup {d} ({e.strerror}); running without it")
+                    # Silently, as runc: a knob asked of it fails later with its name,
+                    # and create() says once if that leaves the container unkillable.
                     self.skipped.add(i)
                     continue
                 raise CoveError("cgroup", f"mkdir {d}: {e.strerror}") from e
@@ -138,7 +139,6 @@ class Manager:
                 if self.rootless and isinstance(err, OSError) and err.errno in (
                     errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS
                 ):
-                    fs.warn(f"cannot join cgroup {d}; running without it")
                     self.skipped.add(i)
                     continue
                 raise CoveError("cgroup", f"add pid {pid} to {d}: {e.why}") from err

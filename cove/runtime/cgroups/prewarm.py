@@ -38,7 +38,9 @@ def prewarm() -> _thread.LockType:
 
     done = _thread.allocate_lock()
     done.acquire()
-    target = _own_procs_file()
+    # Not root: the move would be refused (EACCES), and rootless containers are
+    # rarely moved into cgroups at all.
+    target = _own_procs_file() if os.geteuid() == 0 else ""
 
     def run() -> None:
         try:
