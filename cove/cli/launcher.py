@@ -22,6 +22,8 @@ def write(bindir: str, python: str = sys.executable) -> list[str]:
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     written = []
     for name, module, flags in (("cove-runtime", "cove.cli.runtime", "-IS"),
+                                ("cove-runtime-vm", "cove.cli.runtime_vm", "-IS"),
+                                ("cove-runtime-gvisor", "cove.cli.runtime_gvisor", "-IS"),
                                 ("cove", "cove.cli.main", "-I")):
         path = os.path.join(bindir, name)
         tmp = path + ".tmp"

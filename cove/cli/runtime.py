@@ -90,7 +90,8 @@ def _usage() -> str:
              "An OCI runtime, command-line compatible with runc.", "", "Commands:"]
     lines += [f"  {n:<10}{c[2]}" for n, c in COMMANDS.items()]
     lines += ["", "Global flags:",
-              "  --root DIR          state directory (default /run/cove-runtime)",
+              "  --root DIR          state directory (default /run/cove-runtime; not root:",
+              "                      $XDG_RUNTIME_DIR/cove-runtime)",
               "  --log FILE          also write messages to FILE",
               "  --log-format FMT    text or json",
               "  --debug             log debug messages",
@@ -133,7 +134,7 @@ def _rootless(mode: str) -> bool:
     raise CoveError(f"--rootless {mode}", "expected auto, true or false")
 
 
-def dispatch(argv: list[str], log: Log) -> int:
+def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
     g = F.parse(argv, GLOBAL, GLOBAL_ALIASES)
     log.path = g.s("log")
     log.fmt = g.s("log-format", "text")
@@ -158,20 +159,63 @@ def dispatch(argv: list[str], log: Log) -> int:
         sys.stdout.write(f"usage: cove-runtime {cmd} [flags] ...\n  {COMMANDS[cmd][2]}\nflags: "
                          + " ".join(f"--{k}" for k in fspec) + "\n")
         return 0
-    root = g.s("root") or "/run/cove-runtime"
+    root = g.s("root")
+    if not root and cmd not in ("spec", "features"):
+        from cove.runtime.state import default_root
+
+        root = default_root()
     if g.b("systemd-cgroup") and not os.path.isdir("/run/systemd/system"):
         raise CoveError("--systemd-cgroup", "systemd is not running on this host")
     rootless = _rootless(g.s("rootless"))
     if log.debug_on:
         log.write("debug", f"{cmd} {' '.join(rest)} (root {root}, rootless {rootless})")
-    code = _run_command(cmd, f, root, rootless, g.b("systemd-cgroup"))
+    code = _run_command(cmd, f, root, rootless, g.b("systemd-cgroup"), handler)
     if log.debug_on:
         log.write("debug", f"{cmd}: exit status {code}")
     return code
 
 
-def _run_command(cmd: str, f: F.Parsed, root: str, rootless: bool, systemd: bool) -> int:
+def _handler(cmd: str, f: F.Parsed, root: str, forced: str) -> str:
+    """The isolation handler, cheaply: no JSON parsing unless the config or state names one.
+
+    create/run: the entry point's (cove-runtime-vm, -gvisor) or the bundle's annotation
+    io.cove.isolation; later verbs: the one recorded in the container's state.
+    """
+    if cmd in ("create", "run"):
+        try:
+            with open(os.path.join(f.s("bundle") or ".", "config.json"), "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return forced or "container"  # create reports the missing config
+        if b"io.cove.isolation" not in raw and not forced:
+            return "container"
+        from cove.cli.isolation import from_config
+
+        return from_config(raw, forced)
+    cid = f.args[0] if f.args else ""
+    if not cid or "/" in cid or cid in (".", ".."):
+        return "container"
+    try:
+        with open(os.path.join(root, cid, "state.json"), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return "container"
+    if b'"handler"' not in raw:
+        return "container"
+    from cove.cli.isolation import from_state
+
+    return from_state(raw)
+
+
+def _run_command(cmd: str, f: F.Parsed, root: str, rootless: bool, systemd: bool,
+                 handler: str = "") -> int:
     out = sys.stdout
+    if cmd not in ("spec", "features", "list"):
+        h = _handler(cmd, f, root, handler)
+        if h != "container":
+            from cove.cli.isolation import run_command
+
+            return run_command(h, cmd, f, root)
     if cmd in ("create", "run"):
         from cove.runtime.cgroups.prewarm import prewarm
 
@@ -294,11 +338,11 @@ def _exec(f: F.Parsed, root: str) -> int:
     return exec_process(o)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, handler: str = "") -> int:
     log = Log("", "text", False)
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = dispatch(args, log)
+        code = dispatch(args, log, handler)
         sys.stdout.flush()
         return code
     except CoveError as e:

@@ -1,0 +1,16 @@
+"""`cove-runtime-gvisor`: cove-runtime with the gvisor handler (a containerd runtime handler or a
+Kubernetes RuntimeClass selects it by binary name)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cove.cli.runtime import main as runtime_main
+
+    return runtime_main(argv, handler="gvisor")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""podman and containerd (ctr) running containers through cove-runtime-vm."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from cove.vm import qemu
+from tests.handlers.common import VM_RUNTIME, no_qemu_left
+from tests.peers.conftest import IMAGE_REF, finish, image_tar, need
+from tests.peers.test_containerd import Containerd
+from tests.peers.test_podman import Podman
+
+__all__ = ["image_tar"]  # the session fixture, shared with the peer tests
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow,
+              pytest.mark.skipif(qemu.missing() is not None, reason=str(qemu.missing()))]
+
+
+@pytest.fixture
+def podman_vm(image_tar: str) -> Iterator[Podman]:
+    need("/usr/bin/podman")
+    need("conmon")
+    p = Podman()
+    conf = p.path("containers.conf")
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace(f'["{p.runtime}"]', f'["{VM_RUNTIME}"]'))
+    try:
+        p("load", "-i", image_tar)
+        p.mark_baseline()
+        yield p
+        p("rm", "-af", check=False)
+        p("rmi", "-af", check=False)
+        p("system", "reset", "-f", check=False, timeout=60)
+    finally:
+        finish(p)
+
+
+def test_podman_run_rm_echo_in_vm(podman_vm: Podman) -> None:
+    r = podman_vm("run", "--rm", IMAGE_REF, "sh", "-c", "echo hi; uname -r", timeout=180)
+    assert r.stdout.splitlines()[0] == "hi"
+    assert r.stdout.splitlines()[1] != os.uname().release  # the guest's kernel
+    assert podman_vm("ps", "-aq").stdout.strip() == ""
+    assert not no_qemu_left()
+
+
+@pytest.fixture
+def ctd_vm(image_tar: str) -> Iterator[Containerd]:
+    need("containerd")
+    need("ctr")
+    need("containerd-shim-runc-v2")
+    c = Containerd()
+    c.runtime = VM_RUNTIME
+    try:
+        c.start(["containerd", "--config", c.path("config.toml")],
+                ready=lambda: os.path.exists(c.sock))
+        c("images", "import", image_tar)
+        c.mark_baseline()
+        yield c
+        for cid in c("container", "ls", "-q").stdout.split():
+            c.remove(cid)
+    finally:
+        finish(c)
+
+
+def test_ctr_run_in_vm(ctd_vm: Containerd) -> None:
+    r = ctd_vm("run", "--rm", *ctd_vm.run_args(), IMAGE_REF, "peervm-rm", "sh", "-c",
+               "echo hi; exit 9", check=False, timeout=180)
+    assert r.returncode == 9, r.stderr
+    assert r.stdout == "hi\n", r.stderr
+    assert ctd_vm("container", "ls", "-q").stdout.strip() == ""
+    assert not no_qemu_left()
