@@ -13,7 +13,10 @@ from cove.cli.common import registry_flags, registry_options
 from cove.errors import CoveError
 from cove.image import progress, reference
 from cove.image.store import Store
-from cove.image.transfer import RegistryOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the registry client costs `cove ps` and `cove run` 0.1 s to import
+    from cove.image.transfer import RegistryOptions
 
 
 def _store(a: argparse.Namespace) -> Store:
@@ -21,6 +24,7 @@ def _store(a: argparse.Namespace) -> Store:
 
 
 def _opts(a: argparse.Namespace) -> RegistryOptions:
+    from cove.image.transfer import RegistryOptions
     o = registry_options(a)
     assert isinstance(o, RegistryOptions)
     return o

@@ -28,7 +28,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from cove.engine import images
     from cove.image.store import Store
     root = _root(a)
-    images.find_image(Store(root), a.image, registry_options(a), quiet=a.quiet)
+    images.find_image(Store(root), a.image, lambda: registry_options(a), quiet=a.quiet)
     o = C.RunOptions(
         image=a.image, command=a.command, name=a.name, detach=a.detach, rm=a.rm,
         env=a.env, env_files=a.env_file, volumes=a.volume, mounts=a.mount, tmpfs=a.tmpfs,

@@ -86,6 +86,13 @@ def _rt_quiet(paths: S.Paths, *args: str) -> int:
                            stderr=subprocess.DEVNULL)
 
 
+def _rt_delete(paths: S.Paths, name: str) -> None:
+    """`cove-runtime delete --force`, when the runtime has state for it (a run of the
+    runtime costs tens of ms)."""
+    if os.path.exists(os.path.join(paths.runtime_root, name, "state.json")):
+        _rt_quiet(paths, "delete", "--force", name)
+
+
 def parse_duration(s: str | float) -> float:
     if isinstance(s, int | float):
         return float(s)
@@ -153,8 +160,9 @@ def _signal_name(sig: str | int) -> str:
 
 # -- spec -------------------------------------------------------------------------------
 
-def _mounts(paths: S.Paths, o: RunOptions) -> list[dict[str, Any]]:
-    """-v, --mount and --tmpfs as OCI mounts (and docker-style Mounts for inspect)."""
+def _mounts(paths: S.Paths, o: RunOptions, made: list[str]) -> list[dict[str, Any]]:
+    """-v, --mount and --tmpfs as OCI mounts (and docker-style Mounts for inspect);
+    the volumes this makes (docker makes a named volume on first use) go into `made`."""
     from cove.engine import volumes
     out: list[dict[str, Any]] = []
 
@@ -162,7 +170,11 @@ def _mounts(paths: S.Paths, o: RunOptions) -> list[dict[str, Any]]:
         if not dst.startswith("/"):
             raise CoveError(f"mount target {dst!r}", "must be an absolute path")
         if kind == "volume":
-            vol = volumes.ensure(paths.root, src or uuid.uuid4().hex)
+            vname = src or uuid.uuid4().hex
+            existed = volumes.exists(paths.root, vname)
+            vol = volumes.ensure(paths.root, vname)
+            if not existed:
+                made.append(vname)
             out.append({"Type": "volume", "Name": vol["Name"], "Source": vol["Mountpoint"],
                         "Destination": dst, "RW": not ro})
         elif kind == "bind":
@@ -293,13 +305,16 @@ def _new_record(cid: str, name: str, o: RunOptions, digest: str,
         lc[k] = v
     if "max-size" in lc:
         L.parse_size(lc["max-size"])
-    health = None
+    health: dict[str, Any] | None = None
     if o.health_cmd:
         health = {"Test": ["CMD-SHELL", o.health_cmd],
                   "Interval": parse_duration(o.health_interval),
                   "Timeout": parse_duration(o.health_timeout),
                   "Retries": int(o.health_retries),
                   "StartPeriod": parse_duration(o.health_start_period)}
+        for k in ("Interval", "Timeout"):
+            if health[k] <= 0:
+                raise CoveError(f"--health-{k.lower()} {health[k]}", "must be more than 0s")
     if o.health_on_failure not in ("none", "kill", "restart"):
         raise CoveError(f"--health-on-failure {o.health_on_failure}",
                         "expected none, kill or restart")
@@ -332,8 +347,10 @@ def _new_record(cid: str, name: str, o: RunOptions, digest: str,
 
 
 def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
-    """The record, corrected where its processes are gone without a word (a monitor
-    killed, or the host's process tree restarted)."""
+    """The record, corrected where its processes are gone without a word (its monitor
+    killed while the container exited; the host's process tree restarted): the exit code
+    is the one the shim wrote, else 255."""
+    from cove.engine.monitor import read_exit
     cdir = paths.cdir(name)
     rec = S.load(cdir)
     if rec is None:
@@ -341,18 +358,36 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
     st = rec["State"]
     if st["Status"] == "running" and not S.pid_alive(int(st.get("Pid") or 0),
                                                      st.get("PidStart")) \
-            and not _monitor_alive(rec):
+            and not _monitor_alive(rec) and not _shim_alive(rec):
+        code = read_exit(cdir, int(st.get("Pid") or 0))
+
         def lost(r: dict[str, Any]) -> None:
-            r["State"].update(Status="exited", Running=False, Pid=0, ExitCode=255,
+            r["State"].update(Status="exited", Running=False, Pid=0,
+                              ExitCode=255 if code is None else code,
                               FinishedAt=S.now_rfc3339(),
-                              Error="exited while no monitor watched it")
-            r["MonitorPid"] = 0
+                              Error="exited while no monitor watched it; exit code lost"
+                              if code is None else "")
+            r["MonitorPid"] = r["ShimPid"] = 0
         rec = S.update(cdir, lost)
-        _rt_quiet(paths, "delete", "--force", name)
-        with contextlib.suppress(Exception):
-            teardown(paths, name)
+        _rt_delete(paths, name)
+        cleanup(paths, name)
+        if rec["HostConfig"].get("AutoRemove"):
+            with contextlib.suppress(CoveError):
+                remove(paths.root, name, force=True)
+            rec["State"]["Status"] = "removed"
     rec["LogPath"] = L.log_path(cdir)
     return rec
+
+
+def cleanup(paths: S.Paths, name: str) -> None:
+    """After a run: the network torn down, the rootfs unmounted (kept for a restart)."""
+    from cove.engine import monitor
+    monitor.cleanup(paths, name, S.load(paths.cdir(name)) or {})
+
+
+def _shim_alive(rec: dict[str, Any]) -> bool:
+    pid = int(rec.get("ShimPid") or 0)
+    return pid > 0 and S.pid_alive(pid, rec.get("ShimStart"))
 
 
 def _monitor_alive(rec: dict[str, Any]) -> bool:
@@ -379,14 +414,20 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
     img = st.image(digest)
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     name = o.name or f"cove-{cid[:12]}"
+    # everything that can be checked is, before anything is made
     check_name(name)
+    if os.path.lexists(paths.cdir(name)):
+        raise CoveError(f"container name {name!r}", "already in use")
+    rec = _new_record(cid, name, o, digest, [])
+    if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+        from cove.engine import network
+        network.check_exists(paths, rec["HostConfig"]["NetworkMode"])
+        network.check_ports(paths, rec["HostConfig"]["PortBindings"])
     rootfs = snapshots.prepare(st, img, name)
+    made: list[str] = []
     try:
-        rec = _new_record(cid, name, o, digest, [])
-        rec["Mounts"] = _mounts(paths, o)
-        if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
-            from cove.engine import network
-            network.check_exists(paths, rec["HostConfig"]["NetworkMode"])
+        rec["Mounts"] = _mounts(paths, o, made)
+        rec["CreatedVolumes"] = made
         spec = build_spec(paths, rec, o, rootfs.path, img.config.config)
         argv = spec["process"]["args"]
         rec["Path"], rec["Args"] = argv[0], argv[1:]
@@ -395,8 +436,17 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
         S.save(rootfs.container_dir, rec)
     except BaseException:
         snapshots.release(st, name, remove=True)
+        _drop_volumes(root, made)
         raise
     return rec
+
+
+def _drop_volumes(root: str, names: list[str]) -> None:
+    """Remove volumes a failed `run` made implicitly (and nobody else uses)."""
+    from cove.engine import volumes
+    for v in names:
+        with contextlib.suppress(CoveError, OSError):
+            volumes.remove(root, v)
 
 
 def check_name(name: str) -> None:
@@ -421,8 +471,11 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
         if policy_restart:
             r["RestartCount"] = int(r.get("RestartCount", 0)) + 1
         r["State"]["Status"] = "restarting" if policy_restart else r["State"]["Status"]
+    if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+        from cove.engine import network
+        network.check_ports(paths, rec["HostConfig"]["PortBindings"], name)
     S.update(cdir, prep)
-    _rt_quiet(paths, "delete", "--force", name)
+    _rt_delete(paths, name)
     snapshots.remount(Store(root), name)
     if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
         from cove.engine import network
@@ -433,25 +486,12 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
             snapshots.release(Store(root), name, remove=False)
             S.update(cdir, lambda r: r["State"].update(Status="exited"))
             raise
-    r, w = os.pipe()
-    env = {**os.environ, "COVE_RUNTIME": os.path.abspath(runtime_binary())
-           if os.sep in runtime_binary() else runtime_binary(),
-           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
-               os.path.abspath(__file__))))}
-    logf = os.open(os.path.join(cdir, "monitor.log"),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        subprocess.Popen([sys.executable, "-m", "cove.engine.monitor", root, name, str(w)],
-                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                         start_new_session=True, env=env, cwd="/")
-    finally:
-        os.close(w)
-        os.close(logf)
-    with os.fdopen(r, "rb") as f:
-        line = f.readline().decode().strip()
-    if line != "ok":
-        raise CoveError(f"container {name}", line.removeprefix("error: ") or
-                        "its monitor died while starting it")
+        spawn_monitor(root, name)
+    except CoveError:
+        if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+            teardown(paths, name)
+        raise
     rec = refresh(paths, name)
     if rec["Config"].get("Healthcheck") or rec["HostConfig"]["RestartPolicy"]["Name"] != "no":
         from cove.engine import supervisor
@@ -459,19 +499,42 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
     return rec
 
 
+MONITOR_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from cove.engine.monitor import main; sys.exit(main(sys.argv[1:]))")
+
+
+def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
+    """Start a container's monitor (or, with `adopt`, a new one for a running container
+    whose monitor died) and wait for its word. `python -I -S`: no site, no
+    PYTHONPATH; the monitor puts the source tree on sys.path itself."""
+    paths = S.Paths(root)
+    cdir = paths.cdir(name)
+    rt = runtime_binary()
+    env = {**os.environ, "COVE_RUNTIME": os.path.abspath(rt) if os.sep in rt else rt}
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r, w = os.pipe()
+    logf = os.open(os.path.join(cdir, "monitor.log"),
+                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", MONITOR_MAIN, src, root, name,
+                              str(w), *(["--adopt"] if adopt else [])],
+                             pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                             start_new_session=True, env=env, cwd="/")
+    finally:
+        os.close(w)
+        os.close(logf)
+    with os.fdopen(r, "rb") as f:
+        line = f.readline().decode().strip()
+    if p.poll() is not None:
+        p.wait()
+    if line != "ok" and not adopt:
+        raise CoveError(f"container {name}", line.removeprefix("error: ") or
+                        "its monitor died while starting it")
+
+
 def adopt(root: str, name: str) -> None:
     """Start a monitor for a running container whose monitor died: the log flows again."""
-    paths = S.Paths(root)
-    r, w = os.pipe()
-    env = {**os.environ, "COVE_RUNTIME": runtime_binary()}
-    subprocess.Popen([sys.executable, "-m", "cove.engine.monitor", root, name, str(w),
-                      "--adopt"], pass_fds=[w], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, env=env, cwd="/")
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        f.readline()
-    del paths
+    spawn_monitor(root, name, adopt=True)
 
 
 def run(root: str, o: RunOptions, out: Any = None, err: Any = None) -> tuple[dict[str, Any], int]:
@@ -488,6 +551,7 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None) -> tuple[dic
     except BaseException:
         with contextlib.suppress(Exception):
             remove(root, name, force=True)
+        _drop_volumes(root, rec.get("CreatedVolumes") or [])
         raise
     if o.detach:
         return rec, 0
@@ -527,7 +591,7 @@ def run_tty(root: str, o: RunOptions) -> tuple[dict[str, Any], int]:
     except KeyboardInterrupt:
         code = 130
     finally:
-        _rt_quiet(paths, "delete", "--force", name)
+        _rt_delete(paths, name)
         teardown(paths, name)
         snapshots.release(Store(root), name, remove=False)
 
@@ -613,7 +677,7 @@ def remove(root: str, name: str, force: bool = False) -> str:
     deadline = time.monotonic() + 5
     while _monitor_alive(S.load(paths.cdir(name)) or {}) and time.monotonic() < deadline:
         time.sleep(0.05)
-    _rt_quiet(paths, "delete", "--force", name)
+    _rt_delete(paths, name)
     with contextlib.suppress(Exception):
         teardown(paths, name)
     snapshots.release(Store(root), name, remove=True)
@@ -622,6 +686,9 @@ def remove(root: str, name: str, force: bool = False) -> str:
 
 def teardown(paths: S.Paths, name: str) -> None:
     """Undo what start set up outside the runtime (the container's network)."""
+    rec = S.load(paths.cdir(name)) or {}
+    if rec.get("HostConfig", {}).get("NetworkMode") in ("host", "none"):
+        return
     from cove.engine import network
     network.detach(paths, name)
 

@@ -8,14 +8,22 @@ parts); a partial last line is written when its stream ends.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from cove.engine.state import now_rfc3339, parse_rfc3339
 from cove.errors import CoveError
+from cove.oci.jsonio import loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+try:
+    from _json import encode_basestring as _jstr  # C, and no `re`
+except ImportError:  # pragma: no cover
+    from json.encoder import py_encode_basestring as _jstr
 
 MAX_LINE = 16 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
@@ -26,9 +34,13 @@ def parse_size(s: str) -> int:
     v = s.strip().lower()
     num = v.rstrip("kmgb")
     unit = v[len(num):]
-    if not num or unit not in _UNITS:
-        raise CoveError(f"size {s!r}", "expected a number with an optional k, m or g")
-    return int(float(num) * _UNITS[unit])
+    try:
+        if unit not in _UNITS or float(num) < 0:
+            raise ValueError(num)
+        return int(float(num) * _UNITS[unit])
+    except ValueError:
+        raise CoveError(f"size {s!r}", "expected a number with an optional k, m or g") \
+            from None
 
 
 def log_path(cdir: str) -> str:
@@ -60,8 +72,8 @@ class JsonFileWriter:
         self.size = os.fstat(self.fd).st_size
 
     def _emit(self, stream: str, data: bytes) -> None:
-        line = (json.dumps({"log": data.decode(errors="replace"), "stream": stream,
-                            "time": now_rfc3339()}) + "\n").encode()
+        line = (f'{{"log":{_jstr(data.decode(errors="replace"))},"stream":"{stream}",'
+                f'"time":"{now_rfc3339()}"}}\n').encode()
         if self.max_size and self.size and self.size + len(line) > self.max_size:
             self._rotate()
         os.write(self.fd, line)
@@ -116,46 +128,61 @@ def _files(path: str) -> list[str]:
     return [*reversed(out), path]
 
 
+def read_entries_of(p: str) -> list[dict[str, Any]]:
+    """The complete lines of one file."""
+    try:
+        with open(p, "rb") as f:
+            return [loads(line) for line in f if line.endswith(b"\n")]
+    except FileNotFoundError:
+        return []
+
+
 def read_entries(path: str) -> list[dict[str, Any]]:
     out = []
     for p in _files(path):
-        try:
-            with open(p, "rb") as f:
-                for line in f:
-                    if line.endswith(b"\n"):
-                        out.append(json.loads(line))
-        except FileNotFoundError:
-            continue
+        out += read_entries_of(p)
     return out
 
 
 def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterator[dict[str, Any]]:
     """Entries (after `since`, the last `tail`), then, while `alive()`, new ones as they
     are written, across rotations."""
-    entries = [e for e in read_entries(path) if not since or parse_rfc3339(e["time"]) >= since]
-    if tail >= 0:
-        entries = entries[len(entries) - tail:] if tail else []
-    yield from entries
-    if alive is None:
-        return
+    entries: list[dict[str, Any]] = []
+    for p in _files(path)[:-1]:  # rotated, complete
+        entries += read_entries_of(p)
+    # the live file: read through the same handle we follow, so that no line written
+    # between reading and following is lost
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        return
-    f.seek(0, os.SEEK_END)
+        f = None
     pending = b""
+    if f is not None:
+        *lines, pending = f.read().split(b"\n")
+        entries += [loads(x) for x in lines if x]
+    entries = [e for e in entries if not since or parse_rfc3339(e["time"]) >= since]
+    if tail >= 0:
+        entries = entries[len(entries) - tail:] if tail else []
+    yield from entries
+    if alive is None or f is None:
+        if f is not None:
+            f.close()
+        return
     try:
-        quiet = 0
+        nap = 0.01
+        ended = False
         while True:
             chunk = f.read()
             if chunk:
-                quiet = 0
+                nap = 0.01
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line:
-                        yield json.loads(line)
+                        yield loads(line)
                 continue
+            if ended:
+                return
             try:
                 if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
                     f.close()
@@ -165,9 +192,9 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterato
             except FileNotFoundError:
                 return
             if not alive():
-                quiet += 1
-                if quiet > 2:
-                    return
-            time.sleep(0.1)
+                ended = True  # the writer is done: one last read
+                continue
+            time.sleep(nap)
+            nap = min(nap * 1.5, 0.025)
     finally:
         f.close()

@@ -101,10 +101,16 @@ def _ensure_bridge(paths: S.Paths, n: dict[str, Any]) -> None:
             idx = ipr.link_lookup(ifname=n["Bridge"])[0]
             ipr.addr("add", index=idx, address=n["Gateway"], prefixlen=net.prefixlen)
             ipr.link("set", index=idx, state="up")
+    # published ports on 127.0.0.1: the output hook DNATs locally generated traffic to
+    # the container; packets from 127.0.0.1 may then leave through the bridge
+    # (route_localnet, a setting of the bridge that goes with it) and are masqueraded
+    with open(f"/proc/sys/net/ipv4/conf/{n['Bridge']}/route_localnet", "w") as f:
+        f.write("1")
     t = f"cove_{n['Bridge'].replace('-', '_')}"
     _nft(f"""table ip {t} {{
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
     ip saddr {n['Subnet']} oifname != "{n['Bridge']}" masquerade
+    ip saddr 127.0.0.0/8 oifname "{n['Bridge']}" masquerade
   }}
   chain forward {{ type filter hook forward priority filter; policy accept;
     iifname "{n['Bridge']}" accept
@@ -193,6 +199,40 @@ def remove(root: str, name: str) -> str:
 def check_exists(paths: S.Paths, net: str) -> None:
     if net != DEFAULT and _load(paths, net) is None:
         raise CoveError(f"network {net}", "no such network")
+
+
+def check_ports(paths: S.Paths, bindings: dict[str, list[dict[str, str]]],
+                me: str | None = None) -> None:
+    """Refuse host ports another running container publishes, or a socket in this
+    network namespace holds (a DNAT rule would silently take them from it)."""
+    import socket
+    want = {(b["HostIp"], b["HostPort"] or ctr.split("/")[0], ctr.split("/")[1])
+            for ctr, binds in bindings.items() for b in binds}
+    if not want:
+        return
+    for other in S.all_names(paths):
+        rec = S.load(paths.cdir(other)) or {}
+        if other == me or rec.get("State", {}).get("Status") not in ("running", "restarting"):
+            continue
+        for ctr, binds in rec["HostConfig"]["PortBindings"].items():
+            for b in binds:
+                port, proto = b["HostPort"] or ctr.split("/")[0], ctr.split("/")[1]
+                for ip, p, pr in want:
+                    if p == port and pr == proto and (not ip or not b["HostIp"]
+                                                      or ip == b["HostIp"]):
+                        raise CoveError(f"-p {ip + ':' if ip else ''}{p}/{pr}",
+                                        f"port is already allocated (container {other})")
+    for ip, port, proto in want:
+        s = socket.socket(socket.AF_INET,
+                          socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+            s.bind((ip or "0.0.0.0", int(port)))
+        except OSError as e:
+            raise CoveError(f"-p {ip + ':' if ip else ''}{port}/{proto}",
+                            f"port is already in use ({e.strerror})") from None
+        finally:
+            s.close()
 
 
 # -- containers -------------------------------------------------------------------------

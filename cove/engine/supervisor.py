@@ -34,6 +34,7 @@ from cove.engine.monitor import set_comm
 
 COMM = "cove-supervisor"
 BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
+TICK = 0.2
 
 
 def _comm(pid: int) -> str:
@@ -89,6 +90,21 @@ def stop(root: str, timeout: float = 10.0) -> bool:
     return True
 
 
+def kill_check(p: subprocess.Popen[bytes], pid_file: str) -> None:
+    """The check's process runs in the container, not under the runtime: kill it first
+    (by the pid the runtime wrote; one still starting it writes that soon), then the
+    runtime."""
+    deadline = time.monotonic() + 5
+    while p.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            with open(pid_file) as f:
+                os.kill(int(f.read().strip()), signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    p.kill()
+    p.communicate()
+
+
 class Supervisor:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -99,6 +115,7 @@ class Supervisor:
         self.started_seen: dict[str, str] = {}
         self.restart_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
+        self.live: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
     # -- restart policies ---------------------------------------------------------------
 
@@ -118,18 +135,25 @@ class Supervisor:
             self.restart_at.pop(name, None)
             return
         if name not in self.restart_at:
+            # due `delay` after the exit itself (not after we noticed it)
             ran = S.parse_rfc3339(st["FinishedAt"]) - S.parse_rfc3339(st["StartedAt"])
             delay = BACKOFF_MIN if ran >= RESET_AFTER else \
                 min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
             self.backoff[name] = delay
-            self.restart_at[name] = time.monotonic() + delay
+            self.restart_at[name] = S.parse_rfc3339(st["FinishedAt"]) + delay
             with contextlib.suppress(Exception):
                 S.update(self.paths.cdir(name), lambda r: r["State"].update(
                     Status="restarting") if r["State"]["Status"] == "exited" else None)
-            return
-        if time.monotonic() >= self.restart_at[name]:
+        if time.time() >= self.restart_at[name]:
             del self.restart_at[name]
+            delay = self.backoff.get(name, BACKOFF_MIN)
+
+            def note(r: dict[str, Any]) -> None:
+                entry = {"ExitedAt": r["State"]["FinishedAt"], "RestartedAt": S.now_rfc3339(),
+                         "Delay": delay, "ExitCode": r["State"]["ExitCode"]}
+                r["RestartLog"] = [*r.get("RestartLog", []), entry][-10:]
             try:
+                S.update(self.paths.cdir(name), note)
                 C.start(self.root, name, policy_restart=True)
             except Exception as e:
                 print(f"restart {name}: {e}", file=sys.stderr, flush=True)
@@ -137,6 +161,11 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     S.update(self.paths.cdir(name), lambda r: r["State"].update(
                         Status="exited", Error=err))
+
+    def next_due(self) -> float:
+        """Seconds to sleep: a tick, or less when a restart is due sooner."""
+        due = min(self.restart_at.values(), default=time.time() + TICK)
+        return max(0.01, min(TICK, due - time.time()))
 
     # -- health checks ------------------------------------------------------------------
 
@@ -164,13 +193,21 @@ class Supervisor:
         test = hc["Test"]
         argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
         begin = S.now_rfc3339()
+        pid_file = os.path.join(self.paths.cdir(name), f"health-{threading.get_ident()}.pid")
+        p = subprocess.Popen([*C.runtime(self.paths), "exec", "--pid-file", pid_file, name,
+                              *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        self.live[name] = (p, pid_file)
         try:
-            r = subprocess.run([*C.runtime(self.paths), "exec", name, *argv],
-                               stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=hc["Timeout"])
-            code, out = r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+            stdout, _ = p.communicate(timeout=hc["Timeout"])
+            code, out = p.returncode, stdout.decode(errors="replace")
         except subprocess.TimeoutExpired:
+            kill_check(p, pid_file)
             code, out = -1, f"health check timed out after {hc['Timeout']}s"
+        finally:
+            self.live.pop(name, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
         in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
         result: dict[str, Any] = {}
 
@@ -230,7 +267,7 @@ class Supervisor:
                     self.health(name, rec)
                 except Exception as e:
                     print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            time.sleep(0.2)
+            time.sleep(self.next_due())
 
 
 def main(argv: list[str]) -> int:
@@ -257,6 +294,9 @@ def main(argv: list[str]) -> int:
         os.write(sync, b"ok\n")
         os.close(sync)
     sup.loop()
+    for p, pid_file in list(sup.live.values()):  # checks in flight die with us
+        with contextlib.suppress(Exception):
+            kill_check(p, pid_file)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths.supervisor_pid)
     return 0

@@ -24,6 +24,10 @@ def _dir(root: str, name: str) -> str:
     return os.path.join(S.Paths(root).volumes, name)
 
 
+def exists(root: str, name: str) -> bool:
+    return os.path.exists(os.path.join(_dir(root, name), "volume.json"))
+
+
 def create(root: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     d = _dir(root, name)
     if os.path.exists(os.path.join(d, "volume.json")):

@@ -1,0 +1,163 @@
+"""End to end through the `cove` command: published ports on the loopback (in a network
+namespace the test makes), restart policies with growing backoff, a health check that
+turns unhealthy and restarts its container, and SIGKILL of the supervisor and the
+monitors while containers run (their logs and exit codes survive)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.engine.state import parse_rfc3339, pid_alive
+from tests.engine.conftest import Cove, wait_for
+
+TICKS = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
+
+
+def _inspect(cove: Cove, name: str) -> dict[str, Any]:
+    rec: dict[str, Any] = json.loads(cove("inspect", name).stdout)[0]
+    return rec
+
+
+@pytest.fixture
+def netns(tmp_path: Path) -> Iterator[str]:
+    """A fresh network namespace with its loopback up; bridges, veths, nft tables and
+    per-interface sysctls made in it vanish with it."""
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed (scripts/install-deps.sh)")
+    ns = str(tmp_path / "testns")
+    Path(ns).touch()
+    subprocess.run(["unshare", f"--net={ns}", "ip", "link", "set", "lo", "up"], check=True)
+    yield ns
+    subprocess.call(["umount", ns])
+
+
+def test_published_port_answers_on_loopback(cove: Cove, netns: str) -> None:
+    inns = ["nsenter", f"--net={netns}"]
+    c = Cove(cove.root, inns)
+    c("run", "-d", "--name", "web", "-p", "18080:80", "busybox", "sh", "-c",
+      "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www")
+
+    def get(host: str) -> str:
+        try:  # (busybox wget -T crashes: a subprocess timeout instead)
+            return subprocess.run([*inns, "busybox", "wget", "-qO-", f"http://{host}:18080/"],
+                                  capture_output=True, text=True, timeout=3).stdout
+        except subprocess.TimeoutExpired:
+            return ""
+    wait_for(lambda: get("127.0.0.1") == "hello\n", timeout=10, what="127.0.0.1:18080")
+    gw = _inspect(c, "web")["NetworkSettings"]["Gateway"]
+    assert get(gw) == "hello\n"
+    c("rm", "-f", "web")
+    wait_for(lambda: get("127.0.0.1") == "", timeout=5, what="port unpublished")
+    tables = subprocess.run([*inns, "nft", "list", "tables"], capture_output=True,
+                            text=True).stdout
+    assert "cove_c_" not in tables  # the container's DNAT table went with it
+
+
+def test_restart_on_failure_backs_off(cove: Cove) -> None:
+    cove("run", "-d", "--name", "crash", "--network", "none", "--restart", "on-failure:3",
+         "busybox", "sh", "-c", "echo run; exit 3")
+    wait_for(lambda: _inspect(cove, "crash")["RestartCount"] == 3
+             and _inspect(cove, "crash")["State"]["Status"] == "exited", timeout=30,
+             what="3 restarts")
+    time.sleep(2)  # a fourth would be due within 1.6 s
+    rec = _inspect(cove, "crash")
+    assert rec["RestartCount"] == 3 and rec["State"]["Status"] == "exited"
+    assert rec["State"]["ExitCode"] == 3
+    assert cove("logs", "crash").stdout == "run\n" * 4
+    log = rec["RestartLog"]
+    assert len(log) == 3
+    gaps = [parse_rfc3339(e["RestartedAt"]) - parse_rfc3339(e["ExitedAt"]) for e in log]
+    assert [e["Delay"] for e in log] == [0.1, 0.2, 0.4]
+    assert gaps[0] < gaps[1] < gaps[2], f"delays do not grow: {gaps}"
+    for g, e in zip(gaps, log, strict=True):
+        assert e["Delay"] <= g < e["Delay"] + 0.3
+    cove("rm", "crash")
+    cove("supervisor", "stop")
+
+
+def test_restart_always_brings_back_a_killed_app(cove: Cove) -> None:
+    cove("run", "-d", "--name", "svc", "--network", "none", "--restart", "always",
+         "busybox", "sleep", "1000")
+    pid = _inspect(cove, "svc")["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _inspect(cove, "svc")["State"]["Status"] == "running"
+             and _inspect(cove, "svc")["State"]["Pid"] not in (0, pid), what="back")
+    rec = _inspect(cove, "svc")
+    assert rec["RestartCount"] == 1 and rec["RestartLog"][0]["ExitCode"] == 137
+    cove("stop", "-t", "0", "svc")  # a manual stop is final
+    time.sleep(0.5)
+    assert _inspect(cove, "svc")["State"]["Status"] == "exited"
+    cove("rm", "svc")
+    cove("supervisor", "stop")
+
+
+def test_unhealthy_container_is_restarted(cove: Cove) -> None:
+    cove("run", "-d", "--name", "doc", "--network", "none", "--health-cmd", "test -e /tmp/ok",
+         "--health-interval", "0.2s", "--health-retries", "2", "--health-on-failure",
+         "restart", "busybox", "sh", "-c", "touch /tmp/ok; exec sleep 1000")
+    wait_for(lambda: _inspect(cove, "doc")["State"]["Health"]["Status"] == "healthy",
+             what="healthy")
+    started = _inspect(cove, "doc")["State"]["StartedAt"]
+    cove("exec", "doc", "rm", "/tmp/ok")  # the check starts failing
+    wait_for(lambda: _inspect(cove, "doc")["State"]["Health"]["Status"] == "unhealthy",
+             timeout=5, what="unhealthy")
+    assert "(unhealthy)" in cove("ps").stdout
+    wait_for(lambda: _inspect(cove, "doc")["State"]["StartedAt"] != started, timeout=20,
+             what="restart")
+    wait_for(lambda: _inspect(cove, "doc")["State"]["Health"]["Status"] == "healthy",
+             what="healthy again")
+    cove("rm", "-f", "doc")
+    cove("supervisor", "stop")
+
+
+def test_sigkill_supervisor_and_monitors(cove: Cove) -> None:
+    cove("run", "-d", "--name", "a", "--network", "none", "busybox", "sh", "-c",
+         f"trap 'echo bye; exit 7' TERM; {TICKS}")
+    cove("run", "-d", "--name", "b", "--network", "none", "busybox", "sh", "-c",
+         "i=0; while [ ! -e /tmp/quit ]; do i=$((i+1)); echo tick $i; sleep 0.05; done; "
+         "echo quit; exit 5")
+    cove("supervisor", "start")
+    sup = int(Path(cove.root, "supervisor.pid").read_text())
+    recs = {n: _inspect(cove, n) for n in ("a", "b")}
+    os.kill(sup, signal.SIGKILL)
+    for r in recs.values():
+        os.kill(r["MonitorPid"], signal.SIGKILL)
+    # b exits while nobody watches it; a runs on, writing into its FIFO
+    cove("exec", "b", "touch", "/tmp/quit")
+    time.sleep(1.0)
+    assert not any(pid_alive(r["MonitorPid"]) for r in recs.values())
+    assert os.path.exists(f"/proc/{recs['a']['State']['Pid']}")
+    assert cove("wait", "b").stdout.strip() == "5"
+    out = cove("logs", "b").stdout.splitlines()
+    assert out[-1] == "quit"
+    assert [int(x.split()[1]) for x in out[:-1]] == list(range(1, len(out)))
+    # the supervisor comes back and re-adopts a
+    cove("supervisor", "start")
+    wait_for(lambda: _inspect(cove, "a")["MonitorPid"] not in (0, recs["a"]["MonitorPid"]),
+             what="re-adoption")
+    assert _inspect(cove, "a")["State"]["Pid"] == recs["a"]["State"]["Pid"]
+    cove("stop", "-t", "5", "a")
+    assert cove("wait", "a").stdout.strip() == "7"
+    rec = _inspect(cove, "a")
+    assert (rec["State"]["ExitCode"], rec["State"]["Error"]) == (7, "")
+    out = cove("logs", "a").stdout.splitlines()
+    assert out[-1] == "bye"
+    ticks = [int(x.split()[1]) for x in out[:-1]]
+    assert ticks == list(range(1, len(ticks) + 1)) and len(ticks) > 20, "lines lost"
+    # a killed shim loses nothing either: the monitor, a subreaper, inherits the init
+    cove("start", "a")
+    os.kill(_inspect(cove, "a")["ShimPid"], signal.SIGKILL)
+    cove("stop", "-t", "5", "a")
+    assert cove("wait", "a").stdout.strip() == "7"
+    cove("rm", "a", "b")
+    cove("supervisor", "stop")
