@@ -4,7 +4,8 @@
 set -eu
 PKGS="python3 python3-venv busybox-static libseccomp2 uidmap tmux iproute2 procps psmisc
 runc crun podman conmon containerd docker.io iptables fuse-overlayfs slirp4netns
-docker-registry apache2-utils openssl nftables linux-image-amd64 qemu-system-x86 runsc"
+docker-registry apache2-utils openssl nftables linux-image-amd64 qemu-system-x86 runsc
+skopeo umoci debootstrap"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

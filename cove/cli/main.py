@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     except CoveError as e:
         print(f"cove: {e}", file=sys.stderr)
         return e.code
+    except OSError as e:  # what no layer turned into a CoveError: still one line
+        from cove.errors import os_why
+        print(f"cove: {a.cmd}: {os_why(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

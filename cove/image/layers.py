@@ -19,16 +19,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -40,6 +44,11 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _CHUNK = 1 << 20
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITERS = 4                 # threads creating files while the tar stream is parsed
+_ASYNC_MAX = 1 << 20         # files up to this size go to them (as bytes in memory)
+_ASYNC_SLOTS = 64            # files in flight at most
+_PREFETCH = 8                # decompressed chunks read ahead
 
 
 class LayerError(CoveError):
@@ -112,6 +121,58 @@ class _Counted(io.RawIOBase):
             pass
 
 
+class _Prefetched(_Counted):
+    """`_Counted`, with decompressing, hashing and counting done ahead by a thread
+    (zlib, zstd and sha256 release the GIL) while tarfile parses and files are written."""
+
+    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
+        super().__init__(f, limit, what)
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(_PREFETCH)
+        self._buf = memoryview(b"")
+        self._eof = False
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name="unpack-read", daemon=True)
+        self._t.start()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        buf = bytearray(_CHUNK)
+        try:
+            while True:
+                n = _Counted.readinto(self, buf)
+                if not self._put(bytes(buf[:n])) or not n:
+                    return
+        except BaseException as e:
+            self._put(e)
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._eof:
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+            self._buf = memoryview(item)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join()
+        super().close()
+
+
 def safe_name(name: str, what: str) -> str:
     """A member name as a clean relative path; refuses absolute paths and `..`."""
     if name.startswith("/"):
@@ -155,6 +216,15 @@ class Whiteouts:
 
 
 class _Unpacker:
+    """Applies tar entries under `root` (empty at the start).
+
+    What the layer created so far is tracked in `kinds` (relative path → d, l or f), so
+    parents are checked without an lstat per path component and nothing it made is
+    ever followed. Regular files up to `_ASYNC_MAX` bytes are written (with their
+    owner, mode, xattrs and times) by a few threads while the tar stream is parsed:
+    creating a file is a syscall that waits on the filesystem's journal, and several in
+    flight overlap. A path is waited for before anything replaces or links to it."""
+
     def __init__(self, root: str, what: str, max_size: int, overlay_markers: bool) -> None:
         self.root = root
         self.what = what
@@ -164,6 +234,10 @@ class _Unpacker:
         self.markers = overlay_markers and self.is_root
         self.wh = Whiteouts()
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.kinds: dict[str, str] = {}
+        self.pending: dict[str, Future[None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(_ASYNC_SLOTS)
 
     def _err(self, why: str) -> LayerError:
         return LayerError(self.what, why)
@@ -171,32 +245,60 @@ class _Unpacker:
     def _parent(self, rel: str) -> str:
         """Make (or check) the parent directories of `rel`; never through a symlink."""
         cur = self.root
+        sofar = ""
         for part in [p for p in rel.split("/") if p][:-1]:
             cur = os.path.join(cur, part)
-            try:
-                st = os.lstat(cur)
-            except FileNotFoundError:
+            sofar = f"{sofar}/{part}" if sofar else part
+            kind = self.kinds.get(sofar)
+            if kind is None:
                 os.mkdir(cur, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
+                self.kinds[sofar] = "d"
+            elif kind == "l":
                 raise self._err(f"{rel!r} goes through a symlink ({part!r})")
-            if not stat.S_ISDIR(st.st_mode):
+            elif kind != "d":
                 raise self._err(f"{rel!r}: parent {part!r} is not a directory")
         return cur
 
-    def _clear(self, path: str, keep_dir: bool) -> bool:
+    def _wait(self, rel: str) -> None:
+        fut = self.pending.pop(rel, None)
+        if fut is not None:
+            fut.result()
+
+    def _drain(self) -> None:
+        pending, self.pending = self.pending, {}
+        errors = []
+        for fut in pending.values():
+            try:
+                fut.result()
+            except BaseException as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Stop the writer threads (after a failure: before the tree is removed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _clear(self, rel: str, path: str, keep_dir: bool) -> bool:
         """Remove what is at `path` (a later entry replaces an earlier one). Returns
         True when `path` is a directory that stays (to be re-used)."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        kind = self.kinds.get(rel)
+        if kind is None:
             return False
-        if stat.S_ISDIR(st.st_mode):
+        if kind == "d":
             if keep_dir:
                 return True
+            self._drain()
             remove_tree(path)
+            prefix = rel + "/"
+            for k in [k for k in self.kinds if k.startswith(prefix)]:
+                del self.kinds[k]
         else:
+            self._wait(rel)
             os.unlink(path)
+        del self.kinds[rel]
         return False
 
     def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
@@ -217,64 +319,111 @@ class _Unpacker:
                 target = base[len(WHITEOUT_PREFIX):]
                 if target in ("", ".", ".."):
                     raise self._err(f"bad whiteout {m.name!r}")
-                self.wh.whiteouts.append(f"{parent_rel}/{target}".lstrip("/"))
+                trel = f"{parent_rel}/{target}".lstrip("/")
+                self.wh.whiteouts.append(trel)
                 if self.markers:
                     path = os.path.join(parent, target)
-                    self._clear(path, keep_dir=False)
+                    self._clear(trel, path, keep_dir=False)
                     os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+                    self.kinds[trel] = "f"
             return
         parent = self._parent(rel)
         path = os.path.join(parent, base)
         if m.isdir():
-            if not self._clear(path, keep_dir=True):
+            if not self._clear(rel, path, keep_dir=True):
                 os.mkdir(path, 0o700)
+                self.kinds[rel] = "d"
             self.dirs.append((path, m))
             return
-        self._clear(path, keep_dir=False)
+        self._clear(rel, path, keep_dir=False)
         if m.isreg():
-            self._file(tf, m, path)
-        elif m.issym():
+            self.kinds[rel] = "f"
+            self._file(tf, m, rel, path)
+            return
+        if m.issym():
             if _escapes(parent_rel, m.linkname):
                 raise self._err(f"symlink {rel!r} -> {m.linkname!r} points outside the layer")
             os.symlink(m.linkname, path)
+            self.kinds[rel] = "l"
         elif m.islnk():
             target_rel = safe_name(m.linkname, self.what)
             if not target_rel:
                 raise self._err(f"hard link {rel!r} to the layer root")
             tparent = self._parent(target_rel)
             target = os.path.join(tparent, target_rel.rsplit("/", 1)[-1])
-            try:
-                tst = os.lstat(target)
-            except FileNotFoundError:
+            tkind = self.kinds.get(target_rel)
+            if tkind is None:
                 raise self._err(f"hard link {rel!r} -> {m.linkname!r}: target not in the "
-                                "layer") from None
-            if stat.S_ISDIR(tst.st_mode):
+                                "layer")
+            if tkind == "d":
                 raise self._err(f"hard link {rel!r} -> {m.linkname!r}: target is a directory")
+            self._wait(target_rel)
             os.link(target, path, follow_symlinks=False)
+            self.kinds[rel] = tkind
             return  # shares the target's metadata
         elif m.ischr() or m.isblk():
             if not self.is_root:
                 raise self._err(f"device node {rel!r}: only root may create device nodes")
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
             os.mknod(path, 0o600 | kind, os.makedev(m.devmajor, m.devminor))
+            self.kinds[rel] = "f"
         elif m.isfifo():
             os.mkfifo(path, 0o600)
+            self.kinds[rel] = "f"
         else:
             raise self._err(f"{rel!r}: unsupported tar entry type {m.type!r}")
         self._meta(path, m)
 
-    def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, path: str) -> None:
+    def _count(self, n: int) -> None:
+        self.written += n
+        if self.written > self.max_size:
+            raise self._err(f"unpacks past the size limit of {self.max_size} bytes "
+                            "(a tar bomb?)")
+
+    def _file(self, tf: tarfile.TarFile, m: tarfile.TarInfo, rel: str, path: str) -> None:
         src = tf.extractfile(m)
         assert src is not None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        if m.size <= _ASYNC_MAX:
+            data = src.read()
+            self._count(len(data))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="unpack")
+            self._slots.acquire()
+            try:
+                fut = self._pool.submit(self._write_file, path, m, data)
+            except BaseException:
+                self._slots.release()
+                raise
+            fut.add_done_callback(lambda _: self._slots.release())
+            self.pending[rel] = fut
+            return
+        fd = os.open(path, _CREATE, 0o600)
         with os.fdopen(fd, "wb") as out:
             while chunk := src.read(_CHUNK):
-                self.written += len(chunk)
-                if self.written > self.max_size:
-                    raise self._err(f"unpacks past the size limit of {self.max_size} bytes "
-                                    "(a tar bomb?)")
+                self._count(len(chunk))
                 out.write(chunk)
+            out.flush()
+            self._fmeta(out.fileno(), path, m)
+
+    def _write_file(self, path: str, m: tarfile.TarInfo, data: bytes) -> None:
+        fd = os.open(path, _CREATE, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            self._fmeta(fd, path, m)
+        finally:
+            os.close(fd)
+
+    def _fmeta(self, fd: int, path: str, m: tarfile.TarInfo) -> None:
+        """A regular file's metadata, through its open descriptor."""
+        if self.is_root:
+            os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, stat.S_IMODE(m.mode))
+        if m.pax_headers:
+            self._xattrs(fd, m)
+        with contextlib.suppress(OSError):
+            os.utime(fd, (m.mtime, m.mtime))
 
     def _meta(self, path: str, m: tarfile.TarInfo) -> None:
         link = m.issym()
@@ -282,6 +431,12 @@ class _Unpacker:
             os.lchown(path, m.uid, m.gid)
         if not link:
             os.chmod(path, stat.S_IMODE(m.mode))
+        if m.pax_headers:
+            self._xattrs(path, m)
+        with contextlib.suppress(OSError):
+            os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def _xattrs(self, target: str | int, m: tarfile.TarInfo) -> None:
         for k, v in m.pax_headers.items():
             name: str | None = None
             value = b""
@@ -297,16 +452,19 @@ class _Unpacker:
             if name.startswith("trusted.overlay."):
                 continue  # a layer must not forge overlayfs markers
             try:
-                os.setxattr(path, name, value, follow_symlinks=False)
+                if isinstance(target, int):
+                    os.setxattr(target, name, value)
+                else:
+                    os.setxattr(target, name, value, follow_symlinks=False)
             except OSError as e:
                 # Unprivileged stores cannot set trusted.*/security.*; some filesystems
                 # have no user xattrs on symlinks. Everything else is an error.
                 if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
-        with contextlib.suppress(OSError):
-            os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
 
     def finish(self) -> None:
+        self._drain()
+        self.close()
         # Directories last and deepest first: writing into them changes their mtime,
         # and a read-only mode must not stop the unpack.
         for path, m in sorted(self.dirs, key=lambda x: x[0].count("/"), reverse=True):
@@ -321,19 +479,25 @@ def unpack(src: IO[bytes], compression: str, dest: str, *, max_size: int = DEFAU
     all."""
     tmp = f"{os.path.dirname(dest)}/.tmp-{uuid.uuid4().hex[:12]}"
     os.makedirs(tmp, 0o700)
+    # Locked while in use: Store.clean_stale removes only what a killed process left.
+    lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         fs = os.path.join(tmp, "fs")
         os.mkdir(fs, 0o755)
-        counted = _Counted(decompressed(src, compression), max_size, what)
+        counted = _Prefetched(decompressed(src, compression), max_size, what)
         u = _Unpacker(fs, what, max_size, overlay_markers)
         try:
             with tarfile.open(fileobj=io.BufferedReader(counted, _CHUNK), mode="r|") as tf:
                 for m in tf:
                     u.entry(tf, m)
+            counted.drain()
+            u.finish()
         except tarfile.TarError as e:
             raise LayerError(what, f"not a valid tar stream: {e}") from None
-        counted.drain()
-        u.finish()
+        finally:
+            counted.close()
+            u.close()
         diff_id = "sha256:" + counted.h.hexdigest()
         if expected_diff_id is not None and diff_id != expected_diff_id:
             raise LayerError(what, f"diffID mismatch: uncompressed content hashes to "
@@ -351,6 +515,8 @@ def unpack(src: IO[bytes], compression: str, dest: str, *, max_size: int = DEFAU
     except BaseException:
         remove_tree(tmp)
         raise
+    finally:
+        os.close(lock)
 
 
 def ensure_snapshot(store: Any, layer_digest: str, media_type: str, diff_id: str, *,

@@ -61,6 +61,23 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _range_start(content_range: str) -> int:
+    """The first byte of `bytes START-END/TOTAL` (-1 when it is not that)."""
+    unit, _, rest = content_range.strip().partition(" ")
+    first = rest.partition("-")[0]
+    return int(first) if unit == "bytes" and first.isdigit() else -1
+
+
+class _SinkFailed(Exception):
+    """Writing a downloaded chunk failed (its __cause__ says why)."""
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, http.client.IncompleteRead):
+        return f"connection closed with {e.expected} bytes still to come"
+    return str(e) or type(e).__name__
+
+
 @dataclass
 class Response:
     status: int
@@ -367,32 +384,61 @@ class Registry:
         if claimed and claimed.startswith("sha256:") and claimed != digest:
             raise RegistryError(what, f"manifest digest mismatch: registry says {claimed}, "
                                       f"content hashes to {digest}")
-        mt = r.headers.get("content-type", "").split(";")[0].strip()
+        ct = r.headers.get("content-type", "").split(";")[0].strip()
+        mt = ct
         if mt not in (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST):
-            mt = manifest_media_type(data)
+            try:
+                mt = manifest_media_type(data)
+            except CoveError as e:
+                raise RegistryError(what, f"not a manifest (Content-Type {ct or 'none'}): "
+                                          f"{e.why or e}") from None
         return data, mt, digest
 
     def fetch_blob(self, repo: str, digest: str, sink: Any,
                    on_data: Callable[[int], None] | None = None) -> None:
-        """Stream a blob into `sink` (a store BlobWriter: write/reset/commit). Retries
-        restart it; `commit` verifies the digest."""
+        """Stream a blob into `sink` (a store BlobWriter: write/reset/commit, `written`).
+        An interrupted transfer (the connection drops, fewer bytes than Content-Length)
+        is retried from where it stopped with a Range request; a server that ignores
+        Range starts it over. `commit` verifies the digest."""
         what = f"{self.host}/{repo}@{digest}"
         for attempt in range(self.retries + 1):
-            r = self.request("GET", f"/v2/{repo}/blobs/{digest}",
-                             scopes=(self.scope(repo),), what=what)
+            offset = int(getattr(sink, "written", 0))
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            r = self.request("GET", f"/v2/{repo}/blobs/{digest}", headers=headers,
+                             ok=(200, 206, 416), scopes=(self.scope(repo),), what=what)
             try:
                 assert r.body is not None
+                if r.status == 416:     # nothing left past `offset`: let commit verify
+                    break
+                if r.status == 206:
+                    start = _range_start(r.headers.get("content-range", ""))
+                    if start != offset:
+                        sink.reset()
+                        raise http.client.HTTPException(
+                            f"asked for bytes from {offset}, got {start}")
+                elif offset:
+                    sink.reset()        # a full response: the server ignored Range
                 while chunk := r.body.read(1 << 20):
-                    sink.write(chunk)
+                    try:
+                        sink.write(chunk)
+                    except OSError as e:   # the local disk (full?): not worth a retry
+                        raise _SinkFailed() from e
                     if on_data:
                         on_data(len(chunk))
+                left = getattr(r.body, "length", None)
+                if isinstance(left, int) and left > 0:
+                    raise http.client.IncompleteRead(b"", left)
                 break
+            except _SinkFailed as e:
+                assert e.__cause__ is not None
+                raise e.__cause__ from None
             except (OSError, http.client.HTTPException) as e:
                 if attempt == self.retries:
-                    raise RegistryError(what, f"download failed: {e}") from None
-                sink.reset()
+                    raise RegistryError(what, f"download failed after {attempt + 1} tries: "
+                                              f"{_why(e)}") from None
             finally:
                 r.close()
+            time.sleep(min(0.2 * 2 ** attempt, 2))
         self.stats.add("downloaded", digest)
 
     def blob_exists(self, repo: str, digest: str) -> bool:

@@ -9,7 +9,8 @@ Layout under the store root (`/var/lib/cove` for root, `$XDG_DATA_HOME/cove` oth
                                   "blob_sources": {digest: ["host/repo", ...]}}
     snapshots/<diffid hex>/      one unpacked layer (fs/ + whiteouts.json)
     containers/<id>/             a container's bundle, overlay upper/work/merged
-    tmp/                         partial writes (same filesystem: rename is atomic)
+    tmp/                         partial writes (same filesystem: rename is atomic), flock(2)ed
+                                 while in use; partial-<hex>: a download to resume
     lock                         flock(2) serialising index updates
 """
 
@@ -54,20 +55,49 @@ class DigestMismatch(CoveError):
 class BlobWriter:
     """Write one blob: hashed as it is written into a temp file under the store's tmp/,
     then verified and renamed into place by `commit`. `abort` (or any failure) leaves
-    nothing behind. Use as a context manager: leaving it without `commit` aborts."""
+    nothing behind. Use as a context manager: leaving it without `commit` aborts.
+
+    The temp file is flock(2)ed while in use, so `Store.clean_stale` can tell a live
+    write from one a killed process left. With `resumable` (and an expected digest) the
+    temp file is `tmp/partial-<hex>`: a download killed half-way is picked up again by
+    the next writer of that blob (`written` > 0: fetch the rest with a Range request)."""
 
     def __init__(self, store: Store, expected: str | None = None,
-                 size: int | None = None) -> None:
+                 size: int | None = None, resumable: bool = False) -> None:
         if expected is not None:
             check_digest(expected)
         self.store = store
         self.expected = expected
         self.size = size
         self.written = 0
+        self.resumed = 0
         self._hash = hashlib.sha256()
-        fd, self.tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="blob-")
-        self._f: IO[bytes] | None = os.fdopen(fd, "wb")
+        self._f: IO[bytes] | None = None
         self.digest = ""
+        if resumable and expected is not None:
+            self.tmp = os.path.join(store.tmp_dir, "partial-" + expected.partition(":")[2])
+            fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)      # another process is fetching it: a private temp file
+            else:
+                self._f = os.fdopen(fd, "r+b")
+                self._resume()
+                return
+        fd, self.tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="blob-")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._f = os.fdopen(fd, "r+b")
+
+    def _resume(self) -> None:
+        """Hash what an earlier, interrupted writer left in the partial file."""
+        assert self._f is not None
+        while chunk := self._f.read(1 << 20):
+            self._hash.update(chunk)
+            self.written += len(chunk)
+        if self.size is not None and self.written > self.size:
+            self.reset()
+        self.resumed = self.written
 
     def write(self, data: bytes) -> None:
         assert self._f is not None, "blob writer is closed"
@@ -99,21 +129,27 @@ class BlobWriter:
             self.abort()
             raise DigestMismatch(what, f"size mismatch: got {self.written} bytes, "
                                        f"expected {self.size}")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            os.fchmod(self._f.fileno(), 0o644)
+            # Renamed while still locked: clean_stale never sees it unlocked.
+            os.replace(self.tmp, self.store.blob_path(digest))
+        except BaseException:
+            self.abort()
+            raise
         self._f.close()
         self._f = None
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.store.blob_path(digest))
         self.digest = digest
         return digest
 
     def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()   # a full disk fails the flush of buffered data
+            self._f = None
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -169,8 +205,36 @@ class Store:
     def blob_size(self, digest: str) -> int:
         return os.stat(self.blob_path(digest)).st_size
 
-    def writer(self, expected: str | None = None, size: int | None = None) -> BlobWriter:
-        return BlobWriter(self, expected, size)
+    def writer(self, expected: str | None = None, size: int | None = None,
+               resumable: bool = False) -> BlobWriter:
+        return BlobWriter(self, expected, size, resumable)
+
+    def clean_stale(self, partials: bool = False) -> list[str]:
+        """Remove what killed processes left: temp blobs and unpacks nobody holds a lock
+        on (and, with `partials`, resumable downloads too). Returns what went."""
+        from cove.image.layers import remove_tree
+        gone = []
+        for base, prefixes in ((self.tmp_dir, ("blob-", "partial-") if partials
+                                else ("blob-",)), (self.snapshot_dir, (".tmp-",))):
+            for name in os.listdir(base):
+                if not name.startswith(prefixes):
+                    continue
+                path = os.path.join(base, name)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue          # in use
+                else:
+                    with contextlib.suppress(OSError):
+                        remove_tree(path)
+                    gone.append(path)
+                finally:
+                    os.close(fd)
+        return gone
 
     def put_blob(self, data: bytes, expected: str | None = None) -> str:
         with self.writer(expected, None if expected is None else len(data)) as w:
@@ -306,10 +370,8 @@ class Store:
                 return hits[0]
             if len(hits) > 1:
                 raise CoveError(f"image {ref}", "ambiguous id prefix")
-        try:
-            cands = reference.local_candidates(ref)
-        except CoveError:
-            cands = []
+        # Not an id: a reference, which must parse (the parse error is the answer).
+        cands = reference.local_candidates(ref)
         if "@" in ref:
             r = reference.parse(ref)
             if r.digest in images:
@@ -383,11 +445,17 @@ class Store:
         return blobs, diffs
 
     def gc(self) -> tuple[list[str], list[str]]:
-        """Remove blobs and snapshots nothing references; return what went."""
+        """Remove blobs and snapshots nothing references (and what killed processes
+        left in tmp/); return what went."""
         from cove.image.layers import remove_tree
+        self.clean_stale(partials=True)
         fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            for name in os.listdir(self.tmp_dir):   # index writes happen under the lock
+                if name.startswith("index-"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.tmp_dir, name))
             blobs, diffs = self.referenced()
             gone_b, gone_s = [], []
             for h in os.listdir(self.blob_dir):

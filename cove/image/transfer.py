@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import gzip
 import io
 import json
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from cove.errors import CoveError
+from cove.errors import CoveError, os_why
 from cove.image import layers as L
 from cove.image import reference
 from cove.image.platforms import host_platform
@@ -25,6 +26,7 @@ from cove.image.progress import Progress
 from cove.image.registry import Registry
 from cove.image.store import Store
 from cove.oci.image import (
+    DOCKER_CONFIG,
     INDEX_TYPES,
     OCI_CONFIG,
     OCI_INDEX,
@@ -85,16 +87,20 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
     prog = progress or Progress()
     reg = client or opts.client(r.registry)
     want = platform or host_platform()
+    store.clean_stale()
     data, mt, digest = reg.get_manifest(r.repository, r.reference)
     if mt in INDEX_TYPES:
-        desc = Index.parse(data, mt).select(want)
+        desc = _doc(r, lambda: Index.parse(data, mt).select(want))
         prog.note(f"{r}: index {_short(digest)} → {desc.platform} manifest {_short(desc.digest)}")
         data, mt, digest = reg.get_manifest(r.repository, desc.digest)
-    m = Manifest.parse(data, mt)
+    m = _doc(r, lambda: Manifest.parse(data, mt))
+    if m.config.media_type not in IMAGE_CONFIG_TYPES:
+        raise CoveError(f"image {r}", f"not a container image: its config is "
+                                      f"{m.config.media_type!r}")
     track = _Track()
     try:
         cfg_raw = _fetch_small(store, reg, r.repository, m.config, track)
-        cfg = ImageConfig.parse(cfg_raw)
+        cfg = _doc(r, lambda: ImageConfig.parse(cfg_raw), "image config")
         if len(cfg.diff_ids) != len(m.layers):
             raise CoveError(f"image {r}", f"config lists {len(cfg.diff_ids)} diff_ids for "
                                           f"{len(m.layers)} layers")
@@ -108,7 +114,11 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
                 prog.done(key, "already in the store")
             else:
                 prog.start(key, f"blob {_short(desc.digest)}", desc.size)
-                with store.writer(desc.digest, desc.size) as w:
+                with store.writer(desc.digest, desc.size, resumable=True) as w:
+                    if w.resumed:
+                        prog.note(f"blob {_short(desc.digest)}: resuming at {w.resumed} "
+                                  "bytes")
+                        prog.advance(key, w.resumed)
                     reg.fetch_blob(r.repository, desc.digest, w,
                                    lambda n: prog.advance(key, n))
                     w.commit()
@@ -130,6 +140,9 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
                                         [m.config.digest, *(x.digest for x in m.layers)]})
         prog.note(f"{r}: {digest}")
         return digest
+    except OSError as e:
+        track.undo(store)
+        raise local_error(f"pull {r}", e, store) from None
     except BaseException:
         track.undo(store)
         raise
@@ -137,10 +150,29 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
         prog.close()
 
 
+IMAGE_CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
+
+
+def _doc(r: reference.Reference, parse: Callable[[], Any], what: str = "") -> Any:
+    """Parse a manifest, index or config; errors name the image (and the document)."""
+    try:
+        return parse()
+    except CoveError as e:
+        raise CoveError(f"image {r}", f"{what}: {e}" if what else str(e)) from None
+
+
+def local_error(what: str, e: OSError, store: Store) -> CoveError:
+    """An OSError while writing the store, as one line."""
+    why = os_why(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"no space left in the store ({store.root})"
+    return CoveError(what, why)
+
+
 def _fetch_small(store: Store, reg: Registry, repo: str, desc: Descriptor,
                  track: _Track) -> bytes:
     if not store.has_blob(desc.digest):
-        with store.writer(desc.digest, desc.size) as w:
+        with store.writer(desc.digest, desc.size, resumable=True) as w:
             reg.fetch_blob(repo, desc.digest, w)
             w.commit()
         track.blobs.append(desc.digest)
@@ -466,6 +498,7 @@ def load(store: Store, archive: str, name: str | None = None) -> list[str]:
     """Load a docker-archive or oci-archive; return the names (or digests) loaded.
     Every blob is verified; a failure leaves nothing behind."""
     track = _Track()
+    store.clean_stale()
     try:
         try:
             tf = tarfile.open(archive, "r:*")
@@ -479,6 +512,9 @@ def load(store: Store, archive: str, name: str | None = None) -> list[str]:
                 return _load_docker(store, ar, name, track)
             raise CoveError(archive, "neither a docker-archive (manifest.json) nor an "
                                      "oci-archive (oci-layout)")
+    except OSError as e:
+        track.undo(store)
+        raise local_error(f"load {archive}", e, store) from None
     except BaseException:
         track.undo(store)
         raise

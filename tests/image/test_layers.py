@@ -174,3 +174,35 @@ def test_whiteouts_and_opaque_dirs(tmp_path: Path, overlay: bool) -> None:
     assert (snap / "fs/a/y").read_bytes() == b"2"
     assert os.listdir(store.container_dir) == []
     assert not snapshots.is_mounted(rf.path)
+
+
+def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
+    """Files are written by threads while the stream is parsed: a later entry for the
+    same path (file, dir, symlink), a hard link to a file just written and a directory
+    replaced by a symlink still come out as tar order says."""
+    many = [f(f"many/f{i}", str(i).encode() * 100) for i in range(300)]
+    fs = unpack(tmp_path, [
+        *many,
+        f("same", b"first"), f("same", b"second"),
+        f("was-file", b"x"), d("was-file"), f("was-file/inside", b"y"),
+        d("was-dir"), f("was-dir/a", b"a"), sym("was-dir", "many"),
+        f("target", b"linked"), hard("link", "target"),
+        f("big", b"z" * ((1 << 20) + 5)), f("big", b"small now"),
+        f("many/f7", b"replaced"),
+    ], "gzip")
+    assert (fs / "same").read_bytes() == b"second"
+    assert (fs / "was-file" / "inside").read_bytes() == b"y"
+    assert os.readlink(fs / "was-dir") == "many"
+    assert os.lstat(fs / "link").st_ino == os.lstat(fs / "target").st_ino
+    assert (fs / "link").read_bytes() == b"linked"
+    assert (fs / "big").read_bytes() == b"small now"
+    assert (fs / "many" / "f7").read_bytes() == b"replaced"
+    assert (fs / "many" / "f299").read_bytes() == b"299" * 100
+    assert len(os.listdir(fs / "many")) == 300
+
+
+def test_failure_with_writes_in_flight_leaves_nothing(tmp_path: Path) -> None:
+    many = [f(f"many/f{i}", b"x" * 1000) for i in range(200)]
+    with pytest.raises(L.LayerError, match="points outside the layer"):
+        unpack(tmp_path, [*many, sym("many/evil", "../../../etc")])
+    assert_clean(tmp_path)
