@@ -15,6 +15,7 @@ import time
 
 from cove.errors import CoveError
 from cove.oci import jsonio  # not json: it imports re, and the monitor stays small
+from cove.runtime.state import proc_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the monitor imports this module: no typing, no contextlib
@@ -148,16 +149,3 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
     if st is None:
         return False
     return start_time is None or st == start_time
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), or None if gone/zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
