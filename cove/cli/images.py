@@ -129,7 +129,8 @@ def cmd_rmi(a: argparse.Namespace) -> int:
             names = idx.get(digest, {}).get("names", [])
             full = None
             try:
-                full = next((c for c in reference.local_candidates(ref) if c in names), None)
+                full = next((c for c in reference.local_candidates(
+                    ref, reference.search_registries(st.root)) if c in names), None)
             except CoveError:
                 pass
             if full and len(names) > 1 and not a.force:

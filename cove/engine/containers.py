@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -419,6 +420,11 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
     if os.path.lexists(paths.cdir(name)):
         raise CoveError(f"container name {name!r}", "already in use")
     rec = _new_record(cid, name, o, digest, [])
+    icfg = img.config.config
+    exposed = [p if "/" in p else f"{p}/tcp" for p in icfg.exposed_ports]
+    rec["Config"]["ExposedPorts"] = {p: {} for p in
+                                     dict.fromkeys([*exposed, *rec["HostConfig"]["PortBindings"]])}
+    rec["Config"]["Volumes"] = {v: {} for v in icfg.volumes} or None
     if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
         from cove.engine import network
         network.check_exists(paths, rec["HostConfig"]["NetworkMode"])
@@ -427,6 +433,8 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
     made: list[str] = []
     try:
         rec["Mounts"] = _mounts(paths, o, made)
+        rec["AnonymousVolumes"] = _image_volumes(paths, rec["Mounts"],
+                                                 img.config.config.volumes, rootfs.path, made)
         rec["CreatedVolumes"] = made
         spec = build_spec(paths, rec, o, rootfs.path, img.config.config)
         argv = spec["process"]["args"]
@@ -439,6 +447,47 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
         _drop_volumes(root, made)
         raise
     return rec
+
+
+def _image_volumes(paths: S.Paths, mounts: list[dict[str, Any]], wanted: list[str],
+                   rootfs: str, made: list[str]) -> list[str]:
+    """An anonymous volume for each of the image's `Volumes` that no -v/--mount covers,
+    filled (as docker does) with what the image has there; added to `mounts` and `made`.
+    Returns their names (removed with the container)."""
+    from cove.engine import volumes
+    taken = {os.path.normpath(m["Destination"]) for m in mounts}
+    out: list[str] = []
+    for v in wanted:
+        dst = os.path.normpath("/" + v.lstrip("/"))
+        if dst in taken:
+            continue
+        taken.add(dst)
+        vname = uuid.uuid4().hex + uuid.uuid4().hex
+        vol = volumes.ensure(paths.root, vname, {"cove.anonymous": "true"})
+        made.append(vname)
+        out.append(vname)
+        _copy_up(rootfs, dst, vol["Mountpoint"])
+        mounts.append({"Type": "volume", "Name": vol["Name"], "Source": vol["Mountpoint"],
+                       "Destination": dst, "RW": True})
+    return out
+
+
+def _copy_up(rootfs: str, dst: str, data: str) -> None:
+    """Copy the image's content at `dst` (inside `rootfs`) into the volume dir `data`,
+    owners, modes and symlinks kept; nothing when it is absent or leads out of the rootfs."""
+    base = os.path.realpath(rootfs)
+    src = os.path.realpath(os.path.join(base, dst.lstrip("/")))
+    if not src.startswith(base + os.sep) or not os.path.isdir(src):
+        return
+    shutil.copytree(src, data, symlinks=True, dirs_exist_ok=True)
+    shutil.copystat(src, data)
+    st = os.lstat(src)
+    os.chown(data, st.st_uid, st.st_gid)
+    for dirpath, dirs, files in os.walk(src):
+        for n in (*dirs, *files):
+            s = os.path.join(dirpath, n)
+            st = os.lstat(s)
+            os.lchown(os.path.join(data, os.path.relpath(s, src)), st.st_uid, st.st_gid)
 
 
 def _drop_volumes(root: str, names: list[str]) -> None:
@@ -681,6 +730,7 @@ def remove(root: str, name: str, force: bool = False) -> str:
     with contextlib.suppress(Exception):
         teardown(paths, name)
     snapshots.release(Store(root), name, remove=True)
+    _drop_volumes(root, rec.get("AnonymousVolumes") or [])
     return name
 
 

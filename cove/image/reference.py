@@ -89,11 +89,55 @@ def has_explicit_registry(ref: str) -> bool:
     return bool(slash) and _is_registry(first)
 
 
-def local_candidates(ref: str) -> list[str]:
+def search_registries(root: str | None = None) -> list[str]:
+    """The registries a short name is tried against, in order, as podman reads them:
+    `unqualified-search-registries` from `$COVE_REGISTRIES_CONF`, else
+    `<root>/registries.conf`, else `/etc/containers/registries.conf`; `docker.io` when
+    none of them exists (or names none)."""
+    import os
+    import tomllib
+    env = os.environ.get("COVE_REGISTRIES_CONF")
+    if env:
+        files = [env]
+    else:
+        files = [os.path.join(root, "registries.conf")] if root else []
+        files.append("/etc/containers/registries.conf")
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                conf = tomllib.load(fh)
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise CoveError(f"registries config {path}", str(e)) from None
+        regs = conf.get("unqualified-search-registries")
+        if regs is None:
+            continue
+        if not isinstance(regs, list) or not all(isinstance(x, str) and x for x in regs):
+            raise CoveError(f"registries config {path}",
+                            "unqualified-search-registries must be a list of host names")
+        return list(regs)
+    return [DEFAULT_REGISTRY]
+
+
+def local_candidates(ref: str, registries: list[str] | None = None) -> list[str]:
     """Names to try in the local store for what a user typed: a short name matches
-    `localhost/NAME` (imported, built-in) before `docker.io/library/NAME`."""
+    `localhost/NAME` (imported, built-in) before NAME in each search registry
+    (`docker.io/library/NAME` by default)."""
     r = parse(ref)
     if has_explicit_registry(ref):
         return [str(r)]
-    loc = parse(ref, default_registry="localhost")
-    return [str(loc), str(r)]
+    out = [str(parse(ref, default_registry="localhost"))]
+    for reg in registries if registries is not None else [DEFAULT_REGISTRY]:
+        c = str(parse(ref, default_registry=reg))
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def pull_candidates(ref: str, registries: list[str]) -> list[str]:
+    """The full references a pull of `ref` tries, in order (a short name: each search
+    registry's)."""
+    if has_explicit_registry(ref):
+        return [str(parse(ref))]
+    return list(dict.fromkeys(str(parse(ref, default_registry=reg)) for reg in registries))

@@ -371,7 +371,7 @@ class Store:
             if len(hits) > 1:
                 raise CoveError(f"image {ref}", "ambiguous id prefix")
         # Not an id: a reference, which must parse (the parse error is the answer).
-        cands = reference.local_candidates(ref)
+        cands = reference.local_candidates(ref, reference.search_registries(self.root))
         if "@" in ref:
             r = reference.parse(ref)
             if r.digest in images:

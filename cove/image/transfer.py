@@ -81,7 +81,29 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
          opts: RegistryOptions | None = None, progress: Progress | None = None,
          client: Registry | None = None, max_size: int = L.DEFAULT_MAX_SIZE) -> str:
     """Pull `ref` into the store (blobs verified, layers unpacked); return the manifest
-    digest. A failure leaves nothing behind."""
+    digest. A short name is tried against each search registry in turn
+    (`reference.search_registries`); the first that has it wins. A failure leaves
+    nothing behind."""
+    cands = [ref] if client is not None or reference.has_explicit_registry(ref) else \
+        reference.pull_candidates(ref, reference.search_registries(store.root))
+    if not cands:
+        raise CoveError(f"image {ref}", "short name and no unqualified-search-registries")
+    errors: list[CoveError] = []
+    for c in cands:
+        try:
+            return _pull_one(store, c, platform=platform, opts=opts, progress=progress,
+                             client=client, max_size=max_size)
+        except CoveError as e:
+            if len(cands) == 1:
+                raise
+            errors.append(e)
+    raise CoveError(f"image {ref}", "not found in any search registry: "
+                    + "; ".join(str(e) for e in errors))
+
+
+def _pull_one(store: Store, ref: str, *, platform: Platform | None = None,
+              opts: RegistryOptions | None = None, progress: Progress | None = None,
+              client: Registry | None = None, max_size: int = L.DEFAULT_MAX_SIZE) -> str:
     r = reference.parse(ref)
     opts = opts or RegistryOptions()
     prog = progress or Progress()
