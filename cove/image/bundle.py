@@ -120,7 +120,9 @@ def image_spec(cfg: object, rootfs: str, *, args: list[str], entrypoint: str | N
     if not argv:
         raise CoveError("run", "no command: the image has no Entrypoint or Cmd; give one")
     uid, gid, extra = resolve_user(rootfs, user if user is not None else cfg.user)
-    spec = default_spec()
+    # Not root: a rootless spec (user namespace mapping the caller to root, no cgroups).
+    euid = os.geteuid()
+    spec = default_spec(rootless=euid != 0, uid=euid, gid=os.getegid())
     proc = spec["process"]
     proc["args"] = argv
     proc["terminal"] = terminal

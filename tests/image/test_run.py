@@ -140,3 +140,48 @@ def test_pull_unknown_image_clear_error(plain: RegistryServer, tmp_path: Path) -
     assert r.returncode == 1
     assert "MANIFEST_UNKNOWN" in r.stderr or "NAME_UNKNOWN" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rootless_run_of_the_builtin_image(tmp_path: Path) -> None:
+    """`cove run` as an ordinary user: a rootless spec, the image's root-owned files shown
+    as root through the user namespace's single mapping of the caller's uid."""
+    import pwd
+    import shutil
+
+    from tests.helpers import ROOT
+
+    if shutil.which("runuser") is None:
+        pytest.skip("runuser is missing")
+    nobody = pwd.getpwnam("nobody")
+    if not os.access(str(ROOT), os.X_OK) or any(
+            (os.stat(p).st_mode & 0o005) != 0o005 for p in (ROOT, *ROOT.parents)):
+        pytest.skip("the checkout is not readable by other users")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    for parent in (tmp_path, *tmp_path.parents):
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o111)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
+           "XDG_DATA_HOME": str(home / "data")}
+    runuser = shutil.which("runuser") or "runuser"
+    r = subprocess.run([runuser, "-u", "nobody", "--", *COVE, "run", "--rm", "--network",
+                        "none", "busybox", "sh", "-c",
+                        "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "0"
+    assert lines[1].split() == ["0", str(nobody.pw_uid), "1"]
+    assert lines[2] == "0"
+    import time
+
+    deadline = time.monotonic() + 10  # the monitor finishes its clean-up after `run` returns
+    while True:
+        left = subprocess.run(["pgrep", "-u", str(nobody.pw_uid), "-f", "cove"],
+                              capture_output=True, text=True).stdout
+        if not left.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not left.strip(), left
