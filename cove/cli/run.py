@@ -34,7 +34,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         env=a.env, env_files=a.env_file, volumes=a.volume, mounts=a.mount, tmpfs=a.tmpfs,
         publish=a.publish, network=a.network, memory=a.memory, cpus=a.cpus,
         pids_limit=a.pids_limit, user=a.user, workdir=a.workdir, entrypoint=a.entrypoint,
-        hostname=a.hostname, read_only=a.read_only, cap_add=a.cap_add, cap_drop=a.cap_drop,
+        hostname=a.hostname, read_only=a.read_only, isolation=a.isolation,
+        cap_add=a.cap_add, cap_drop=a.cap_drop,
         security_opt=a.security_opt, restart=a.restart, health_cmd=a.health_cmd,
         health_interval=C.parse_duration(a.health_interval),
         health_timeout=C.parse_duration(a.health_timeout), health_retries=a.health_retries,
@@ -61,6 +62,8 @@ def _add_run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--tmpfs", action="append", default=[], help="a tmpfs at this path")
     r.add_argument("-p", "--publish", action="append", default=[],
                    help="[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
+    r.add_argument("--isolation", choices=["container", "gvisor", "vm"], default="",
+                   help="namespaces (the default), gVisor, or a micro-VM (docs/isolation.md)")
     r.add_argument("--network", "--net", default="bridge",
                    help="none, host, bridge (the default) or a network's name")
     r.add_argument("-m", "--memory", help="memory limit (e.g. 64m)")

@@ -52,6 +52,7 @@ class RunOptions:
     entrypoint: str | None = None
     hostname: str | None = None
     read_only: bool = False
+    isolation: str = ""  # "", container, gvisor or vm: cove-runtime's handler
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)
@@ -253,6 +254,9 @@ def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
                       env=[*_env_files(o.env_files), *o.env], workdir=o.workdir,
                       user=o.user, terminal=o.tty, hostname=rec["Config"]["Hostname"])
     lin = spec.setdefault("linux", {})
+    if o.isolation:
+        # cove-runtime picks its handler from this annotation (docs/isolation.md).
+        spec.setdefault("annotations", {})["io.cove.isolation"] = o.isolation
     spec["root"]["readonly"] = o.read_only
     spec["mounts"] = [*spec.get("mounts", []), *_oci_mounts(rec["Mounts"])]
     res = lin.setdefault("resources", {})

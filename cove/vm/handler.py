@@ -90,6 +90,11 @@ def guest_config(raw: dict[str, Any], rootfs: str) -> tuple[dict[str, Any], list
                          and not (net == "user" and n.get("type") == "network")]
     lin.pop("cgroupsPath", None)
     cfg.pop("hooks", None)  # host hooks: run (poststart, poststop) by the host verbs
+    # Inside the guest the process runs in a plain container: an isolation annotation
+    # left in would make the guest's cove-runtime try to start a VM of its own.
+    ann = cfg.get("annotations")
+    if isinstance(ann, dict) and ANNOTATION in ann:
+        cfg["annotations"] = {k: v for k, v in ann.items() if k != ANNOTATION}
     return cfg, shares, net
 
 
