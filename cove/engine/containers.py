@@ -556,6 +556,52 @@ MONITOR_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
                 "from cove.engine.monitor import main; sys.exit(main(sys.argv[1:]))")
 
 
+ZYGOTE_MAIN = MONITOR_MAIN.replace("monitor", "zygote")
+
+
+def _zygote_spawn(root: str, name: str, adopt: bool, sync: int, logf: int,
+                  env: dict[str, str], src: str) -> bool:
+    """Have the root's zygote (cove/engine/zygote.py) fork the monitor, starting the
+    zygote when none answers; False when that fails (the caller execs one instead)."""
+    import socket
+
+    path = os.path.join(root, "zygote.sock")
+    msg = "\0".join([name, "adopt" if adopt else "",
+                     *(f"{k}={v}" for k, v in env.items())]).encode("utf-8", "surrogateescape")
+    for attempt in range(2):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            s.settimeout(10)
+            s.connect(path)
+            socket.send_fds(s, [msg], [sync, logf])
+            return int(s.recv(64) or b"-1") > 0
+        except (OSError, ValueError):
+            if attempt or os.environ.get("COVE_NO_ZYGOTE"):
+                return False
+            if not _start_zygote(root, env, src):
+                return False
+        finally:
+            s.close()
+    return False
+
+
+def _start_zygote(root: str, env: dict[str, str], src: str) -> bool:
+    r, w = os.pipe()
+    logf = os.open(os.path.join(root, "zygote.log"),
+                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", ZYGOTE_MAIN, src, root, str(w)],
+                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                         start_new_session=True, env=env, cwd="/")
+    except OSError:
+        return False
+    finally:
+        os.close(w)
+        os.close(logf)
+    with os.fdopen(r, "rb") as f:
+        return f.readline().strip() == b"ok"
+
+
 def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
     """Start a container's monitor (or, with `adopt`, a new one for a running container
     whose monitor died) and wait for its word. `python -I -S`: no site, no
@@ -568,17 +614,19 @@ def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
     r, w = os.pipe()
     logf = os.open(os.path.join(cdir, "monitor.log"),
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    p = None
     try:
-        p = subprocess.Popen([sys.executable, "-I", "-S", "-c", MONITOR_MAIN, src, root, name,
-                              str(w), *(["--adopt"] if adopt else [])],
-                             pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                             start_new_session=True, env=env, cwd="/")
+        if not _zygote_spawn(root, name, adopt, w, logf, env, src):
+            p = subprocess.Popen([sys.executable, "-I", "-S", "-c", MONITOR_MAIN, src, root,
+                                  name, str(w), *(["--adopt"] if adopt else [])],
+                                 pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,
+                                 stderr=logf, start_new_session=True, env=env, cwd="/")
     finally:
         os.close(w)
         os.close(logf)
     with os.fdopen(r, "rb") as f:
         line = f.readline().decode().strip()
-    if p.poll() is not None:
+    if p is not None and p.poll() is not None:
         p.wait()
     if line != "ok" and not adopt:
         raise CoveError(f"container {name}", line.removeprefix("error: ") or

@@ -33,6 +33,7 @@ SYNC_FD gets "ok\\n" once the container runs, or "error: ...\\n".
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` imports enum (6 ms, memory)
+import gc
 import os
 import select
 import sys
@@ -203,8 +204,13 @@ class Monitor:
             pass
         r, w = os.pipe()
         monitor = os.getpid()
+        # Copy-on-write keeps the shim cheap only while neither process writes to the
+        # pages they share: the collector would (it links every tracked object), so
+        # what exists now is frozen out of its reach in both, and the shim never runs it.
+        gc.freeze()
         shim = os.fork()
         if shim == 0:  # pragma: no cover - the shim
+            gc.disable()
             code = 1
             try:
                 os.close(r)

@@ -77,7 +77,26 @@ def ensure(root: str) -> int:
     return running_pid(root)
 
 
+def stop_zygote(root: str) -> None:
+    """End the root's monitor zygote (cove/engine/zygote.py), if one runs: monitors it
+    forked are separate processes and carry on."""
+    try:
+        with open(os.path.join(root, "zygote.pid")) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if pid > 0 and S.pid_alive(pid) and _comm(pid) == "cove-zygote":
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # ours only when this process started it
+    for name in ("zygote.pid", "zygote.sock"):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(root, name))
+
+
 def stop(root: str, timeout: float = 10.0) -> bool:
+    """Stop the supervisor (and the zygote) of `root`; whether a supervisor ran."""
+    stop_zygote(root)
     pid = running_pid(root)
     if not pid:
         return False

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import _thread
     from typing import Any
 
-    from cove.oci.spec import IDMap
+    from cove.oci.spec import IDMap, Namespace
     from cove.runtime.cgroups import Manager
     from cove.runtime.nsexec import Sync
 
@@ -188,6 +188,25 @@ def ns_plan(spec: Spec) -> NsPlan:
     return plan
 
 
+def _same_ns(path: str, kind: str) -> bool:
+    """Whether the namespace file `path` is the runtime's own namespace of `kind`."""
+    try:
+        a, b = os.stat(path), os.stat(f"/proc/self/ns/{kind}")
+    except OSError:
+        return False  # joining it fails later, with its own error
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _own_ns(ns: Namespace | None, kind: str, key: str) -> None:
+    """A sysctl of an ipc/uts namespace: a new one, or a joined one that is not the
+    host's (the runtime's own), where the write would change the host."""
+    if ns is None:
+        raise CoveError(f"linux.sysctl.{key}", f"needs a new {kind} namespace")
+    if ns.path and _same_ns(ns.path, kind):
+        raise CoveError(f"linux.sysctl.{key}", f"not allowed in the host's {kind} "
+                            f"namespace ({ns.path})")
+
+
 def check_sysctl(spec: Spec) -> None:
     """Only namespaced sysctls, and only those whose namespace the container owns."""
     lin = spec.linux
@@ -199,11 +218,9 @@ def check_sysctl(spec: Spec) -> None:
         elif key in ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                      "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
                      "kernel.shm_rmid_forced") or key.startswith("fs.mqueue."):
-            if lin.ns("ipc") is None:
-                raise CoveError(f"linux.sysctl.{key}", "needs a new ipc namespace")
+            _own_ns(lin.ns("ipc"), "ipc", key)
         elif key in ("kernel.hostname", "kernel.domainname"):
-            if lin.ns("uts") is None:
-                raise CoveError(f"linux.sysctl.{key}", "needs a new uts namespace")
+            _own_ns(lin.ns("uts"), "uts", key)
         else:
             raise CoveError(f"linux.sysctl.{key}", "not a namespaced sysctl: it would "
                             "change the host")
@@ -268,12 +285,19 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
 
     S.check_id(opts.id)
     bundle, raw, spec, rootfs = load_bundle(opts.bundle)
+    mnt = spec.linux.ns("mount")
+    if mnt is None or (mnt.path and _same_ns(mnt.path, "mnt")):
+        # runc then leaves the container in the host's mount namespace and root: its
+        # masked paths, read-only paths and mounts could not be applied without
+        # changing the host. Cove refuses such a config.
+        raise CoveError("linux.namespaces", "a container needs a mount namespace of its "
+                        "own, not the host's")
     check_sysctl(spec)
     rootless = opts.rootless or os.geteuid() != 0
     if rootless:
         check_rootless(spec)
     check_id_maps(spec)
-    P.warn_unknown_caps(spec.process)
+    P.check_unknown_caps(spec.process, spec.annotations)
     if spec.linux.intel_rdt:
         raise CoveError("linux.intelRdt", "not supported on this host")
     os.makedirs(opts.root, 0o700, exist_ok=True)
@@ -326,7 +350,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         if spec.linux.seccomp is not None:
             from cove.runtime import seccomp as SC
 
-            cfg.seccomp = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR))
+            cfg.seccomp = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR),
+                                spec.annotations.get(SC.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
         if subreaper:
             from cove.sys import libc as L
 

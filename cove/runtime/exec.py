@@ -106,7 +106,7 @@ def exec_process(opts: ExecOptions) -> int:
         raise CoveError(f"container {opts.id!r}", f"cannot exec in a {status} container")
     spec = Spec.parse(st.config_bytes())
     proc = build_process(opts, spec)
-    P.warn_unknown_caps(proc)
+    P.check_unknown_caps(proc, spec.annotations)
     if proc.terminal and not opts.console_socket:
         raise CoveError("exec --tty", "needs --console-socket")
     pid = st.pid
@@ -131,7 +131,8 @@ def exec_process(opts: ExecOptions) -> int:
     if spec.linux.seccomp is not None:
         from cove.runtime import seccomp as SC
 
-        prog = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR))
+        prog = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR),
+                            spec.annotations.get(SC.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
     if not opts.detach:
         L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
     child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,

@@ -38,12 +38,16 @@ def preload(proc: Process, seccomp: bool) -> None:
         from cove.sys import libc  # noqa: F401
 
 
-def warn_unknown_caps(proc: Process | None) -> None:
-    """Capabilities the running kernel does not know (above cap_last_cap): named, with
-    their JSON paths, in one warning line and left out, as runc does ("ignoring unknown
-    or unavailable capabilities"). Failing instead would break engines that pass every
-    capability they know (docker --privileged, podman) on an older kernel; leaving
-    one out only ever grants less. Names no kernel knows are errors (oci/spec.py)."""
+UNKNOWN_CAPS_ANNOTATION = "io.cove.unknown-caps"
+
+
+def check_unknown_caps(proc: Process | None, annotations: dict[str, str]) -> None:
+    """Capabilities the running kernel does not know (above cap_last_cap) are an error
+    naming the first one's JSON path: asking for a capability and silently not getting
+    it hides a misconfiguration. runc warns and leaves them out instead, so engines that
+    pass every capability they know (`--privileged`) still work on older kernels: the
+    annotation `io.cove.unknown-caps: ignore` asks for that (one warning line). Names
+    no kernel knows are errors in any case (oci/spec.py)."""
     caps = proc.capabilities if proc is not None else None
     if caps is None:
         return
@@ -53,9 +57,17 @@ def warn_unknown_caps(proc: Process | None) -> None:
         for i, name in enumerate(getattr(caps, kind)):
             if C.CAPS[name] > top:
                 unknown.append(f"process.capabilities.{kind}[{i}] {name}")
-    if unknown:
+    if not unknown:
+        return
+    if annotations.get(UNKNOWN_CAPS_ANNOTATION) == "ignore":
         os.write(2, (f"cove-runtime: warning: ignoring capabilities this kernel does not "
                      f"know (cap_last_cap {top}): {', '.join(unknown)}\n").encode())
+        return
+    path, name = unknown[0].split(" ")
+    more = f"; also {', '.join(unknown[1:])}" if unknown[1:] else ""
+    raise CoveError(path, f"{name} is not known to the running kernel (cap_last_cap {top}"
+                          f"{more}); annotation {UNKNOWN_CAPS_ANNOTATION}=ignore leaves "
+                          f"such capabilities out instead")
 
 
 def env_dict(env: list[str]) -> dict[str, str]:

@@ -34,6 +34,7 @@ _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
 # Filter attributes (enum scmp_filter_attr).
 _ATTR_ACT_BADARCH = 2
 _ATTR_CTL_NNP = 3
+_ATTR_CTL_OPTIMIZE = 8  # libseccomp >= 2.5; level 2: a binary tree of syscall numbers
 _FLAG_ATTRS = {"SECCOMP_FILTER_FLAG_TSYNC": 4, "SECCOMP_FILTER_FLAG_LOG": 6,
                "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 7, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 12}
 _EPERM = 1
@@ -181,7 +182,15 @@ def send_to_listener(sc: dict[str, Any], fd: int, pid: int, state: dict[str, Any
         s.close()
 
 
-def compile_filter(sc: dict[str, Any], nnp: bool = True) -> Filter:
+UNKNOWN_SYSCALLS_ANNOTATION = "io.cove.unknown-syscalls"
+
+
+def compile_filter(sc: dict[str, Any], nnp: bool = True,
+                   ignore_unknown: bool = False) -> Filter:
+    """Build the libseccomp filter for `sc`. A syscall name libseccomp does not know is
+    an error naming its JSON path (a typo would otherwise silently leave a hole or a
+    block out), unless `ignore_unknown` (the annotation io.cove.unknown-syscalls=ignore:
+    runc's behaviour, for profiles written for newer kernels)."""
     p = "linux.seccomp"
     lib = _libseccomp()
     default = _action(sc.get("defaultAction"), sc.get("defaultErrnoRet"), f"{p}.defaultAction")
@@ -196,6 +205,12 @@ def compile_filter(sc: dict[str, Any], nnp: bool = True) -> Filter:
         raise CoveError(f"{p}.defaultAction", "libseccomp refused it")
     # We set no_new_privs ourselves, from process.noNewPrivileges.
     lib.seccomp_attr_set(ctx, _ATTR_CTL_NNP, 0)
+    # A binary search over syscall numbers instead of libseccomp's default linear list:
+    # the same decisions, but for Docker's profile the kernel's load (which emulates the
+    # filter for every syscall number to build its allow-cache) drops from ~1.5 ms to
+    # a fraction, and each syscall the container makes walks ~log2(n) jumps, not ~n.
+    # Older libseccomp refuses the attribute: the linear filter is just as correct.
+    lib.seccomp_attr_set(ctx, _ATTR_CTL_OPTIMIZE, 2)
     for i, arch in enumerate(sc.get("architectures") or []):
         if not isinstance(arch, str) or not arch.startswith("SCMP_ARCH_"):
             raise CoveError(f"{p}.architectures[{i}]", f"unknown architecture {arch!r}")
@@ -218,12 +233,16 @@ def compile_filter(sc: dict[str, Any], nnp: bool = True) -> Filter:
         if act == default:
             continue
         conds = _conditions(rule.get("args") or [], rp)
-        for name in rule.get("names") or []:
+        for k, name in enumerate(rule.get("names") or []):
             if not isinstance(name, str):
-                raise CoveError(f"{rp}.names", "expected string")
+                raise CoveError(f"{rp}.names[{k}]", "expected string")
             nr = lib.seccomp_syscall_resolve_name(name.encode())
             if nr == -1:
-                continue  # unknown to this libseccomp/kernel: skip, as runc does
+                if ignore_unknown:
+                    continue
+                raise CoveError(f"{rp}.names[{k}]",
+                                f"unknown syscall {name!r} (annotation "
+                                f"{UNKNOWN_SYSCALLS_ANNOTATION}=ignore skips such names)")
             for group in conds:
                 arr = (_ArgCmp * len(group))(*group) if group else None
                 rc = lib.seccomp_rule_add_array(ctx, act, nr, len(group), arr)
@@ -266,6 +285,7 @@ def _conditions(args: list[Any], rp: str) -> list[list[_ArgCmp]]:
 # it just doesn't write the same one twice.
 
 CACHE_DIR = "seccomp-cache"  # under the runtime's --root
+_GEN = "tree"  # how compile_filter builds programs: part of the cache key
 _SYS_SECCOMP = 317  # x86_64
 _SECCOMP_SET_MODE_FILTER = 1
 _KERNEL_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
@@ -309,7 +329,7 @@ def _digest(data: bytes) -> str:
     return str(sha.sha256(data).hexdigest())
 
 
-def program(sc: dict[str, Any], cache_dir: str) -> Program:
+def program(sc: dict[str, Any], cache_dir: str, ignore_unknown: bool = False) -> Program:
     """The program for `sc`: from the cache, or compiled (and validated) by libseccomp."""
     import os
 
@@ -322,7 +342,8 @@ def program(sc: dict[str, Any], cache_dir: str) -> Program:
     notify = any(isinstance(s, dict) and s.get("action") == "SCMP_ACT_NOTIFY"
                  for s in sc.get("syscalls") or [])
     u = os.uname()
-    key = _digest(f"{__version__}\0{u.machine}\0{u.release}\0".encode()
+    key = _digest(f"{__version__}\0{_GEN}\0{ignore_unknown}\0{u.machine}\0{u.release}\0"
+                  .encode()
                   + jsonio.dumps(sc).encode())
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
@@ -332,7 +353,7 @@ def program(sc: dict[str, Any], cache_dir: str) -> Program:
             return Program(bpf, flags, notify)
     except OSError:
         pass
-    filt = compile_filter(sc)
+    filt = compile_filter(sc, ignore_unknown=ignore_unknown)
     lib = _libseccomp()
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     mfd = os.memfd_create("cove-seccomp", os.MFD_CLOEXEC)

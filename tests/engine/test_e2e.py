@@ -161,3 +161,34 @@ def test_sigkill_supervisor_and_monitors(cove: Cove) -> None:
     assert cove("wait", "a").stdout.strip() == "7"
     cove("rm", "a", "b")
     cove("supervisor", "stop")
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+def test_monitors_forked_by_the_zygote_which_may_die(cove: Cove) -> None:
+    """Monitors are forked by the root's zygote (they share its pages copy-on-write);
+    SIGKILL of the zygote costs the running containers nothing, and the next `run`
+    starts a new one."""
+    cove("run", "-d", "--name", "a", "--network", "none", "busybox", "sh", "-c",
+         f"trap 'exit 3' TERM; {TICKS}")
+    zpid = int(Path(cove.root, "zygote.pid").read_text())
+    with open(f"/proc/{zpid}/comm") as f:
+        assert f.read().strip() == "cove-zygote"
+    mon = _inspect(cove, "a")["MonitorPid"]
+    assert _ppid(mon) == zpid
+    os.kill(zpid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(zpid), what="the zygote's death")
+    n = len(cove("logs", "a").stdout.splitlines())
+    time.sleep(0.5)
+    assert len(cove("logs", "a").stdout.splitlines()) > n, "the log stopped"
+    cove("run", "-d", "--name", "b", "--network", "none", "busybox", "sleep", "100")
+    z2 = int(Path(cove.root, "zygote.pid").read_text())
+    assert z2 != zpid and _ppid(_inspect(cove, "b")["MonitorPid"]) == z2
+    cove("stop", "-t", "5", "a")
+    assert cove("wait", "a").stdout.strip() == "3"
+    cove("rm", "-f", "a", "b")
+    cove("supervisor", "stop")
+    assert not pid_alive(z2)

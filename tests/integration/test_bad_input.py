@@ -5,6 +5,7 @@ mounts, processes, cgroups and state entries after every test)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -84,6 +85,25 @@ CONFIG_CASES = {
                         "linux.resources.memory.limit: expected integer"),
     "bad-seccomp-action": (_set("linux.seccomp", {"defaultAction": "SCMP_ACT_BOGUS"}),
                            "unknown seccomp action"),
+    "no-mount-ns": (lambda c: c["linux"].__setitem__("namespaces", [
+        n for n in c["linux"]["namespaces"] if n["type"] != "mount"]),
+        "linux.namespaces: a container needs a mount namespace of its own, not the host's"),
+    "host-mount-ns": (lambda c: c["linux"].__setitem__("namespaces", [
+        n if n["type"] != "mount" else {"type": "mount", "path": "/proc/self/ns/mnt"}
+        for n in c["linux"]["namespaces"]]),
+        "linux.namespaces: a container needs a mount namespace of its own, not the host's"),
+    "sysctl-host-ipc-ns": (lambda c: (
+        c["linux"].__setitem__("sysctl", {"kernel.shmmni": "4096"}),
+        c["linux"].__setitem__("namespaces", [
+            n if n["type"] != "ipc" else {"type": "ipc", "path": "/proc/self/ns/ipc"}
+            for n in c["linux"]["namespaces"]])),
+        "linux.sysctl.kernel.shmmni: not allowed in the host's ipc namespace"),
+    "unknown-syscall": (_set("linux.seccomp", {
+        "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["mkdir", "mkdir_typo"], "action": "SCMP_ACT_ERRNO"}]}),
+        "linux.seccomp.syscalls[1].names[1]: unknown syscall 'mkdir_typo' (annotation "
+        "io.cove.unknown-syscalls=ignore skips such names)"),
     "hostname-without-uts": (
         lambda c: (c.__setitem__("hostname", "x"),
                    c["linux"].__setitem__("namespaces", [{"type": "pid"}, {"type": "mount"}])),
@@ -144,28 +164,43 @@ def test_340_mappings_are_fine(env: Env) -> None:
     assert p.stdout.strip() == "340"
 
 
+def _with_cap_last_cap(env: Env, tmp_path: Path, value: int, tool: str, name: str,
+                       bundle: Path) -> subprocess.CompletedProcess[str]:
+    """`tool run` with /proc/sys/kernel/cap_last_cap faked by a bind mount in a private
+    mount namespace (the host's is untouched)."""
+    fake = tmp_path / "cap_last_cap"
+    fake.write_text(f"{value}\n")
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/cap_last_cap '
+         '&& exec "$@"', str(fake), tool, "--root", str(env.tmp / f"{name}-state"),
+         "run", "--bundle", str(bundle), env.id()],
+        capture_output=True, text=True, timeout=60)
+
+
 def test_capability_unknown_to_the_kernel(env: Env, tmp_path: Path) -> None:
     """A capability name Cove knows but the running kernel does not (above
-    /proc/sys/kernel/cap_last_cap, faked here with a bind mount in a private mount
-    namespace): as runc, one warning line naming it and the container runs without
-    it. Names nobody knows (CAP_FOO) are errors: see CONFIG_CASES."""
-    fake = tmp_path / "cap_last_cap"
-    fake.write_text("38\n")  # a kernel before CAP_BPF (39) and CAP_CHECKPOINT_RESTORE (40)
+    cap_last_cap; 38 is a kernel before CAP_BPF (39) and CAP_CHECKPOINT_RESTORE (40)):
+    one error line naming its JSON path, nothing made. runc 1.1.5 instead warns and runs
+    without it; Cove does that only when the config asks (annotation
+    io.cove.unknown-caps=ignore). Names nobody knows (CAP_FOO) are errors: CONFIG_CASES."""
     cfg = base_config(["sh", "-c", "grep CapPrm /proc/self/status"])
     caps = cfg["process"]["capabilities"]
     caps["bounding"] += ["CAP_BPF", "CAP_CHECKPOINT_RESTORE"]
     caps["permitted"] += ["CAP_BPF"]
     b = env.bundle(cfg)
-    results = {}
-    tools = {"cove": RUNTIME, **({"runc": RUNC} if RUNC else {})}
-    for name, tool in tools.items():
-        r = subprocess.run(
-            ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/cap_last_cap '
-             '&& exec "$@"', str(fake), tool, "--root", str(env.tmp / f"{name}-state"),
-             "run", "--bundle", str(b.path), env.id()],
-            capture_output=True, text=True, timeout=60)
-        results[name] = r
-    p = results["cove"]
+    p = _with_cap_last_cap(env, tmp_path, 38, RUNTIME, "cove", b.path)
+    assert p.returncode == 1
+    assert _one_line(p.stderr) == (
+        "cove-runtime: process.capabilities.bounding[3]: CAP_BPF is not known to the "
+        "running kernel (cap_last_cap 38; also process.capabilities.bounding[4] "
+        "CAP_CHECKPOINT_RESTORE, process.capabilities.permitted[3] CAP_BPF); annotation "
+        "io.cove.unknown-caps=ignore leaves such capabilities out instead")
+    state = env.tmp / "cove-state"
+    assert not state.exists() or not os.listdir(state)
+
+    b.config.setdefault("annotations", {})["io.cove.unknown-caps"] = "ignore"
+    b.write()
+    p = _with_cap_last_cap(env, tmp_path, 38, RUNTIME, "cove", b.path)
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip() == (
         "cove-runtime: warning: ignoring capabilities this kernel does not know "
@@ -174,8 +209,8 @@ def test_capability_unknown_to_the_kernel(env: Env, tmp_path: Path) -> None:
         "process.capabilities.permitted[3] CAP_BPF")
     prm = int(p.stdout.split()[1], 16)
     assert prm == (1 << 29) | (1 << 5) | (1 << 10)  # AUDIT_WRITE, KILL, NET_BIND_SERVICE
-    if "runc" in results:  # runc 1.1.5: the same (a warning, exit 0, CAP_BPF left out)
-        r = results["runc"]
+    if RUNC:  # runc 1.1.5: a warning, exit 0, CAP_BPF left out
+        r = _with_cap_last_cap(env, tmp_path, 38, RUNC, "runc", b.path)
         assert r.returncode == 0 and "ignoring unknown or unavailable capabilities" in r.stderr
         assert int(r.stdout.split()[1], 16) == prm
 
@@ -247,3 +282,17 @@ def test_unknown_things(env: Env) -> None:
     assert "unknown signal" in _one_line(env.rt("kill", "nosuch", "SIGFOO").stderr)
     p = env.rt("--systemd-cgroup", "create", "--bundle", str(env.tmp), "x")
     assert p.returncode == 1 and "systemd" in _one_line(p.stderr)
+
+
+def test_unknown_syscall_ignored_when_asked(env: Env) -> None:
+    """With the annotation io.cove.unknown-syscalls=ignore, a name libseccomp does not
+    know is skipped (runc's behaviour, for profiles written for newer kernels) and the
+    rest of the rule still applies."""
+    cfg = base_config(["sh", "-c", "mkdir /tmp/x 2>&1; touch /tmp/y && echo touched"])
+    cfg["annotations"] = {"io.cove.unknown-syscalls": "ignore"}
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat", "no_such_syscall"], "action": "SCMP_ACT_ERRNO"}]}
+    b = env.bundle(cfg)
+    p = env.rt("run", "--bundle", str(b.path), env.id())
+    assert p.returncode == 0, p.stderr
+    assert "Operation not permitted" in p.stdout and "touched" in p.stdout
