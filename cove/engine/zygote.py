@@ -72,7 +72,10 @@ def _fork_monitor(root: str, conn: socket.socket, listener: socket.socket, lock:
             os.close(null)
             os.close(logf)
             os.environ.clear()
-            os.environ.update(kv.split("=", 1) for kv in env if "=" in kv)
+            for kv in env:
+                k, sep, v = kv.partition("=")
+                if sep:
+                    os.environ[k] = v
             code = monitor.main([root, name, str(sync), *(["--adopt"] if adopt else [])])
         finally:
             os._exit(code)
