@@ -354,7 +354,7 @@ def _new_record(cid: str, name: str, o: RunOptions, digest: str,
 def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
     """The record, corrected where its processes are gone without a word (its monitor
     killed while the container exited; the host's process tree restarted): the exit code
-    is the one the shim wrote, else 255."""
+    is the one the zygote wrote (it reaps the init of a dead monitor), else 255."""
     from cove.engine.monitor import read_exit
     cdir = paths.cdir(name)
     rec = S.load(cdir)
@@ -363,8 +363,15 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
     st = rec["State"]
     if st["Status"] == "running" and not S.pid_alive(int(st.get("Pid") or 0),
                                                      st.get("PidStart")) \
-            and not _monitor_alive(rec) and not _shim_alive(rec):
+            and not _monitor_alive(rec):
         code = read_exit(cdir, int(st.get("Pid") or 0))
+        if code is None and _zygote_alive(rec):
+            # it reaps the orphaned init and writes the code: a moment
+            import time
+            deadline = time.monotonic() + 2.0
+            while code is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                code = read_exit(cdir, int(st.get("Pid") or 0))
 
         def lost(r: dict[str, Any]) -> None:
             r["State"].update(Status="exited", Running=False, Pid=0,
@@ -372,7 +379,7 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
                               FinishedAt=S.now_rfc3339(),
                               Error="exited while no monitor watched it; exit code lost"
                               if code is None else "")
-            r["MonitorPid"] = r["ShimPid"] = 0
+            r["MonitorPid"] = 0
         rec = S.update(cdir, lost)
         _rt_delete(paths, name)
         cleanup(paths, name)
@@ -390,9 +397,9 @@ def cleanup(paths: S.Paths, name: str) -> None:
     monitor.cleanup(paths, name, S.load(paths.cdir(name)) or {})
 
 
-def _shim_alive(rec: dict[str, Any]) -> bool:
-    pid = int(rec.get("ShimPid") or 0)
-    return pid > 0 and S.pid_alive(pid, rec.get("ShimStart"))
+def _zygote_alive(rec: dict[str, Any]) -> bool:
+    pid = int(rec.get("ZygotePid") or 0)
+    return pid > 0 and S.pid_alive(pid, rec.get("ZygoteStart"))
 
 
 def _monitor_alive(rec: dict[str, Any]) -> bool:
@@ -559,14 +566,16 @@ MONITOR_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
 ZYGOTE_MAIN = MONITOR_MAIN.replace("monitor", "zygote")
 
 
-def _zygote_spawn(root: str, name: str, adopt: bool, sync: int, logf: int,
-                  env: dict[str, str], src: str) -> bool:
-    """Have the root's zygote (cove/engine/zygote.py) fork the monitor, starting the
-    zygote when none answers; False when that fails (the caller execs one instead)."""
+def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
+                 env: dict[str, str]) -> bool:
+    """Have the root's zygote (cove/engine/zygote.py) fork a monitor (`role` "" or
+    "adopt") or the supervisor ("supervisor"), starting the zygote when none answers;
+    False when that fails (the caller execs one instead)."""
     import socket
 
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(root, "zygote.sock")
-    msg = "\0".join([name, "adopt" if adopt else "",
+    msg = "\0".join([name, role,
                      *(f"{k}={v}" for k, v in env.items())]).encode("utf-8", "surrogateescape")
     for attempt in range(2):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -616,7 +625,7 @@ def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     p = None
     try:
-        if not _zygote_spawn(root, name, adopt, w, logf, env, src):
+        if not zygote_spawn(root, name, "adopt" if adopt else "", w, logf, env):
             p = subprocess.Popen([sys.executable, "-I", "-S", "-c", MONITOR_MAIN, src, root,
                                   name, str(w), *(["--adopt"] if adopt else [])],
                                  pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,

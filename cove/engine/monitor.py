@@ -1,25 +1,23 @@
-"""The per-container monitor (`cove-monitor`, conmon's role) and its shim (`cove-shim`).
+"""The per-container monitor (`cove-monitor`, conmon's role).
 
-One run of one container has two small processes:
+A running container has one monitor. It is a child subreaper and runs `cove-runtime
+create`, so the container's init becomes its child; it starts the container
+(`cove-runtime start`), copies its stdout and stderr into the json-file log, waits for
+the init, writes `<container>/exit.code` ("CODE PID\\n", atomically), records the code
+and cleans up (runtime delete, rootfs unmount, network; removes a `--rm -d` container).
 
-- the **shim** is the container init's parent and does nothing else: forked by the
-  monitor, it makes itself a child subreaper and runs `cove-runtime create`, so the init
-  is reparented to it; it waits for the init, writes `<container>/exit.code`
-  ("CODE PID\\n", atomically) and exits. It holds no pipe that matters and imports
-  nothing after the fork, so killing the monitor (or the supervisor) costs no exit code.
-- the **monitor** starts the container (`cove-runtime start`), copies its stdout and
-  stderr into the json-file log, and when the shim exits reads exit.code, records it,
-  and cleans up (runtime delete, rootfs unmount, network; removes a `--rm -d`
-  container). It too is a child subreaper: if the shim is SIGKILLed, the init becomes
-  the monitor's child and its exit status is still known.
+Monitors are forked by the state root's zygote (cove/engine/zygote.py), which is a child
+subreaper too and so the next one up: if a monitor is SIGKILLed, its init becomes the
+zygote's child, and the zygote reaps it and writes exit.code. The zygote also takes over
+the dead monitor's FIFO read ends, so output of a container that exits while no monitor
+runs is still in the pipe when the init exits: it copies it into the log first. Only
+when both the monitor and the zygote are gone is an exit code lost (255, with an Error).
 
 The container's stdout and stderr are FIFOs in its directory that the container holds
 open read-write: it never sees EPIPE, and what it writes while no monitor reads stays in
 the pipe (1 MiB) for the next one. A monitor started with `--adopt` (by the supervisor,
-for a running container whose monitor died) re-opens those FIFOs and waits for the
-shim's exit through a pidfd. The shim keeps read ends of the FIFOs open, so output of a
-container that exits while no monitor runs is still in the pipe when the shim sees the
-exit: it copies it into the log itself before writing exit.code.
+for a running container whose monitor died) re-opens those FIFOs, waits for the init's
+exit through a pidfd and reads the code the zygote wrote.
 
 The monitor imports only os, select, signal, ctypes (for prctl) and the engine's
 state/log modules (which use `cove.oci.jsonio`, not `json`): it is the per-container
@@ -33,7 +31,6 @@ SYNC_FD gets "ok\\n" once the container runs, or "error: ...\\n".
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` imports enum (6 ms, memory)
-import gc
 import os
 import select
 import sys
@@ -193,118 +190,69 @@ class Monitor:
                 pass
         return out.decode(errors="replace").strip()
 
-    # -- the shim -------------------------------------------------------------------------
+    # -- the container -------------------------------------------------------------------
 
-    def fork_shim(self, ends: list[int], sync: int) -> tuple[int, int]:
-        """Fork the shim, which creates the container; (shim pid, init pid)."""
-        exit_file = os.path.join(self.cdir, EXIT_FILE)
-        try:
-            os.unlink(exit_file)
-        except FileNotFoundError:
-            pass
-        r, w = os.pipe()
-        monitor = os.getpid()
-        # Copy-on-write keeps the shim cheap only while neither process writes to the
-        # pages they share: the collector would (it links every tracked object), so
-        # what exists now is frozen out of its reach in both, and the shim never runs it.
-        gc.freeze()
-        shim = os.fork()
-        if shim == 0:  # pragma: no cover - the shim
-            gc.disable()
-            code = 1
+    def create(self, ends: list[int]) -> int:
+        """`cove-runtime create`, with the FIFOs as the container's stdout and stderr; the
+        init's pid. We are a child subreaper: the init is our child once the runtime has
+        exited."""
+        for old in (EXIT_FILE, "init.pid"):
             try:
-                os.close(r)
-                os.close(sync)
-                os.close(self.writer.fd)
-                code = self._shim(ends, w, monitor)
-            finally:
-                os._exit(code)
-        os.close(w)
-        for fd in ends:
-            os.close(fd)
-        with os.fdopen(r, "rb") as f:
-            line = f.read().decode(errors="replace").strip()
-        if not line.isdigit():
-            os.waitpid(shim, 0)
-            raise RuntimeError(self._fifo_text() or line or "the shim died")
-        return shim, int(line)
-
-    def _shim(self, ends: list[int], report: int, monitor: int) -> int:  # pragma: no cover
-        set_comm("cove-shim")
-        subreaper()
-        for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(s, signal.SIG_IGN)
+                os.unlink(os.path.join(self.cdir, old))
+            except FileNotFoundError:
+                pass
         pid_file = os.path.join(self.cdir, "init.pid")
-        try:
-            os.unlink(pid_file)
-        except FileNotFoundError:
-            pass
         rc, _ = call([*self.rt, "create", "--bundle", self.cdir, "--pid-file", pid_file,
                       self.name], stdout=ends[0], stderr=ends[1])
         for fd in ends:
             os.close(fd)
         if rc != 0:
-            os.write(report, f"cove-runtime create: exit status {rc}\n".encode())
-            return 1
+            raise RuntimeError(self._fifo_text() or f"cove-runtime create: exit status {rc}")
         with open(pid_file) as f:
-            pid = int(f.read().strip())
-        os.write(report, f"{pid}\n".encode())
-        os.close(report)
-        code = 255
-        while True:
-            try:
-                got, status = os.waitpid(-1, 0)
-            except InterruptedError:
-                continue
-            except ChildProcessError:
+            return int(f.read().strip())
+
+    def drain_all(self) -> None:
+        """Copy whatever the FIFOs still hold into the log (the writers are gone)."""
+        for _ in range(1024):
+            if not self.rfds:
                 break
-            if got == pid:
-                code = shell_code(status)
+            self.drain(0)
+            if not select.select(list(self.rfds), [], [], 0)[0]:
                 break
-        if os.getppid() != monitor and not _monitor_running(self.cdir):
-            # no monitor: what the container wrote last is only in the pipes we hold
-            self.writer = L.JsonFileWriter(L.log_path(self.cdir), self.max_size,
-                                           self.max_file)
-            while self.drain(0):
-                pass
-            self.writer.close()
-        S.write_atomic(os.path.join(self.cdir, EXIT_FILE), f"{code} {pid}\n".encode())
-        return 0
 
     # -- watching -------------------------------------------------------------------------
 
-    def watch(self, shim: int, init: int, init_start: int | None,
-              parent: bool) -> tuple[int, str]:
-        """Log until the shim exits; the init's exit code (and an Error)."""
-        sfd = pidfd(shim)
-        if sfd >= 0:
-            while not self.drain(None, [sfd]):
-                pass
-            os.close(sfd)
-        if parent:
-            try:
-                os.waitpid(shim, 0)
-            except ChildProcessError:
-                pass
-        code = read_exit(self.cdir, init)
-        if code is not None:
-            return code, ""
-        # the shim died without a word: the init is ours (we are a subreaper) or lost
-        ifd = pidfd(init) if S.pid_alive(init, init_start) or parent else -1
+    def watch(self, init: int, init_start: int | None, parent: bool) -> tuple[int, str]:
+        """Log until the init exits; its exit code (and an Error)."""
+        ifd = pidfd(init) if parent or S.pid_alive(init, init_start) else -1
         if ifd >= 0:
             while not self.drain(None, [ifd]):
                 pass
             os.close(ifd)
         if parent:
-            try:
-                got, status = os.waitpid(init, os.WNOHANG)
-                if got == init:
-                    return shell_code(status), ""
-            except ChildProcessError:
-                pass
-        return 255, "exit code lost: its shim was killed"
+            while True:
+                try:
+                    _, status = os.waitpid(init, 0)
+                except InterruptedError:  # pragma: no cover
+                    continue
+                except ChildProcessError:
+                    break
+                code = shell_code(status)
+                S.write_atomic(os.path.join(self.cdir, EXIT_FILE), f"{code} {init}\n".encode())
+                return code, ""
+        # adopted: the zygote (a subreaper) reaped the orphaned init and writes its code
+        import time
+        deadline = time.monotonic() + 3.0
+        while (got := read_exit(self.cdir, init)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if got is not None:
+            return got, ""
+        return 255, "exit code lost: its monitor was killed while no zygote ran"
 
-    def finish(self, code: int, error: str = "") -> None:
+    def finish(self, code: int, error: str = "", finished: str = "") -> None:
+        """Record the exit (`finished`: when the init exited; now by default), clean up,
+        and wake the supervisor: a restart policy's delay counts from the exit."""
+        finished = finished or S.now_rfc3339()
         import time
         deadline = time.monotonic() + 2.0
         while self.rfds and time.monotonic() < deadline:
@@ -316,13 +264,14 @@ class Monitor:
         def done(r: dict[str, Any]) -> None:
             st = r["State"]
             st.update(Status="exited", Running=False, Pid=0, ExitCode=code,
-                      FinishedAt=S.now_rfc3339(), Error=error)
+                      FinishedAt=finished, Error=error)
             if st.get("Health"):
                 st["Health"]["Status"] = "unhealthy" if st["Health"]["Status"] == "unhealthy" \
                     else "starting"
             r["MonitorPid"] = 0
-            r["ShimPid"] = 0
         rec = S.update(self.cdir, done)
+        if rec.get("HostConfig", {}).get("RestartPolicy", {}).get("Name", "no") != "no":
+            wake_supervisor(self.paths)
         if rec.get("HostConfig", {}).get("AutoRemove"):
             try:
                 from cove.engine import containers
@@ -351,6 +300,25 @@ def cleanup(paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
                 break
 
 
+def wake_supervisor(paths: S.Paths) -> None:
+    """SIGUSR1 to the root's supervisor, if one runs: it looks at the records now."""
+    try:
+        with open(paths.supervisor_pid) as f:
+            pid = int(f.read().strip() or 0)
+        if pid > 0 and _comm(pid) == "cove-supervisor":
+            os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        pass
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def _monitor_running(cdir: str) -> bool:
     rec = S.load(cdir) or {}
     pid = int(rec.get("MonitorPid") or 0)
@@ -376,27 +344,32 @@ def main(argv: list[str]) -> int:
             m.open_fifos(create=False)
             st = m.rec["State"]
             pid, start = int(st.get("Pid") or 0), st.get("PidStart")
-            shim = int(m.rec.get("ShimPid") or 0)
         else:
             ends = m.open_fifos(create=True)
-            shim, pid = m.fork_shim(ends, sync)
+            pid = m.create(ends)
             start = S.proc_start_time(pid)
             rc, err = call([*m.rt, "start", name])
             if rc != 0:
                 call([*m.rt, "delete", "--force", name])
-                os.waitpid(shim, 0)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
                 raise RuntimeError(err or "cove-runtime start failed")
-        shim_start = S.proc_start_time(shim)
+
+        ppid = os.getppid()
+        zygote = ppid if _comm(ppid) == "cove-zygote" else 0
+        zstart = S.proc_start_time(zygote) if zygote else None
 
         def running(r: dict[str, Any]) -> None:
             st = r["State"]
             if not adopt:
+                r["ZygotePid"], r["ZygoteStart"] = zygote, zstart
                 st.update(Status="running", Running=True, Pid=pid, PidStart=start,
                           ExitCode=0, Error="", StartedAt=S.now_rfc3339(),
                           FinishedAt="0001-01-01T00:00:00Z")
                 if r["Config"].get("Healthcheck"):
                     st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
-                r["ShimPid"], r["ShimStart"] = shim, shim_start
             r["MonitorPid"] = os.getpid()
         S.update(m.cdir, running)
     except Exception as e:
@@ -417,8 +390,8 @@ def main(argv: list[str]) -> int:
     except OSError:
         pass
     try:
-        code, error = m.watch(shim, pid, start, parent=not adopt)
-        m.finish(code, error)
+        code, error = m.watch(pid, start, parent=not adopt)
+        m.finish(code, error, S.now_rfc3339())
     except FileNotFoundError:
         pass  # removed under us
     return 0

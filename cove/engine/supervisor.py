@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -66,9 +67,11 @@ def ensure(root: str) -> int:
     logf = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     env = {**os.environ, "COVE_RUNTIME": C.runtime_binary()}
     try:
-        subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
-                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                         start_new_session=True, env=env, cwd="/")
+        # forked by the zygote, it shares the interpreter's pages with the monitors
+        if not C.zygote_spawn(root, "", "supervisor", w, logf, env):
+            subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
+                             pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,
+                             stderr=logf, start_new_session=True, env=env, cwd="/")
     finally:
         os.close(w)
         os.close(logf)
@@ -96,9 +99,9 @@ def stop_zygote(root: str) -> None:
 
 def stop(root: str, timeout: float = 10.0) -> bool:
     """Stop the supervisor (and the zygote) of `root`; whether a supervisor ran."""
-    stop_zygote(root)
     pid = running_pid(root)
     if not pid:
+        stop_zygote(root)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -106,6 +109,7 @@ def stop(root: str, timeout: float = 10.0) -> bool:
         time.sleep(0.05)
     if S.pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+    stop_zygote(root)
     return True
 
 
@@ -135,6 +139,7 @@ class Supervisor:
         self.restart_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
         self.live: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        self.wake = -1  # read end of the signal wakeup pipe (main)
 
     # -- restart policies ---------------------------------------------------------------
 
@@ -286,7 +291,17 @@ class Supervisor:
                     self.health(name, rec)
                 except Exception as e:
                     print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            time.sleep(self.next_due())
+            self.wait(self.next_due())
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the next tick, or until a monitor reports an exit (SIGUSR1)."""
+        try:
+            ready, _, _ = select.select([self.wake], [], [], timeout)
+        except InterruptedError:  # pragma: no cover
+            return
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake, 512)
 
 
 def main(argv: list[str]) -> int:
@@ -303,6 +318,10 @@ def main(argv: list[str]) -> int:
         return 0
     S.write_atomic(paths.supervisor_pid, f"{os.getpid()}\n".encode(), 0o644)
     sup = Supervisor(root)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: None)
+    sup.wake = wake_r
 
     def term(_s: int, _f: object) -> None:
         sup.stopping = True

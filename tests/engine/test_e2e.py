@@ -154,11 +154,17 @@ def test_sigkill_supervisor_and_monitors(cove: Cove) -> None:
     assert out[-1] == "bye"
     ticks = [int(x.split()[1]) for x in out[:-1]]
     assert ticks == list(range(1, len(ticks) + 1)) and len(ticks) > 20, "lines lost"
-    # a killed shim loses nothing either: the monitor, a subreaper, inherits the init
+    # with no supervisor to re-adopt it: the zygote, a subreaper, inherits the init of a
+    # killed monitor, keeps its output and records its exit code
+    cove("supervisor", "stop")
     cove("start", "a")
-    os.kill(_inspect(cove, "a")["ShimPid"], signal.SIGKILL)
+    os.kill(_inspect(cove, "a")["MonitorPid"], signal.SIGKILL)
+    time.sleep(0.5)
     cove("stop", "-t", "5", "a")
     assert cove("wait", "a").stdout.strip() == "7"
+    rec = _inspect(cove, "a")
+    assert (rec["State"]["ExitCode"], rec["State"]["Error"]) == (7, "")
+    assert cove("logs", "a").stdout.splitlines()[-1] == "bye"
     cove("rm", "a", "b")
     cove("supervisor", "stop")
 
