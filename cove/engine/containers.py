@@ -569,8 +569,8 @@ ZYGOTE_MAIN = MONITOR_MAIN.replace("monitor", "zygote")
 def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
                  env: dict[str, str]) -> bool:
     """Have the root's zygote (cove/engine/zygote.py) fork a monitor (`role` "" or
-    "adopt") or the supervisor ("supervisor"), starting the zygote when none answers;
-    False when that fails (the caller execs one instead)."""
+    "adopt"), starting the zygote when none answers; False when that fails (the caller
+    execs one instead)."""
     import socket
 
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -67,11 +67,12 @@ def ensure(root: str) -> int:
     logf = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     env = {**os.environ, "COVE_RUNTIME": C.runtime_binary()}
     try:
-        # forked by the zygote, it shares the interpreter's pages with the monitors
-        if not C.zygote_spawn(root, "", "supervisor", w, logf, env):
-            subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
-                             pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,
-                             stderr=logf, start_new_session=True, env=env, cwd="/")
+        # Exec'ed, not forked by the zygote: its imports (subprocess, threading, the
+        # engine) would grow the heap the monitors fork from, and cost each of them
+        # more in pages they write than the supervisor saves (bench/engine).
+        subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
+                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                         start_new_session=True, env=env, cwd="/")
     finally:
         os.close(w)
         os.close(logf)

@@ -67,10 +67,6 @@ def _fork_monitor(root: str, conn: socket.socket, listener: socket.socket, lock:
         return -1, ""
     sync, logf = fds
     name, role, *env = msg.decode("utf-8", "surrogateescape").split("\0")
-    if role == "supervisor":
-        # imported here, once: then the supervisor (and later monitors) share it
-        from cove.engine import supervisor
-        gc.freeze()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the monitor
         code = 1
@@ -94,11 +90,7 @@ def _fork_monitor(root: str, conn: socket.socket, listener: socket.socket, lock:
                 k, sep, v = kv.partition("=")
                 if sep:
                     os.environ[k] = v
-            if role == "supervisor":
-                monitor.set_comm(supervisor.COMM)
-                code = supervisor.main([root, str(sync)])
-            else:
-                code = monitor.main([root, name, str(sync), *(["--adopt"] if role else [])])
+            code = monitor.main([root, name, str(sync), *(["--adopt"] if role else [])])
         finally:
             os._exit(code)
     os.close(sync)
