@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,7 +171,7 @@ def _mounts(paths: S.Paths, o: RunOptions, made: list[str]) -> list[dict[str, An
         if not dst.startswith("/"):
             raise CoveError(f"mount target {dst!r}", "must be an absolute path")
         if kind == "volume":
-            vname = src or uuid.uuid4().hex
+            vname = src or os.urandom(16).hex()
             existed = volumes.exists(paths.root, vname)
             vol = volumes.ensure(paths.root, vname)
             if not existed:
@@ -424,7 +423,7 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
     st = Store(root)
     digest = images.find_image(st, o.image)
     img = st.image(digest)
-    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    cid = os.urandom(32).hex()
     name = o.name or f"cove-{cid[:12]}"
     # everything that can be checked is, before anything is made
     check_name(name)
@@ -473,7 +472,7 @@ def _image_volumes(paths: S.Paths, mounts: list[dict[str, Any]], wanted: list[st
         if dst in taken:
             continue
         taken.add(dst)
-        vname = uuid.uuid4().hex + uuid.uuid4().hex
+        vname = os.urandom(32).hex()
         vol = volumes.ensure(paths.root, vname, {"cove.anonymous": "true"})
         made.append(vname)
         out.append(vname)

@@ -30,14 +30,15 @@ import shutil
 import stat
 import tarfile
 import threading
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.oci.image import LAYER_COMPRESSION
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 DEFAULT_MAX_SIZE = 64 << 30          # 64 GiB of decompressed tar per layer
 WHITEOUT_PREFIX = ".wh."
@@ -387,6 +388,7 @@ class _Unpacker:
             data = src.read()
             self._count(len(data))
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor  # 8 ms: only to unpack
                 self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="unpack")
             self._slots.acquire()
             try:
@@ -477,7 +479,7 @@ def unpack(src: IO[bytes], compression: str, dest: str, *, max_size: int = DEFAU
     """Unpack a layer stream into `dest/fs` (+ `dest/whiteouts.json`); return its diffID.
     `dest` must not exist: it appears complete (renamed from a temp sibling) or not at
     all."""
-    tmp = f"{os.path.dirname(dest)}/.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = f"{os.path.dirname(dest)}/.tmp-{os.urandom(6).hex()}"
     os.makedirs(tmp, 0o700)
     # Locked while in use: Store.clean_stale removes only what a killed process left.
     lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

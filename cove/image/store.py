@@ -371,15 +371,20 @@ class Store:
             if len(hits) > 1:
                 raise CoveError(f"image {ref}", "ambiguous id prefix")
         # Not an id: a reference, which must parse (the parse error is the answer).
-        cands = reference.local_candidates(ref, reference.search_registries(self.root))
+        # localhost/NAME (and a qualified name) first: reading the search registries
+        # (a TOML file) is only needed when those are not here.
+        cands = reference.local_candidates(ref, [])
         if "@" in ref:
             r = reference.parse(ref)
             if r.digest in images:
                 return r.digest
-        for c in cands:
-            for d, rec in images.items():
-                if c in rec["names"]:
-                    return d
+        for tries in (0, 1):
+            for c in cands:
+                for d, rec in images.items():
+                    if c in rec["names"]:
+                        return d
+            if tries == 0:
+                cands = reference.local_candidates(ref, reference.search_registries(self.root))
         raise CoveError(f"image {ref}", "not found in the local store")
 
     def remove_image(self, digest: str) -> None:
