@@ -18,32 +18,52 @@ Each tick (0.2 s) it
 
 from __future__ import annotations
 
-import contextlib
+import _signal as signal  # the C module: `signal` imports enum
 import fcntl
 import os
 import select
-import signal
-import subprocess
 import sys
-import threading
 import time
-from typing import Any
 
-from cove.engine import containers as C
 from cove.engine import state as S
-from cove.engine.monitor import set_comm
+from cove.engine.monitor import _comm, set_comm
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    import threading
+    from types import ModuleType
+    from typing import Any
+
+
+class _suppress:
+    """contextlib.suppress, without importing contextlib (and what it imports)."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)
+
+
+def _containers() -> ModuleType:
+    """cove.engine.containers, imported when first needed (a restart, a health check,
+    an adoption): with its imports it is ~4 MiB of the supervisor's memory, which a
+    supervisor watching healthy containers without checks never pays."""
+    from cove.engine import containers
+    return containers
 
 COMM = "cove-supervisor"
 BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
 TICK = 0.2
 
 
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+def _monitor_alive(rec: dict[str, Any]) -> bool:
+    pid = int(rec.get("MonitorPid") or 0)
+    return pid > 0 and S.pid_alive(pid) and _comm(pid) == "cove-monitor"
 
 
 def running_pid(root: str) -> int:
@@ -65,12 +85,16 @@ def ensure(root: str) -> int:
     os.makedirs(root, exist_ok=True)
     r, w = os.pipe()
     logf = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    env = {**os.environ, "COVE_RUNTIME": C.runtime_binary()}
+    import subprocess
+
+    env = {**os.environ, "COVE_RUNTIME": _containers().runtime_binary()}
     try:
         # Exec'ed, not forked by the zygote: its imports (subprocess, threading, the
         # engine) would grow the heap the monitors fork from, and cost each of them
         # more in pages they write than the supervisor saves (bench/engine).
-        subprocess.Popen([sys.executable, "-m", "cove.engine.supervisor", root, str(w)],
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        main = _containers().MONITOR_MAIN.replace("monitor", "supervisor")
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", main, src, root, str(w)],
                          pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                          start_new_session=True, env=env, cwd="/")
     finally:
@@ -91,10 +115,10 @@ def stop_zygote(root: str) -> None:
         return
     if pid > 0 and S.pid_alive(pid) and _comm(pid) == "cove-zygote":
         os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
+        with _suppress(ChildProcessError):
             os.waitpid(pid, 0)  # ours only when this process started it
     for name in ("zygote.pid", "zygote.sock"):
-        with contextlib.suppress(OSError):
+        with _suppress(OSError):
             os.unlink(os.path.join(root, name))
 
 
@@ -120,7 +144,7 @@ def kill_check(p: subprocess.Popen[bytes], pid_file: str) -> None:
     runtime."""
     deadline = time.monotonic() + 5
     while p.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
+        with _suppress(OSError, ValueError):
             with open(pid_file) as f:
                 os.kill(int(f.read().strip()), signal.SIGKILL)
             break
@@ -166,7 +190,7 @@ class Supervisor:
                 min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
             self.backoff[name] = delay
             self.restart_at[name] = S.parse_rfc3339(st["FinishedAt"]) + delay
-            with contextlib.suppress(Exception):
+            with _suppress(Exception):
                 S.update(self.paths.cdir(name), lambda r: r["State"].update(
                     Status="restarting") if r["State"]["Status"] == "exited" else None)
         if time.time() >= self.restart_at[name]:
@@ -179,11 +203,11 @@ class Supervisor:
                 r["RestartLog"] = [*r.get("RestartLog", []), entry][-10:]
             try:
                 S.update(self.paths.cdir(name), note)
-                C.start(self.root, name, policy_restart=True)
+                _containers().start(self.root, name, policy_restart=True)
             except Exception as e:
                 print(f"restart {name}: {e}", file=sys.stderr, flush=True)
                 err = str(e)
-                with contextlib.suppress(Exception):
+                with _suppress(Exception):
                     S.update(self.paths.cdir(name), lambda r: r["State"].update(
                         Status="exited", Error=err))
 
@@ -209,19 +233,24 @@ class Supervisor:
             return
         if time.monotonic() >= self.next_check.get(name, 0):
             self.next_check[name] = time.monotonic() + hc["Interval"]
+            import threading
+
             t = threading.Thread(target=self.check, args=(name, rec), daemon=True)
             self.checks[name] = t
             t.start()
 
     def check(self, name: str, rec: dict[str, Any]) -> None:
+        import subprocess
+        import threading
+
         hc = rec["Config"]["Healthcheck"]
         test = hc["Test"]
         argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
         begin = S.now_rfc3339()
         pid_file = os.path.join(self.paths.cdir(name), f"health-{threading.get_ident()}.pid")
-        p = subprocess.Popen([*C.runtime(self.paths), "exec", "--pid-file", pid_file, name,
-                              *argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+        p = subprocess.Popen([*_containers().runtime(self.paths), "exec", "--pid-file",
+                              pid_file, name, *argv], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.live[name] = (p, pid_file)
         try:
             stdout, _ = p.communicate(timeout=hc["Timeout"])
@@ -231,7 +260,7 @@ class Supervisor:
             code, out = -1, f"health check timed out after {hc['Timeout']}s"
         finally:
             self.live.pop(name, None)
-            with contextlib.suppress(FileNotFoundError):
+            with _suppress(FileNotFoundError):
                 os.unlink(pid_file)
         in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
         result: dict[str, Any] = {}
@@ -260,10 +289,10 @@ class Supervisor:
             action = rec["HostConfig"].get("HealthOnFailure", "none")
             try:
                 if action == "kill":
-                    C.kill(self.root, name, "KILL", manual=False)
+                    _containers().kill(self.root, name, "KILL", manual=False)
                 elif action == "restart":
-                    C.stop(self.root, name, 5)
-                    C.start(self.root, name)
+                    _containers().stop(self.root, name, 5)
+                    _containers().start(self.root, name)
             except Exception as e:
                 print(f"health action {name}: {e}", file=sys.stderr, flush=True)
 
@@ -271,13 +300,13 @@ class Supervisor:
 
     def adopt(self, name: str, rec: dict[str, Any]) -> None:
         st = rec["State"]
-        if st["Status"] != "running" or C._monitor_alive(rec):
+        if st["Status"] != "running" or _monitor_alive(rec):
             return
         if S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
             if os.path.exists(os.path.join(self.paths.cdir(name), "stdout.fifo")):
-                C.adopt(self.root, name)
+                _containers().adopt(self.root, name)
         else:
-            C.refresh(self.paths, name)
+            _containers().refresh(self.paths, name)
 
     def loop(self) -> None:
         while not self.stopping:
@@ -301,7 +330,7 @@ class Supervisor:
         except InterruptedError:  # pragma: no cover
             return
         if ready:
-            with contextlib.suppress(BlockingIOError):
+            with _suppress(BlockingIOError):
                 os.read(self.wake, 512)
 
 
@@ -334,9 +363,9 @@ def main(argv: list[str]) -> int:
         os.close(sync)
     sup.loop()
     for p, pid_file in list(sup.live.values()):  # checks in flight die with us
-        with contextlib.suppress(Exception):
+        with _suppress(Exception):
             kill_check(p, pid_file)
-    with contextlib.suppress(FileNotFoundError):
+    with _suppress(FileNotFoundError):
         os.unlink(paths.supervisor_pid)
     return 0
 
