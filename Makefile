@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all deps install run test test-v2 unit lint bench clean
+.PHONY: all deps install run test test-v2 unit lint bench bench-deps bench-overhead clean
 
 all: install
 
@@ -36,11 +36,19 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint:
-	$(BIN)/ruff check cove tests bench
+	$(BIN)/ruff check cove tests bench/lifecycle bench/engine bench/pull bench/overhead  # extensionless: named
 	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/lifecycle
+
+# Optional, for bench/overhead only (CI needs none of it): sysbench, fio, iperf3, matplotlib.
+bench-deps: install
+	sh scripts/install-deps.sh bench
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+
+bench-overhead: bench-deps
+	$(BIN)/python bench/overhead
 
 clean:
 	rm -rf $(VENV) cove/_commit

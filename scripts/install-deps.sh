@@ -5,7 +5,10 @@ set -eu
 PKGS="python3 python3-venv busybox-static libseccomp2 uidmap tmux iproute2 procps psmisc
 runc crun podman conmon containerd docker.io iptables fuse-overlayfs slirp4netns
 docker-registry apache2-utils openssl nftables linux-image-amd64 qemu-system-x86 runsc
-skopeo umoci debootstrap"
+skopeo umoci debootstrap erofs-utils"
+# `install-deps.sh bench` (make bench-deps): the workloads of bench/overhead, only for it.
+BENCH_PKGS="sysbench fio iperf3"
+[ "${1:-}" = bench ] && PKGS="$BENCH_PKGS"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

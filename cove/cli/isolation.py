@@ -80,7 +80,8 @@ def _vm(cmd: str, f: F.Parsed, root: str) -> int:
         V.create(root, _one(f, cmd), f.s("bundle"), f.s("pid-file"), f.s("console-socket"))
         return 0
     if cmd == "run":
-        return V.run(root, _one(f, cmd), f.s("bundle"), f.s("pid-file"), f.b("detach"))
+        return V.run(root, _one(f, cmd), f.s("bundle"), f.s("pid-file"), f.b("detach"),
+                     f.s("console-socket"))
     if cmd == "start":
         from cove.runtime.start import start
 
@@ -102,12 +103,11 @@ def _vm(cmd: str, f: F.Parsed, root: str) -> int:
         out.write(V.ps(root, _one(f, cmd), f.s("format", "table")))
         return 0
     if cmd == "exec":
-        if f.b("tty") or f.s("console-socket"):
-            raise _cant("vm", "exec --tty", "give a terminal to processes of")
         cid = _one(f, cmd)
         proc = V.process_from(root, cid, f.s("process"), f.args[1:], f.lst("env"),
-                              f.s("cwd"), f.s("user"))
-        return V.exec_process(root, cid, proc, f.b("detach"), f.s("pid-file"))
+                              f.s("cwd"), f.s("user"), f.b("tty"))
+        return V.exec_process(root, cid, proc, f.b("detach"), f.s("pid-file"),
+                              f.s("console-socket"))
     if cmd == "pause":
         V.pause(root, _one(f, cmd))
         return 0
@@ -115,7 +115,11 @@ def _vm(cmd: str, f: F.Parsed, root: str) -> int:
         V.resume(root, _one(f, cmd))
         return 0
     if cmd == "update":
-        raise _cant("vm", cmd, "update the resources of running")
+        from cove.runtime.update import FLAGS, resources_from
+
+        given = {k: f.s(k) for k in FLAGS if k in f.values}
+        V.update(root, _one(f, cmd), resources_from(f.s("resources"), given))
+        return 0
     if cmd == "events":
         raise _cant("vm", cmd, "report events or stats of")
     raise _cant("vm", cmd)

@@ -3,8 +3,10 @@
 It runs the container with Cove's own runtime inside the guest (as Kata runs its agent
 and runtime in its VM): the host sends the bundle's config (paths already translated to
 the guest's shares), the agent writes a guest-local bundle and runs `cove-runtime create`,
-`start`, `exec --detach` and `ps` on it, relays the processes' stdio as frames, forwards
-signals, and, being pid 1, reaps the container's init and reports its wait status.
+`start`, `exec --detach` and `ps` on it, relays the processes' stdio as frames (or, with a terminal,
+the pty master the guest's runtime sends to the agent's console socket), forwards
+signals and window sizes, and, being pid 1, reaps the container's init and reports its
+wait status.
 Stdlib only, plus cove.vm.proto.
 """
 
@@ -54,6 +56,8 @@ class Proc:
         self.stdin = -1
         self.outs: dict[int, int] = {}  # fd -> frame kind
         self.status: int | None = None
+        self.tty = -1  # the pty master, when the process has a terminal
+        self.console: Any = None  # the listening console socket until the master comes
 
 
 class Agent:
@@ -101,16 +105,59 @@ class Agent:
             pass
         return "cove-runtime failed in the guest"
 
-    def new_proc(self, chan: int) -> tuple[Proc, tuple[int, int, int]]:
+    def new_proc(self, chan: int, terminal: bool = False) -> tuple[Proc, tuple[int, int, int]]:
         p = Proc(chan)
+        self.procs[chan] = p
+        if terminal:  # the process's stdio is the pty; the helper's, the console
+            import socket
+
+            path = f"{RUN}/console-{chan}.sock"
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            p.console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            p.console.bind(path)
+            p.console.listen(1)
+            return p, (os.dup(0), os.dup(1), os.dup(2))
         in_r, p.stdin = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         p.outs = {out_r: P.STDOUT, err_r: P.STDERR}
-        self.procs[chan] = p
         return p, (in_r, out_w, err_w)
+
+    def take_console(self, p: Proc) -> None:
+        """Receive the pty master the guest's runtime sent to p's console socket (it is
+        queued there: the runtime connects and sends before it exits)."""
+        import array
+        import socket
+
+        lsock, p.console = p.console, None
+        try:
+            lsock.settimeout(5)
+            conn, _ = lsock.accept()
+            with conn:
+                conn.settimeout(5)
+                fds = array.array("i")
+                _, anc, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+        except OSError as e:
+            raise RuntimeError(f"no terminal from the runtime: {e}") from None
+        finally:
+            lsock.close()
+            os.unlink(f"{RUN}/console-{p.chan}.sock")
+        if not fds:
+            raise RuntimeError("no terminal from the runtime")
+        for extra in fds[1:]:
+            os.close(extra)
+        p.tty = fds[0]
+        os.set_inheritable(p.tty, False)
+        p.stdin = os.dup(p.tty)
+        p.outs = {p.tty: P.STDOUT}
 
     # -- frames from the host
     def on_frame(self, chan: int, kind: int, data: bytes) -> None:
@@ -122,6 +169,8 @@ class Agent:
             p = self.procs.get(chan)
             if p is None or p.stdin < 0:
                 return
+            if not data and p.tty >= 0:
+                return  # a terminal's ^D is a byte; its end is a hang-up (SIGHUP)
             if not data:
                 os.close(p.stdin)
                 p.stdin = -1
@@ -137,15 +186,35 @@ class Agent:
                     os.kill(p.pid, json.loads(data)["signal"])
                 except ProcessLookupError:
                     pass
+        elif kind == P.RESIZE:
+            p = self.procs.get(chan)
+            if p is not None and p.tty >= 0:
+                import fcntl
+                import struct
+
+                size = json.loads(data)
+                try:
+                    fcntl.ioctl(p.tty, 0x5414, struct.pack(  # TIOCSWINSZ
+                        "HHHH", size["rows"], size["cols"], 0, 0))
+                except OSError:
+                    pass
         elif kind == P.EXEC:
             path = f"{RUN}/exec-{chan}.json"
             with open(path, "wb") as f:
                 f.write(data)
-            p, stdio = self.new_proc(chan)
+            p, stdio = self.new_proc(chan, bool(json.loads(data).get("terminal")))
+            tty = ["--console-socket", f"{RUN}/console-{chan}.sock"] if p.console else []
             self.spawn(self.runtime("exec", "--process", path, "--detach", "--pid-file",
-                                    f"{RUN}/exec-{chan}.pid", self.cid), stdio, "exec", p)
+                                    f"{RUN}/exec-{chan}.pid", *tty, self.cid), stdio, "exec",
+                       p)
             for fd in stdio:
                 os.close(fd)
+        elif kind == P.UPDATE:
+            path = f"{RUN}/update-{chan}.json"
+            with open(path, "wb") as f:
+                f.write(data)
+            self.spawn(self.runtime("update", "--resources", path, self.cid), (0, 1, 2),
+                       "update", chan)
         elif kind == P.PS:
             r, w = os.pipe2(os.O_CLOEXEC)
             self.spawn(self.runtime("ps", "--format", "json", self.cid), (0, w, 2), "ps",
@@ -161,9 +230,10 @@ class Agent:
             f.write(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, "
                     f"{sys.path[0]!r})\nfrom cove.cli.runtime import main\nsys.exit(main())\n")
         os.chmod(LAUNCHER, 0o755)
-        p, stdio = self.new_proc(0)
+        p, stdio = self.new_proc(0, bool((cfg["config"].get("process") or {}).get("terminal")))
+        tty = ["--console-socket", f"{RUN}/console-0.sock"] if p.console else []
         self.spawn(self.runtime("create", "--bundle", f"{RUN}/bundle", "--pid-file",
-                                f"{RUN}/init.pid", self.cid), stdio, "create", p)
+                                f"{RUN}/init.pid", *tty, self.cid), stdio, "create", p)
         for fd in stdio:
             os.close(fd)
 
@@ -196,13 +266,28 @@ class Agent:
                 self.sendj(0, P.READY, {"error": self.last_error()})
                 return
             ctx.pid = int(open(f"{RUN}/init.pid").read())
+            if ctx.console is not None:
+                try:
+                    self.take_console(ctx)
+                except RuntimeError as e:
+                    self.sendj(0, P.READY, {"error": str(e)})
+                    return
             self.sendj(0, P.READY, {"ok": True})
         elif what == "start" and not ok:
             self.sendj(0, P.ERROR, {"error": self.last_error()})
         elif what == "exec":
             assert isinstance(ctx, Proc)
-            if not ok:
-                self.sendj(ctx.chan, P.ERROR, {"error": self.last_error()})
+            err = "" if ok else self.last_error()
+            if ok and ctx.console is not None:
+                try:
+                    self.take_console(ctx)
+                except RuntimeError as e:
+                    err = str(e)
+            if err:
+                if ctx.console is not None:
+                    ctx.console.close()
+                    os.unlink(f"{RUN}/console-{ctx.chan}.sock")
+                self.sendj(ctx.chan, P.ERROR, {"error": err})
                 ctx.status = 255 << 8
                 self.maybe_exit(ctx)
                 return
@@ -211,6 +296,12 @@ class Agent:
             if ctx.pid in self.orphans:
                 ctx.status = self.orphans.pop(ctx.pid)
                 self.maybe_exit(ctx)  # it may have exited already, before we knew its pid
+        elif what == "update":
+            assert isinstance(ctx, int)
+            if ok:
+                self.sendj(ctx, P.READY, {})
+            else:
+                self.sendj(ctx, P.ERROR, {"error": self.last_error()})
         elif what == "ps":
             assert isinstance(ctx, tuple)
             chan, r = ctx[0], ctx[1]
@@ -239,16 +330,15 @@ class Agent:
 
     def pump(self, p: Proc, fd: int, final: bool = False) -> None:
         while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                if not final:
+            if final and not select.select([fd], [], [], 0.2)[0]:
+                data = b""  # output still held by another process: give it a moment, go
+            else:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
                     return
-                # Output still held by another process: give it a moment, then go.
-                if not select.select([fd], [], [], 0.2)[0]:
+                except OSError:  # EIO: a pty whose slave side is closed
                     data = b""
-                else:
-                    continue
             if not data:
                 os.close(fd)
                 del p.outs[fd]

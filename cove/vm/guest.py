@@ -1,8 +1,9 @@
 """The guest's boot: Cove's own initramfs (written in Python, cached by digest) and its /init.
 
 /init (busybox sh) loads the modules, builds a tmpfs root with the host's /usr and
-Cove's package shared read-only over 9p, the container's rootfs (9p, read-only) under
-a tmpfs-upper overlay unless root.readonly, the bind-mount shares, the network, and
+Cove's package shared read-only over 9p, the container's rootfs (9p, or an erofs/squashfs
+image on virtio-blk: cove.vm.rootimg; read-only) under a tmpfs-upper overlay unless
+root.readonly, the bind-mount shares, the network, and
 switches to the agent (cove/vm/agent.py, run by the host's python from the /usr share).
 """
 
@@ -15,6 +16,8 @@ from cove.vm import initramfs
 
 MODULES = ["virtio_mmio", "virtio_pci", "9pnet_virtio", "9p", "virtio_console", "overlay",
            "virtio_net"]
+LATER = ["virtio_blk", "crc32c_generic", "erofs", "squashfs"]  # for a rootfs image only
+# (crc32c_generic: libcrc32c, which erofs needs, asks the crypto API for "crc32c")
 GUEST_COVE = "/run/cove/src"   # sys.path entry holding the `cove` package
 AGENT = (f"import sys; sys.path.insert(0, {GUEST_COVE!r}); "
          "from cove.vm.agent import main; main()")
@@ -45,10 +48,20 @@ mkdir -p $R/etc $R/tmp $R/proc $R/sys $R/dev $R/run/cove $R/root
 chmod 1777 $R/tmp
 cp /etc/* $R/etc/ 2>/dev/null
 ninep cove $R@GUEST_COVE@/cove ro
+lower() { # dir: the container's rootfs, read-only: a 9p share or an image on /dev/vda
+    img=$(arg rootimg)
+    if [ -z "$img" ] || [ "$img" = - ]; then ninep rootfs "$1" ro; return; fi
+    for m in $(cat /modules.later); do insmod /lib/modules/$m || echo "insmod $m failed"; done
+    mkdir -p "$1"
+    i=0
+    until e=$(mount -t "$img" -o ro /dev/vda "$1" 2>&1)
+    do i=$((i + 1)); [ $i -lt 50 ] || fail "cannot mount the $img rootfs image: $e"; sleep 0.05
+    done
+}
 if [ "$(arg ro)" = 1 ]; then
-    ninep rootfs $R/run/cove/rootfs ro
+    lower $R/run/cove/rootfs
 else
-    ninep rootfs $R/run/cove/lower ro
+    lower $R/run/cove/lower
     mkdir -p $R/run/cove/rw
     mount -t tmpfs -o mode=755 rw $R/run/cove/rw
     mkdir -p $R/run/cove/rw/upper $R/run/cove/rw/work $R/run/cove/rootfs
@@ -95,7 +108,7 @@ def init_script() -> str:
 def initrd(cache_dir: str, moddir: str, busybox: str = "/bin/busybox") -> str:
     """The path of the initramfs for this kernel's modules, built once per digest."""
     h = hashlib.sha256()
-    for part in (init_script(), moddir, " ".join(MODULES)):
+    for part in (init_script(), moddir, " ".join(MODULES), " ".join(LATER)):
         h.update(part.encode() + b"\0")
     for path in (busybox, os.path.join(moddir, "modules.dep"), "/etc/ld.so.cache"):
         try:
@@ -113,7 +126,8 @@ def initrd(cache_dir: str, moddir: str, busybox: str = "/bin/busybox") -> str:
     except OSError:
         pass
     mods = [m for m in MODULES if _has_module(moddir, m)]
-    image = initramfs.build(moddir, mods, init_script(), busybox, extra=extra)
+    later = [m for m in LATER if _has_module(moddir, m)]
+    image = initramfs.build(moddir, mods, init_script(), busybox, extra=extra, later=later)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:

@@ -35,8 +35,18 @@ def _base(root: str, net: str = "none") -> list[str]:
             f"--network={net}"]
 
 
-def _call(root: str, args: list[str], what: str, net: str = "none",
-          capture: bool = True) -> str:
+def _recorded_net(root: str, cid: str) -> str:
+    """The --network create used: runsc wants the same flag on every later verb."""
+    try:
+        with open(os.path.join(root, cid, "state.json"), "rb") as f:
+            return str(jsonio.loads(f.read()).get("network") or "none")
+    except (OSError, ValueError, AttributeError):
+        return "none"
+
+
+def _call(root: str, args: list[str], what: str, net: str = "",
+          capture: bool = True, cid: str = "") -> str:
+    net = net or (_recorded_net(root, cid) if cid else "none")
     r = subprocess.run(_base(root, net) + args, stdin=subprocess.DEVNULL if capture else None,
                        capture_output=capture, text=True)
     if r.returncode != 0:
@@ -99,7 +109,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
         st.data["init_start"] = S.proc_start_time(st.data["pid"])
         st.save()
     except BaseException:
-        subprocess.run([*_base(root), "delete", "--force", cid], capture_output=True)
+        subprocess.run([*_base(root, net), "delete", "--force", cid], capture_output=True)
         S.remove_dir(st.dir)
         raise
 
@@ -128,7 +138,7 @@ def run(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
 
 def _runsc_state(root: str, cid: str) -> dict[str, Any]:
     try:
-        out = _call(root, ["state", cid], f"container {cid!r}")
+        out = _call(root, ["state", cid], f"container {cid!r}", cid=cid)
     except CoveError:
         return {}
     return json.loads(out)
@@ -147,14 +157,15 @@ def state(root: str, cid: str) -> dict[str, Any]:
 
 def start(root: str, cid: str) -> None:
     S.load(root, cid)
-    _call(root, ["start", cid], f"container {cid!r}")
+    _call(root, ["start", cid], f"container {cid!r}", cid=cid)
 
 
 def kill(root: str, cid: str, sig: int, all_: bool) -> None:
     S.load(root, cid)
     if state(root, cid)["status"] == "stopped":
         raise CoveError(f"container {cid!r}", "container not running")
-    _call(root, ["kill", *(["--all"] if all_ else []), cid, str(sig)], f"container {cid!r}")
+    _call(root, ["kill", *(["--all"] if all_ else []), cid, str(sig)],
+          f"container {cid!r}", cid=cid)
 
 
 def delete(root: str, cid: str, force: bool) -> None:
@@ -164,7 +175,7 @@ def delete(root: str, cid: str, force: bool) -> None:
         raise CoveError(f"container {cid!r}",
                         f"cannot delete container {cid} that is not stopped: {status}")
     if _runsc_state(root, cid):
-        _call(root, ["delete", "--force", cid], f"container {cid!r}")
+        _call(root, ["delete", "--force", cid], f"container {cid!r}", cid=cid)
     S.remove_dir(st.dir)
     try:
         os.rmdir(os.path.join(root, "runsc"))  # when it was the last sandbox
@@ -174,17 +185,18 @@ def delete(root: str, cid: str, force: bool) -> None:
 
 def pause(root: str, cid: str, resume: bool = False) -> None:
     S.load(root, cid)
-    _call(root, ["resume" if resume else "pause", cid], f"container {cid!r}")
+    _call(root, ["resume" if resume else "pause", cid], f"container {cid!r}",
+          cid=cid)
 
 
 def ps(root: str, cid: str, fmt: str) -> str:
     S.load(root, cid)
     if fmt not in ("json", "table"):
         raise CoveError(f"--format {fmt}", "expected table or json")
-    return _call(root, ["ps", "--format", fmt, cid], f"container {cid!r}")
+    return _call(root, ["ps", "--format", fmt, cid], f"container {cid!r}", cid=cid)
 
 
 def exec_(root: str, cid: str, argv: list[str]) -> int:
     """runsc exec with runc's flags (already in runsc's spelling) and our stdio."""
     S.load(root, cid)
-    return subprocess.run([*_base(root), "exec", *argv]).returncode
+    return subprocess.run([*_base(root, _recorded_net(root, cid)), "exec", *argv]).returncode

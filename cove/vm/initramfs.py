@@ -101,8 +101,11 @@ def module_order(moddir: str, wanted: list[str]) -> list[str]:
 
 
 def build(moddir: str, modules: list[str], init: str, busybox: str = "/bin/busybox",
-          extra: dict[str, bytes] | None = None) -> bytes:
-    """The initramfs image: busybox (with sh, the applets /init uses), modules, /init."""
+          extra: dict[str, bytes] | None = None, later: list[str] | None = None) -> bytes:
+    """The initramfs image: busybox (with sh, the applets /init uses), modules, /init.
+
+    /modules.order lists `modules` (and their dependencies) in load order; /modules.later
+    the `later` ones not already there, for /init to load only when it needs them."""
     c = Cpio()
     for d in ("dev", "proc", "sys", "newroot", "lib/modules", "bin", "sbin"):
         c.mkdir(d)
@@ -116,6 +119,11 @@ def build(moddir: str, modules: list[str], init: str, busybox: str = "/bin/busyb
         with open(os.path.join(moddir, rel), "rb") as f:
             c.file(f"lib/modules/{os.path.basename(rel)}", f.read())
     c.file("modules.order", "".join(os.path.basename(r) + "\n" for r in order).encode())
+    more = [m for m in module_order(moddir, later) if m not in order] if later else []
+    for rel in more:
+        with open(os.path.join(moddir, rel), "rb") as f:
+            c.file(f"lib/modules/{os.path.basename(rel)}", f.read())
+    c.file("modules.later", "".join(os.path.basename(r) + "\n" for r in more).encode())
     for path, data in (extra or {}).items():
         c.file(path, data, 0o755)
     c.file("init", init.encode(), 0o755)

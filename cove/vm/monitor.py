@@ -6,7 +6,9 @@ ready to `create` once the guest has created the container. Then, like runc's in
 blocks on the exec fifo until `start`; it relays its stdio (inherited from `create`, as
 conmon and containerd's shim expect) to and from the guest, forwards the signals it
 gets, serves exec / ps clients on ctl.sock, and exits with the container's status
-(killing itself with the same signal when the container was killed).
+(killing itself with the same signal when the container was killed). With a terminal
+it relays the host pty's slave instead of its stdio, as its session leader: SIGWINCH
+(the engine resized the master) becomes a RESIZE frame (see cove.vm.console).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def _pdeathsig() -> None:
 
 class Monitor:
     def __init__(self, statedir: str, qemu_cmd: list[str], guest: dict[str, Any],
-                 boot_timeout: float, ready_w: int) -> None:
+                 boot_timeout: float, ready_w: int, tty: int = -1) -> None:
         self.dir = statedir
+        self.tty = tty  # the host pty's slave: the container's stdio when it has a terminal
+        self.tty_in = tty >= 0
         self.cmd = qemu_cmd
         self.guest = guest
         self.boot_timeout = boot_timeout
@@ -138,6 +142,7 @@ class Monitor:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for s in FORWARD:
             signal.signal(s, lambda *_: None)
+        self.resize()  # the engine may have sized the master since create sent it
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
         start_r, start_w = os.pipe2(os.O_CLOEXEC)
@@ -146,7 +151,9 @@ class Monitor:
         while True:
             fds: list[int] = [self.conn.fileno(), wake_r, start_r, qfd, self.ctl.fileno()]
             fds += [c.fileno() for c in self.clients.values()]
-            if self.started and self.stdin_open:
+            if self.started and self.tty_in:
+                fds.append(self.tty)
+            elif self.started and self.stdin_open and self.tty < 0:
                 fds.append(0)
             ready, _, _ = select.select(fds, [], [])
             for fd in ready:
@@ -165,6 +172,15 @@ class Monitor:
                     self.send(0, P.START)
                 elif fd == qfd:
                     self.crashed(f"qemu exited (status {self.qemu.wait()})")
+                elif fd == self.tty:
+                    try:
+                        data = os.read(self.tty, 65536)
+                    except OSError:  # EIO: the engine closed the master (SIGHUP follows)
+                        data = b""
+                    if data:
+                        self.send(0, P.STDIN, data)
+                    else:
+                        self.tty_in = False
                 elif fd == 0:
                     try:
                         data = os.read(0, 65536)
@@ -190,8 +206,28 @@ class Monitor:
         except BlockingIOError:
             return
         for s in got:
-            if s in FORWARD:
+            if s == signal.SIGWINCH and self.tty >= 0:
+                self.resize()
+            elif s in FORWARD:
                 self.send(0, P.SIGNAL, json.dumps({"signal": s}).encode())
+
+    def resize(self) -> None:
+        if self.tty < 0:
+            return
+        from cove.vm.console import winsize
+
+        rows, cols = winsize(self.tty)
+        if rows and cols:
+            self.send(0, P.RESIZE, json.dumps({"rows": rows, "cols": cols}).encode())
+
+    def output(self, fd: int, data: bytes) -> None:
+        if self.tty < 0:
+            P.write_all(fd, data)
+            return
+        try:
+            P.write_all(self.tty, data)
+        except OSError:
+            pass  # a hung-up terminal: the output has nowhere to go
 
     def from_client(self, chan: int, c: socket.socket) -> None:
         try:
@@ -208,9 +244,9 @@ class Monitor:
     def from_guest(self, chan: int, kind: int, payload: bytes) -> None:
         if chan == 0:
             if kind == P.STDOUT:
-                P.write_all(1, payload)
+                self.output(1, payload)
             elif kind == P.STDERR:
-                P.write_all(2, payload)
+                self.output(2, payload)
             elif kind == P.ERROR:
                 os.write(2, f"cove-runtime: vm: {json.loads(payload)['error']}\n".encode())
             elif kind == P.EXIT:
@@ -259,9 +295,18 @@ def _tail(path: str, n: int = 400) -> str:
 
 
 def run(statedir: str, qemu_cmd: list[str], guest: dict[str, Any],
-        boot_timeout: float, ready_w: int) -> None:
+        boot_timeout: float, ready_w: int, tty: int = -1) -> None:
     """The monitor's body, in the process `create` forked; never returns."""
-    m = Monitor(statedir, qemu_cmd, guest, boot_timeout, ready_w)
+    if tty >= 0:
+        from cove.vm.console import take_ctty
+
+        os.setsid()
+        take_ctty(tty)
+        # As a runc init's: the terminal is the stdio. Keeping create's own (an engine
+        # reads it to its end: containerd's shim) would hold that engine's create.
+        for fd in (0, 1, 2):
+            os.dup2(tty, fd)
+    m = Monitor(statedir, qemu_cmd, guest, boot_timeout, ready_w, tty)
     try:
         m.boot()
     except BaseException as e:

@@ -25,6 +25,8 @@ PS = 11        # request / reply: JSON {"pids": [...]}
 ERROR = 12     # any -> any: JSON {"error": "..."}
 PAUSE = 13     # ctl client -> monitor
 RESUME = 14    # ctl client -> monitor
+RESIZE = 15    # host -> guest: JSON {"rows": h, "cols": w} for a process's terminal
+UPDATE = 16    # ctl client -> guest: JSON linux.resources; reply READY {} or ERROR
 
 
 def pack(chan: int, kind: int, data: bytes = b"") -> bytes:

@@ -65,3 +65,24 @@ def test_gvisor_force_delete(env: Env) -> None:
     rt("delete", "--force", cid, check=True)
     assert not pgrep("runsc", str(env.tmp))
     assert not (env.tmp / "state" / cid).exists()
+
+
+def test_gvisor_host_network_lifecycle(env: Env) -> None:
+    """runsc wants create's --network on every later verb: with io.cove.gvisor.network=
+    host (in a network namespace of the container's own), create + start + exec + kill
+    + delete work and leave nothing (no runsc, no cgroup)."""
+    rt = runtime(env, GVISOR_RUNTIME)
+    cfg = H.base_config(["sleep", "1000"])
+    cfg["annotations"] = {"io.cove.gvisor.network": "host"}
+    b = env.bundle(cfg)
+    cid = env.id("gv")
+    rt("create", "--bundle", str(b.path), cid, check=True, timeout=60)
+    rt("start", cid, check=True)
+    assert rt.status(cid) == "running"
+    r = rt("exec", cid, "sh", "-c", "echo hi")
+    assert r.returncode == 0 and r.stdout == "hi\n", r.stderr
+    rt("kill", cid, "KILL", check=True)
+    rt.wait_status(cid, "stopped", timeout=20)
+    rt("delete", cid, check=True)
+    assert not pgrep("runsc", str(env.tmp))
+    assert not H.cgroup_dirs(cid)

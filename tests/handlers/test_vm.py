@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -68,12 +69,26 @@ def test_vm_run_isolation(env: Env) -> None:
     assert not no_qemu_left()
 
 
+def _hook(out: str) -> dict[str, Any]:
+    return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}"]}
+
+
 def test_vm_lifecycle(env: Env) -> None:
-    """create/state/start/exec/ps/pause/resume/kill/delete on one VM, read-only rootfs."""
+    """create/state/start/exec/ps/pause/resume/update/kill/delete on one VM, read-only
+    rootfs; the hooks: prestart, createRuntime, poststart and poststop on the host,
+    createContainer and startContainer in the guest."""
     rt = runtime(env, VM_RUNTIME)
     cfg = H.base_config(["sh", "-c", "trap 'echo got-term; exit 42' TERM; "
                                      "while :; do sleep 0.2; done"])
     cfg["root"]["readonly"] = True
+    hooks = env.tmp / "hooks"
+    hooks.mkdir()
+    cfg["hooks"] = {k: [_hook(f"{hooks}/{k}.json")]
+                    for k in ("prestart", "createRuntime", "poststart", "poststop")}
+    # In the guest: createContainer before pivot_root (the container's /dev/shm is
+    # under its rootfs there), startContainer in the container.
+    cfg["hooks"]["createContainer"] = [_hook("/run/cove/rootfs/dev/shm/cc.json")]
+    cfg["hooks"]["startContainer"] = [_hook("/dev/shm/sc.json")]
     b = env.bundle(cfg)
     cid = env.id("vm")
     pidfile = env.tmp / "pid"
@@ -84,8 +99,19 @@ def test_vm_lifecycle(env: Env) -> None:
     st = rt.state(cid)
     assert st["status"] == "created"
     assert int(pidfile.read_text()) == st["pid"]
+    for k in ("prestart", "createRuntime"):
+        hs = json.loads((hooks / f"{k}.json").read_text())
+        assert hs["status"] == "creating" and hs["pid"] == st["pid"], hs
+        assert hs["bundle"] == str(b.path) and hs["id"] == cid
+    assert not (hooks / "poststart.json").exists()
     rt("start", cid, check=True)
     assert rt.status(cid) == "running"
+    assert json.loads((hooks / "poststart.json").read_text())["status"] == "running"
+    r = rt("exec", cid, "sh", "-c", "cat /dev/shm/cc.json; echo; cat /dev/shm/sc.json",
+           timeout=60)
+    cc, sc = (json.loads(x) for x in r.stdout.splitlines())
+    assert cc["bundle"] == sc["bundle"] == "/run/cove/bundle", r.stdout  # the guest's
+    assert cc["id"] == cid
     r = rt("exec", cid, "sh", "-c", "echo in-exec; touch /x || echo ro-ok; exit 5", timeout=60)
     assert r.returncode == 5, r.stderr
     assert "in-exec" in r.stdout and "ro-ok" in r.stdout
@@ -97,11 +123,23 @@ def test_vm_lifecycle(env: Env) -> None:
     assert rt.status(cid) == "paused"
     rt("resume", cid, check=True)
     assert rt.status(cid) == "running"
-    r = rt("update", "--memory", "100m", cid)
-    assert r.returncode == 1 and "vm handler cannot" in r.stderr
+    # update: the container's cgroup in the guest; not past the VM's own memory.
+    rt("update", "--memory", "100m", "--pids-limit", "50", cid, check=True, timeout=60)
+    r = rt("exec", cid, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max",
+           timeout=60)
+    assert r.stdout.split() == [str(100 << 20), "50"], (r.stdout, r.stderr)
+    r = rt("update", "--memory", "4g", cid)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"cove-runtime: update {cid}: memory.limit "), r.stderr
+    assert "above the VM's memory (512 MiB, set at create)" in r.stderr
+    r = rt("events", "--stats", cid)
+    assert (r.returncode, r.stderr) == (1, "cove-runtime: events: the vm handler cannot "
+                                           "report events or stats of containers\n")
     rt("kill", cid, "TERM", check=True)
     rt.wait_status(cid, "stopped", timeout=60)
+    assert not (hooks / "poststop.json").exists()
     rt("delete", cid, check=True)
+    assert json.loads((hooks / "poststop.json").read_text())["status"] == "stopped"
     assert not no_qemu_left()
 
 
@@ -135,5 +173,15 @@ def test_vm_bad_input(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     r = rt("create", "--bundle", str(b.path), env.id("vm"), timeout=60)
     assert r.returncode == 1 and "within 1s" in r.stderr, r.stderr
     assert time.monotonic() - t0 < 20
+    assert not no_qemu_left()
+    assert not list((env.tmp / "state").iterdir())
+    monkeypatch.undo()
+    # A failing create-time hook (on the host, after the boot) takes the VM down with it.
+    cfg = H.base_config(["true"])
+    cfg["hooks"] = {"createRuntime": [{"path": "/bin/false", "args": ["false"]}]}
+    b = env.bundle(cfg, name="hooked")
+    r = rt("create", "--bundle", str(b.path), env.id("vm"), timeout=180)
+    assert r.returncode == 1
+    assert r.stderr == "cove-runtime: createRuntime hook #0 (/bin/false): exit status 1\n"
     assert not no_qemu_left()
     assert not list((env.tmp / "state").iterdir())

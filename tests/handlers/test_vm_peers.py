@@ -9,7 +9,7 @@ import pytest
 
 from cove.vm import qemu
 from tests.handlers.common import VM_RUNTIME, no_qemu_left
-from tests.peers.conftest import IMAGE_REF, finish, image_tar, need
+from tests.peers.conftest import IMAGE_REF, PtySession, finish, image_tar, need
 from tests.peers.test_containerd import Containerd
 from tests.peers.test_podman import Podman
 
@@ -48,6 +48,25 @@ def test_podman_run_rm_echo_in_vm(podman_vm: Podman) -> None:
     assert not no_qemu_left()
 
 
+def test_podman_run_it_in_vm(podman_vm: Podman) -> None:
+    """`podman run -it`: conmon hands cove-runtime-vm a --console-socket for the init;
+    `podman exec -t` one for an exec (`exec --detach --tty --console-socket`)."""
+    s = PtySession([podman_vm.bin, "run", "-it", "--rm", "--name", "peervm-it", IMAGE_REF,
+                    "sh"], env=podman_vm.env)
+    s.read_until(b"# ", timeout=180)
+    s.send(b"tty; echo MARK$((6*7))\r")
+    out = s.read_until(b"MARK42", timeout=60)
+    assert b"/dev/pts/" in out
+    r = podman_vm("exec", "-t", "peervm-it", "sh", "-c", "tty; exit 4", check=False,
+                  timeout=90)
+    assert r.returncode == 4, r.stderr
+    assert r.stdout.startswith("/dev/pts/"), r.stdout
+    s.send(b"exit 3\r")
+    assert s.wait(timeout=60) == 3
+    assert podman_vm("ps", "-aq").stdout.strip() == ""
+    assert not no_qemu_left()
+
+
 @pytest.fixture
 def ctd_vm(image_tar: str) -> Iterator[Containerd]:
     need("containerd")
@@ -72,5 +91,19 @@ def test_ctr_run_in_vm(ctd_vm: Containerd) -> None:
                "echo hi; exit 9", check=False, timeout=180)
     assert r.returncode == 9, r.stderr
     assert r.stdout == "hi\n", r.stderr
+    assert ctd_vm("container", "ls", "-q").stdout.strip() == ""
+    assert not no_qemu_left()
+
+
+def test_ctr_run_tty_in_vm(ctd_vm: Containerd) -> None:
+    """`ctr run -t`: the shim hands cove-runtime-vm a --console-socket for the init."""
+    s = PtySession(ctd_vm.ctr_argv("run", "-t", "--rm", *ctd_vm.run_args(), IMAGE_REF,
+                                   "peervm-tty", "sh"))
+    s.read_until(b"# ", timeout=180)
+    s.send(b"tty; echo MARK$((6*7))\r")
+    out = s.read_until(b"MARK42", timeout=60)
+    assert b"/dev/pts/" in out
+    s.send(b"exit 5\r")
+    assert s.wait(timeout=60) == 5
     assert ctd_vm("container", "ls", "-q").stdout.strip() == ""
     assert not no_qemu_left()
