@@ -53,3 +53,28 @@ def env(tmp_path: Path) -> Iterator[Env]:
     left = H.leftovers(e.tmp, e.ids)
     e.cleanup()
     assert not left, f"left behind: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _zygotes_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`cove run` leaves its root's monitor zygote waiting two idle minutes for the next
+    run (cove/engine/zygote.py): a test's zygote ends with the test, as `cove supervisor
+    stop` would end it."""
+    tmp = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames \
+        else ""
+    yield
+    if not tmp:
+        return
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "cove-zygote":
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if tmp.encode() not in f.read():
+                    continue
+            os.kill(int(pid), 9)
+        except OSError:
+            continue

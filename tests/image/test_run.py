@@ -177,6 +177,10 @@ def test_rootless_run_of_the_builtin_image(tmp_path: Path) -> None:
     assert lines[2] == "0"
     import time
 
+    # the root's zygote (it forks monitors) waits two idle minutes for the next `run`:
+    # `supervisor stop` ends it, as a user ends the engine's daemons
+    subprocess.run([runuser, "-u", "nobody", "--", *COVE, "supervisor", "stop"], env=env,
+                   capture_output=True, text=True, timeout=60, check=True)
     deadline = time.monotonic() + 10  # the monitor finishes its clean-up after `run` returns
     while True:
         left = subprocess.run(["pgrep", "-u", str(nobody.pw_uid), "-f", "cove"],
