@@ -77,8 +77,38 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
         (os.POSIX_SPAWN_DUP2, stderr, 2)])
 
 
+# Exit statuses of children reaped while waiting for another (see reap_others).
+REAPED: dict[int, int] = {}
+
+
+def reap_others() -> None:
+    """Reap whatever children have exited, keeping their statuses in REAPED. We are a
+    subreaper: processes a runtime leaves behind become our children (runsc's sandbox
+    and gofer), and a runtime call may wait for them to be reaped (`runsc delete`)."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if got == 0:
+            return
+        REAPED[got] = status
+
+
+def wait_child(pid: int) -> int:
+    """The wait status of our child `pid` (reaped now, or earlier by reap_others)."""
+    while pid not in REAPED:
+        try:
+            got, status = os.waitpid(pid, 0)
+        except InterruptedError:  # pragma: no cover
+            continue
+        REAPED[got] = status
+    return REAPED.pop(pid)
+
+
 def call(argv: list[str], stdout: int = -1, stderr: int = -1) -> tuple[int, str]:
-    """Run argv; its exit code and (unless redirected) its stderr."""
+    """Run argv; its exit code and (unless redirected) its stderr. While it runs, other
+    children that exit are reaped (reap_others)."""
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     r, w = os.pipe()
     try:
@@ -86,16 +116,20 @@ def call(argv: list[str], stdout: int = -1, stderr: int = -1) -> tuple[int, str]
     finally:
         os.close(w)
         os.close(null)
-    err = b""
-    with os.fdopen(r, "rb") as f:
-        err = f.read()
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:  # pragma: no cover
-            continue
-    return os.waitstatus_to_exitcode(status), err.decode(errors="replace").strip()
+    chunks = []
+    try:
+        while True:
+            if not select.select([r], [], [], 0.2)[0]:
+                reap_others()
+                continue
+            data = os.read(r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(r)
+    status = wait_child(pid)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace").strip()
 
 
 def shell_code(status: int) -> int:
@@ -230,13 +264,11 @@ class Monitor:
                 pass
             os.close(ifd)
         if parent:
-            while True:
-                try:
-                    _, status = os.waitpid(init, 0)
-                except InterruptedError:  # pragma: no cover
-                    continue
-                except ChildProcessError:
-                    break
+            try:
+                status = wait_child(init)
+            except ChildProcessError:
+                pass
+            else:
                 code = shell_code(status)
                 S.write_atomic(os.path.join(self.cdir, EXIT_FILE), f"{code} {init}\n".encode())
                 return code, ""
@@ -352,7 +384,7 @@ def main(argv: list[str]) -> int:
             if rc != 0:
                 call([*m.rt, "delete", "--force", name])
                 try:
-                    os.waitpid(pid, 0)
+                    wait_child(pid)
                 except ChildProcessError:
                     pass
                 raise RuntimeError(err or "cove-runtime start failed")

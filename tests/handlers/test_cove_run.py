@@ -23,10 +23,17 @@ def _cove(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc not installed")
 def test_cove_run_isolation_gvisor(tmp_path: Path) -> None:
+    mem = "/sys/fs/cgroup/memory"  # v1/hybrid hosts: where runsc's cgroups showed up
+    before = set(os.listdir(mem)) if os.path.isdir(mem) else set()
     r = _cove(tmp_path, "run", "--rm", "--network", "none", "--isolation", "gvisor", "busybox",
               "sh", "-c", "uname -r; exit 4")
     assert r.returncode == 4, r.stderr
     assert r.stdout.strip() != os.uname().release  # gVisor's kernel, not the host's
+    # runsc's cgroups go with it: its `delete` waits for the sandbox and gofer, orphans
+    # the monitor (a subreaper) must reap while the delete runs
+    left = [c for c in (os.listdir(mem) if os.path.isdir(mem) else [])
+            if c.startswith("cove-") and c not in before]
+    assert not left, f"cgroups left: {left}"
 
 
 @pytest.mark.slow
