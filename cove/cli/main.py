@@ -48,30 +48,105 @@ def _command(argv: list[str]) -> str | None:
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    from cove.cli import images, login, run
+    from cove.cli import images, login, ops, run, system
     p = argparse.ArgumentParser(prog="cove", description="Cove: images and containers.")
     p.add_argument("--root", help="state directory (default /var/lib/cove for root, "
                                   "$XDG_DATA_HOME/cove otherwise)")
+    p.add_argument("-v", "--version", action="store_true",
+                   help="print version information and quit")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     want = _command(argv) if argv is not None else None
     target: Any = _Only(sub, want) if want else sub
     run.register(target)
     images.register(target)
     login.register(target)
+    ops.register(target)
+    system.register(target)
     if want and want not in sub.choices:
         return parser(None)  # unknown command: the full parser says so, with the list
     return p
 
 
+# docker's groups for `cove --help`: these first, then every command that has
+# subcommands (Management Commands), then the rest (Commands)
+COMMON = ("run", "exec", "ps", "build", "pull", "push", "images", "login", "logout",
+          "search", "version", "info")
+
+
+def usage() -> str:
+    """`cove --help`, laid out as docker's: commands in its groups, one line each."""
+    full = parser(None)
+    sub = next(x for x in full._actions if isinstance(x, argparse._SubParsersAction))
+    helps = {ca.dest: ca.help or "" for ca in sub._choices_actions}
+    managing = {n for n in helps if any(isinstance(x, argparse._SubParsersAction)
+                                        for x in sub.choices[n]._actions)}
+    width = max(11, *(len(n) for n in helps)) + 1
+    groups = [("Common Commands", [n for n in COMMON if n in helps]),
+              ("Management Commands", sorted(managing)),
+              ("Commands", sorted(n for n in helps if n not in managing and n not in COMMON))]
+    out = ["Usage:  cove [OPTIONS] COMMAND", "",
+           "A container platform: docker's commands over Cove's own engine and OCI runtime", ""]
+    for title, names in groups:
+        if names:
+            out += [f"{title}:", *(f"  {n:<{width}}{helps[n][:1].upper()}{helps[n][1:]}"
+                                   for n in names), ""]
+    out += ["Global Options:",
+            "      --root string   State directory (default /var/lib/cove for root,",
+            "                      $XDG_DATA_HOME/cove otherwise)",
+            "  -h, --help          Print usage",
+            "  -v, --version       Print version information and quit", "",
+            "Run 'cove COMMAND --help' for more information on a command."]
+    return "\n".join(out) + "\n"
+
+
+def _global_flag(argv: list[str]) -> str | None:
+    """"help" or "version" when one of those is asked for before any command, or when
+    there is no command at all (docker prints its help then)."""
+    it = iter(argv)
+    for arg in it:
+        if arg == "--root":
+            next(it, None)
+        elif arg in ("-h", "--help"):
+            return "help"
+        elif arg in ("-v", "--version"):
+            return "version"
+        elif not arg.startswith("--root="):
+            return None  # a command, or a flag argparse will refuse
+    return "help"
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    flag = _global_flag(argv)
+    if flag == "help":
+        sys.stdout.write(usage())
+        return 0
+    if flag == "version":
+        from cove.cli.system import version_line
+        print(version_line())
+        return 0
+    if _command(argv) == "help":  # `cove help [COMMAND]`
+        rest = argv[argv.index("help") + 1:]
+        if not rest:
+            sys.stdout.write(usage())
+            return 0
+        argv = [rest[0], "--help"]
     a = parser(argv).parse_args(argv)
     try:
         return int(a.func(a))
     except CoveError as e:
         print(f"cove: {e}", file=sys.stderr)
         return e.code
+    except BrokenPipeError:
+        # stdout's reader left (`cove logs C | head -1`): nothing to say, and nobody to
+        # say it to. Point stdout at /dev/null so the interpreter's final flush does
+        # not fail again, and exit as a program killed by SIGPIPE would (128 + 13).
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except OSError as e:  # what no layer turned into a CoveError: still one line
         from cove.errors import os_why
         print(f"cove: {a.cmd}: {os_why(e)}", file=sys.stderr)

@@ -17,15 +17,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cove.engine import events, spawn
+from cove.engine import hostconfig as H
 from cove.engine import logs as L
 from cove.engine import state as S
 from cove.errors import CoveError
 
-ACTIVE = ("running", "restarting")
+ACTIVE = ("running", "restarting", "paused")  # paused: `cove pause` (cove/engine/ops.py)
+MIN_MEMORY = 6 << 20  # docker's minimum memory limit (6 MiB)
 
 
 @dataclass
@@ -66,6 +69,34 @@ class RunOptions:
     tty: bool = False
     interactive: bool = False
     stop_signal: str = "SIGTERM"
+    # docker's further run flags (cove/engine/hostconfig.py checks and applies them)
+    stop_timeout: int | None = None                         # seconds; default 10
+    privileged: bool = False
+    publish_all: bool = False                               # -P: every exposed port
+    expose: list[str] = field(default_factory=list)        # PORT[-PORT][/proto]
+    add_host: list[str] = field(default_factory=list)      # NAME:IP | NAME:host-gateway
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    init: bool = False                                      # tini as pid 1
+    ulimits: list[str] = field(default_factory=list)       # NAME=SOFT[:HARD]
+    labels: list[str] = field(default_factory=list)        # K=V
+    label_files: list[str] = field(default_factory=list)
+    shm_size: str | None = None
+    sysctls: list[str] = field(default_factory=list)       # K=V, namespaced only
+    platform: str | None = None                             # os/arch[/variant]
+    group_add: list[str] = field(default_factory=list)
+    cpuset_cpus: str | None = None
+    cpu_shares: int | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    oom_kill_disable: bool = False
+    devices: list[str] = field(default_factory=list)       # HOST[:CTR][:rwm]
+    cgroup_parent: str | None = None
+    ipc: str | None = None          # private, shareable, none, host, container:N
+    pid: str | None = None                                  # host|container:N
+    uts: str | None = None                                  # host
+    cidfile: str | None = None                              # the ID written there at create
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -99,7 +130,7 @@ def parse_duration(s: str | float) -> float:
         return float(s)
     v = s.strip()
     for suf, mul in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
-        if v.endswith(suf) and v[:-len(suf)].replace(".", "", 1).isdigit():
+        if v.endswith(suf) and _digits(v[:-len(suf)].replace(".", "", 1)):
             return float(v[:-len(suf)]) * mul
     try:
         return float(v)
@@ -107,16 +138,26 @@ def parse_duration(s: str | float) -> float:
         raise CoveError(f"duration {s!r}", "expected e.g. 500ms, 10s, 1m") from None
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²', which int() and float() refuse
+    (a ValueError that would leak past the one-line error)."""
+    return s.isascii() and s.isdigit()
+
+
 def parse_restart(s: str) -> dict[str, Any]:
     name, _, n = s.partition(":")
     if name not in ("no", "on-failure", "always", "unless-stopped"):
         raise CoveError(f"--restart {s}", "expected no, on-failure[:N], always or unless-stopped")
-    if n and (name != "on-failure" or not n.isdigit()):
+    if n and (name != "on-failure" or not _digits(n)):
         raise CoveError(f"--restart {s}", "only on-failure takes a retry count")
     return {"Name": name, "MaximumRetryCount": int(n or 0)}
 
 
 def parse_publish(specs: list[str]) -> dict[str, list[dict[str, str]]]:
+    """`-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]` → docker's PortBindings. No host port
+    (`-p 80`, `-p 127.0.0.1::80`, or 0) is HostPort "": the network picks a free one
+    when the container starts, as docker. Ports and the address are checked here: a
+    port out of range would otherwise surface as an OverflowError from bind()."""
     out: dict[str, list[dict[str, str]]] = {}
     for p in specs:
         body, _, proto = p.partition("/")
@@ -130,26 +171,62 @@ def parse_publish(specs: list[str]) -> dict[str, list[dict[str, str]]]:
             ip, host, ctr = "", parts[0], parts[1]
         else:
             ip, host, ctr = parts
-        if not ctr.isdigit() or (host and not host.isdigit()):
-            raise CoveError(f"-p {p}", "expected [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
-        out.setdefault(f"{int(ctr)}/{proto}", []).append({"HostIp": ip, "HostPort": host})
+        if not _digits(ctr) or (host and not _digits(host)):
+            raise CoveError(f"-p {p}", "expected [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")
+        if not 1 <= int(ctr) <= 65535:
+            raise CoveError(f"-p {p}", f"container port {ctr} is not in 1-65535")
+        if host and not 0 <= int(host) <= 65535:
+            raise CoveError(f"-p {p}", f"host port {host} is not in 1-65535 (or 0: any)")
+        if ip:
+            import ipaddress
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise CoveError(f"-p {p}", f"{ip!r} is not an IPv4 address") from None
+        hport = str(int(host)) if host and int(host) else ""
+        out.setdefault(f"{int(ctr)}/{proto}", []).append({"HostIp": ip, "HostPort": hport})
     return out
+
+
+def _check_env(e: str, what: str) -> None:
+    """KEY=VALUE or KEY (the host's value): a KEY is required (execve refuses `=x`
+    with a ValueError deep in the container's init) and NUL cannot pass execve."""
+    if not e.partition("=")[0] or "\0" in e:
+        raise CoveError(f"{what} {e!r}", "invalid environment variable: "
+                        + ("no NUL allowed" if "\0" in e else "a name is required"))
 
 
 def _env_files(files: list[str]) -> list[str]:
     out = []
     for fn in files:
-        with open(fn) as f:
-            for line in f:
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    out.append(line)
+        try:
+            with open(fn) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise CoveError(f"--env-file {fn}", e.strerror or str(e)) from None
+        for i, line in enumerate(lines, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                _check_env(line, f"--env-file {fn} line {i}")
+                out.append(line)
     return out
 
 
-def _cap(c: str) -> str:
-    c = c.upper()
-    return c if c.startswith("CAP_") or c == "ALL" else "CAP_" + c
+def _cap(c: str, flag: str = "--cap-add") -> str:
+    """A capability as the runtime names it (`chown`, `CHOWN`, `CAP_CHOWN`: CAP_CHOWN),
+    or ALL; a name the running kernel does not know fails here, naming the flag, rather
+    than in the runtime, naming a JSON path of a config the user never wrote."""
+    from cove.sys.caps import CAPS, last_cap
+    u = c.strip().upper()
+    if u == "ALL":
+        return u
+    u = u if u.startswith("CAP_") else "CAP_" + u
+    if u not in CAPS:
+        raise CoveError(f"{flag} {c}", "unknown capability")
+    if CAPS[u] > last_cap():
+        raise CoveError(f"{flag} {c}", f"not known to the running kernel "
+                                       f"(cap_last_cap {last_cap()})")
+    return u
 
 
 def _signal_name(sig: str | int) -> str:
@@ -161,41 +238,79 @@ def _signal_name(sig: str | int) -> str:
 
 # -- spec -------------------------------------------------------------------------------
 
-def _mounts(paths: S.Paths, o: RunOptions, made: list[str]) -> list[dict[str, Any]]:
+_PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
+# docker's volume options, by kind: at most one of each kind
+_VOLUME_OPTS = {"ro": "rw", "rw": "rw", "z": "label", "Z": "label", "nocopy": "copy",
+                **dict.fromkeys(_PROPAGATIONS, "propagation")}
+
+
+def parse_volume(v: str) -> tuple[str, str, bool, str]:
+    """`-v [SRC:]DST[:OPTIONS]` → (source, destination, read-only, propagation).
+    OPTIONS as docker's, comma-separated: ro or rw, z or Z (SELinux relabelling: no
+    SELinux here, nothing to do), a propagation mode, nocopy (cove copies nothing into
+    named volumes anyway). Anything else, or two of a kind, is an error: an ignored
+    typo (`:r0`) would mount read-write what was meant read-only."""
+    parts = v.split(":")
+    if len(parts) > 3 or not all(parts):
+        raise CoveError(f"-v {v}", "expected [SOURCE:]DESTINATION[:OPTIONS]")
+    if len(parts) == 1:
+        return "", parts[0], False, ""
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    kinds: dict[str, str] = {}
+    for opt in opts:
+        kind = _VOLUME_OPTS.get(opt)
+        if kind is None:
+            raise CoveError(f"-v {v}", f"unknown volume option {opt!r} (expected ro, rw, z, "
+                                       f"Z, nocopy or one of {', '.join(_PROPAGATIONS)})")
+        if kind in kinds:
+            raise CoveError(f"-v {v}", f"options {kinds[kind]} and {opt} conflict")
+        kinds[kind] = opt
+    return parts[0], parts[1], kinds.get("rw") == "ro", kinds.get("propagation", "")
+
+
+def _mounts(paths: S.Paths, o: RunOptions, made: list[str], rootfs: str = "",
+            anon: list[str] | None = None) -> list[dict[str, Any]]:
     """-v, --mount and --tmpfs as OCI mounts (and docker-style Mounts for inspect);
-    the volumes this makes (docker makes a named volume on first use) go into `made`."""
+    the volumes this makes (docker makes a named volume on first use) go into `made`,
+    and those without a name (`-v /dst`), which go with the container, into `anon` too.
+    An empty volume is filled from the image's content at its mount point (docker's
+    copy-up, unless `nocopy`), from `rootfs`."""
+    from cove.engine import hostconfig as H
     from cove.engine import volumes
     out: list[dict[str, Any]] = []
 
-    def add(kind: str, src: str, dst: str, ro: bool) -> None:
+    def add(kind: str, src: str, dst: str, ro: bool, prop: str = "", nocopy: bool = False,
+            opts: list[str] | None = None) -> None:
         if not dst.startswith("/"):
             raise CoveError(f"mount target {dst!r}", "must be an absolute path")
         if kind == "volume":
-            vname = src or os.urandom(16).hex()
+            vname = src or os.urandom(32).hex()
             existed = volumes.exists(paths.root, vname)
-            vol = volumes.ensure(paths.root, vname)
+            vol = volumes.ensure(paths.root, vname,
+                                 None if src else {"cove.anonymous": "true"})
             if not existed:
                 made.append(vname)
+                if not src and anon is not None:
+                    anon.append(vname)
+            if rootfs and not nocopy and not os.listdir(vol["Mountpoint"]):
+                _copy_up(rootfs, os.path.normpath(dst), vol["Mountpoint"])
             out.append({"Type": "volume", "Name": vol["Name"], "Source": vol["Mountpoint"],
                         "Destination": dst, "RW": not ro})
         elif kind == "bind":
             if not os.path.exists(src):
                 raise CoveError(f"bind source {src}", "does not exist")
             out.append({"Type": "bind", "Source": os.path.abspath(src), "Destination": dst,
-                        "RW": not ro})
+                        "RW": not ro, "Propagation": prop})
         elif kind == "tmpfs":
-            out.append({"Type": "tmpfs", "Source": "", "Destination": dst, "RW": not ro})
+            out.append({"Type": "tmpfs", "Source": "", "Destination": dst, "RW": not ro,
+                        "Options": opts or []})
         else:
             raise CoveError(f"mount type {kind}", "expected bind, volume or tmpfs")
 
     for v in o.volumes:
-        parts = v.split(":")
-        ro = len(parts) == 3 and "ro" in parts[2].split(",")
-        if len(parts) == 1:
-            add("volume", "", parts[0], False)
-        else:
-            src, dst = parts[0], parts[1]
-            add("bind" if src.startswith(("/", ".")) else "volume", src, dst, ro)
+        src, dst, ro, prop = parse_volume(v)
+        nocopy = "nocopy" in v.split(":")[2].split(",") if v.count(":") == 2 else False
+        add("bind" if src.startswith(("/", ".")) else "volume", src, dst, ro, prop, nocopy)
     for m in o.mounts:
         kv: dict[str, str] = {}
         ro = False
@@ -206,9 +321,15 @@ def _mounts(paths: S.Paths, o: RunOptions, made: list[str]) -> list[dict[str, An
             else:
                 kv[k] = val
         dst = kv.get("target") or kv.get("destination") or kv.get("dst") or ""
-        add(kv.get("type", "volume"), kv.get("source") or kv.get("src") or "", dst, ro)
+        topts = [f"size={kv['tmpfs-size']}"] if kv.get("tmpfs-size") else []
+        if kv.get("tmpfs-mode"):
+            topts.append(f"mode={kv['tmpfs-mode']}")
+        nocopy = "volume-nocopy" in kv and kv["volume-nocopy"] in ("", "1", "true")
+        add(kv.get("type", "volume"), kv.get("source") or kv.get("src") or "", dst, ro,
+            nocopy=nocopy, opts=H.parse_tmpfs(f"{dst}:{','.join(topts)}")[1] if topts else [])
     for t in o.tmpfs:
-        add("tmpfs", "", t.partition(":")[0], False)
+        tdst, topts = H.parse_tmpfs(t)
+        add("tmpfs", "", tdst, False, opts=topts)
     return out
 
 
@@ -216,33 +337,46 @@ def _oci_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for m in mounts:
         if m["Type"] == "tmpfs":
+            from cove.engine.hostspec import tmpfs_options
             out.append({"destination": m["Destination"], "type": "tmpfs", "source": "tmpfs",
-                        "options": ["nosuid", "nodev", "mode=1777"]
-                        + ([] if m["RW"] else ["ro"])})
+                        "options": tmpfs_options(m.get("Options") or [], not m["RW"])})
         else:
             out.append({"destination": m["Destination"], "type": "bind",
                         "source": m["Source"],
-                        "options": ["rbind", "rw" if m["RW"] else "ro"]})
+                        "options": ["rbind", "rw" if m["RW"] else "ro",
+                                    *([m["Propagation"]] if m.get("Propagation") else [])]})
     return out
 
 
+# docker's (and podman's) default capabilities: runc's three (the runtime's `spec`, a
+# starting point for hand-written bundles) leave root in a container unable to chown,
+# mknod, open raw sockets (ping) or change users, which package managers need.
+ENGINE_CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+               "CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",
+               "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+
 def _apply_caps(proc: dict[str, Any], add: list[str], drop: list[str]) -> None:
-    from cove.runtime.spec import DEFAULT_CAPS
-    from cove.sys.caps import CAPS
-    caps = proc.setdefault("capabilities", {})
-    base = set(caps.get("bounding", DEFAULT_CAPS))
-    every = set(CAPS)
-    adds = {_cap(c) for c in add}
-    drops = {_cap(c) for c in drop}
+    """Set the process's capabilities to ENGINE_CAPS with --cap-add/--cap-drop applied
+    as docker combines them (moby's TweakCapabilities): `--cap-add ALL` is every
+    capability the kernel knows less the drops; `--cap-drop ALL` keeps only the adds;
+    otherwise the defaults less the drops plus the adds. Bounding, effective and
+    permitted only, as docker: nothing inheritable or ambient, so a user other than
+    root keeps none across execve."""
+    from cove.sys import libc
+    from cove.sys.caps import CAPS, last_cap
+    adds = {_cap(c, "--cap-add") for c in add}
+    drops = {_cap(c, "--cap-drop") for c in drop}
     if "ALL" in adds:
-        base |= every
-    base |= adds - {"ALL"}
-    base = set() if "ALL" in drops else base - drops
-    for k in ("bounding", "effective", "permitted"):
-        caps[k] = sorted(base)
-    for k in ("inheritable", "ambient"):
-        if k in caps:
-            caps[k] = sorted(set(caps[k]) & base)
+        # every capability the kernel knows that we can grant (our own bounding set:
+        # an engine in a restricted sandbox cannot hand out what it lacks)
+        base = {n for n, bit in CAPS.items() if bit <= last_cap()
+                and libc.prctl(libc.PR_CAPBSET_READ, bit) == 1} - drops
+    elif "ALL" in drops:
+        base = adds
+    else:
+        base = (set(ENGINE_CAPS) - drops) | adds
+    proc["capabilities"] = {k: sorted(base) for k in ("bounding", "effective", "permitted")}
 
 
 def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
@@ -265,11 +399,16 @@ def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
         res["cpu"] = {"quota": hc["NanoCpus"] // 10_000, "period": 100_000}
     if hc["PidsLimit"]:
         res["pids"] = {"limit": hc["PidsLimit"]}
-    if o.cap_add or o.cap_drop:
-        _apply_caps(spec["process"], o.cap_add, o.cap_drop)
-        if "seccomp" in lin:
-            from cove.runtime.seccomp_default import default_profile
-            lin["seccomp"] = default_profile(spec["process"]["capabilities"]["bounding"])
+    _apply_caps(spec["process"], o.cap_add, o.cap_drop)
+    if "seccomp" in lin:
+        # docker's profile allows some syscalls only with a capability (chroot with
+        # CAP_SYS_CHROOT, mount and unshare with CAP_SYS_ADMIN...): made for these caps
+        from cove.runtime.seccomp_default import default_profile
+        lin["seccomp"] = default_profile(spec["process"]["capabilities"]["bounding"])
+    if "devices" in res:
+        # docker lets a container mknod any device node (MKNOD is one of its caps);
+        # opening one still needs a rule that allows reading or writing it
+        res["devices"] += [{"allow": True, "type": t, "access": "m"} for t in ("c", "b")]
     for so in o.security_opt:
         k, _, v = so.partition("=")
         if k == "seccomp" and v == "unconfined":
@@ -281,15 +420,24 @@ def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
             spec["process"]["noNewPrivileges"] = v in ("", "true")
         else:
             raise CoveError(f"--security-opt {so}", "expected seccomp=FILE|unconfined")
+    from cove.engine import hostconfig, hostspec
+    hostspec.apply(paths.root, spec, rec)
     mode = hc["NetworkMode"]
+    from cove.engine import rootless
     if mode == "host":
         lin["namespaces"] = [n for n in lin["namespaces"] if n["type"] != "network"]
-    elif mode != "none":
+    elif mode == "none" or rootless.is_slirp(mode):
+        # its own namespace, made by the runtime (rootless: in the container's user
+        # namespace); slirp4netns is attached by a hook (cove/engine/rootless.py)
+        rootless.spec_network(spec, paths, rec)
+    else:
         from cove.engine import network
         nsfile = network.netns_path(paths, rec["Name"])
         for n in lin["namespaces"]:
             if n["type"] == "network":
                 n["path"] = nsfile
+    if hostconfig.own_etc(rec):
+        # (written by network.attach on a bridge network, by create on none and host)
         for etc in ("hosts", "resolv.conf"):
             spec["mounts"].append({"destination": f"/etc/{etc}", "type": "bind",
                                    "source": os.path.join(paths.cdir(rec["Name"]), etc),
@@ -301,6 +449,7 @@ def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
 
 def _new_record(cid: str, name: str, o: RunOptions, digest: str,
                 argv: list[str]) -> dict[str, Any]:
+    H.check_signal(o.stop_signal)
     lc: dict[str, str] = {}
     for opt in o.log_opts:
         k, _, v = opt.partition("=")
@@ -309,6 +458,10 @@ def _new_record(cid: str, name: str, o: RunOptions, digest: str,
         lc[k] = v
     if "max-size" in lc:
         L.parse_size(lc["max-size"])
+    # a default cap, as docker's `local` driver has (a chatty container must not fill
+    # the disk the whole engine lives on): --log-opt max-size=0 for none
+    lc.setdefault("max-size", L.DEFAULT_MAX_SIZE)
+    lc.setdefault("max-file", L.DEFAULT_MAX_FILE if lc["max-size"] != "0" else "1")
     health: dict[str, Any] | None = None
     if o.health_cmd:
         health = {"Test": ["CMD-SHELL", o.health_cmd],
@@ -323,16 +476,45 @@ def _new_record(cid: str, name: str, o: RunOptions, digest: str,
         raise CoveError(f"--health-on-failure {o.health_on_failure}",
                         "expected none, kill or restart")
     from cove.engine.logs import parse_size
-    mem = parse_size(o.memory) if o.memory else 0
-    net = "bridge" if o.network in ("default", "bridge") else o.network
+    try:
+        mem = parse_size(o.memory) if o.memory else 0
+    except CoveError as e:
+        raise CoveError(f"--memory {o.memory}", e.why) from None
+    if 0 < mem < MIN_MEMORY:
+        # the container's init would be OOM-killed while it sets up ("exited during
+        # setup"); docker refuses the same
+        raise CoveError(f"--memory {o.memory}", "minimum memory limit allowed is 6MB")
+    if o.cpus:
+        n = len(os.sched_getaffinity(0))
+        if not 0.01 <= o.cpus <= n:  # (NaN too)
+            raise CoveError(f"--cpus {o.cpus:g}", f"range of CPUs is from 0.01 to {n}.00, "
+                                                  f"as there are only {n} CPUs available")
+    policy = parse_restart(o.restart)
+    if o.rm and policy["Name"] != "no":
+        raise CoveError(f"--restart {o.restart}", "conflicting options: --restart and --rm")
+    for env in o.env:
+        _check_env(env, "-e")
+    _env_files(o.env_files)
+    for v in o.volumes:
+        parse_volume(v)
+    for c in o.cap_add:
+        _cap(c, "--cap-add")
+    for c in o.cap_drop:
+        _cap(c, "--cap-drop")
+    from cove.engine import rootless
+    net = rootless.network_mode(o.network)  # rootless: slirp4netns for the default
+    hc = H.host_config(o, net, mem)
     return {
         "Id": cid, "Name": name, "Created": S.now_rfc3339(), "Image": o.image,
         "ImageDigest": digest, "Path": argv[0] if argv else "", "Args": argv[1:],
         "Config": {"Hostname": o.hostname or cid[:12], "Cmd": o.command, "Tty": o.tty,
-                   "Env": o.env, "Healthcheck": health, "StopSignal": o.stop_signal},
+                   "Env": o.env, "Healthcheck": health, "StopSignal": o.stop_signal,
+                   "StopTimeout": o.stop_timeout,
+                   "Labels": H.parse_labels(o.labels, o.label_files)},
         "HostConfig": {
+            **hc,
             "AutoRemove": o.rm and o.detach,
-            "RestartPolicy": parse_restart(o.restart),
+            "RestartPolicy": policy,
             "LogConfig": {"Type": "json-file", "Config": lc},
             "PortBindings": parse_publish(o.publish),
             "NetworkMode": net,
@@ -356,13 +538,14 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
     is the one the zygote wrote (it reaps the init of a dead monitor), else 255."""
     from cove.engine.monitor import read_exit
     cdir = paths.cdir(name)
-    rec = S.load(cdir)
+    rec = S.load(cdir, strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     st = rec["State"]
-    if st["Status"] == "running" and not S.pid_alive(int(st.get("Pid") or 0),
+    if st["Status"] in ("running", "paused") and not S.pid_alive(int(st.get("Pid") or 0),
                                                      st.get("PidStart")) \
             and not _monitor_alive(rec):
+        # (a `run -it` has no monitor and no Pid: its foreground `cove run` watches it)
         code = read_exit(cdir, int(st.get("Pid") or 0))
         if code is None and _zygote_alive(rec):
             # it reaps the orphaned init and writes the code: a moment
@@ -372,16 +555,29 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
                 time.sleep(0.05)
                 code = read_exit(cdir, int(st.get("Pid") or 0))
 
+        corrected = False
+
         def lost(r: dict[str, Any]) -> None:
+            # checked again under the lock: its watcher may have recorded the exit (or a
+            # new one started it) since we read the record
+            nonlocal corrected
+            if r["State"]["Status"] not in ("running", "paused") or _monitor_alive(r):
+                return
+            corrected = True
             r["State"].update(Status="exited", Running=False, Pid=0,
                               ExitCode=255 if code is None else code,
                               FinishedAt=S.now_rfc3339(),
                               Error="exited while no monitor watched it; exit code lost"
                               if code is None else "")
             r["MonitorPid"] = 0
+            r.pop("Watchers", None)
         rec = S.update(cdir, lost)
+        if not corrected:
+            rec["LogPath"] = L.log_path(cdir)
+            return rec
         _rt_delete(paths, name)
         cleanup(paths, name)
+        events.emit(paths.root, "container", "die", rec, exitCode=rec["State"]["ExitCode"])
         if rec["HostConfig"].get("AutoRemove"):
             with contextlib.suppress(CoveError):
                 remove(paths.root, name, force=True)
@@ -402,6 +598,12 @@ def _zygote_alive(rec: dict[str, Any]) -> bool:
 
 
 def _monitor_alive(rec: dict[str, Any]) -> bool:
+    """Whether a process watches the container and will record its exit: its monitor,
+    or (`Watchers`, pid and start time) the foreground `cove run -it` and the runtime
+    relaying its terminal, which run it without a monitor. While one lives the record
+    is its to finish: `ps`, `inspect` and the supervisor must not correct it."""
+    if any(S.pid_alive(int(pid), start) for pid, start in rec.get("Watchers") or ()):
+        return True
     pid = int(rec.get("MonitorPid") or 0)
     if pid <= 0 or not S.pid_alive(pid):
         return False
@@ -421,41 +623,67 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
     from cove.image.store import Store
     paths = S.Paths(root)
     st = Store(root)
+    S.reserve(root)  # room for stop/rm -f/exit records when a container fills the disk
     digest = images.find_image(st, o.image)
-    img = st.image(digest)
+    img = H.image_for_platform(st, o.image, digest, o.platform)
     cid = os.urandom(32).hex()
     name = o.name or f"cove-{cid[:12]}"
     # everything that can be checked is, before anything is made
     check_name(name)
     if os.path.lexists(paths.cdir(name)):
         raise CoveError(f"container name {name!r}", "already in use")
+    if o.cidfile and os.path.lexists(o.cidfile):
+        # docker's check: the file may be another running container's
+        raise CoveError(f"--cidfile {o.cidfile}", "container ID file found, make sure the "
+                                                  "other container isn't running or "
+                                                  "delete it")
     rec = _new_record(cid, name, o, digest, [])
     icfg = img.config.config
+    rec["Config"]["Labels"] = {**icfg.labels, **rec["Config"]["Labels"]}
     exposed = [p if "/" in p else f"{p}/tcp" for p in icfg.exposed_ports]
-    rec["Config"]["ExposedPorts"] = {p: {} for p in
-                                     dict.fromkeys([*exposed, *rec["HostConfig"]["PortBindings"]])}
+    hc = rec["HostConfig"]
+    rec["Config"]["ExposedPorts"] = {p: {} for p in dict.fromkeys(
+        [*exposed, *H.parse_expose(o.expose), *hc["PortBindings"]])}
+    if o.publish_all and hc["NetworkMode"] not in ("host", "none"):
+        # -P: every exposed port not published otherwise, to a free host port (picked
+        # at each start, as `-p PORT`); as docker, nothing on host and none
+        for p in rec["Config"]["ExposedPorts"]:
+            hc["PortBindings"].setdefault(p, [{"HostIp": "", "HostPort": ""}])
     rec["Config"]["Volumes"] = {v: {} for v in icfg.volumes} or None
-    if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+    if hc["NetworkMode"] not in ("host", "none"):
         from cove.engine import network
-        network.check_exists(paths, rec["HostConfig"]["NetworkMode"])
-        network.check_ports(paths, rec["HostConfig"]["PortBindings"])
+        network.check_exists(paths, hc["NetworkMode"])
+        network.check_ports(paths, hc["PortBindings"])
     rootfs = snapshots.prepare(st, img, name)
     made: list[str] = []
     try:
-        rec["Mounts"] = _mounts(paths, o, made)
-        rec["AnonymousVolumes"] = _image_volumes(paths, rec["Mounts"],
-                                                 img.config.config.volumes, rootfs.path, made)
+        anon: list[str] = []
+        rec["Mounts"] = _mounts(paths, o, made, rootfs.path, anon)
+        rec["AnonymousVolumes"] = [*anon, *_image_volumes(
+            paths, rec["Mounts"], img.config.config.volumes, rootfs.path, made)]
         rec["CreatedVolumes"] = made
         spec = build_spec(paths, rec, o, rootfs.path, img.config.config)
         argv = spec["process"]["args"]
         rec["Path"], rec["Args"] = argv[0], argv[1:]
+        if hc["NetworkMode"] in ("host", "none") and H.own_etc(rec):
+            from cove.engine import netcontainer
+            netcontainer.write_etc(paths, rec, rootfs.container_dir)
         with open(os.path.join(rootfs.container_dir, "config.json"), "w") as f:
             json.dump(spec, f, indent=1)
         S.save(rootfs.container_dir, rec)
+        if o.cidfile:
+            with open(o.cidfile, "x") as f:
+                f.write(cid)
+    except OSError as e:
+        snapshots.release(st, name, remove=True)
+        _drop_volumes(root, made)
+        from cove.errors import os_why
+        raise CoveError(f"create {name}", os_why(e)) from None
     except BaseException:
         snapshots.release(st, name, remove=True)
         _drop_volumes(root, made)
         raise
+    events.emit(root, "container", "create", rec)
     return rec
 
 
@@ -484,7 +712,14 @@ def _image_volumes(paths: S.Paths, mounts: list[dict[str, Any]], wanted: list[st
 
 def _copy_up(rootfs: str, dst: str, data: str) -> None:
     """Copy the image's content at `dst` (inside `rootfs`) into the volume dir `data`,
-    owners, modes and symlinks kept; nothing when it is absent or leads out of the rootfs."""
+    owners, modes and symlinks kept; nothing when it is absent or leads out of the rootfs.
+    Rootless with subordinate ids, in the containers' user namespace (it may chown to
+    them; cove/image/userns.py)."""
+    from cove.image import userns
+    userns.call(_copy_up_here, rootfs, dst, data)
+
+
+def _copy_up_here(rootfs: str, dst: str, data: str) -> None:
     base = os.path.realpath(rootfs)
     src = os.path.realpath(os.path.join(base, dst.lstrip("/")))
     if not src.startswith(base + os.sep) or not os.path.isdir(src):
@@ -524,11 +759,12 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
     rec = refresh(paths, name)
     if rec["State"]["Status"] == "running":
         return rec
+    if rec["State"]["Status"] == "paused":
+        raise CoveError(f"container {name}", "cannot start a paused container, try "
+                                             "unpause instead")
 
     def prep(r: dict[str, Any]) -> None:
         r["ManuallyStopped"] = False
-        if policy_restart:
-            r["RestartCount"] = int(r.get("RestartCount", 0)) + 1
         r["State"]["Status"] = "restarting" if policy_restart else r["State"]["Status"]
     if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
         from cove.engine import network
@@ -547,22 +783,20 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
             raise
     try:
         spawn_monitor(root, name)
-    except CoveError:
+    except BaseException:
         if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
             teardown(paths, name)
+        snapshots.release(Store(root), name, remove=False)
         raise
+    if policy_restart:
+        # counted once it ran: a restart that failed is the supervisor's to record
+        S.update(cdir, lambda r: r.__setitem__("RestartCount",
+                                               int(r.get("RestartCount", 0)) + 1))
     rec = refresh(paths, name)
     if rec["Config"].get("Healthcheck") or rec["HostConfig"]["RestartPolicy"]["Name"] != "no":
         from cove.engine import supervisor
         supervisor.ensure(root)
     return rec
-
-
-MONITOR_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                "from cove.engine.monitor import main; sys.exit(main(sys.argv[1:]))")
-
-
-ZYGOTE_MAIN = MONITOR_MAIN.replace("monitor", "zygote")
 
 
 def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
@@ -572,7 +806,6 @@ def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
     execs one instead)."""
     import socket
 
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(root, "zygote.sock")
     msg = "\0".join([name, role,
                      *(f"{k}={v}" for k, v in env.items())]).encode("utf-8", "surrogateescape")
@@ -586,20 +819,20 @@ def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
         except (OSError, ValueError):
             if attempt or os.environ.get("COVE_NO_ZYGOTE"):
                 return False
-            if not _start_zygote(root, env, src):
+            if not _start_zygote(root, env):
                 return False
         finally:
             s.close()
     return False
 
 
-def _start_zygote(root: str, env: dict[str, str], src: str) -> bool:
+def _start_zygote(root: str, env: dict[str, str]) -> bool:
     r, w = os.pipe()
     logf = os.open(os.path.join(root, "zygote.log"),
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        subprocess.Popen([sys.executable, "-I", "-S", "-c", ZYGOTE_MAIN, src, root, str(w)],
-                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        subprocess.Popen(spawn.argv("zygote", root, str(w)), pass_fds=[w],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                          start_new_session=True, env=env, cwd="/")
     except OSError:
         return False
@@ -612,21 +845,20 @@ def _start_zygote(root: str, env: dict[str, str], src: str) -> bool:
 
 def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
     """Start a container's monitor (or, with `adopt`, a new one for a running container
-    whose monitor died) and wait for its word. `python -I -S`: no site, no
-    PYTHONPATH; the monitor puts the source tree on sys.path itself."""
+    whose monitor died) and wait for its word. `python -I -S` with this process's
+    module search path (cove/engine/spawn.py)."""
     paths = S.Paths(root)
     cdir = paths.cdir(name)
     rt = runtime_binary()
     env = {**os.environ, "COVE_RUNTIME": os.path.abspath(rt) if os.sep in rt else rt}
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     r, w = os.pipe()
     logf = os.open(os.path.join(cdir, "monitor.log"),
                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     p = None
     try:
         if not zygote_spawn(root, name, "adopt" if adopt else "", w, logf, env):
-            p = subprocess.Popen([sys.executable, "-I", "-S", "-c", MONITOR_MAIN, src, root,
-                                  name, str(w), *(["--adopt"] if adopt else [])],
+            p = subprocess.Popen(spawn.argv("monitor", root, name, str(w),
+                                            *(["--adopt"] if adopt else [])),
                                  pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,
                                  stderr=logf, start_new_session=True, env=env, cwd="/")
     finally:
@@ -646,77 +878,242 @@ def adopt(root: str, name: str) -> None:
     spawn_monitor(root, name, adopt=True)
 
 
-def run(root: str, o: RunOptions, out: Any = None, err: Any = None) -> tuple[dict[str, Any], int]:
+def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
+        stdin: int | None = None, sig_proxy: bool = False) -> tuple[dict[str, Any], int]:
     """create + start; attached (not `detach`), copy its output to `out`/`err` until it
-    exits and return its exit code (and remove it with `rm`)."""
+    exits and return its exit code (and remove it with `rm`).
+
+    With `interactive`, the fd `stdin` (ours by default) is the container's stdin until
+    its EOF, which the container sees (`printf ... | cove run -i IMAGE wc -l`); without,
+    the container's stdin is /dev/null, as docker's. With `sig_proxy` (the CLI's, as
+    docker's --sig-proxy), the signals that would end this process (^C on its terminal,
+    a kill) go to the container instead: it decides, and the run ends with it; without
+    (the Python API), ^C stops the container."""
     if o.tty and not o.detach:
+        if o.interactive and not os.isatty(0):
+            # the runtime would relay a pipe to a pty whose reader never sees its EOF
+            raise CoveError("run -it", "the input device is not a TTY")
         return run_tty(root, o)
     if o.tty:
         raise CoveError("run -t -d", "a detached container gets no terminal here; drop -t")
+    paths = S.Paths(root)
     rec = create(root, o)
     name = rec["Name"]
+    fifo: tuple[str, int, int] | None = None
     try:
+        if o.interactive and not o.detach:
+            fifo = _stdin_fifo(paths.cdir(name))
+        elif o.interactive:
+            # `run -d -i`: docker's OpenStdin; the container keeps its stdin FIFO open
+            # (monitor.open_stdin) and `cove attach` writes to it
+            S.update(paths.cdir(name), lambda r: r["Config"].update(OpenStdin=True))
         rec = start(root, name)
     except BaseException:
+        if fifo is not None:
+            os.close(fifo[1])
+            os.close(fifo[2])
         with contextlib.suppress(Exception):
             remove(root, name, force=True)
         _drop_volumes(root, rec.get("CreatedVolumes") or [])
+        if o.cidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(o.cidfile)
+        failed = sys.exc_info()[1]
+        if isinstance(failed, CoveError):
+            # a command that can't be run: docker's message and exit status (126/127)
+            mapped = H.exec_error(failed)
+            if mapped is not None:
+                raise mapped from None
         raise
     if o.detach:
         return rec, 0
+    if fifo is not None:
+        # the container holds the read end now: ours goes, and so does the FIFO (a
+        # later start gets /dev/null, as docker's restarted containers)
+        path, placeholder, w = fifo
+        os.close(placeholder)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        import threading
+        threading.Thread(target=_feed_stdin, args=(0 if stdin is None else stdin, w),
+                         name=f"stdin {name}", daemon=True).start()
+
+    def forward(signum: int, _frame: object) -> None:
+        _rt_quiet(paths, "kill", name, str(signum))
     try:
-        for e in logs(root, name, follow=True):
-            stream = (err or sys.stderr) if e["stream"] == "stderr" else (out or sys.stdout)
-            stream.write(e["log"])
-            stream.flush()
-        code = wait(root, name)
+        with _signals(forward if sig_proxy else None):
+            for e in logs(root, name, follow=True):
+                stream = (err or sys.stderr) if e["stream"] == "stderr" \
+                    else (out or sys.stdout)
+                stream.write(e["log"])
+                stream.flush()
+            code = wait(root, name)
     except KeyboardInterrupt:
         stop(root, name, timeout=10)
         code = 130
+    except BrokenPipeError:
+        # our reader left (`cove run IMAGE yes | head -1`): the container ends, as the
+        # program would in the pipeline (by SIGKILL: an init ignores SIGPIPE), rather
+        # than write to its log for ever, and --rm removes it
+        with contextlib.suppress(CoveError):
+            kill(root, name, "KILL")
+        _wait_status(paths, name, 10)
+        if o.rm:
+            remove(root, name, force=True)
+        raise
     if o.rm:
         remove(root, name, force=True)
     return rec, code
+
+
+# The signals an attached `cove run` passes on (docker's --sig-proxy, the runtime's own
+# list): those that would end it and leave its container running behind it.
+PROXIED = (1, 2, 3, 10, 12, 15)  # HUP INT QUIT USR1 USR2 TERM
+
+
+@contextlib.contextmanager
+def _signals(handler: Any, which: tuple[int, ...] = PROXIED) -> Iterator[None]:
+    """`handler` for `which` while the block runs; nothing when `handler` is None or
+    outside the main thread (only it may set handlers: a program using the API from a
+    thread keeps its own)."""
+    import signal
+    import threading
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old: dict[int, Any] = {}
+    try:
+        for s in which:
+            old[s] = signal.signal(s, handler)
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    """A handler that does nothing: unlike SIG_IGN, which the runtime and the container
+    would inherit, a handler is reset to the default at exec."""
+
+
+def _stdin_fifo(cdir: str) -> tuple[str, int, int]:
+    """`run -i`: `<cdir>/stdin.fifo`, which the monitor gives the container as its stdin
+    (cove/engine/monitor.py), and its write end, opened now so that the container never
+    finds the FIFO without a writer (a read would be an EOF at once). A placeholder read
+    end lets the write end open without blocking; the caller closes it once the
+    container holds its own. (path, placeholder, write end)."""
+    from cove.engine.monitor import STDIN_FIFO
+    path = os.path.join(cdir, STDIN_FIFO)
+    os.mkfifo(path, 0o600)
+    placeholder = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        w = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(placeholder)
+        raise
+    return path, placeholder, w
+
+
+def _feed_stdin(src: int, w: int) -> None:
+    """Copy `src` into the container's stdin until `src` ends, then close it: the
+    container reads EOF (docker's StdinOnce). A container that exits (or closes its
+    stdin) first ends the copy with EPIPE (Python ignores SIGPIPE)."""
+    try:
+        while data := os.read(src, 65536):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+    except OSError:
+        pass
+    finally:
+        os.close(w)
 
 
 def run_tty(root: str, o: RunOptions) -> tuple[dict[str, Any], int]:
     """`run -it`: the runtime's own foreground run relays the terminal; the record shows
-    the container while it runs."""
+    the container while it runs. No monitor watches it: this process and the runtime
+    are its watchers (`Watchers` in the record, pid and start time), so that `ps`,
+    `inspect` and the supervisor know it is watched and leave it alone (they correct
+    only a running container nobody watches), and its exit is recorded here.
+
+    Signals: the terminal is raw, so ^C and ^\\ are bytes for the container's terminal;
+    a hangup reaches the runtime (our process group) too, which passes it on. So this
+    process ignores SIGINT, SIGQUIT and SIGHUP (`_ignore`) rather than die and leave the exit
+    unrecorded, and passes SIGTERM, SIGUSR1 and SIGUSR2 (a kill, never the terminal's)
+    to the runtime, which passes them on to the container. Without -i the container's
+    stdin is not ours (docker attaches none): the runtime gets /dev/null."""
     from cove.image import snapshots
     from cove.image.store import Store
+    from cove.runtime.state import proc_start_time
     paths = S.Paths(root)
     rec = create(root, o)
     name = rec["Name"]
     cdir = paths.cdir(name)
-    if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
-        from cove.engine import network
-        network.attach(paths, name)
+    me = os.getpid()
+    code, error = 255, ""
 
     def running(r: dict[str, Any]) -> None:
-        r["State"].update(Status="running", Running=True, StartedAt=S.now_rfc3339())
-    S.update(cdir, running)
+        r["State"].update(Status="running", Running=True, StartedAt=S.now_rfc3339(),
+                          ExitCode=0, Error="", FinishedAt="0001-01-01T00:00:00Z")
+        r["Watchers"] = [[me, proc_start_time(me)]]
     try:
-        code = subprocess.call([*runtime(paths), "run", "--bundle", cdir, name],
-                               stdin=None if o.interactive or o.tty else subprocess.DEVNULL)
-    except KeyboardInterrupt:
-        code = 130
+        if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+            from cove.engine import network
+            network.attach(paths, name)
+        S.update(cdir, running)
+        events.emit(root, "container", "start", rec)
+        with _signals(_ignore, (1, 2, 3)):
+            p = subprocess.Popen([*runtime(paths), "run", "--bundle", cdir, name],
+                                 stdin=None if o.interactive else subprocess.DEVNULL)
+
+            def watched(r: dict[str, Any]) -> None:
+                r["Watchers"] = [*(r.get("Watchers") or []), [p.pid, proc_start_time(p.pid)]]
+
+            def forward(signum: int, _frame: object) -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
+            with _signals(forward, (10, 12, 15)):
+                with contextlib.suppress(CoveError):
+                    S.update(cdir, watched)
+                code = p.wait()
+        if code < 0:
+            code = 128 - code  # the runtime killed by a signal: as a shell says it
+    except BaseException as e:
+        error = str(e) or type(e).__name__  # it never ran, or we were interrupted
+        raise
     finally:
         _rt_delete(paths, name)
-        teardown(paths, name)
+        with contextlib.suppress(Exception):
+            teardown(paths, name)
         snapshots.release(Store(root), name, remove=False)
 
-    def done(r: dict[str, Any]) -> None:
-        r["State"].update(Status="exited", Running=False, ExitCode=code,
-                          FinishedAt=S.now_rfc3339())
-    rec = S.update(cdir, done)
-    if o.rm:
-        remove(root, name, force=True)
+        def done(r: dict[str, Any]) -> None:
+            r["State"].update(Status="exited", Running=False, Pid=0, ExitCode=code,
+                              FinishedAt=S.now_rfc3339(), Error=error)
+            r.pop("Watchers", None)
+        with contextlib.suppress(CoveError):  # removed meanwhile (`cove rm -f`)
+            rec = S.update(cdir, done)
+        events.emit(root, "container", "die", rec, exitCode=code)
+        if o.rm:
+            with contextlib.suppress(CoveError):
+                remove(root, name, force=True)
     return rec, code
 
 
 def _wait_status(paths: S.Paths, name: str, timeout: float | None) -> bool:
+    """Wait until the container is no longer active; whether it got there in time. A
+    record that is gone counts as stopped: a `--rm -d` container is removed by its
+    monitor the moment it exits, which `stop` must not report as "no such container"."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        rec = refresh(paths, name)
+        try:
+            rec = refresh(paths, name)
+        except S.CorruptRecord:
+            raise
+        except CoveError:
+            if not os.path.exists(os.path.join(paths.cdir(name), S.RECORD)):
+                return True
+            raise
         if rec["State"]["Status"] not in ACTIVE:
             return True
         if deadline is not None and time.monotonic() >= deadline:
@@ -728,25 +1125,35 @@ def kill(root: str, name: str, sig: str | int = "KILL", *, manual: bool = True) 
     paths = S.Paths(root)
     name = S.lookup(paths, name)
     rec = refresh(paths, name)
-    if rec["State"]["Status"] != "running":
+    if rec["State"]["Status"] not in ("running", "paused"):
         raise CoveError(f"container {name}", "is not running")
     if manual:
         S.update(paths.cdir(name), lambda r: r.update(ManuallyStopped=True))
     r = subprocess.run([*runtime(paths), "kill", name, _signal_name(sig)],
                        capture_output=True, text=True)
+    if rec["State"]["Status"] == "paused":  # frozen, it would not act on it
+        from cove.engine import ops
+        ops.after_signal(paths, name, rec, sig)
     if r.returncode != 0 and S.pid_alive(int(rec["State"]["Pid"]), rec["State"]["PidStart"]):
         raise CoveError(f"kill {name}", r.stderr.strip())
+    events.emit(root, "container", "kill", rec, signal=_signal_name(sig))
 
 
-def stop(root: str, name: str, timeout: float = 10.0) -> None:
-    """The stop signal, then SIGKILL after `timeout` seconds; waits for the exit."""
+def stop(root: str, name: str, timeout: float | None = None) -> None:
+    """The stop signal, then SIGKILL after `timeout` seconds (None: the container's
+    --stop-timeout, else 10; -1 waits for ever, as docker); waits for the exit."""
     paths = S.Paths(root)
     name = S.lookup(paths, name)
     S.update(paths.cdir(name), lambda r: r.update(ManuallyStopped=True))
     rec = refresh(paths, name)
+    if timeout is None:
+        own = rec["Config"].get("StopTimeout")
+        timeout = 10.0 if own is None else float(own)
+    if timeout < 0:
+        timeout = None
     if rec["State"]["Status"] == "restarting":
         S.update(paths.cdir(name), lambda r: r["State"].update(Status="exited"))
-    if rec["State"]["Status"] != "running":
+    if rec["State"]["Status"] not in ("running", "paused"):
         return
     with contextlib.suppress(CoveError):
         kill(root, name, rec["Config"].get("StopSignal") or "TERM")
@@ -754,11 +1161,14 @@ def stop(root: str, name: str, timeout: float = 10.0) -> None:
         with contextlib.suppress(CoveError):
             kill(root, name, "KILL")
         _wait_status(paths, name, 10)
+    events.emit(root, "container", "stop", rec)
 
 
-def restart(root: str, name: str, timeout: float = 10.0) -> dict[str, Any]:
+def restart(root: str, name: str, timeout: float | None = None) -> dict[str, Any]:
     stop(root, name, timeout)
-    return start(root, name)
+    rec = start(root, name)
+    events.emit(root, "container", "restart", rec)
+    return rec
 
 
 def wait(root: str, name: str, timeout: float | None = None) -> int:
@@ -774,7 +1184,13 @@ def remove(root: str, name: str, force: bool = False) -> str:
     from cove.image.store import Store
     paths = S.Paths(root)
     name = S.lookup(paths, name)
-    rec = refresh(paths, name)
+    try:
+        rec = refresh(paths, name)
+    except S.CorruptRecord:
+        if not force:
+            raise
+        _remove_unreadable(paths, name)
+        return name
     if rec["State"]["Status"] in ACTIVE:
         if not force:
             raise CoveError(f"container {name}", "is running: stop it first or use -f")
@@ -791,7 +1207,31 @@ def remove(root: str, name: str, force: bool = False) -> str:
         teardown(paths, name)
     snapshots.release(Store(root), name, remove=True)
     _drop_volumes(root, rec.get("AnonymousVolumes") or [])
+    events.emit(root, "container", "destroy", rec)
     return name
+
+
+def _remove_unreadable(paths: S.Paths, name: str) -> None:
+    """`rm -f` of a container whose record can't be read: what the runtime, the
+    network and the snapshot know is enough to stop and remove it."""
+    from cove.image import snapshots
+    from cove.image.store import Store
+    cdir = paths.cdir(name)
+    _rt_delete(paths, name)  # kills the init (the runtime's state has its pid)
+    try:
+        with open(os.path.join(cdir, S.RECORD), "rb") as f:
+            text = f.read().decode(errors="replace")
+        at = text.find('"Id"')
+        cid = text[at:at + 90].split('"')[3] if at >= 0 else ""
+    except (OSError, IndexError):
+        cid = ""
+    if len(cid) == 64 and all(c in "0123456789abcdef" for c in cid):
+        from cove.engine import network
+        network.drop_port_table(cid)
+    with contextlib.suppress(Exception):
+        from cove.engine import network
+        network.detach(paths, name)
+    snapshots.release(Store(paths.root), name, remove=True)
 
 
 def teardown(paths: S.Paths, name: str) -> None:
@@ -805,35 +1245,84 @@ def teardown(paths: S.Paths, name: str) -> None:
 
 # -- queries ----------------------------------------------------------------------------
 
-def inspect(root: str, name: str) -> dict[str, Any]:
+def inspect(root: str, name: str, notify: Callable[[str], None] | None = None
+            ) -> dict[str, Any]:
+    """The container's record, corrected (refresh); a supervisor it relies on is
+    started again if it died (`notify` hears of it: the CLI prints it)."""
     paths = S.Paths(root)
-    return refresh(paths, S.lookup(paths, name))
+    rec = refresh(paths, S.lookup(paths, name))
+    if needs_supervisor(rec) and revive_supervisor(root) and notify:
+        notify(REVIVED)
+    return rec
 
 
-def ps(root: str, all: bool = False) -> list[dict[str, Any]]:
+def ps(root: str, all: bool = False,
+       notify: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The containers' records (running ones, or `all`), corrected. A record that can't
+    be read is skipped and `notify` hears why (one line: the CLI prints it); so it does
+    when a dead supervisor that a container relies on is started again."""
     paths = S.Paths(root)
     out = []
+    supervised = False
     for n in S.all_names(paths):
-        with contextlib.suppress(CoveError):
+        try:
             rec = refresh(paths, n)
-            if all or rec["State"]["Status"] in ACTIVE:
-                out.append(rec)
+        except S.CorruptRecord as e:
+            if notify:
+                notify(str(e))  # one line; the others list as usual
+            continue
+        except CoveError:
+            continue
+        supervised = supervised or needs_supervisor(rec)
+        if all or rec["State"]["Status"] in ACTIVE:
+            out.append(rec)
+    if supervised and revive_supervisor(root) and notify:
+        notify(REVIVED)
     return out
+
+
+REVIVED = ("the supervisor was not running (restart policies, health checks, adoption); "
+           "started it again")
+
+
+def needs_supervisor(rec: dict[str, Any]) -> bool:
+    """Whether a container relies on the supervisor: a health check while it runs, or
+    a restart policy that may still act (not after a manual stop, not with --rm)."""
+    st = rec["State"]
+    if st["Status"] == "running" and rec["Config"].get("Healthcheck"):
+        return True
+    return rec["HostConfig"]["RestartPolicy"]["Name"] != "no" \
+        and not rec.get("ManuallyStopped") and st["Status"] in ("running", "exited",
+                                                                "restarting")
+
+
+def revive_supervisor(root: str) -> bool:
+    """Start the root's supervisor when a container relies on it and none runs (it was
+    killed, or the host's processes were): restarts and health checks would otherwise
+    stop without a word while `ps` says Up. Whether it started one."""
+    from cove.engine import supervisor
+    if supervisor.running_pid(root):
+        return False
+    supervisor.ensure(root)
+    return True
 
 
 def status_line(rec: dict[str, Any]) -> str:
     st = rec["State"]
-    if st["Status"] == "running":
-        h = (st.get("Health") or {}).get("Status")
-        up = time.time() - S.parse_rfc3339(st["StartedAt"])
-        return f"Up {int(up)}s" + (f" ({h})" if h else "")
+    if st["Status"] in ("running", "paused"):
+        from cove.engine import ops
+        return ops.up_line(rec)  # docker's "Up 5 seconds (Paused)"
     if st["Status"] == "exited":
-        return f"Exited ({st['ExitCode']})"
+        # a restart that failed says why (the record's Error; inspect has it whole)
+        err = str(st.get("Error") or "")
+        return f"Exited ({st['ExitCode']})" + (f": {err[:60]}" if err else "")
+    if st["Status"] == "restarting":
+        return f"Restarting ({st['ExitCode']})"
     return st["Status"].capitalize()
 
 
 def logs(root: str, name: str, *, follow: bool = False, since: str | None = None,
-         tail: int = -1) -> Iterator[dict[str, Any]]:
+         tail: int = -1, until: str | None = None) -> Iterator[dict[str, Any]]:
     paths = S.Paths(root)
     name = S.lookup(paths, name)
     path = L.log_path(paths.cdir(name))
@@ -843,7 +1332,8 @@ def logs(root: str, name: str, *, follow: bool = False, since: str | None = None
         return bool(rec) and rec is not None and (
             rec["State"]["Status"] in ACTIVE or _monitor_alive(rec))
     return L.follow(path, alive if follow else None,
-                    since=L.parse_since(since) if since else 0.0, tail=tail)
+                    since=L.parse_since(since) if since else 0.0, tail=tail,
+                    until=L.parse_since(until, "--until") if until else 0.0)
 
 
 def exec_(root: str, name: str, cmd: list[str], *, tty: bool = False,
@@ -864,9 +1354,40 @@ def exec_(root: str, name: str, cmd: list[str], *, tty: bool = False,
     if detach:
         args.append("-d")
     if not tty:
-        return subprocess.call([*args, name, *cmd],
-                               stdin=None if interactive else subprocess.DEVNULL)
+        return _exec_plain([*args, name, *cmd], name, interactive)
     return _exec_tty(args, name, cmd, paths.cdir(name))
+
+
+def _exec_plain(argv: list[str], name: str, interactive: bool) -> int:
+    """`cove-runtime exec` with the command's stdout straight through and its stderr
+    relayed, so that the runtime's own report that the command can't be run (`exec:
+    'X': executable file not found in $PATH`) becomes docker's message and exit status
+    (127 not found, 126 not invocable) instead of a runtime line and status 1. Only the
+    runtime's lines (`cove-runtime: ...`) are held back until the end; the command's
+    stderr passes at once."""
+    from cove.engine.hostconfig import exec_error
+    p = subprocess.Popen(argv, stdin=None if interactive else subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    assert p.stderr is not None
+    held: list[bytes] = []
+    err = sys.stderr.buffer
+    for line in p.stderr:
+        if line.startswith(b"cove-runtime: "):
+            held.append(line)
+            continue
+        err.write(line)
+        err.flush()
+    code = p.wait()
+    if code != 0 and held:
+        text = held[-1].decode(errors="replace").strip().removeprefix("cove-runtime: ")
+        mapped = exec_error(CoveError(f"container {name}", text))
+        if mapped is not None:
+            err.write(b"".join(held[:-1]))
+            err.flush()
+            raise mapped
+    err.write(b"".join(held))
+    err.flush()
+    return code
 
 
 def _exec_tty(args: list[str], name: str, cmd: list[str], cdir: str) -> int:
@@ -910,19 +1431,68 @@ def top(root: str, name: str, ps_args: list[str] | None = None) -> str:
 
 
 def stats(root: str, name: str) -> dict[str, Any]:
-    """One sample from the runtime's cgroup layer (runc's stats JSON), summarized."""
+    """One sample from the runtime's cgroup layer (runc's stats JSON, under "Raw"),
+    summarized as `docker stats` needs it: CPU time, memory (usage, the inactive file
+    cache docker leaves out of it, and the limit: the host's memory when there is none,
+    as docker shows it), pids, block I/O from the cgroup, and the network I/O of the
+    container's namespace (its interfaces but lo; none on the host's network)."""
     paths = S.Paths(root)
     name = S.lookup(paths, name)
+    rec = refresh(paths, name)
+    if rec["State"]["Status"] not in ("running", "paused"):
+        raise CoveError(f"container {name}", "is not running")
     r = subprocess.run([*runtime(paths), "events", "--stats", name], capture_output=True,
                        text=True)
     if r.returncode != 0:
         raise CoveError(f"stats {name}", r.stderr.strip() or "failed")
     data = json.loads(r.stdout.splitlines()[0])["data"]
     mem = data.get("memory", {}).get("usage", {})
-    return {"Name": name, "Id": refresh(paths, name)["Id"],
+    raw = data.get("memory", {}).get("raw", {})
+    host = _host_memory()
+    limit = int(mem.get("limit", 0))
+    bio: dict[str, int] = {"read": 0, "write": 0}
+    for e in data.get("blkio", {}).get("ioServiceBytesRecursive") or []:
+        op = str(e.get("op", "")).lower()
+        if op in bio:
+            bio[op] += int(e.get("value", 0))
+    rx, tx = (0, 0) if rec["HostConfig"].get("NetworkMode") == "host" \
+        else _net_io(int(rec["State"].get("Pid") or 0))
+    return {"Name": name, "Id": rec["Id"], "Status": rec["State"]["Status"],
             "CPUNanos": data.get("cpu", {}).get("usage", {}).get("total", 0),
-            "MemUsage": mem.get("usage", 0), "MemLimit": mem.get("limit", 0),
-            "Pids": data.get("pids", {}).get("current", 0), "Raw": data}
+            "MemUsage": mem.get("usage", 0),
+            "MemCache": int(raw.get("total_inactive_file", raw.get("inactive_file", 0))),
+            "MemLimit": host if not limit or (host and limit > host) else limit,
+            "Pids": data.get("pids", {}).get("current", 0),
+            "BlockRead": bio["read"], "BlockWrite": bio["write"], "NetRx": rx, "NetTx": tx,
+            "Raw": data}
+
+
+def _host_memory() -> int:
+    """MemTotal of this host, in bytes (0 if /proc/meminfo says nothing)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _net_io(pid: int) -> tuple[int, int]:
+    """Bytes received and sent by the interfaces (but lo) of `pid`'s network namespace."""
+    rx = tx = 0
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            for line in f.readlines()[2:]:
+                ifname, _, rest = line.partition(":")
+                cols = rest.split()
+                if ifname.strip() != "lo" and len(cols) >= 9:
+                    rx += int(cols[0])
+                    tx += int(cols[8])
+    except (OSError, ValueError):
+        pass
+    return rx, tx
 
 
 def port(root: str, name: str) -> dict[str, list[dict[str, str]]]:

@@ -26,6 +26,9 @@ except ImportError:  # pragma: no cover
     from json.encoder import py_encode_basestring as _jstr
 
 MAX_LINE = 16 * 1024
+# The cap a container's log gets unless --log-opt says otherwise: docker's `local`
+# driver's (20 MiB a file, 5 files); docker's json-file has none.
+DEFAULT_MAX_SIZE, DEFAULT_MAX_FILE = "20m", "5"
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30}
 
@@ -55,11 +58,14 @@ class JsonFileWriter:
         self.max_size = max_size
         self.max_file = max(1, max_file)
         self.buf: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
+        self.lost, self.lost_why = 0, ""  # output dropped while writes failed
+        self.fd = -1
+        self._reopen()
 
     def _rotate(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         if self.max_file > 1:
             for i in range(self.max_file - 1, 0, -1):
                 src = self.path if i == 1 else f"{self.path}.{i - 1}"
@@ -67,17 +73,44 @@ class JsonFileWriter:
                     os.rename(src, f"{self.path}.{i}")
         else:
             os.truncate(self.path, 0)
+        self._reopen()
+
+    def _line(self, stream: str, data: bytes) -> bytes:
+        return (f'{{"log":{_jstr(data.decode(errors="replace"))},"stream":"{stream}",'
+                f'"time":"{now_rfc3339()}"}}\n').encode()
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        """Append one entry. A write that fails (a full disk, a quota, an I/O error)
+        drops the entry and counts it, and the monitor reads on: a container must not
+        block on its output, nor its monitor die, because the log's disk is full. Once
+        writes succeed again, one entry says how much was lost."""
+        line = self._line(stream, data)
+        try:
+            if self.lost:
+                note = self._line("stderr", (f"cove: {self.lost} bytes of output lost: "
+                                             f"{self.lost_why}\n").encode())
+                self._write(note)
+                self.lost = 0
+            self._write(line)
+        except OSError as e:
+            self.lost += len(data)
+            self.lost_why = e.strerror or str(e)
+
+    def _write(self, line: bytes) -> None:
+        if self.max_size and self.size and self.size + len(line) > self.max_size:
+            self._rotate()
+        if self.fd < 0:
+            self._reopen()
+        n = os.write(self.fd, line)
+        if n < len(line):  # a short write (the disk filled): no half entry in the log
+            os.ftruncate(self.fd, self.size)
+            raise OSError(28, "No space left on device")
+        self.size += len(line)
+
+    def _reopen(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                           0o640)
         self.size = os.fstat(self.fd).st_size
-
-    def _emit(self, stream: str, data: bytes) -> None:
-        line = (f'{{"log":{_jstr(data.decode(errors="replace"))},"stream":"{stream}",'
-                f'"time":"{now_rfc3339()}"}}\n').encode()
-        if self.max_size and self.size and self.size + len(line) > self.max_size:
-            self._rotate()
-        os.write(self.fd, line)
-        self.size += len(line)
 
     def feed(self, stream: str, data: bytes) -> None:
         buf = self.buf[stream] + data
@@ -101,21 +134,69 @@ class JsonFileWriter:
     def close(self) -> None:
         for s in self.buf:
             self.flush(s)
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def parse_since(s: str) -> float:
-    """--since: RFC3339, a unix timestamp, or a duration before now (10s, 5m, 2h)."""
+def _entry(line: bytes | str) -> dict[str, Any] | None:
+    """One log entry; None for a line that is not one (a log written by an older Cove
+    when the disk filled mid-line): skipped, not fatal to `logs`."""
+    try:
+        e: dict[str, Any] = loads(line)
+        return e
+    except ValueError:
+        return None
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_go_duration(s: str) -> float | None:
+    """Seconds in a Go duration (`10m`, `1h30m`, `1.5s`, `500ms`), or None when `s` is
+    not one."""
+    v, total, i = s.strip(), 0.0, 0
+    if not v:
+        return None
+    while i < len(v):
+        j = i
+        while j < len(v) and ((v[j].isascii() and v[j].isdigit()) or v[j] == "."):
+            j += 1
+        k = j
+        while k < len(v) and not (v[k].isascii() and v[k].isdigit()) and v[k] != ".":
+            k += 1
+        num, unit = v[i:j], v[j:k]
+        if not num or num == "." or unit not in _DURATION_UNITS or num.count(".") > 1:
+            return None
+        total += float(num) * _DURATION_UNITS[unit]
+        i = k
+    return total
+
+
+def parse_since(s: str, flag: str = "--since") -> float:
+    """docker's --since/--until: a Go duration before now (`10m`, `1h30m`), a unix time
+    (`1700000000.5`), or RFC3339 (`2026-12-06T02:00:00Z`, with an offset or fractions;
+    a date; no zone meaning local time, as docker)."""
     v = s.strip()
-    if v and v[-1] in "smh" and v[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(v[:-1]) * {"s": 1, "m": 60, "h": 3600}[v[-1]]
-    if v.replace(".", "", 1).isdigit():
+    d = parse_go_duration(v)
+    if d is not None:
+        return time.time() - d
+    if v.replace(".", "", 1).isascii() and v.replace(".", "", 1).isdigit():
         return float(v)
     try:
-        return parse_rfc3339(v if "T" in v else v + "T00:00:00")
+        import datetime
+        base, _, rest = v.partition(".")
+        n = 0
+        while n < len(rest) and rest[n].isdigit():
+            n += 1
+        # the fraction added as our log times are read (state.parse_rfc3339), so that
+        # a time copied from `logs -t` compares equal to its entry's
+        t = datetime.datetime.fromisoformat(base + rest[n:]).timestamp()
+        return t + (float("0." + rest[:n]) if n else 0.0)
     except ValueError:
-        raise CoveError(f"--since {s}", "expected RFC3339, a unix time or a duration") \
-            from None
+        raise CoveError(f"{flag} {s}", "expected RFC3339, a unix time or a duration "
+                                       "(10m, 1h30m)") from None
 
 
 def _files(path: str) -> list[str]:
@@ -132,7 +213,7 @@ def read_entries_of(p: str) -> list[dict[str, Any]]:
     """The complete lines of one file."""
     try:
         with open(p, "rb") as f:
-            return [loads(line) for line in f if line.endswith(b"\n")]
+            return [e for line in f if line.endswith(b"\n") and (e := _entry(line))]
     except FileNotFoundError:
         return []
 
@@ -144,9 +225,11 @@ def read_entries(path: str) -> list[dict[str, Any]]:
     return out
 
 
-def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterator[dict[str, Any]]:
-    """Entries (after `since`, the last `tail`), then, while `alive()`, new ones as they
-    are written, across rotations."""
+def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
+           until: float = 0.0) -> Iterator[dict[str, Any]]:
+    """Entries (from `since`, up to `until`, the last `tail` of them), then, while
+    `alive()`, new ones as they are written, across rotations, until an entry or the
+    clock passes `until` (docker's `logs -f --until`)."""
     entries: list[dict[str, Any]] = []
     for p in _files(path)[:-1]:  # rotated, complete
         entries += read_entries_of(p)
@@ -159,8 +242,9 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterato
     pending = b""
     if f is not None:
         *lines, pending = f.read().split(b"\n")
-        entries += [loads(x) for x in lines if x]
-    entries = [e for e in entries if not since or parse_rfc3339(e["time"]) >= since]
+        entries += [e for x in lines if x and (e := _entry(x))]
+    entries = [e for e in entries if (not since or parse_rfc3339(e["time"]) >= since)
+               and (not until or parse_rfc3339(e["time"]) <= until)]
     if tail >= 0:
         entries = entries[len(entries) - tail:] if tail else []
     yield from entries
@@ -179,7 +263,11 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterato
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line:
-                        yield loads(line)
+                        e = _entry(line)
+                        if e and until and parse_rfc3339(e["time"]) > until:
+                            return
+                        if e:
+                            yield e
                 continue
             if ended:
                 return
@@ -191,8 +279,8 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1) -> Iterato
                     continue
             except FileNotFoundError:
                 return
-            if not alive():
-                ended = True  # the writer is done: one last read
+            if not alive() or (until and time.time() > until):
+                ended = True  # the writer is done (or --until is past): one last read
                 continue
             time.sleep(nap)
             nap = min(nap * 1.5, 0.025)

@@ -35,6 +35,7 @@ import os
 import select
 import sys
 
+from cove.engine import events
 from cove.engine import logs as L
 from cove.engine import state as S
 
@@ -64,17 +65,55 @@ def fifo_paths(cdir: str) -> tuple[str, str]:
     return os.path.join(cdir, "stdout.fifo"), os.path.join(cdir, "stderr.fifo")
 
 
+# `run -i`: the attached client makes this FIFO and holds its write end (see
+# containers._stdin_fifo); the container's stdin is its read end, so that the container
+# reads what the client forwards and EOF when the client closes it. Absent: /dev/null.
+# `run -d -i` and `create -i` (docker's OpenStdin without StdinOnce: the record's
+# Config.OpenStdin) keep it: made here at each start, and `cove attach` writes to it.
+STDIN_FIFO = "stdin.fifo"
+
+
+def open_stdin(cdir: str, keep_open: bool = False) -> int:
+    """The read end of the container's stdin FIFO (blocking, for the container), or -1
+    when there is none. With `keep_open` (OpenStdin) the FIFO is made when missing and
+    opened read-write: the container then holds a writer itself, as it does its stdout
+    and stderr, so its stdin stays open (no EOF) between attaches, across a killed
+    monitor, until it exits; `attach` opens the write end and leaves."""
+    path = os.path.join(cdir, STDIN_FIFO)
+    if keep_open:
+        try:
+            os.mkfifo(path, 0o600)
+        except FileExistsError:
+            pass
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fd = os.open(os.path.join(cdir, STDIN_FIFO),
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    os.set_blocking(fd, True)
+    return fd
+
+
 def runtime_cmd(paths: S.Paths) -> list[str]:
     rt = os.environ.get("COVE_RUNTIME") or os.path.join(os.path.dirname(sys.executable),
                                                        "cove-runtime")
     return [rt, "--root", paths.runtime_root]
 
 
+# Every signal but KILL and STOP: reset to its default in what we spawn. A signal
+# ignored at exec stays ignored, and the runtime's children inherit it down to the
+# container's init: with the SIGINT and SIGHUP we ignore, a container's `trap ... INT`
+# could never fire (a shell may not trap what it was started ignoring).
+DEFAULT_SIGNALS = tuple(s for s in range(1, 32) if s not in (9, 19))
+
+
 def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
-    """fork+exec without the subprocess module (it costs a megabyte per monitor)."""
+    """fork+exec without the subprocess module (it costs a megabyte per monitor), with
+    the signals' default dispositions (DEFAULT_SIGNALS)."""
     return os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
         (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-        (os.POSIX_SPAWN_DUP2, stderr, 2)])
+        (os.POSIX_SPAWN_DUP2, stderr, 2)], setsigdef=DEFAULT_SIGNALS)
 
 
 # Exit statuses of children reaped while waiting for another (see reap_others).
@@ -106,13 +145,15 @@ def wait_child(pid: int) -> int:
     return REAPED.pop(pid)
 
 
-def call(argv: list[str], stdout: int = -1, stderr: int = -1) -> tuple[int, str]:
+def call(argv: list[str], stdout: int = -1, stderr: int = -1,
+         stdin: int = -1) -> tuple[int, str]:
     """Run argv; its exit code and (unless redirected) its stderr. While it runs, other
     children that exit are reaped (reap_others)."""
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     r, w = os.pipe()
     try:
-        pid = spawn(argv, null, null if stdout < 0 else stdout, w if stderr < 0 else stderr)
+        pid = spawn(argv, null if stdin < 0 else stdin, null if stdout < 0 else stdout,
+                    w if stderr < 0 else stderr)
     finally:
         os.close(w)
         os.close(null)
@@ -227,18 +268,19 @@ class Monitor:
     # -- the container -------------------------------------------------------------------
 
     def create(self, ends: list[int]) -> int:
-        """`cove-runtime create`, with the FIFOs as the container's stdout and stderr; the
-        init's pid. We are a child subreaper: the init is our child once the runtime has
-        exited."""
+        """`cove-runtime create`, with the FIFOs as the container's stdout and stderr (and
+        its stdin FIFO, with `run -i`, as its stdin); the init's pid. We are a child
+        subreaper: the init is our child once the runtime has exited."""
         for old in (EXIT_FILE, "init.pid"):
             try:
                 os.unlink(os.path.join(self.cdir, old))
             except FileNotFoundError:
                 pass
         pid_file = os.path.join(self.cdir, "init.pid")
+        stdin = open_stdin(self.cdir, bool(self.rec.get("Config", {}).get("OpenStdin")))
         rc, _ = call([*self.rt, "create", "--bundle", self.cdir, "--pid-file", pid_file,
-                      self.name], stdout=ends[0], stderr=ends[1])
-        for fd in ends:
+                      self.name], stdout=ends[0], stderr=ends[1], stdin=stdin)
+        for fd in (*ends, stdin) if stdin >= 0 else ends:
             os.close(fd)
         if rc != 0:
             raise RuntimeError(self._fifo_text() or f"cove-runtime create: exit status {rc}")
@@ -290,8 +332,12 @@ class Monitor:
         while self.rfds and time.monotonic() < deadline:
             self.drain(0.1)
         self.writer.close()
-        call([*self.rt, "delete", "--force", self.name])
-        cleanup(self.paths, self.name, self.rec)
+        # `cove rename` while it ran: the runtime's state and the network know the new
+        # name (cleanup settles the rest: cove/engine/ops.py)
+        name = current_name(self.cdir, self.name)
+        call([*self.rt, "delete", "--force", name])
+        cleanup(self.paths, name, self.rec)
+        self.cdir = self.paths.cdir(name)
 
         def done(r: dict[str, Any]) -> None:
             st = r["State"]
@@ -302,12 +348,13 @@ class Monitor:
                     else "starting"
             r["MonitorPid"] = 0
         rec = S.update(self.cdir, done)
+        events.emit(self.paths.root, "container", "die", rec, exitCode=code)
         if rec.get("HostConfig", {}).get("RestartPolicy", {}).get("Name", "no") != "no":
             wake_supervisor(self.paths)
         if rec.get("HostConfig", {}).get("AutoRemove"):
             try:
                 from cove.engine import containers
-                containers.remove(self.paths.root, self.name, force=True)
+                containers.remove(self.paths.root, name, force=True)
             except Exception:
                 pass
 
@@ -330,6 +377,41 @@ def cleanup(paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
         except OSError as e:
             if e.errno != 16:  # EBUSY; EINVAL: not mounted (a copied rootfs)
                 break
+    settle_rename(paths, name)
+
+
+def current_name(cdir: str, name: str) -> str:
+    """The container's name now: `cove rename` may have renamed it while it ran (its
+    old directory is then a symlink to the new one)."""
+    rec = S.load(cdir) or {}
+    new = rec.get("Name")
+    return new if isinstance(new, str) and new and new != name \
+        and os.path.isdir(os.path.join(os.path.dirname(cdir), new)) else name
+
+
+def settle_rename(paths: S.Paths, name: str) -> None:
+    """Finish a rename done while the container ran (cove/engine/ops.py): its log file
+    still has the old name (`NAME-json.log` is a symlink to it) and the old directory
+    is a symlink to this one. Once the run is over, both take the new name."""
+    cdir = paths.cdir(name)
+    dst = os.path.join(cdir, name + "-json.log")
+    try:
+        target = os.readlink(dst)
+    except OSError:
+        return
+    old = target[:-len("-json.log")] if target.endswith("-json.log") else ""
+    os.unlink(dst)
+    src = os.path.join(cdir, target)
+    i = 0
+    while os.path.lexists(f"{src}.{i}" if i else src):
+        os.rename(f"{src}.{i}" if i else src, f"{dst}.{i}" if i else dst)
+        i += 1
+    alias = paths.cdir(old) if old and "/" not in old else ""
+    try:
+        if alias and os.readlink(alias) == name:
+            os.unlink(alias)
+    except OSError:
+        pass
 
 
 def wake_supervisor(paths: S.Paths) -> None:
@@ -403,7 +485,9 @@ def main(argv: list[str]) -> int:
                 if r["Config"].get("Healthcheck"):
                     st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
             r["MonitorPid"] = os.getpid()
-        S.update(m.cdir, running)
+        rec = S.update(m.cdir, running)
+        if not adopt:
+            events.emit(root, "container", "start", rec)
     except Exception as e:
         msg = str(e).replace("\n", " ") or type(e).__name__
         try:

@@ -9,6 +9,7 @@ engine is concerned.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -43,16 +44,81 @@ def parse_rfc3339(s: str) -> float:
 def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = False) -> None:
     """Write-then-rename: a reader (or a process killed mid-write) never sees half a
     file. No fsync unless asked: records are rewritten several times per container
-    start, at tens of ms a sync; a lost host takes the processes they describe along."""
+    start, at tens of ms a sync; a lost host takes the processes they describe along.
+
+    A write that fails leaves no temp file behind. On a full disk (ENOSPC, EDQUOT) the
+    state root's reserve is given up (see `reserve`) and the write tried once more, so
+    that `stop`, `rm -f` and a monitor recording an exit still work when a container
+    has filled the disk the engine lives on."""
+    for attempt in (0, 1):
+        try:
+            _write_replace(path, data, mode, sync)
+            return
+        except OSError as e:
+            if attempt or e.errno not in (errno.ENOSPC, errno.EDQUOT) \
+                    or not release_reserve(path):
+                raise
+
+
+def _write_replace(path: str, data: bytes, mode: int, sync: bool) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+RESERVE, RESERVE_SIZE = "space.reserve", 1 << 20
+
+
+def reserve(root: str) -> None:
+    """Keep RESERVE_SIZE bytes of the state root's disk set aside in `<root>/space.reserve`
+    (made when missing, by `create`): what `write_atomic` frees when the disk is full,
+    ~250 record writes' worth. Quietly nothing when there is no room for it."""
+    path = os.path.join(root, RESERVE)
+    if os.path.exists(path):
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_SIZE)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def release_reserve(path: str) -> bool:
+    """Free the reserve of the state root that `path` (a file under it) belongs to;
+    whether there was one."""
+    d = os.path.dirname(os.path.abspath(path))
+    for _ in range(3):  # <root>/containers/<name>/container.json is the deepest
+        if os.path.isdir(os.path.join(d, "containers")):  # a state root
+            try:
+                os.unlink(os.path.join(d, RESERVE))
+                return True
+            except OSError:
+                return False
+        d = os.path.dirname(d)
+    return False
 
 
 class Paths:
@@ -90,15 +156,29 @@ class locked:
         os.close(self.fd)
 
 
-def load(cdir: str) -> dict[str, Any] | None:
+class CorruptRecord(CoveError):
+    """A record that exists but can't be read (a disk error, a hand edit): reported as
+    such, never as "no such container", so that `rm -f` can still remove it."""
+
+
+def load(cdir: str, strict: bool = False) -> dict[str, Any] | None:
+    """The record in `cdir`; None when there is none. A corrupt record is None too,
+    unless `strict`: then CorruptRecord."""
     try:
         with open(os.path.join(cdir, RECORD), "rb") as f:
             data: dict[str, Any] = jsonio.loads(f.read())
+            if not isinstance(data, dict) or not isinstance(data.get("State"), dict):
+                raise ValueError("not a container record")
             return data
     except FileNotFoundError:
         return None
-    except ValueError:
-        return None
+    except (ValueError, OSError) as e:
+        if not strict:
+            return None
+        name = os.path.basename(cdir)
+        raise CorruptRecord(f"container {name}",
+                            f"its record can't be read ({e}); `cove rm -f {name}` "
+                            f"removes the container") from None
 
 
 def save(cdir: str, rec: dict[str, Any]) -> None:
@@ -108,7 +188,7 @@ def save(cdir: str, rec: dict[str, Any]) -> None:
 def update(cdir: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Read-modify-write a record under its lock; returns the new record."""
     with locked(cdir):
-        rec = load(cdir)
+        rec = load(cdir, strict=True)
         if rec is None:
             raise CoveError(f"container {os.path.basename(cdir)}", "no such container")
         fn(rec)
@@ -121,13 +201,16 @@ def all_names(paths: Paths) -> list[str]:
         names = sorted(os.listdir(paths.containers))
     except FileNotFoundError:
         return []
-    return [n for n in names if os.path.exists(os.path.join(paths.containers, n, RECORD))]
+    # (a symlink is a renamed container's old name while it runs: cove/engine/ops.py)
+    return [n for n in names if os.path.exists(os.path.join(paths.containers, n, RECORD))
+            and not os.path.islink(os.path.join(paths.containers, n))]
 
 
 def lookup(paths: Paths, ref: str) -> str:
     """A container's name from its name, its id, or a unique prefix of its id."""
     if ref and "/" not in ref and ref not in (".", "..") and \
-            os.path.exists(os.path.join(paths.containers, ref, RECORD)):
+            os.path.exists(os.path.join(paths.containers, ref, RECORD)) and \
+            not os.path.islink(os.path.join(paths.containers, ref)):
         return ref
     hits = []
     for n in all_names(paths):

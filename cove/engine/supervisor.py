@@ -25,6 +25,7 @@ import select
 import sys
 import time
 
+from cove.engine import events
 from cove.engine import state as S
 from cove.engine.monitor import _comm, set_comm
 
@@ -92,10 +93,11 @@ def ensure(root: str) -> int:
         # Exec'ed, not forked by the zygote: its imports (subprocess, threading, the
         # engine) would grow the heap the monitors fork from, and cost each of them
         # more in pages they write than the supervisor saves (bench/engine).
-        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        main = _containers().MONITOR_MAIN.replace("monitor", "supervisor")
-        subprocess.Popen([sys.executable, "-I", "-S", "-c", main, src, root, str(w)],
-                         pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        # With this process's module search path: the engine it imports for a restart
+        # needs the third-party libraries too (cove/engine/spawn.py).
+        from cove.engine import spawn
+        subprocess.Popen(spawn.argv("supervisor", root, str(w)), pass_fds=[w],
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                          start_new_session=True, env=env, cwd="/")
     finally:
         os.close(w)
@@ -163,6 +165,7 @@ class Supervisor:
         self.started_seen: dict[str, str] = {}
         self.restart_at: dict[str, float] = {}
         self.backoff: dict[str, float] = {}
+        self.failed_at: dict[str, float] = {}  # when a restart attempt last failed
         self.live: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         self.wake = -1  # read end of the signal wakeup pipe (main)
 
@@ -184,12 +187,15 @@ class Supervisor:
             self.restart_at.pop(name, None)
             return
         if name not in self.restart_at:
-            # due `delay` after the exit itself (not after we noticed it)
+            # due `delay` after the exit itself (not after we noticed it), or after the
+            # last attempt when that failed
+            failed = self.failed_at.pop(name, None)
             ran = S.parse_rfc3339(st["FinishedAt"]) - S.parse_rfc3339(st["StartedAt"])
-            delay = BACKOFF_MIN if ran >= RESET_AFTER else \
+            delay = BACKOFF_MIN if ran >= RESET_AFTER and failed is None else \
                 min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
             self.backoff[name] = delay
-            self.restart_at[name] = S.parse_rfc3339(st["FinishedAt"]) + delay
+            base = S.parse_rfc3339(st["FinishedAt"]) if failed is None else failed
+            self.restart_at[name] = base + delay
             with _suppress(Exception):
                 S.update(self.paths.cdir(name), lambda r: r["State"].update(
                     Status="restarting") if r["State"]["Status"] == "exited" else None)
@@ -205,11 +211,18 @@ class Supervisor:
                 S.update(self.paths.cdir(name), note)
                 _containers().start(self.root, name, policy_restart=True)
             except Exception as e:
-                print(f"restart {name}: {e}", file=sys.stderr, flush=True)
-                err = str(e)
+                # recorded, not counted: RestartCount counts restarts that ran; the
+                # attempt is retried with the backoff
+                err = f"restart failed: {e}"
+                print(f"{name}: {err}", file=sys.stderr, flush=True)
+                self.failed_at[name] = time.time()
+
+                def record_failure(r: dict[str, Any]) -> None:
+                    r["State"].update(Status="exited", Error=err)
+                    if r.get("RestartLog"):
+                        r["RestartLog"][-1]["Error"] = err
                 with _suppress(Exception):
-                    S.update(self.paths.cdir(name), lambda r: r["State"].update(
-                        Status="exited", Error=err))
+                    S.update(self.paths.cdir(name), record_failure)
 
     def next_due(self) -> float:
         """Seconds to sleep: a tick, or less when a restart is due sooner."""
@@ -284,6 +297,8 @@ class Supervisor:
             S.update(self.paths.cdir(name), record)
         except Exception:
             return
+        if result and result["Status"] != (rec["State"].get("Health") or {}).get("Status"):
+            events.emit(self.root, "container", f"health_status: {result['Status']}", rec)
         if result.get("Status") == "unhealthy" and code != 0 and \
                 result.get("FailingStreak") == hc["Retries"]:
             action = rec["HostConfig"].get("HealthOnFailure", "none")
@@ -300,7 +315,7 @@ class Supervisor:
 
     def adopt(self, name: str, rec: dict[str, Any]) -> None:
         st = rec["State"]
-        if st["Status"] != "running" or _monitor_alive(rec):
+        if st["Status"] not in ("running", "paused") or _monitor_alive(rec):
             return
         if S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
             if os.path.exists(os.path.join(self.paths.cdir(name), "stdout.fifo")):

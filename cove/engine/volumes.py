@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
+from cove.engine import events
 from cove.engine import state as S
 from cove.errors import CoveError
 
@@ -44,6 +44,7 @@ def ensure(root: str, name: str, labels: dict[str, str] | None = None) -> dict[s
     info = {"Name": name, "Driver": "local", "Mountpoint": os.path.join(d, "_data"),
             "CreatedAt": S.now_rfc3339(), "Labels": labels or {}, "Scope": "local"}
     S.write_atomic(meta, json.dumps(info, indent=1).encode(), 0o644)
+    events.emit(root, "volume", "create", name, driver="local")
     return info
 
 
@@ -81,7 +82,9 @@ def remove(root: str, name: str, force: bool = False) -> str:
     used = users(root, name)
     if used:
         raise CoveError(f"volume {name}", f"in use by container {', '.join(used)}")
-    shutil.rmtree(_dir(root, name))
+    from cove.image.layers import remove_tree  # rootless: files of subordinate ids too
+    remove_tree(_dir(root, name))
+    events.emit(root, "volume", "destroy", name, driver="local")
     return name
 
 

@@ -23,7 +23,7 @@ zygote stops none of them, the engine starts a new zygote on the next request, a
 execs a monitor as before when it can't reach one. The zygote leaves by itself after
 IDLE seconds with nothing to watch, and with `cove supervisor stop`.
 
-    python -I -S -c ZYGOTE_MAIN SRC ROOT READY_FD   (see containers.py)
+    python -I -S -c BOOT SEARCH_PATH ROOT READY_FD   (cove/engine/spawn.py)
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Reaper:
     def _monitor_gone(self, name: str) -> None:
         rec = monitor.S.load(self.paths.cdir(name)) or {}
         st = rec.get("State") or {}
-        if st.get("Status") != "running" or name in self.held:
+        if st.get("Status") not in ("running", "paused") or name in self.held:
             return
         if not monitor.S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
             return

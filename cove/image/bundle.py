@@ -100,6 +100,31 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in out.items()]
 
 
+def _rootless_maps(spec: dict[str, object], uid: int, gid: int, extra: list[int],
+                   user: str) -> None:
+    """Map container ids 1.. to the caller's subordinate ranges, as rootless podman
+    (cove.image.userns.id_maps). A user or group the maps leave out is refused here
+    (the runtime could only fail on it with EINVAL); additional groups outside them
+    are left out of `extra` (and all of them with the single mapping, whose setgroups
+    is denied)."""
+    from cove.errors import CoveError
+    from cove.image import userns
+    umaps, gmaps = userns.id_maps()
+    lin = spec["linux"]
+    assert isinstance(lin, dict)
+    lin["uidMappings"], lin["gidMappings"] = umaps, gmaps
+    for kind, i, maps, file in (("uid", uid, umaps, userns.SUBUID),
+                                ("gid", gid, gmaps, userns.SUBGID)):
+        n = userns.map_size(maps)
+        if i >= n:
+            why = f"{kind} {i} is not mapped in the rootless user namespace " + (
+                f"(only root is: {file} grants this user no range)" if n == 1
+                else f"({n} ids from {file})")
+            raise CoveError(f"user {user or '0'}", why)
+    n = userns.map_size(gmaps)
+    extra[:] = [g for g in extra if g < n] if n > 1 else []
+
+
 def image_spec(cfg: object, rootfs: str, *, args: list[str], entrypoint: str | None = None,
                env: list[str] | None = None, workdir: str | None = None,
                user: str | None = None, terminal: bool = False,
@@ -123,6 +148,8 @@ def image_spec(cfg: object, rootfs: str, *, args: list[str], entrypoint: str | N
     # Not root: a rootless spec (user namespace mapping the caller to root, no cgroups).
     euid = os.geteuid()
     spec = default_spec(rootless=euid != 0, uid=euid, gid=os.getegid())
+    if euid != 0:
+        _rootless_maps(spec, uid, gid, extra, user if user is not None else cfg.user)
     proc = spec["process"]
     proc["args"] = argv
     proc["terminal"] = terminal

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from cove.errors import CoveError
+from cove.image import userns
 from cove.oci.image import LAYER_COMPRESSION
 
 if TYPE_CHECKING:
@@ -232,7 +233,10 @@ class _Unpacker:
         self.max_size = max_size
         self.written = 0
         self.is_root = os.geteuid() == 0
-        self.markers = overlay_markers and self.is_root
+        # In a rootless user namespace (userns.INSIDE) root may chown to the mapped ids,
+        # but device nodes and trusted.* markers stay the host root's.
+        self.devices = self.is_root and not userns.INSIDE
+        self.markers = overlay_markers and self.devices
         self.wh = Whiteouts()
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
         self.kinds: dict[str, str] = {}
@@ -363,7 +367,7 @@ class _Unpacker:
             self.kinds[rel] = tkind
             return  # shares the target's metadata
         elif m.ischr() or m.isblk():
-            if not self.is_root:
+            if not self.devices:
                 raise self._err(f"device node {rel!r}: only root may create device nodes")
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
             os.mknod(path, 0o600 | kind, os.makedev(m.devmajor, m.devminor))
@@ -420,7 +424,7 @@ class _Unpacker:
     def _fmeta(self, fd: int, path: str, m: tarfile.TarInfo) -> None:
         """A regular file's metadata, through its open descriptor."""
         if self.is_root:
-            os.fchown(fd, m.uid, m.gid)
+            self._chown(lambda: os.fchown(fd, m.uid, m.gid), path, m)
         os.fchmod(fd, stat.S_IMODE(m.mode))
         if m.pax_headers:
             self._xattrs(fd, m)
@@ -430,13 +434,26 @@ class _Unpacker:
     def _meta(self, path: str, m: tarfile.TarInfo) -> None:
         link = m.issym()
         if self.is_root:
-            os.lchown(path, m.uid, m.gid)
+            self._chown(lambda: os.lchown(path, m.uid, m.gid), path, m)
         if not link:
             os.chmod(path, stat.S_IMODE(m.mode))
         if m.pax_headers:
             self._xattrs(path, m)
         with contextlib.suppress(OSError):
             os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def _chown(self, do: Callable[[], None], path: str, m: tarfile.TarInfo) -> None:
+        """`do` (a chown to the entry's owner); in a rootless user namespace an owner
+        outside its maps (EINVAL) is the error, named, rather than a bare errno."""
+        try:
+            do()
+        except OSError as e:
+            if e.errno != errno.EINVAL or not userns.INSIDE:
+                raise
+            rel = os.path.relpath(path, self.root)
+            raise self._err(f"{rel!r} is owned by {m.uid}:{m.gid}, which the rootless user "
+                            "namespace does not map (too few ids granted in /etc/subuid "
+                            "or /etc/subgid)") from None
 
     def _xattrs(self, target: str | int, m: tarfile.TarInfo) -> None:
         for k, v in m.pax_headers.items():
@@ -527,10 +544,18 @@ def ensure_snapshot(store: Any, layer_digest: str, media_type: str, diff_id: str
     dest = os.path.join(store.snapshot_dir, diff_id.partition(":")[2])
     if os.path.isdir(dest):
         return dest
+    # Rootless with subordinate ids: unpacked in the containers' user namespace, so the
+    # layer's owners become the host ids the containers see them as.
+    userns.call(_unpack_blob, store, layer_digest, media_type, diff_id, dest, max_size)
+    return dest
+
+
+def _unpack_blob(store: Any, layer_digest: str, media_type: str, diff_id: str, dest: str,
+                 max_size: int) -> None:
     with store.open_blob(layer_digest) as f:
         unpack(f, compression_of(media_type), dest, max_size=max_size,
-               expected_diff_id=diff_id, what=f"layer {layer_digest}")
-    return dest
+               expected_diff_id=diff_id, what=f"layer {layer_digest}",
+               overlay_markers=not userns.INSIDE)
 
 
 def diff_id_of(f: IO[bytes], compression: str = "auto") -> str:
@@ -553,6 +578,10 @@ def remove_tree(path: str) -> None:
                 os.chmod(p, 0o700)
                 shutil.rmtree(p)
                 return
+        if func in (os.open, os.scandir):  # a directory it could not enter: no retry
+            if not isinstance(exc[1], FileNotFoundError):
+                raise exc[1]
+            return
         try:
             func(p)
         except FileNotFoundError:
@@ -561,10 +590,28 @@ def remove_tree(path: str) -> None:
         os.unlink(path)
         return
     if os.path.isdir(path):
-        shutil.rmtree(path, onerror=onerror)
+        try:
+            shutil.rmtree(path, onerror=onerror)
+        except PermissionError:
+            # Rootless: directories owned by subordinate ids (unpacked or written by a
+            # container through its user namespace) yield only to that namespace's root.
+            if not userns.mapped():
+                raise
+            userns.call(remove_tree, path)
 
 
 # -- the copy fallback: apply snapshots in order into one plain directory -------------
+
+def apply_snapshots(snapshots: list[str], dest: str) -> None:
+    """`apply_snapshot` of each, in order; rootless with subordinate ids, in the
+    containers' user namespace (the copies keep the layers' owners)."""
+    userns.call(_apply_all, snapshots, dest)
+
+
+def _apply_all(snapshots: list[str], dest: str) -> None:
+    for s in snapshots:
+        apply_snapshot(s, dest)
+
 
 def apply_snapshot(snapshot: str, dest: str) -> None:
     """Merge one snapshot (a layer) onto `dest` as overlayfs would show it."""

@@ -20,6 +20,9 @@ class Progress:
     def done(self, key: str, msg: str) -> None:
         pass
 
+    def status(self, key: str, msg: str) -> None:
+        """What `key` is doing now (`unpacking`), before it is done."""
+
     def note(self, msg: str) -> None:
         pass
 
@@ -39,6 +42,9 @@ class Plain(Progress):
 
     def done(self, key: str, msg: str) -> None:
         self.note(f"{self.what.get(key, key)}: {msg}")
+
+    def status(self, key: str, msg: str) -> None:
+        self.done(key, msg)
 
     def note(self, msg: str) -> None:
         with self.lock:
@@ -74,6 +80,12 @@ class Rich(Progress):
             t = self.tasks[key]
             self.p.update(t, description=f"{self.what[key]}: {msg}",
                           completed=self.p.tasks[t].total)
+        else:
+            self.note(f"{self.what.get(key, key)}: {msg}")
+
+    def status(self, key: str, msg: str) -> None:
+        if key in self.tasks:
+            self.p.update(self.tasks[key], description=f"{self.what[key]}: {msg}")
         else:
             self.note(f"{self.what.get(key, key)}: {msg}")
 

@@ -99,8 +99,7 @@ def prepare(store: Store, image: Image, cid: str, *, max_size: int = L.DEFAULT_M
                                    errno.EACCES, errno.ENOTSUP):
                     raise
         if mode == "copy":
-            for s in snaps:
-                L.apply_snapshot(s, merged)
+            L.apply_snapshots(snaps, merged)
         with open(os.path.join(cdir, "rootfs.json"), "w") as f:
             json.dump({"mode": mode, "image": image.digest}, f)
         return Rootfs(cdir, merged, mode)

@@ -184,7 +184,9 @@ class Image:
 
 
 class Store:
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, create: bool = True) -> None:
+        """The store at `root`; its directories are made unless `create` is False (for
+        commands that only read: `cove --root /typo ps` must not make /typo)."""
         self.root = os.path.abspath(root or default_root())
         self.blob_dir = os.path.join(self.root, "blobs", "sha256")
         self.tmp_dir = os.path.join(self.root, "tmp")
@@ -192,7 +194,8 @@ class Store:
         self.container_dir = os.path.join(self.root, "containers")
         self.index_path = os.path.join(self.root, "index.json")
         for d in (self.blob_dir, self.tmp_dir, self.snapshot_dir, self.container_dir):
-            os.makedirs(d, mode=0o700 if d == self.tmp_dir else 0o755, exist_ok=True)
+            if create:
+                os.makedirs(d, mode=0o700 if d == self.tmp_dir else 0o755, exist_ok=True)
 
     # -- blobs ---------------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
@@ -366,6 +369,11 @@ class Store:
         s = ref.removeprefix("sha256:")
         if 4 <= len(s) <= 64 and all(c in "0123456789abcdef" for c in s):
             hits = [d for d in images if d.partition(":")[2].startswith(s)]
+            if not hits:
+                # the IMAGE ID `cove images` shows: the config's digest, as docker's (it
+                # stays the same across save and load, which may rewrite the manifest)
+                hits = [d for d in images if self.config_digest(d).partition(":")[2]
+                        .startswith(s)]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
@@ -386,6 +394,14 @@ class Store:
             if tries == 0:
                 cands = reference.local_candidates(ref, reference.search_registries(self.root))
         raise CoveError(f"image {ref}", "not found in the local store")
+
+    def config_digest(self, digest: str) -> str:
+        """The config digest of the stored image `digest` (for an index, of this host's
+        platform's manifest): its IMAGE ID. "" when it can't be read."""
+        try:
+            return self.image(digest).manifest.config.digest
+        except (CoveError, OSError, ValueError):
+            return ""
 
     def remove_image(self, digest: str) -> None:
         with self.locked() as idx:

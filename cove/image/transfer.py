@@ -147,6 +147,7 @@ def _pull_one(store: Store, ref: str, *, platform: Platform | None = None,
                 track.blobs.append(desc.digest)
             snap = os.path.join(store.snapshot_dir, diff_id.partition(":")[2])
             if not os.path.isdir(snap):
+                prog.status(key, "unpacking")
                 L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id,
                                   max_size=max_size)
                 track.snapshots.append(diff_id)
@@ -314,29 +315,59 @@ def _compress(src: IO[bytes], out: IO[bytes], compression: str) -> None:
 LAYER_TYPES = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}
 
 
-def add_layer(store: Store, tar_path: str, compression: str = "gzip") -> tuple[Descriptor, str]:
-    """Store a layer from a tar (plain or compressed): (descriptor, diffID)."""
-    with open(tar_path, "rb") as f:
-        diff_id = L.diff_id_of(f, "auto")
+class _Reading(io.RawIOBase):
+    """A file read through: counted into `advance` (progress), hashed into `h`."""
+
+    def __init__(self, f: IO[bytes], h: Any = None,
+                 advance: Callable[[int], None] | None = None) -> None:
+        self.f, self.h, self.advance = f, h, advance
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        if self.h is not None:
+            self.h.update(data)
+        if self.advance is not None and n:
+            self.advance(n)
+        return n
+
+
+def add_layer(store: Store, tar_path: str, compression: str = "gzip",
+              progress: Progress | None = None) -> tuple[Descriptor, str]:
+    """Store a layer from a tar (plain or compressed): (descriptor, diffID). One pass
+    over the file (decompressed, hashed for the diffID and compressed as it is read),
+    shown by `progress` (import of a large tarball on a terminal)."""
+    import hashlib
+    prog = progress or Progress()
+    key = f"import {tar_path}"
+    prog.start(key, os.path.basename(tar_path), os.path.getsize(tar_path))
+    h = hashlib.sha256()
     with tempfile.TemporaryFile(dir=store.tmp_dir) as tmp:
         with open(tar_path, "rb") as f:
-            _compress(L.decompressed(f, "auto"), tmp, compression)
+            raw = _Reading(f, advance=lambda n: prog.advance(key, n))
+            plain = _Reading(L.decompressed(raw, "auto"), h)  # type: ignore[arg-type]
+            _compress(plain, tmp, compression)  # type: ignore[arg-type]
         size = tmp.tell()
         tmp.seek(0)
         digest = store.put_blob_file(tmp)
-    return Descriptor(LAYER_TYPES[compression], digest, size), diff_id
+    prog.done(key, "done")
+    return Descriptor(LAYER_TYPES[compression], digest, size), "sha256:" + h.hexdigest()
 
 
 def build_image(store: Store, layer_tars: list[str], config: ContainerConfig | None = None,
                 *, names: tuple[str, ...] = (), compression: str | list[str] = "gzip",
                 platform: Platform | None = None, history: str = "",
-                unpack: bool = True) -> str:
+                unpack: bool = True, progress: Progress | None = None) -> str:
     """An image from layer tars (bottom first); return the manifest digest."""
     plat = platform or host_platform()
     descs, diffs = [], []
     for i, t in enumerate(layer_tars):
         comp = compression if isinstance(compression, str) else compression[i]
-        d, diff = add_layer(store, t, comp)
+        d, diff = add_layer(store, t, comp, progress)
         descs.append(d)
         diffs.append(diff)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -370,21 +401,37 @@ def build_index(store: Store, manifests: list[str], names: tuple[str, ...] = ())
 
 
 def import_rootfs(store: Store, tar_path: str, name: str, *, compression: str = "gzip",
-                  config: ContainerConfig | None = None) -> str:
+                  config: ContainerConfig | None = None,
+                  progress: Progress | None = None) -> str:
     cfg = config or ContainerConfig(
         env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
-    return build_image(store, [tar_path], cfg, names=(name,), compression=compression,
-                       history=f"cove import {os.path.basename(tar_path)}")
+    try:
+        return build_image(store, [tar_path], cfg, names=(name,), compression=compression,
+                           history=f"cove import {os.path.basename(tar_path)}",
+                           progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def tar_directory(src: str, out: str) -> None:
-    """A layer tar of a directory tree (numeric owners, symlinks kept)."""
+    """A layer tar of a directory tree (numeric owners, symlinks kept). Not root, what
+    the caller owns is root's in the layer, as its rootless containers see it (files a
+    user unpacked for the built-in image are the user's: they are root's in it)."""
+    uid, gid = os.geteuid(), os.getegid()
+
+    def own(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        if uid != 0:
+            ti.uid, ti.uname = (0, "root") if ti.uid == uid else (ti.uid, ti.uname)
+            ti.gid, ti.gname = (0, "root") if ti.gid == gid else (ti.gid, ti.gname)
+        return ti
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames.sort()
             for name in sorted(dirnames) + sorted(filenames):
                 full = os.path.join(dirpath, name)
-                tf.add(full, arcname=os.path.relpath(full, src), recursive=False)
+                tf.add(full, arcname=os.path.relpath(full, src), recursive=False,
+                       filter=own)
 
 
 # -- save / load ------------------------------------------------------------------------
@@ -404,9 +451,12 @@ def _add_blob(tf: tarfile.TarFile, name: str, store: Store, digest: str) -> None
         tf.addfile(ti, f)
 
 
-def save(store: Store, images: list[str], out: str, fmt: str = "docker-archive") -> None:
+def save(store: Store, images: list[str], out: str | IO[bytes],
+         fmt: str = "docker-archive") -> None:
     """Write images to a tar: `docker-archive` (docker load, podman load, ctr import) or
-    `oci-archive` (an OCI image layout)."""
+    `oci-archive` (an OCI image layout); to the file `out` (written whole, then
+    renamed into place), or streamed to a writable binary stream (`cove save` to
+    stdout)."""
     resolved = []
     for ref in images:
         img = store.image(ref)
@@ -418,6 +468,12 @@ def save(store: Store, images: list[str], out: str, fmt: str = "docker-archive")
                 if full:
                     tags = full[:1]
         resolved.append((img, tags))
+    if fmt not in ("oci-archive", "docker-archive"):
+        raise CoveError("--format", f"unknown archive format {fmt!r}")
+    if not isinstance(out, str):
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+            (_save_oci if fmt == "oci-archive" else _save_docker)(store, resolved, tf)
+        return
     tmp = out + ".tmp"
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
@@ -516,9 +572,21 @@ class _Archive:
         return data
 
 
-def load(store: Store, archive: str, name: str | None = None) -> list[str]:
-    """Load a docker-archive or oci-archive; return the names (or digests) loaded.
-    Every blob is verified; a failure leaves nothing behind."""
+def load(store: Store, archive: str | IO[bytes], name: str | None = None) -> list[str]:
+    """Load a docker-archive or oci-archive (a file, or a stream such as stdin, which is
+    spooled to the store's tmp dir: members are read in the archive's order, not the
+    stream's); return the names loaded (or, for an image without one, `sha256:` + its
+    IMAGE ID). Every blob is verified; a failure leaves nothing behind."""
+    if not isinstance(archive, str):
+        with tempfile.NamedTemporaryFile(dir=store.tmp_dir, suffix=".tar") as spool:
+            try:
+                shutil.copyfileobj(archive, spool, 1 << 20)
+                spool.flush()
+            except OSError as e:
+                raise local_error("load", e, store) from None
+            if spool.tell() == 0:
+                raise CoveError("load", "requested load from stdin, but stdin is empty")
+            return load(store, spool.name, name)
     track = _Track()
     store.clean_stale()
     try:
@@ -594,6 +662,16 @@ def _load_oci(store: Store, ar: _Archive, name: str | None, track: _Track) -> li
     return out
 
 
+def _image_with_config(store: Store, cdigest: str) -> str | None:
+    """A stored image (a manifest, not an index) whose config is `cdigest`."""
+    for rec in store.records():
+        with contextlib.suppress(CoveError, OSError, ValueError):
+            data, mt = store.manifest_raw(rec.digest)
+            if mt not in INDEX_TYPES and Manifest.parse(data, mt).config.digest == cdigest:
+                return rec.digest
+    return None
+
+
 def _load_docker(store: Store, ar: _Archive, name: str | None, track: _Track) -> list[str]:
     try:
         entries = json.loads(ar.read("manifest.json"))
@@ -608,11 +686,25 @@ def _load_docker(store: Store, ar: _Archive, name: str | None, track: _Track) ->
             raise CoveError(f"manifest.json[{i}]", "expected {Config, RepoTags, Layers}")
         cfg_raw = ar.read(ent["Config"])
         cfg = ImageConfig.parse(cfg_raw)
-        cdigest = store.put_blob(cfg_raw)
-        track.blobs.append(cdigest)
         if len(cfg.diff_ids) != len(ent["Layers"]):
             raise CoveError(f"manifest.json[{i}].Layers",
                             f"{len(ent['Layers'])} layers for {len(cfg.diff_ids)} diff_ids")
+        tags = ent.get("RepoTags") or []
+        names = [str(reference.parse(name))] if name else \
+            [str(reference.parse(t)) for t in tags if isinstance(t, str)]
+        from cove.oci.image import sha256_digest
+        same = _image_with_config(store, sha256_digest(cfg_raw))
+        if same is not None:
+            # this very image is here (the config digest is its IMAGE ID): the archive's
+            # layers are the same diffs; its names go to it rather than to a second,
+            # rewritten manifest of the same image
+            store.add_image(same, names)
+            out += names or [same]
+            continue
+        had = store.has_blob(sha256_digest(cfg_raw))
+        cdigest = store.put_blob(cfg_raw)
+        if not had:
+            track.blobs.append(cdigest)
         descs = []
         for lname, diff in zip(ent["Layers"], cfg.diff_ids, strict=True):
             with ar.open(lname) as f:
@@ -625,9 +717,6 @@ def _load_docker(store: Store, ar: _Archive, name: str | None, track: _Track) ->
         m = Manifest(OCI_MANIFEST, Descriptor(OCI_CONFIG, cdigest, len(cfg_raw)), descs)
         mdigest = store.put_blob(m.to_bytes())
         track.blobs.append(mdigest)
-        tags = ent.get("RepoTags") or []
-        names = [str(reference.parse(name))] if name else \
-            [str(reference.parse(t)) for t in tags if isinstance(t, str)]
         store.add_image(mdigest, names)
         out += names or [mdigest]
     return out

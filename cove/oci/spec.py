@@ -172,7 +172,10 @@ class Hook:
         if not self.path.startswith("/"):
             raise _bad(f"{p}.path", f"must be an absolute path, not {self.path!r}")
         self.args: list[str] = _strlist(o, "args", p) or [self.path]
-        self.env: list[str] = _strlist(o, "env", p)
+        # None when absent (or null): the hook inherits the runtime's environment, as
+        # under runc and crun; `"env": []` is an empty environment. Keep them apart.
+        self.env: list[str] | None = _strlist(o, "env", p) if o.get("env") is not None \
+            else None
         self.timeout: int | None = _get(o, "timeout", int, p)
         if self.timeout is not None and self.timeout <= 0:
             raise _bad(f"{p}.timeout", "must be a positive number of seconds")

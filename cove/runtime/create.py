@@ -208,9 +208,19 @@ def _own_ns(ns: Namespace | None, kind: str, key: str) -> None:
 
 
 def check_sysctl(spec: Spec) -> None:
-    """Only namespaced sysctls, and only those whose namespace the container owns."""
+    """Only namespaced sysctls, and only those whose namespace the container owns; none
+    that contradicts a field of its own. kernel.hostname is refused outright, as runc
+    and crun do: it would silently override `hostname` (init writes sysctls after
+    sethostname), or stand in for it. kernel.domainname only when it differs from a
+    `domainname` that is set (crun's rule; runc lets the sysctl win)."""
     lin = spec.linux
-    for key in lin.sysctl:
+    for key, value in lin.sysctl.items():
+        if key == "kernel.hostname":
+            raise CoveError(f"linux.sysctl.{key}", "conflicts with the `hostname` field: "
+                            "set the hostname there")
+        if key == "kernel.domainname" and spec.domainname and value != spec.domainname:
+            raise CoveError(f"linux.sysctl.{key}", f"{value!r} conflicts with the "
+                            f"`domainname` field ({spec.domainname!r})")
         if key.startswith("net."):
             ns = lin.ns("network")
             if ns is None or ns.path:
@@ -279,19 +289,40 @@ def cgroup_resources(spec: Spec) -> dict[str, Any] | None:
     return res
 
 
+def check_preserve_fds(opts: CreateOptions) -> None:
+    """The caller's fds 3..N+2 of --preserve-fds N are open (process.check_preserve_fds),
+    checked first thing. The prewarm thread holds an fd of its own (the lowest free
+    one: 3 when the caller passed none) through its slow write, which would pass for
+    the caller's: with --preserve-fds, wait for it to finish first."""
+    if not opts.preserve_fds:
+        return
+    if opts.warm is not None:
+        opts.warm.acquire()
+        opts.warm = None  # done: nothing left to wait for before fork
+    P.check_preserve_fds(opts.preserve_fds)
+
+
 def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     """Create the container; return its state (status created)."""
     from cove.runtime.cgroups import open_manager
 
+    check_preserve_fds(opts)
     S.check_id(opts.id)
     bundle, raw, spec, rootfs = load_bundle(opts.bundle)
+    # Refused by design (README, cove-runtime): in the host's mount namespace, be it
+    # none asked for or the runtime's own joined by path, the container's mounts,
+    # masked and read-only paths, /dev and pivot_root would all land on the host, for
+    # every process there. runc goes ahead; Cove says so in one line, before anything
+    # is made.
     mnt = spec.linux.ns("mount")
-    if mnt is None or (mnt.path and _same_ns(mnt.path, "mnt")):
-        # runc then leaves the container in the host's mount namespace and root: its
-        # masked paths, read-only paths and mounts could not be applied without
-        # changing the host. Cove refuses such a config.
+    if mnt is None:
         raise CoveError("linux.namespaces", "a container needs a mount namespace of its "
                         "own, not the host's")
+    if mnt.path and _same_ns(mnt.path, "mnt"):
+        i = spec.linux.namespaces.index(mnt)
+        raise CoveError(f"linux.namespaces[{i}].path", f"{mnt.path} is the host's mount "
+                        "namespace: a container needs a mount namespace of its own, not "
+                        "the host's")
     check_sysctl(spec)
     rootless = opts.rootless or os.geteuid() != 0
     if rootless:
@@ -316,6 +347,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     child = 0
     sync: Sync | None = None
     console_fd = fifo_fd = -1
+    bind_socks: tuple[int, int] | None = None
+    helper = 0
     try:
         with open(os.path.join(sdir, "config.json"), "wb") as f:
             f.write(raw)
@@ -342,11 +375,24 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
             console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
         plan = ns_plan(spec)
         from cove.runtime.init import InitConfig, container_init
+        from cove.runtime.rootfs import bind_sources, send_bind_sources
 
         P.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
 
         cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
                          mgr.mounts(), "")
+        # In a user namespace init is not the host's root: the bind sources are opened
+        # on the host's side and handed over (rootfs.send_bind_sources). Not rootless:
+        # joining the container's mount namespace takes the host's CAP_SYS_ADMIN, and
+        # there the container's root is the caller, who can reach what the caller can.
+        sources = bind_sources(spec) if spec.linux.ns("user") is not None and \
+            os.geteuid() == 0 else []
+        if sources:
+            import _socket
+
+            a, b = _socket.socketpair(_socket.AF_UNIX,
+                                      _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+            cfg.bind_socks = bind_socks = (a.detach(), b.detach())
         if spec.linux.seccomp is not None:
             from cove.runtime import seccomp as SC
 
@@ -374,13 +420,27 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         st.data["init_start"] = S.proc_start_time(init_pid)
         st.data["creating"] = True  # `state` says "creating" until init is ready
         st.save()
+        if bind_socks is not None:
+            # init waits for "start": its mount namespace exists, untouched yet
+            helper = send_bind_sources(init_pid, sources, bind_socks)
         sync.send("start")
         # Move init into its cgroup while it sets up its mounts: the first cgroup
         # migration waits out an RCU grace period (~12 ms here), which this overlaps.
         # Init has no children yet and unshares its cgroup namespace only after this.
         mgr.apply(init_pid)
+        if helper:
+            os.waitpid(helper, 0)
+            helper = 0
+        if bind_socks is not None:
+            # Our copies closed, init sees the end of the channel if the helper died
+            # without a word (rootfs.recv_bind_sources).
+            for fd in bind_socks:
+                os.close(fd)
+            bind_socks = None
         sync.expect("hooks")
-        hs = st.hook_state("creating")
+        # The environment is made (the spec's step 2): the hooks read "created"
+        # (state.hook_state), though `state` says "creating" until init is ready.
+        hs = st.hook_state("created")
         run_hooks("prestart", spec.hooks.prestart, hs)
         run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         sync.send(f"ok {hs}")
@@ -390,8 +450,10 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
             from cove.oci import jsonio
             from cove.runtime import seccomp as SC
 
+            # A seccomp agent hears from init before create is done: "creating", as
+            # runc tells it.
             SC.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
-                                   jsonio.loads(hs))
+                                   jsonio.loads(st.hook_state("creating")))
         else:
             sync.expect("ready")
         del st.data["creating"]
@@ -400,12 +462,13 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
             write_pid_file(opts.pid_file, init_pid)
         return st
     except BaseException:
-        if child:
-            try:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-            except OSError:
-                pass
+        for c in (child, helper):
+            if c:
+                try:
+                    os.kill(c, 9)
+                    os.waitpid(c, 0)
+                except OSError:
+                    pass
         pid = st.pid
         if pid:
             try:
@@ -427,7 +490,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     finally:
         if sync is not None:
             sync.close()
-        for fd in (console_fd, fifo_fd):
+        for fd in (console_fd, fifo_fd, *(bind_socks or ())):
             if fd >= 0:
                 os.close(fd)
 

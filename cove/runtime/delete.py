@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from cove.errors import CoveError
+from cove.errors import CoveError, os_why
 from cove.runtime import state as S
 
 
@@ -50,18 +50,20 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         wait_gone(st)
     if mgr is not None:
         mgr.destroy()
+    spec = None
     try:
         raw = st.config_bytes()
-        spec = None
         if b'"poststop"' in raw:  # parse only when there can be hooks to run
             from cove.oci.spec import Spec
 
             spec = Spec.parse(raw)
-        if spec is not None and spec.hooks.poststop:
-            from cove.runtime.hooks import run_hooks
-
-            run_hooks("poststop", spec.hooks.poststop, st.hook_state("stopped"))
     except (CoveError, OSError) as e:
-        # The spec: a failing poststop hook is a warning; deletion goes on.
-        os.write(2, f"cove-runtime: warning: {e}\n".encode())
+        why = os_why(e) if isinstance(e, OSError) else str(e)
+        os.write(2, f"cove-runtime: warning: poststop hooks not run: {why}\n".encode())
+    if spec is not None and spec.hooks.poststop:
+        from cove.runtime.hooks import run_hooks_warning
+
+        # The spec: a failing poststop hook is a warning; the next ones run, and
+        # deletion goes on.
+        run_hooks_warning("poststop", spec.hooks.poststop, st.hook_state("stopped"))
     S.remove_dir(st.dir)

@@ -100,6 +100,8 @@ def _same_ns(pid: int, name: str) -> bool:
 
 def exec_process(opts: ExecOptions) -> int:
     """Start the process; return its exit code (or 0 once started, with --detach)."""
+    if opts.preserve_fds:
+        P.check_preserve_fds(opts.preserve_fds)
     st = S.load(opts.root, opts.id)
     status = st.status()
     if status not in ("running", "created"):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError, os_why
+from cove.oci import jsonio
 from cove.runtime import process as P
 from cove.runtime.hooks import run_hooks
-from cove.runtime.rootfs import RootfsBuilder, open_proc
+from cove.runtime.rootfs import RootfsBuilder, bind_sources, open_proc, recv_bind_sources
 from cove.sys import libc as L
 
 TYPE_CHECKING = False
@@ -37,6 +38,9 @@ class InitConfig:
         self.cgroup_mounts = cgroup_mounts
         self.hook_state = hook_state
         self.seccomp: Program | None = None  # compiled (or cached) by the runtime
+        # (init's end, the runtime's end) of the pair the bind sources come over, when
+        # the runtime opens them on the host's side (rootfs.send_bind_sources).
+        self.bind_socks: tuple[int, int] | None = None
 
 
 def container_init(cfg: InitConfig, sync: Sync) -> None:
@@ -54,19 +58,35 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         # /proc files are owned by the host's root, unmapped here. The fds are CLOEXEC
         # there anyway, and the fifo handle is O_PATH on a 0711 state dir.
         L.prctl(L.PR_SET_DUMPABLE, 0)
+    netns = lin.ns("network")
+    if netns is not None and not netns.path:
+        # A network namespace we created has only `lo`, and down: runc brings it up
+        # (libcontainer's "loopback" network), so services on 127.0.0.1 answer inside
+        # a container without networking. A joined namespace is its owner's business.
+        try:
+            L.link_up("lo")
+        except OSError as e:
+            raise CoveError("network namespace", f"bring up lo: {os_why(e)}") from None
     mntns = lin.ns("mount")
     builder = RootfsBuilder(spec, cfg.rootfs, cfg.cgroup_mounts, userns,
                             lin.ns("cgroup") is not None and not lin.ns("cgroup").path)  # type: ignore[union-attr]
+    if cfg.bind_socks is not None:
+        builder.sources = recv_bind_sources(*cfg.bind_socks, bind_sources(spec))
+        cfg.bind_socks = None
     if mntns is not None:
         builder.prepare()
     sync.send("hooks")
     cfg.hook_state = sync.expect("ok")[3:]  # the runtime sends the state hooks read
+    hook_env: dict[str, str] = {}
+    if spec.hooks.createContainer or spec.hooks.startContainer:
+        cfg.hook_state = _container_view(cfg.hook_state)
+        hook_env = P.env_dict(proc.env)
     cgns = lin.ns("cgroup")
     if cgns is not None and not cgns.path:
         # Now that the runtime has put us in our cgroup, it becomes our namespace root.
         L.unshare(L.CLONE_NEWCGROUP)
     if spec.hooks.createContainer:
-        run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state)
+        run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state, hook_env)
     if mntns is not None:
         builder.pivot(cfg.no_pivot)
     else:
@@ -84,6 +104,9 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
             raise CoveError("process.terminal", "a terminal needs --console-socket")
         P.setup_console(cfg.console_fd, proc.console_size, bind_console=mntns is not None)
     if mntns is not None:
+        # Before finish() remounts a read-only root: a missing cwd is made while it
+        # still can be (runc and crun do the same).
+        P.make_cwd(proc.cwd)
         builder.finish()
     if proc.oom_score_adj is not None:
         try:
@@ -98,7 +121,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     if lin.personality is not None:
         L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
     P.check_lsm(proc)
-    P.enter_cwd(proc.cwd, create=True)
+    P.enter_cwd(proc.cwd, create=mntns is None)
     prep = P.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
     sync.send("ready")
     sync.close()
@@ -110,12 +133,21 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     os.close(fd)
     os.close(cfg.fifo_fd)
     if spec.hooks.startContainer:
-        run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state)
+        run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state, hook_env)
     try:
         P.final_exec(prep)
     except OSError as e:
         os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
         os._exit(127)
+
+
+def _container_view(hook_state: str) -> str:
+    """The state for hooks run in the container's namespaces (createContainer,
+    startContainer): the spec gives them the pid as the container sees it (1 in a pid
+    namespace of its own), not the runtime's."""
+    d = jsonio.loads(hook_state)
+    d["pid"] = os.getpid()
+    return jsonio.dumps(d)
 
 
 def _sysctl(key: str, value: str) -> None:

@@ -70,6 +70,18 @@ def check_unknown_caps(proc: Process | None, annotations: dict[str, str]) -> Non
                           f"such capabilities out instead")
 
 
+def check_preserve_fds(n: int) -> None:
+    """--preserve-fds N hands the caller's fds 3..N+2 to the container: each must be
+    open when the runtime starts, checked before it opens any fd of its own (one of
+    those would otherwise take a missing number and be passed on in its place)."""
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise CoveError(f"--preserve-fds {n}", f"fd {fd} is not open (the caller "
+                            f"passes fds 3 to {2 + n})") from None
+
+
 def env_dict(env: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for e in env:
@@ -93,7 +105,14 @@ def lookup_exec(arg0: str, env: dict[str, str]) -> str:
         if st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o111:
             return c
     if "/" in arg0:
-        raise CoveError(f"exec: {arg0!r}", "no such executable file")
+        # why, as Go's exec.LookPath (runc) says it: the engine maps these to docker's
+        # exit statuses (126 for a directory or a file it may not run, 127 otherwise)
+        try:
+            st = os.stat(arg0)
+        except OSError:
+            raise CoveError(f"exec: {arg0!r}", "no such executable file") from None
+        raise CoveError(f"exec: {arg0!r}", "is a directory"
+                        if st.st_mode & 0o170000 == 0o040000 else "permission denied")
     raise CoveError(f"exec: {arg0!r}", "executable file not found in $PATH")
 
 
@@ -224,6 +243,26 @@ def enter_cwd(cwd: str, create: bool) -> None:
     /proc magic link. CVE-2024-21626: cwd "/proc/self/fd/N" named a host directory the
     runtime still held open, and the container started outside its rootfs (os.makedirs
     on such a path would even create directories on the host)."""
+    fd = _open_cwd(cwd, create)
+    try:
+        os.fchdir(fd)
+        os.getcwd()  # ENOENT if the cwd is not under our root
+    except OSError as e:
+        raise CoveError(f"process.cwd {cwd}", os_why(e)) from None
+    finally:
+        os.close(fd)
+
+
+def make_cwd(cwd: str) -> None:
+    """Create process.cwd where missing, without entering it: init does this before the
+    root is remounted read-only (as runc and crun), and enters it only once every mount
+    is in place (entering earlier would leave it on whatever a later mount covers)."""
+    os.close(_open_cwd(cwd, True))
+
+
+def _open_cwd(cwd: str, create: bool) -> int:
+    """An O_PATH handle on `cwd` resolved inside the root (see enter_cwd), creating
+    missing components when asked."""
     what = f"process.cwd {cwd}"
     if not cwd.startswith("/"):
         raise CoveError(what, "must be an absolute path")
@@ -251,8 +290,8 @@ def enter_cwd(cwd: str, create: bool) -> None:
                     nfd = L.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
                 os.close(fd)
                 fd = nfd
-        os.fchdir(fd)
-        os.getcwd()  # ENOENT if the cwd is not under our root
+        got, fd = fd, -1
+        return got
     except OSError as e:
         raise CoveError(what, os_why(e)) from None
     finally:
@@ -335,10 +374,21 @@ def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: boo
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     preserved = set(range(3, 3 + preserve_fds))
     for fd in preserved:
-        os.set_inheritable(fd, True)
+        try:
+            os.set_inheritable(fd, True)
+        except OSError as e:
+            raise CoveError(f"--preserve-fds {preserve_fds}", f"fd {fd}: {os_why(e)}") \
+                from None
     tramp = trampoline.make()  # see trampoline.py: CVE-2019-5736
     close_fds({0, 1, 2, sync.rfd, sync.wfd, tramp} | keep | preserved)
     os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+    # Python starts with SIGPIPE and SIGXFSZ ignored, and an ignored signal stays
+    # ignored across execve: the container's `yes | head -1` would then meet EPIPE
+    # ("Broken pipe") instead of dying quietly of SIGPIPE. Back to the defaults, as a
+    # process started by runc (Go leaves them alone) has them.
+    import _signal
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
     if seccomp is not None and seccomp.notify:
         # The listener fd goes to the runtime over the channel: load while it listens.
         from cove.runtime import seccomp as S

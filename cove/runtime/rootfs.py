@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
-from cove.errors import CoveError
+from cove.errors import CoveError, os_why
 from cove.sys import libc as L
 
 TYPE_CHECKING = False
@@ -124,13 +125,15 @@ def _norm(dest: str) -> str:
     return "/" + "/".join(p for p in dest.split("/") if p not in ("", "."))
 
 
-def check_proc_mount(rootfs: str, m: Mount, typ: str, is_bind: bool, what: str) -> None:
+def check_proc_mount(rootfs: str, m: Mount, typ: str, is_bind: bool, what: str,
+                     source: str | None = None) -> None:
     """Refuse mounts that would cover /proc or a file in it (CVE-2019-16884,
     CVE-2019-19921, CVE-2023-27561): the runtime and the container's init write to
     /proc (sysctls, oom_score_adj, LSM labels), and a volume or tmpfs planted there,
     directly or through a symlink in the image, would redirect those writes or hide
     the masked files. proc and sysfs must land on an ordinary directory: never
-    through a symlink of the image."""
+    through a symlink of the image. `source`: where to reach a bind's source, when
+    not by its path (a handle opened on the host's side: send_bind_sources)."""
     rel = secure_join(rootfs, m.destination)[len(rootfs):] or "/"
     if typ in ("proc", "sysfs") and rel != _norm(m.destination):
         raise CoveError(f"{what} ({typ} on {m.destination})",
@@ -141,7 +144,7 @@ def check_proc_mount(rootfs: str, m: Mount, typ: str, is_bind: bool, what: str) 
             return
         if is_bind:
             try:
-                fd = os.open(m.source, os.O_PATH | os.O_CLOEXEC)
+                fd = os.open(source or m.source, os.O_PATH | os.O_CLOEXEC)
                 try:
                     if (L.fstatfs_type(fd) == L.PROC_SUPER_MAGIC
                             and os.fstat(fd).st_ino == 1):
@@ -195,6 +198,131 @@ def remount_ro(target: str, extra: int = 0) -> None:
     L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | keep | extra)
 
 
+def is_bind(m: Mount) -> bool:
+    """Whether mounts[i] is a bind mount (as RootfsBuilder._mount decides it)."""
+    if m.type in ("cgroup", "cgroup2"):
+        return False
+    return m.type == "bind" or "bind" in m.options or "rbind" in m.options
+
+
+def bind_sources(spec: Spec) -> list[tuple[int, str]]:
+    """(index in `mounts`, absolute source) of every bind mount."""
+    return [(i, os.path.abspath(m.source) if m.source else "")
+            for i, m in enumerate(spec.mounts) if is_bind(m)]
+
+
+# Handles per message: under the kernel's SCM_MAX_FD (253).
+_SOURCES_PER_MSG = 128
+
+
+def send_bind_sources(init_pid: int, sources: list[tuple[int, str]],
+                      socks: tuple[int, int]) -> int:
+    """Open every bind source as the host's root, from inside the container's mount
+    namespace, and pass the handles to init over socks[1] (a SOCK_SEQPACKET pair;
+    init takes them from socks[0] with recv_bind_sources). runc 1.1 does the same.
+    Returns the helper's pid, to be waited for once init is running: init reads while
+    the helper writes, so no number of sources fills the socket's queue.
+
+    Why: init runs in the container's user namespace, whose root is a uid the host
+    does not map to anyone privileged, so it cannot search (say) a 0700 directory of
+    the host's root, and a bind source under one failed with EACCES. Why this way: the
+    kernel binds only from mounts of the caller's own mount namespace, so a handle
+    opened before the namespace existed would not do; and an open_tree(2) clone made
+    on the host would, but its mount flags would not be locked, letting the container
+    make a read-only host mount writable. So a helper forked here (single-threaded, the
+    host's root) joins init's mount namespace and opens the sources there: they are the
+    copies made with the namespace, with the flags the kernel locked. Failures travel
+    to init, which reports each as before ("mounts[i] (bind SRC on DST): why")."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(socks[0])  # init's end: a send fails, not blocks, once init is gone
+            _open_and_send(init_pid, sources, socks[1])
+            code = 0
+        except BaseException as e:  # never return into the runtime's code in a child
+            why = os_why(e) if isinstance(e, OSError) else str(e)
+            try:
+                _send(socks[1], f"fail {why}", [])
+            except OSError:
+                pass
+        os._exit(code)
+    return pid
+
+
+def _open_and_send(init_pid: int, sources: list[tuple[int, str]], sock: int) -> None:
+    ns = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    L.setns(ns, L.CLONE_NEWNS, "the container's mount namespace")
+    os.close(ns)
+    for k in range(0, len(sources), _SOURCES_PER_MSG):
+        errs: list[str] = []
+        fds: list[int] = []
+        for _i, src in sources[k:k + _SOURCES_PER_MSG]:
+            try:
+                fds.append(os.open(src, os.O_PATH | os.O_CLOEXEC))
+                errs.append("0")
+            except OSError as e:
+                errs.append(str(e.errno))
+        _send(sock, "ok " + " ".join(errs), fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def _send(sock: int, text: str, fds: list[int]) -> None:
+    import _socket
+
+    s = _socket.socket(fileno=sock)
+    try:
+        anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))] if fds else []
+        s.sendmsg([text.encode()], anc)
+    finally:
+        s.detach()
+
+
+def recv_bind_sources(sock: int, other_end: int,
+                      sources: list[tuple[int, str]]) -> dict[int, int | OSError]:
+    """Init's side of send_bind_sources: mounts[i] -> a handle, or the OSError that
+    opening its source met. Closes both ends of the pair."""
+    import _socket
+
+    os.close(other_end)  # ours: EOF, not a hang, if the helper dies without a word
+    s = _socket.socket(fileno=sock)
+    out: dict[int, int | OSError] = {}
+    try:
+        pending = sources
+        while pending:
+            msg, anc, flags, _addr = s.recvmsg(
+                4096, _socket.CMSG_SPACE(4 * _SOURCES_PER_MSG))
+            fds: list[int] = []
+            for level, typ, data in anc:
+                if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
+                    fds += [int.from_bytes(data[j:j + 4], sys.byteorder)
+                            for j in range(0, len(data) - len(data) % 4, 4)]
+            text = msg.decode(errors="replace")
+            errs = text.split()[1:]
+            if (not text.startswith("ok ") or flags & _socket.MSG_CTRUNC
+                    or not 0 < len(errs) <= len(pending) or errs.count("0") != len(fds)):
+                for fd in fds:
+                    os.close(fd)
+                why = (text[5:] if text.startswith("fail ") else
+                       "the runtime's helper exited without sending them" if not text else
+                       "handles lost in transit")
+                raise CoveError("bind mount sources", why)
+            it = iter(fds)
+            for (i, src), e in zip(pending[:len(errs)], errs, strict=True):
+                out[i] = next(it) if e == "0" else OSError(int(e), os.strerror(int(e)), src)
+            pending = pending[len(errs):]
+    except BaseException:
+        for h in out.values():
+            if isinstance(h, int):
+                os.close(h)
+        raise
+    finally:
+        s.close()
+    return out
+
+
 class RootfsBuilder:
     """Sets up the rootfs of one container, before and after pivot_root."""
 
@@ -206,6 +334,9 @@ class RootfsBuilder:
         self.userns = userns
         self.cgroupns = cgroupns
         self.rootfd = -1
+        # mounts[i] -> a handle on its bind source opened on the host's side, or why
+        # that failed (recv_bind_sources); other bind sources are opened by path.
+        self.sources: dict[int, int | OSError] = {}
 
     def prepare(self) -> None:
         """Everything before pivot_root: propagation, the rootfs bind, mounts, /dev."""
@@ -217,13 +348,19 @@ class RootfsBuilder:
         L.mount(self.rootfs, self.rootfs, None, L.MS_BIND | L.MS_REC)
         self.rootfd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         dev_mounted = False
-        for i, m in enumerate(self.spec.mounts):
-            self._mount(m, f"mounts[{i}]")
-            if m.destination.rstrip("/") == "/dev":
-                dev_mounted = True
+        try:
+            for i, m in enumerate(self.spec.mounts):
+                self._mount(m, f"mounts[{i}]", self.sources.pop(i, None))
+                if m.destination.rstrip("/") == "/dev":
+                    dev_mounted = True
+        finally:
+            for h in self.sources.values():
+                if isinstance(h, int):
+                    os.close(h)
+            self.sources = {}
         self._devices(dev_mounted)
 
-    def _mount(self, m: Mount, what: str) -> None:
+    def _mount(self, m: Mount, what: str, handle: int | OSError | None = None) -> None:
         flags, prop, data = parse_options(m.options, what)
         typ = m.type
         if typ == "cgroup" or typ == "cgroup2":
@@ -233,21 +370,37 @@ class RootfsBuilder:
         if typ == "bind":
             flags |= L.MS_BIND
         is_dir = True
+        src = m.source
         if is_bind:
-            src = m.source
             try:
-                is_dir = stat.S_ISDIR(os.stat(src).st_mode)
+                if isinstance(handle, OSError):
+                    raise handle
+                if handle is not None:
+                    src = f"/proc/self/fd/{handle}"  # binds the mount the handle is on
+                    is_dir = stat.S_ISDIR(os.fstat(handle).st_mode)
+                else:
+                    is_dir = stat.S_ISDIR(os.stat(src).st_mode)
             except OSError as e:
-                raise CoveError(f"{what} (bind {src} on {m.destination})",
+                if isinstance(handle, int):
+                    os.close(handle)
+                raise CoveError(f"{what} (bind {m.source} on {m.destination})",
                                 e.strerror or str(e)) from None
-        check_proc_mount(self.rootfs, m, typ, is_bind, what)
+        try:
+            self._mount_at(m, what, typ, flags, prop, data, is_bind, is_dir, src)
+        finally:
+            if isinstance(handle, int):
+                os.close(handle)
+
+    def _mount_at(self, m: Mount, what: str, typ: str, flags: int, prop: int, data: str,
+                  is_bind: bool, is_dir: bool, src: str) -> None:
+        check_proc_mount(self.rootfs, m, typ, is_bind, what, src)
         rel = _make_target(self.rootfs, m.destination, is_dir)
         fd = _open_in_root(self.rootfd, rel)
         target = f"/proc/self/fd/{fd}"
         try:
             check_fd_at(fd, self.rootfs, rel, f"{what} ({typ or 'bind'} on {m.destination})")
             if is_bind:
-                L.mount(m.source, target, None, L.MS_BIND | (flags & L.MS_REC))
+                L.mount(src, target, None, L.MS_BIND | (flags & L.MS_REC))
                 # Bind ignores the other flags: they take effect on a remount. The old
                 # handle names the covered directory, so reopen to reach the new mount.
                 os.close(fd)

@@ -10,7 +10,7 @@ import _signal
 import os
 
 from cove.errors import CoveError
-from cove.runtime.create import CreateOptions, create
+from cove.runtime.create import CreateOptions, check_preserve_fds, create
 from cove.runtime.delete import delete
 from cove.runtime.start import start
 
@@ -127,6 +127,7 @@ def _relay(master: int, pid: int) -> None:
 
 
 def run(opts: CreateOptions, detach: bool) -> int:
+    check_preserve_fds(opts)  # before our own socketpair takes fd 3
     ours = -1
     if not opts.console_socket and _wants_terminal(opts.bundle):
         if detach:

@@ -7,7 +7,7 @@ import select
 
 from cove.errors import CoveError
 from cove.runtime import state as S
-from cove.runtime.hooks import run_hooks
+from cove.runtime.hooks import run_hooks_warning
 
 
 def start(root: str, cid: str) -> S.State:
@@ -44,9 +44,7 @@ def start(root: str, cid: str) -> S.State:
 
     spec = Spec.parse(raw)
     if spec.hooks.poststart:
-        try:
-            run_hooks("poststart", spec.hooks.poststart, st.hook_state("running"))
-        except CoveError as e:
-            # The spec: a failing poststart hook is a warning; the container runs on.
-            os.write(2, f"cove-runtime: warning: {e}\n".encode())
+        # The spec: a failing poststart hook is a warning; the next ones run, and the
+        # container runs on.
+        run_hooks_warning("poststart", spec.hooks.poststart, st.hook_state("running"))
     return st

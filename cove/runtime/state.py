@@ -140,9 +140,15 @@ class State:
         return out
 
     def hook_state(self, status: str) -> str:
-        """The JSON a hook reads on stdin."""
+        """The JSON a hook reads on stdin, with the status the spec's lifecycle gives
+        the hook's step: "created" for the create-time hooks (prestart, createRuntime,
+        createContainer: the environment exists) and startContainer (the user's
+        program has not run yet), "running" for poststart, "stopped" for poststop (as
+        crun). A stopped container's pid is 0, as `state` says: the old one may have
+        been reused."""
         d: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": self.id, "status": status,
-                             "pid": self.pid, "bundle": self.bundle}
+                             "pid": self.pid if status != "stopped" else 0,
+                             "bundle": self.bundle}
         if self.data.get("annotations"):
             d["annotations"] = self.data["annotations"]
         return jsonio.dumps(d)

@@ -218,3 +218,35 @@ def add_seals(fd: int, seals: int) -> None:
     """fcntl(F_ADD_SEALS) on a memfd (the `fcntl` module is not loaded on our hot path)."""
     if _libc.fcntl(fd, F_ADD_SEALS, seals) != 0:
         raise _fail("fcntl F_ADD_SEALS")
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_libc.socket.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def link_up(ifname: str) -> None:
+    """Set IFF_UP on an interface of the current network namespace: SIOCGIFFLAGS, then
+    SIOCSIFFLAGS on an AF_INET datagram socket (struct ifreq: the name, then the flags
+    as a short at offset 16), without importing `socket` (it imports `enum`) or
+    `fcntl` on the runtime's path."""
+    name = ifname.encode()
+    if len(name) >= 16:
+        raise OSError(22, f"link up {ifname}: name too long")
+    fd = _libc.socket(2, 2 | 0o2000000, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+    if fd < 0:
+        raise _fail("socket(AF_INET, SOCK_DGRAM)")
+    try:
+        ifr = ctypes.create_string_buffer(name, 40)
+        if _libc.ioctl(fd, _SIOCGIFFLAGS, ifr) != 0:
+            raise _fail("SIOCGIFFLAGS", ifname)
+        flags = ctypes.c_short.from_buffer(ifr, 16)
+        if flags.value & IFF_UP:
+            return
+        flags.value |= IFF_UP
+        if _libc.ioctl(fd, _SIOCSIFFLAGS, ifr) != 0:
+            raise _fail("SIOCSIFFLAGS", ifname)
+    finally:
+        os.close(fd)

@@ -115,7 +115,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str = "", console_socket:
         st.save()
         # The host's create-time hooks, as runc runs them: after the container exists
         # (in the guest), before create returns; their state's pid is the monitor's.
-        hs = st.hook_state("creating")
+        hs = st.hook_state("created")  # the spec's state for these hooks (as crun)
         run_hooks("prestart", spec.hooks.prestart, hs)
         run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         if terminal:

@@ -89,6 +89,7 @@ def cove(tmp_path: Path, busybox_blobs: Store) -> Iterator[Cove]:
     c("supervisor", "stop", check=False)
     for name in c("ps", "-a", "-q", check=False).stdout.split():
         c("rm", "-f", name, check=False)
+    c("supervisor", "stop", check=False)  # `ps` brings back one a container relied on
     leftovers = _ours(root)
     mounts = _mounts(root)
     rt = os.path.join(root, "runtime")

@@ -101,7 +101,7 @@ def test_vm_lifecycle(env: Env) -> None:
     assert int(pidfile.read_text()) == st["pid"]
     for k in ("prestart", "createRuntime"):
         hs = json.loads((hooks / f"{k}.json").read_text())
-        assert hs["status"] == "creating" and hs["pid"] == st["pid"], hs
+        assert hs["status"] == "created" and hs["pid"] == st["pid"], hs
         assert hs["bundle"] == str(b.path) and hs["id"] == cid
     assert not (hooks / "poststart.json").exists()
     rt("start", cid, check=True)

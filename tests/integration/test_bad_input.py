@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,7 @@ import pytest
 
 from tests.conftest import Env
 from tests.helpers import RUNTIME, base_config
-
-RUNC = shutil.which("runc")
+from tests.integration.refs import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
 
 
 def _cfg(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -88,10 +86,32 @@ CONFIG_CASES = {
     "no-mount-ns": (lambda c: c["linux"].__setitem__("namespaces", [
         n for n in c["linux"]["namespaces"] if n["type"] != "mount"]),
         "linux.namespaces: a container needs a mount namespace of its own, not the host's"),
+    # Joining the host's mount namespace by path is refused by design (README,
+    # cove-runtime): the entry is named, whatever path leads to that namespace.
     "host-mount-ns": (lambda c: c["linux"].__setitem__("namespaces", [
         n if n["type"] != "mount" else {"type": "mount", "path": "/proc/self/ns/mnt"}
         for n in c["linux"]["namespaces"]]),
-        "linux.namespaces: a container needs a mount namespace of its own, not the host's"),
+        "linux.namespaces[4].path: /proc/self/ns/mnt is the host's mount namespace: a "
+        "container needs a mount namespace of its own, not the host's"),
+    "host-mount-ns-other-path": (lambda c: c["linux"].__setitem__("namespaces", [
+        n if n["type"] != "mount" else {"type": "mount", "path": f"/proc/{os.getpid()}/ns/mnt"}
+        for n in c["linux"]["namespaces"]]),
+        "/ns/mnt is the host's mount namespace: a container needs a mount namespace of its "
+        "own, not the host's"),
+    # runc and crun refuse kernel.hostname in any case (test_sysctl_hostname_refused);
+    # it would silently override (or stand in for) the `hostname` field.
+    "sysctl-kernel-hostname": (lambda c: (c.__setitem__("hostname", "box"), c["linux"]
+                                          .__setitem__("sysctl", {"kernel.hostname": "x"})),
+                               "linux.sysctl.kernel.hostname: conflicts with the `hostname` "
+                               "field: set the hostname there"),
+    "sysctl-kernel-hostname-alone": (_set("linux.sysctl", {"kernel.hostname": "x"}),
+                                     "linux.sysctl.kernel.hostname: conflicts with the "
+                                     "`hostname` field"),
+    # kernel.domainname is refused only against a different `domainname` (as crun)
+    "sysctl-kernel-domainname": (lambda c: (c.__setitem__("domainname", "a.org"), c["linux"]
+                                            .__setitem__("sysctl", {"kernel.domainname": "b"})),
+                                 "linux.sysctl.kernel.domainname: 'b' conflicts with the "
+                                 "`domainname` field ('a.org')"),
     "sysctl-host-ipc-ns": (lambda c: (
         c["linux"].__setitem__("sysctl", {"kernel.shmmni": "4096"}),
         c["linux"].__setitem__("namespaces", [
@@ -296,3 +316,64 @@ def test_unknown_syscall_ignored_when_asked(env: Env) -> None:
     p = env.rt("run", "--bundle", str(b.path), env.id())
     assert p.returncode == 0, p.stderr
     assert "Operation not permitted" in p.stdout and "touched" in p.stdout
+
+
+def test_sysctl_hostname_refused_as_runc_and_crun(env: Env) -> None:
+    """runc 1.1 and crun 1.8 refuse linux.sysctl kernel.hostname, with or without the
+    `hostname` field; kernel.domainname agreeing with `domainname` (or alone) is fine."""
+    cfg = base_config(["hostname"])
+    cfg["ociVersion"] = CRUN_OCI_VERSION
+    cfg["hostname"] = "box"
+    cfg["linux"]["sysctl"] = {"kernel.hostname": "box"}
+    b = env.bundle(cfg)
+    refs = ([runc(env)] if RUNC else []) + ([crun(env)] if CRUN else [])
+    for rt in [env.rt, *refs]:
+        cid = env.id()
+        p = rt("run", "--bundle", str(b.path), cid)
+        rt("delete", "--force", cid)
+        assert p.returncode == 1 and "kernel.hostname" in p.stderr, (rt.binary, p.stderr)
+        assert "conflicts with" in p.stderr and "hostname" in p.stderr.split("conflicts")[1]
+    cfg["linux"]["sysctl"] = {"kernel.domainname": "ex.org"}
+    cfg["domainname"] = "ex.org"
+    cfg["process"]["args"] = ["cat", "/proc/sys/kernel/domainname"]
+    b2 = env.bundle(cfg, name="b2")
+    for rt in [env.rt, *refs]:
+        cid = env.id()
+        p = rt("run", "--bundle", str(b2.path), cid)
+        rt("delete", "--force", cid)
+        assert (p.returncode, p.stdout) == (0, "ex.org\n"), (rt.binary, p.stderr)
+
+
+def test_preserve_fds_not_open(env: Env) -> None:
+    """--preserve-fds N hands the caller's fds 3..N+2 on: one the caller did not open is
+    named (never a bare "Bad file descriptor", never one of the runtime's own fds
+    passed on in its place), and nothing is left behind."""
+    b = env.bundle(base_config(["sleep", "100"]))
+    cid = env.id()
+    env.rt("run", "-d", "--bundle", str(b.path), cid, check=True)
+    p = env.rt("exec", "--preserve-fds", "2", cid, "true")
+    assert p.returncode == 1
+    assert _one_line(p.stderr) == ("cove-runtime: --preserve-fds 2: fd 3 is not open "
+                                   "(the caller passes fds 3 to 4)")
+    r, w = os.pipe()
+
+    def only_fd3() -> None:
+        os.dup2(w, 3)
+        os.closerange(4, 1024)
+
+    try:  # fd 3 given, fd 4 not: the second one is named
+        p = subprocess.run([RUNTIME, "--root", str(env.rt.root), "exec", "--preserve-fds", "2",
+                            cid, "true"], preexec_fn=only_fd3, close_fds=False,
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert _one_line(p.stderr) == ("cove-runtime: --preserve-fds 2: fd 4 is not open "
+                                   "(the caller passes fds 3 to 4)")
+    env.rt("delete", "--force", cid, check=True)
+    cid = env.id()
+    p = env.rt("create", "--preserve-fds", "1", "--bundle", str(b.path), cid)
+    assert p.returncode == 1
+    assert _one_line(p.stderr) == ("cove-runtime: --preserve-fds 1: fd 3 is not open "
+                                   "(the caller passes fds 3 to 3)")
+    assert env.rt("state", cid).returncode == 1

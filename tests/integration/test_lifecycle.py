@@ -8,6 +8,9 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import Env
 from tests.helpers import base_config
@@ -237,3 +240,45 @@ def test_spec_and_features(env: Env) -> None:
                               "startContainer", "poststart", "poststop"]
     v = env.rt("--version", check=True).stdout
     assert any(line.startswith("commit: ") for line in v.splitlines())
+
+
+def _freezer_dir(pid: int) -> Path:
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _n, ctrls, path = line.rstrip("\n").split(":", 2)
+            if "freezer" in ctrls.split(","):
+                return Path("/sys/fs/cgroup/freezer" + path)
+    raise AssertionError(f"pid {pid} has no freezer cgroup")
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs/cgroup/freezer/"),
+                    reason="no v1 freezer hierarchy on this host")
+def test_delete_force_when_the_freezer_cgroup_is_gone(env: Env) -> None:
+    """A half-destroyed container is always removable: its freezer cgroup removed by
+    hand (init moved out first, as rmdir needs), `delete --force` still kills init and
+    removes every other cgroup and the state, quietly."""
+    b = env.bundle(base_config(["sleep", "1000"]))
+    cid = env.id()
+    env.rt("create", "--bundle", str(b.path), cid, check=True)
+    pid = env.rt.state(cid)["pid"]
+    fz = _freezer_dir(pid)
+    Path("/sys/fs/cgroup/freezer/cgroup.procs").write_text(str(pid))
+    fz.rmdir()
+    p = env.rt("delete", "--force", cid)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert env.rt("state", cid).returncode == 1
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}")
+
+    b2 = env.bundle(base_config(["true"]), name="b2")
+    cid = env.id()
+    env.rt("create", "--bundle", str(b2.path), cid, check=True)
+    fz = _freezer_dir(env.rt.state(cid)["pid"])
+    env.rt("start", cid, check=True)
+    env.rt.wait_status(cid, "stopped")
+    fz.rmdir()
+    p = env.rt("delete", "--force", cid)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert env.rt("state", cid).returncode == 1

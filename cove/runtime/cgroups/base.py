@@ -330,8 +330,13 @@ class Manager:
             if fs.has(d, "cgroup.kill"):
                 fs.write(d, "cgroup.kill", "1", "kill")
                 return
+        fz = self._freezer()
+        # A freezer cgroup that is gone (removed by hand, or by a destroy cut short)
+        # holds no task to freeze or thaw: signal without it, and quietly, so that a
+        # half-destroyed container stays removable.
+        gone = fz is not None and not os.path.isdir(fz[0])
         froze = False
-        if not self.frozen():
+        if not gone and not self.frozen():
             try:
                 self.freeze()
                 froze = True
@@ -345,9 +350,14 @@ class Manager:
                     pass
         finally:
             # SIGKILL thaws a paused container too (as runc): a task stopped
-            # in the v1 freezer would otherwise never die.
-            if froze or sig == SIGKILL:
-                self.thaw()
+            # in the v1 freezer would otherwise never die. Without a freezer (none
+            # mounted, or the cgroup gone meanwhile) there is nothing to thaw.
+            if fz is not None and not gone and (froze or sig == SIGKILL):
+                try:
+                    self.thaw()
+                except CoveError:
+                    if os.path.isdir(fz[0]):
+                        raise
 
     def destroy(self, timeout: float = 5.0) -> None:
         """SIGKILL what is left, wait for it to go (bounded), rmdir deepest first."""

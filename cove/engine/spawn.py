@@ -1,0 +1,50 @@
+"""How the engine starts its own Python processes (supervisor, zygote, monitors).
+
+They run `python -I -S`: isolated (no PYTHONPATH, no user site, no cwd on the path) and
+without `site`, which saves ~20 ms and a few hundred KiB per process and keeps a
+container's environment from steering them. The cost is that such a process finds only
+the standard library: neither Cove's own source tree nor the third-party libraries the
+engine uses (pyroute2 for bridge networks, zstandard for layers) are on its path. That
+once made every restart on the default network fail with "No module named 'pyroute2'"
+while the tests, all on `--network none`, passed.
+
+So the parent passes its own module search path on: whatever found Cove and its
+libraries in the parent (the fast launcher, a pip entry point through `site`, `python -m`
+from a checkout, a venv or a system install) finds them in the child. The path travels
+as the first argument, separated by os.pathsep as in PYTHONPATH, and the child's first
+statement puts it in front of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The `-c` program: the module search path from argv[1], then MODULE.main(argv[2:]).
+_BOOT = ("import sys; sys.path[0:0] = [p for p in sys.argv.pop(1).split(':') "
+         "if p not in sys.path]; from cove.engine.{module} import main; "
+         "sys.exit(main(sys.argv[1:]))")
+
+
+def _src() -> str:
+    """The directory that holds the `cove` package itself."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def search_path() -> list[str]:
+    """Cove's own directory, then every directory on this process's module search path
+    (absolute, existing, without os.pathsep in the name). The standard library's own
+    entries are harmless repeats."""
+    out = [_src()]
+    for p in sys.path:
+        if p and os.path.isabs(p) and os.pathsep not in p and p not in out \
+                and os.path.isdir(p):
+            out.append(p)
+    return out
+
+
+def argv(module: str, *args: str) -> list[str]:
+    """The command line that runs `cove.engine.<module>.main(args)` in a new
+    `python -I -S` with this process's module search path."""
+    return [sys.executable, "-I", "-S", "-c", _BOOT.format(module=module),
+            os.pathsep.join(search_path()), *args]
