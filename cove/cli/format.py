@@ -21,6 +21,7 @@ from typing import Any
 
 from cove.cli.gofuncs import to_json
 from cove.cli.gotemplate import Method, Template, TemplateError
+from cove.engine.units import human_duration
 
 __all__ = ["Method", "Template", "TemplateError", "ago", "ellipsis", "human_duration",
            "human_size", "render_each", "render_list", "tabwrite", "to_json", "unescape"]
@@ -96,32 +97,6 @@ def render_each(fmt: str, values: list[Any], out: Any = None) -> None:
 
 # -- docker's human units ---------------------------------------------------------------
 
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration: "Less than a second", "About a minute", "3 hours"..."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = int(seconds / 3600 + 0.5)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def ago(t: float) -> str:

@@ -11,6 +11,7 @@ import platform
 import sys
 from typing import Any
 
+from cove.engine.units import host_memory
 from cove.errors import CoveError
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
@@ -131,15 +132,7 @@ def _os_name() -> str:
     return "Linux"
 
 
-def _mem_total() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+
 
 
 def bytes_size(n: float) -> str:
@@ -197,7 +190,7 @@ def info(root: str) -> dict[str, Any]:
         "LoggingDriver": "json-file", "CgroupDriver": cg_driver, "CgroupVersion": cg_version,
         "KernelVersion": platform.release(), "OperatingSystem": _os_name(),
         "OSType": "linux", "Architecture": platform.machine(),
-        "NCPU": os.cpu_count() or 0, "MemTotal": _mem_total(),
+        "NCPU": os.cpu_count() or 0, "MemTotal": host_memory(),
         "DockerRootDir": root, "CoveRootDir": root, "Name": platform.node(),
         "ServerVersion": __version__, "Runtimes": rts, "DefaultRuntime": "cove-runtime",
         "SecurityOptions": ["name=seccomp,profile=builtin"]

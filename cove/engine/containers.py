@@ -1448,7 +1448,8 @@ def stats(root: str, name: str) -> dict[str, Any]:
     data = json.loads(r.stdout.splitlines()[0])["data"]
     mem = data.get("memory", {}).get("usage", {})
     raw = data.get("memory", {}).get("raw", {})
-    host = _host_memory()
+    from cove.engine.units import host_memory
+    host = host_memory()
     limit = int(mem.get("limit", 0))
     bio: dict[str, int] = {"read": 0, "write": 0}
     for e in data.get("blkio", {}).get("ioServiceBytesRecursive") or []:
@@ -1467,16 +1468,7 @@ def stats(root: str, name: str) -> dict[str, Any]:
             "Raw": data}
 
 
-def _host_memory() -> int:
-    """MemTotal of this host, in bytes (0 if /proc/meminfo says nothing)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+
 
 
 def _net_io(pid: int) -> tuple[int, int]:

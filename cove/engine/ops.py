@@ -32,6 +32,7 @@ from typing import Any
 from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import state as S
+from cove.engine.units import human_duration
 from cove.errors import CoveError
 
 LIVE = ("running", "paused")
@@ -39,33 +40,6 @@ LIVE = ("running", "paused")
 
 # -- docker's durations -----------------------------------------------------------------
 
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration: "Less than a second", "5 seconds", "About a
-    minute", "3 hours", ..."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def up_line(rec: dict[str, Any]) -> str:

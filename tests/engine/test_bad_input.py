@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.engine.conftest import Cove, wait_for
-from tests.engine.test_e2e import netns  # noqa: F401  (a fixture)
 
 
 def _fails(cove: Cove, *args: str, says: str) -> str:
@@ -70,7 +69,7 @@ def test_name_taken(cove: Cove) -> None:
     cove("rm", "-f", "dup")
 
 
-def test_port_in_use(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_port_in_use(cove: Cove, netns: str) -> None:
     inns = ["nsenter", f"--net={netns}"]
     c = Cove(cove.root, inns)
     c("run", "-d", "--name", "one", "-p", "18081:80", "busybox", "sleep", "1000")
@@ -170,7 +169,7 @@ def test_logs_into_a_closed_pipe(cove: Cove) -> None:
     cove("rm", "many")
 
 
-def test_overlapping_subnets(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_overlapping_subnets(cove: Cove, netns: str) -> None:
     c = Cove(cove.root, ["nsenter", f"--net={netns}"])
     c("network", "create", "--subnet", "10.90.0.0/24", "a")
     _fails(c, "network", "create", "--subnet", "10.90.0.0/16", "b",
@@ -193,7 +192,7 @@ def test_overlapping_subnets(cove: Cove, netns: str) -> None:  # noqa: F811
         == []
 
 
-def test_publish_without_host_port_picks_a_free_one(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_publish_without_host_port_picks_a_free_one(cove: Cove, netns: str) -> None:
     inns = ["nsenter", f"--net={netns}"]
     c = Cove(cove.root, inns)
     c("run", "-d", "--name", "web", "-p", "80", "-p", "127.0.0.1::81", "busybox", "sh",

@@ -20,7 +20,6 @@ from cove.cli.format import Template, render_list, tabwrite
 from cove.engine.state import parse_rfc3339
 from cove.errors import CoveError
 from tests.engine.conftest import ROOT, RUNTIME, Cove
-from tests.engine.test_e2e import netns  # noqa: F401  (the fixture)
 
 DATA = {"Name": "web", "State": {"Status": "running", "Pid": 7, "Health": None},
         "Config": {"Env": ["A=1", "B=2"], "Labels": {"tier": "front", "x": "y"}},
@@ -236,7 +235,7 @@ def test_logs_tail_since_until_timestamps_details(cove: Cove) -> None:
     cove("rm", "-f", "tick")
 
 
-def test_system_df_and_prune(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_system_df_and_prune(cove: Cove, netns: str) -> None:
     c = Cove(cove.root, ["nsenter", f"--net={netns}"])
     c("run", "--network", "none", "--name", "gone", "-v", "/anon", "busybox", "sh", "-c",
       "head -c 300000 /dev/zero > /big")

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cove.engine.state import parse_rfc3339, pid_alive
 from tests.engine.conftest import Cove, wait_for
@@ -26,19 +22,6 @@ TICKS = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 def _inspect(cove: Cove, name: str) -> dict[str, Any]:
     rec: dict[str, Any] = json.loads(cove("inspect", name).stdout)[0]
     return rec
-
-
-@pytest.fixture
-def netns(tmp_path: Path) -> Iterator[str]:
-    """A fresh network namespace with its loopback up; bridges, veths, nft tables and
-    per-interface sysctls made in it vanish with it."""
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (scripts/install-deps.sh)")
-    ns = str(tmp_path / "testns")
-    Path(ns).touch()
-    subprocess.run(["unshare", f"--net={ns}", "ip", "link", "set", "lo", "up"], check=True)
-    yield ns
-    subprocess.call(["umount", ns])
 
 
 def test_published_port_answers_on_loopback(cove: Cove, netns: str) -> None:

@@ -28,17 +28,6 @@ from tests.image.util import RegistryServer
 
 
 @pytest.fixture
-def netns(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (scripts/install-deps.sh)")
-    ns = str(tmp_path / "testns")
-    Path(ns).touch()
-    subprocess.run(["unshare", f"--net={ns}", "ip", "link", "set", "lo", "up"], check=True)
-    yield ns
-    subprocess.call(["umount", ns])
-
-
-@pytest.fixture
 def registry(tmp_path: Path, busybox_blobs: Store) -> Iterator[str]:
     """A registry on the host's loopback holding busybox, pushed from a seed root."""
     if shutil.which("docker-registry") is None:

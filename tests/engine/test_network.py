@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.engine.conftest import Cove, wait_for
-
-
-@pytest.fixture
-def netns(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (scripts/install-deps.sh)")
-    ns = str(tmp_path / "testns")
-    Path(ns).touch()
-    subprocess.run(["unshare", f"--net={ns}", "true"], check=True)
-    yield ns
-    subprocess.call(["umount", ns])
 
 
 def test_bridge_network_in_netns(cove: Cove, netns: str) -> None:

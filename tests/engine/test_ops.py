@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.engine.conftest import ROOT, RUNTIME, Cove, wait_for
-from tests.engine.test_e2e import netns  # noqa: F401 - the fixture
 
 NONE = ("--network", "none")
 LOOP = "trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.1; done"
@@ -139,7 +138,7 @@ def test_rename_running_and_stopped(cove: Cove) -> None:
     cove("rm", "-f", "cal")
 
 
-def test_rename_on_a_user_network(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_rename_on_a_user_network(cove: Cove, netns: str) -> None:
     c = Cove(cove.root, ["nsenter", f"--net={netns}"])
     c("network", "create", "n1")
     c("run", "-d", "--network", "n1", "--name", "x", "busybox", "sleep", "60")

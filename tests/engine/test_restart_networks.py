@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +22,6 @@ import pytest
 from tests.engine.conftest import Cove, wait_for
 
 NETWORKS = ["none", "default", "user"]
-
-
-@pytest.fixture
-def netns(tmp_path: Path) -> Iterator[str]:
-    """A fresh network namespace with its loopback up: bridges, veths, nft tables and
-    per-interface sysctls made in it vanish with it."""
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (scripts/install-deps.sh)")
-    ns = str(tmp_path / "testns")
-    Path(ns).touch()
-    subprocess.run(["unshare", f"--net={ns}", "ip", "link", "set", "lo", "up"], check=True)
-    yield ns
-    subprocess.call(["umount", ns])
 
 
 def _net(c: Cove, which: str) -> list[str]:

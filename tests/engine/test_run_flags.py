@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from tests.engine.conftest import RUNTIME, Cove, wait_for
-from tests.engine.test_e2e import netns  # noqa: F401  (a fixture)
 
 NONE = ("run", "--rm", "--network", "none")
 
@@ -304,7 +303,7 @@ def test_anonymous_volumes_and_copy_up(cove: Cove) -> None:
     cove("volume", "rm", "etc", "empty")
 
 
-def test_expose_and_publish_all(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_expose_and_publish_all(cove: Cove, netns: str) -> None:
     c = Cove(cove.root, ["nsenter", f"--net={netns}"])
     c("run", "-d", "--name", "p", "-P", "--expose", "9000-9001/udp", "--expose", "80",
       "busybox", "sleep", "1000")
@@ -319,7 +318,7 @@ def test_expose_and_publish_all(cove: Cove, netns: str) -> None:  # noqa: F811
     c("rm", "-f", "p")
 
 
-def test_network_connect_disconnect_prune(cove: Cove, netns: str) -> None:  # noqa: F811
+def test_network_connect_disconnect_prune(cove: Cove, netns: str) -> None:
     inns = ["nsenter", f"--net={netns}"]
     c = Cove(cove.root, inns)
     for n in ("front", "back", "spare"):
