@@ -283,7 +283,7 @@ class Container:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 raise CoveError(f"wait {self.name}", "timed out")
-            time.sleep(0.05)
+            C.nap(rec, None if deadline is None else deadline - time.monotonic())
         out: dict[str, Any] = {"StatusCode": int(last["State"]["ExitCode"])}
         if last["State"].get("Error"):
             out["Error"] = {"Message": str(last["State"]["Error"])}
