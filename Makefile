@@ -36,7 +36,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint:
-	$(BIN)/ruff check cove tests bench/lifecycle bench/engine bench/pull bench/overhead bench/import  # extensionless: named
+	$(BIN)/ruff check cove tests bench/lifecycle bench/engine bench/pull bench/overhead bench/import bench/cri bench/build bench/pyapi bench/api  # extensionless: named
 	$(BIN)/mypy
 
 bench: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -55,26 +56,47 @@ def env(tmp_path: Path) -> Iterator[Env]:
     assert not left, f"left behind: {left}"
 
 
-@pytest.fixture(autouse=True)
-def _zygotes_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """`cove run` leaves its root's monitor zygote waiting two idle minutes for the next
-    run (cove/engine/zygote.py): a test's zygote ends with the test, as `cove supervisor
-    stop` would end it."""
-    tmp = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames \
-        else ""
-    yield
-    if not tmp:
-        return
+def _engine_processes(tmp: str) -> dict[int, str]:
+    """The keepers and monitors of state roots under `tmp` (pid -> name)."""
+    out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "cove-zygote":
-                    continue
+                comm = f.read().strip()
+            if comm not in ("cove-zygote", "cove-monitor"):
+                continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if tmp.encode() not in f.read():
-                    continue
-            os.kill(int(pid), 9)
+                if tmp.encode() in f.read():
+                    out[int(pid)] = comm
         except OSError:
             continue
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _monitors_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`cove run` leaves its root's monitor and keeper waiting two idle minutes for the
+    next run (cove/engine/monitor.py, zygote.py): a test's end with the test, as `cove
+    supervisor stop` would end them (SIGTERM to the keeper, which stops the monitor;
+    then SIGKILL for any left, monitors first: each restarts the other)."""
+    tmp = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames \
+        else ""
+    yield
+    if not tmp:
+        return
+    import time
+    procs = _engine_processes(tmp)
+    for pid, comm in procs.items():
+        if comm == "cove-zygote":
+            with contextlib.suppress(OSError):
+                os.kill(pid, 15)
+    for _ in range(3):
+        deadline = time.monotonic() + 2
+        while procs and time.monotonic() < deadline:
+            time.sleep(0.02)
+            procs = _engine_processes(tmp)
+        for pid, _comm in sorted(procs.items(), key=lambda p: p[1] != "cove-monitor"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.image.busybox import build_rootfs
-from cove.runtime.spec import default_spec
+from cove.oci.defaults import default_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = str(ROOT / ".venv" / "bin" / "cove-runtime")

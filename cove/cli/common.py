@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from cove.errors import CoveError
 
@@ -42,3 +44,42 @@ def registry_options(a: argparse.Namespace) -> object:
 def store(a: argparse.Namespace) -> object:
     from cove.image.store import Store
     return Store(a.root)
+
+
+def each(a: argparse.Namespace, fn: Any, parallel: bool = False) -> int:
+    """`fn` for each named container, printing its name or `cove: ...`; exit status 1
+    if any failed. With `parallel` (stop, kill, restart, rm: as docker's CLI does them),
+    up to 16 at a time: `stop` of many containers would otherwise wait out each one's
+    timeout in turn. Output stays in the order the names were given."""
+    names = list(a.containers)
+    if parallel and len(names) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(c: str) -> str:
+            try:
+                fn(c)
+                return ""
+            except CoveError as e:
+                return str(e)
+        with ThreadPoolExecutor(min(16, len(names))) as ex:
+            errors = list(ex.map(one, names))
+    else:
+        errors = []
+        for c in names:
+            try:
+                fn(c)
+                errors.append("")
+            except CoveError as e:
+                errors.append(str(e))
+            _say(c, errors[-1])
+        return 1 if any(errors) else 0
+    for c, err in zip(names, errors, strict=True):
+        _say(c, err)
+    return 1 if any(errors) else 0
+
+
+def _say(name: str, error: str) -> None:
+    if error:
+        print(f"cove: {error}", file=sys.stderr)
+    else:
+        print(name, flush=True)

@@ -13,22 +13,43 @@ Spec = dict[str, str]
 
 
 class Parsed:
-    def __init__(self) -> None:
+    """The flags given, read by name and kind. Reading a name that is not in the verb's
+    spec (or as another kind) is a bug in the caller, not bad input: it raises
+    LookupError instead of quietly returning a default that no flag could set."""
+
+    def __init__(self, spec: Spec | None = None) -> None:
+        self.spec: Spec = spec or {}
         self.values: dict[str, object] = {}
         self.args: list[str] = []
 
+    def _check(self, name: str, kind: str) -> None:
+        got = self.spec.get(name)
+        if got != kind:
+            raise LookupError(f"--{name}: not a {kind} flag of this command "
+                              f"({'not in its spec' if got is None else got})")
+
+    def given(self, name: str) -> bool:
+        """Whether --name was on the command line (not just defaulted)."""
+        if name not in self.spec:
+            raise LookupError(f"--{name}: not a flag of this command")
+        return name in self.values
+
     def s(self, name: str, default: str = "") -> str:
+        self._check(name, "str")
         v = self.values.get(name, default)
         return v if isinstance(v, str) else default
 
     def b(self, name: str) -> bool:
+        self._check(name, "bool")
         return bool(self.values.get(name, False))
 
     def i(self, name: str, default: int = 0) -> int:
+        self._check(name, "int")
         v = self.values.get(name, default)
         return v if isinstance(v, int) else default
 
     def lst(self, name: str) -> list[str]:
+        self._check(name, "list")
         v = self.values.get(name)
         return v if isinstance(v, list) else []
 
@@ -36,7 +57,7 @@ class Parsed:
 def parse(argv: list[str], spec: Spec, aliases: dict[str, str] | None = None,
           where: str = "") -> Parsed:
     aliases = aliases or {}
-    out = Parsed()
+    out = Parsed(spec)
     i = 0
     while i < len(argv):
         a = argv[i]

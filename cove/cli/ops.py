@@ -10,27 +10,13 @@ import sys
 import time
 from typing import Any
 
-from cove.cli.common import parse_bool, registry_flags, registry_options
+from cove.cli.common import each, parse_bool, registry_flags, registry_options
 from cove.errors import CoveError
 
 
 def _root(a: argparse.Namespace) -> str:
     from cove.image.store import Store
     return Store(a.root, create=False).root
-
-
-def _each(a: argparse.Namespace, fn: Any) -> int:
-    """docker's way with several containers: each one's name as it is done, an error
-    line for each that fails, and status 1 if any did."""
-    rc = 0
-    for c in a.containers:
-        try:
-            fn(c)
-            print(c)
-        except CoveError as e:
-            print(f"cove: {e}", file=sys.stderr)
-            rc = 1
-    return rc
 
 
 # -- create / start -a ------------------------------------------------------------------
@@ -77,12 +63,12 @@ def cmd_attach(a: argparse.Namespace) -> int:
 
 def cmd_pause(a: argparse.Namespace) -> int:
     from cove.engine import ops
-    return _each(a, lambda c: ops.pause(_root(a), c))
+    return each(a, lambda c: ops.pause(_root(a), c))
 
 
 def cmd_unpause(a: argparse.Namespace) -> int:
     from cove.engine import ops
-    return _each(a, lambda c: ops.unpause(_root(a), c))
+    return each(a, lambda c: ops.unpause(_root(a), c))
 
 
 def cmd_rename(a: argparse.Namespace) -> int:
@@ -93,7 +79,7 @@ def cmd_rename(a: argparse.Namespace) -> int:
 
 def cmd_update(a: argparse.Namespace) -> int:
     from cove.engine import ops
-    return _each(a, lambda c: ops.update(
+    return each(a, lambda c: ops.update(
         _root(a), c, memory=a.memory, memory_swap=a.memory_swap, cpus=a.cpus,
         cpu_shares=a.cpu_shares, pids_limit=a.pids_limit, restart=a.restart))
 

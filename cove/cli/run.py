@@ -1,4 +1,4 @@
-"""Containers, volumes, networks and the supervisor: thin argparse front-ends over
+"""Containers, volumes, networks and the monitor: thin argparse front-ends over
 cove/engine (parse, call, print)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from cove.cli.common import parse_bool, registry_flags, registry_options
+from cove.cli.common import each, parse_bool, registry_flags, registry_options
 from cove.errors import CoveError
 
 
@@ -106,7 +106,9 @@ def run_options(a: argparse.Namespace, attach: set[str]) -> Any:
         shm_size=a.shm_size, sysctls=a.sysctl, platform=a.platform, group_add=a.group_add,
         cpuset_cpus=a.cpuset_cpus, cpu_shares=a.cpu_shares, memory_swap=a.memory_swap,
         memory_reservation=a.memory_reservation, oom_kill_disable=a.oom_kill_disable,
-        devices=a.device, cgroup_parent=a.cgroup_parent, ipc=a.ipc, pid=a.pid, uts=a.uts,
+        devices=a.device, device_cgroup_rules=a.device_cgroup_rule, systemd=a.systemd,
+        annotations=a.annotation,
+        cgroup_parent=a.cgroup_parent, ipc=a.ipc, pid=a.pid, uts=a.uts,
         cidfile=a.cidfile)
 
 
@@ -217,7 +219,18 @@ def _add_run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--oom-kill-disable", action="store_true",
                    help="don't OOM-kill it (use with --memory)")
     r.add_argument("--device", action="append", default=[],
-                   help="a host device: /dev/HOST[:/dev/CONTAINER][:rwm]")
+                   help="a host device: /dev/HOST[:/dev/CONTAINER][:rwm], or a CDI "
+                        "device: vendor.com/class=name|all (docs/devices.md)")
+    r.add_argument("--device-cgroup-rule", action="append", default=[], metavar="RULE",
+                   help="allow devices in the cgroup: 'TYPE MAJOR:MINOR ACCESS' "
+                        "(c 1:3 rwm, a *:* m)")
+    r.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
+                   help="an annotation of the OCI config (cdi.k8s.io/NAME=vendor.com/"
+                        "class=dev: a CDI device, as CRI passes them)")
+    r.add_argument("--systemd", default="false", metavar="true|false|always",
+                   help="systemd as pid 1: tmpfs /run, a writable cgroup, machine-id, "
+                        "stop signal SIGRTMIN+3 (true: when the command is init or "
+                        "systemd; default false)")
     r.add_argument("--cgroup-parent", help="the cgroup to put its cgroup under")
     r.add_argument("--ipc", help="private (default), shareable, none, host or "
                                  "container:NAME")
@@ -227,18 +240,6 @@ def _add_run_flags(r: argparse.ArgumentParser) -> None:
 
 # -- lifecycle --------------------------------------------------------------------------
 
-def _each(a: argparse.Namespace, fn: Any) -> int:
-    rc = 0
-    for c in a.containers:
-        try:
-            fn(c)
-            print(c)
-        except CoveError as e:
-            print(f"cove: {e}", file=sys.stderr)
-            rc = 1
-    return rc
-
-
 def cmd_start(a: argparse.Namespace) -> int:
     """docker start: each container started (its name printed); with -a or -i, one,
     followed as `attach` follows it (cove/cli/ops.py), returning its exit status."""
@@ -246,27 +247,27 @@ def cmd_start(a: argparse.Namespace) -> int:
     if a.attach or a.interactive:
         from cove.cli import ops
         return ops.start_attached(a)
-    return _each(a, lambda c: C.start(_root(a), c))
+    return each(a, lambda c: C.start(_root(a), c))
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
     from cove.engine import containers as C
-    return _each(a, lambda c: C.stop(_root(a), c, a.time))
+    return each(a, lambda c: C.stop(_root(a), c, a.time), parallel=True)
 
 
 def cmd_restart(a: argparse.Namespace) -> int:
     from cove.engine import containers as C
-    return _each(a, lambda c: C.restart(_root(a), c, a.time))
+    return each(a, lambda c: C.restart(_root(a), c, a.time), parallel=True)
 
 
 def cmd_kill(a: argparse.Namespace) -> int:
     from cove.engine import containers as C
-    return _each(a, lambda c: C.kill(_root(a), c, a.signal))
+    return each(a, lambda c: C.kill(_root(a), c, a.signal), parallel=True)
 
 
 def cmd_rm(a: argparse.Namespace) -> int:
     from cove.engine import containers as C
-    return _each(a, lambda c: C.remove(_root(a), c, force=a.force))
+    return each(a, lambda c: C.remove(_root(a), c, force=a.force), parallel=True)
 
 
 def cmd_wait(a: argparse.Namespace) -> int:
@@ -375,7 +376,7 @@ def cmd_port(a: argparse.Namespace) -> int:
     return 0
 
 
-# -- volumes, networks, supervisor ------------------------------------------------------
+# -- volumes, networks, monitor ---------------------------------------------------------
 
 def cmd_volume(a: argparse.Namespace) -> int:
     from cove.engine import volumes as V
@@ -470,14 +471,14 @@ def _inspected(objs: list[dict[str, Any]], fmt: str | None) -> None:
 
 
 def cmd_supervisor(a: argparse.Namespace) -> int:
-    from cove.engine import supervisor
+    from cove.engine import monctl
     root = _root(a)
     if a.scmd == "start":
-        print(supervisor.ensure(root))
+        print(monctl.ensure(root))
     elif a.scmd == "stop":
-        supervisor.stop(root)
+        monctl.stop(root)
     else:
-        pid = supervisor.running_pid(root)
+        pid = monctl.running(root)
         print(f"running (pid {pid})" if pid else "not running")
         return 0 if pid else 1
     return 0
@@ -620,7 +621,8 @@ def register(sub: Any) -> None:
     x.add_argument("-f", "--force", action="store_true", help="do not ask")
     n.set_defaults(func=cmd_network)
 
-    s = sub.add_parser("supervisor", help="the restart/health supervisor (on demand)")
+    s = sub.add_parser("supervisor", help="the root's monitor: logs, exit codes, restart "
+                                          "policies, health checks (started on demand)")
     s.add_argument("scmd", choices=["start", "stop", "status"],
-                   help="start it, stop it (and the zygote), or say whether it runs")
+                   help="start it, stop it (and its keeper), or say whether it runs")
     s.set_defaults(func=cmd_supervisor)

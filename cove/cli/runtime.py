@@ -1,6 +1,8 @@
 """`cove-runtime`: runc's command line over cove.runtime.
 
-Thin by rule: parse flags, call one library function, print. Errors become one line,
+Thin by rule: parse a verb's flags (VERBS: one table, each verb with its own flags),
+call that verb of the container's handler (cove.runtime.handler.Handler: the namespaces
+runtime, or the vm or gvisor handler), print. Errors become one line,
 `cove-runtime: <what>: <why>`, on stderr and (as JSON or text) in --log.
 """
 
@@ -13,46 +15,18 @@ import time
 from cove.cli import flags as F
 from cove.errors import CoveError, os_why
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _thread
+    from collections.abc import Callable
+
+    from cove.runtime import CreateOptions
+    from cove.runtime.handler import Handler
+
 GLOBAL: F.Spec = {"root": "str", "log": "str", "log-format": "str", "debug": "bool",
                   "systemd-cgroup": "bool", "rootless": "str", "criu": "str",
                   "version": "bool", "help": "bool"}
 GLOBAL_ALIASES = {"v": "version", "h": "help"}
-
-COMMANDS: dict[str, tuple[F.Spec, dict[str, str], str]] = {
-    "create": ({"bundle": "str", "pid-file": "str", "console-socket": "str",
-                "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
-                "pidfd-socket": "str"}, {"b": "bundle"},
-               "create a container (init waits for start)"),
-    "run": ({"bundle": "str", "pid-file": "str", "console-socket": "str",
-             "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
-             "detach": "bool", "keep": "bool", "no-subreaper": "bool"},
-            {"b": "bundle", "d": "detach"}, "create and start a container"),
-    "start": ({}, {}, "start a created container"),
-    "state": ({}, {}, "print the state of a container as JSON"),
-    "kill": ({"all": "bool"}, {"a": "all"}, "send a signal (default SIGTERM) to the init"),
-    "delete": ({"force": "bool"}, {"f": "force"}, "delete a container"),
-    "list": ({"format": "str", "quiet": "bool"}, {"f": "format", "q": "quiet"},
-             "list containers"),
-    "ps": ({"format": "str"}, {"f": "format"}, "list the processes of a container"),
-    "exec": ({"process": "str", "tty": "bool", "detach": "bool", "pid-file": "str",
-              "console-socket": "str", "env": "list", "cwd": "str", "user": "str",
-              "cap": "list", "no-new-privs": "bool", "preserve-fds": "int",
-              "additional-gids": "list", "apparmor": "str", "process-label": "str",
-              "ignore-paused": "bool", "cgroup": "str", "pidfd-socket": "str"},
-             {"p": "process", "t": "tty", "d": "detach", "e": "env", "u": "user",
-              "c": "cap", "g": "additional-gids"}, "run a process in a container"),
-    "pause": ({}, {}, "freeze every process of a container"),
-    "resume": ({}, {}, "thaw a paused container"),
-    "update": ({"resources": "str", **{k: "str" for k in (
-        "blkio-weight", "cpu-period", "cpu-quota", "cpu-rt-period", "cpu-rt-runtime",
-        "cpu-share", "cpuset-cpus", "cpuset-mems", "kernel-memory", "kernel-memory-tcp",
-        "memory", "memory-reservation", "memory-swap", "pids-limit", "l3-cache-schema",
-        "mem-bw-schema")}}, {"r": "resources"}, "update resource limits"),
-    "events": ({"stats": "bool", "interval": "str"}, {}, "stats and OOM events"),
-    "spec": ({"bundle": "str", "rootless": "bool"}, {"b": "bundle"},
-             "write a default config.json"),
-    "features": ({}, {}, "print the features this runtime implements"),
-}
 
 
 class Log:
@@ -88,7 +62,7 @@ class Log:
 def _usage() -> str:
     lines = ["usage: cove-runtime [global flags] COMMAND [flags] [args]", "",
              "An OCI runtime, command-line compatible with runc.", "", "Commands:"]
-    lines += [f"  {n:<10}{c[2]}" for n, c in COMMANDS.items()]
+    lines += [f"  {n:<10}{v[3]}" for n, v in VERBS.items()]
     lines += ["", "Global flags:",
               "  --root DIR          state directory (default /run/cove-runtime; not root:",
               "                      $XDG_RUNTIME_DIR/cove-runtime)",
@@ -104,8 +78,8 @@ def _usage() -> str:
 
 def _version() -> str:
     from cove import __version__
+    from cove.oci import OCI_VERSION
     from cove.runtime.features import libseccomp_version
-    from cove.runtime.state import OCI_VERSION
 
     commit = "unknown"
     here = os.path.dirname(os.path.abspath(__file__))
@@ -134,6 +108,16 @@ def _rootless(mode: str) -> bool:
     raise CoveError(f"--rootless {mode}", "expected auto, true or false")
 
 
+class Ctx:
+    """The global flags a verb needs, and the handler an entry point forces."""
+
+    def __init__(self, root: str, rootless: bool, systemd: bool, forced: str) -> None:
+        self.root = root
+        self.rootless = rootless
+        self.systemd = systemd
+        self.forced = forced
+
+
 def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
     g = F.parse(argv, GLOBAL, GLOBAL_ALIASES)
     log.path = g.s("log")
@@ -151,12 +135,12 @@ def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
     if cmd == "help":
         sys.stdout.write(_usage())
         return 0
-    if cmd not in COMMANDS:
+    if cmd not in VERBS:
         raise CoveError(f"command {cmd!r}", "no such command (see cove-runtime --help)")
-    fspec, aliases, _ = COMMANDS[cmd]
+    fn, fspec, aliases, what = VERBS[cmd]
     f = F.parse(rest, {**fspec, "help": "bool"}, {**aliases, "h": "help"}, f"{cmd}: ")
     if f.b("help"):
-        sys.stdout.write(f"usage: cove-runtime {cmd} [flags] ...\n  {COMMANDS[cmd][2]}\nflags: "
+        sys.stdout.write(f"usage: cove-runtime {cmd} [flags] ...\n  {what}\nflags: "
                          + " ".join(f"--{k}" for k in fspec) + "\n")
         return 0
     root = g.s("root")
@@ -169,152 +153,178 @@ def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
     rootless = _rootless(g.s("rootless"))
     if log.debug_on:
         log.write("debug", f"{cmd} {' '.join(rest)} (root {root}, rootless {rootless})")
-    code = _run_command(cmd, f, root, rootless, g.b("systemd-cgroup"), handler)
+    code = fn(Ctx(root, rootless, g.b("systemd-cgroup"), handler), f)
     if log.debug_on:
         log.write("debug", f"{cmd}: exit status {code}")
     return code
 
 
-def _handler(cmd: str, f: F.Parsed, root: str, forced: str) -> str:
-    """The isolation handler, cheaply: no JSON parsing unless the config or state names one.
+# -- which handler --------------------------------------------------------------------
 
-    create/run: the entry point's (cove-runtime-vm, -gvisor) or the bundle's annotation
-    io.cove.isolation; later verbs: the one recorded in the container's state.
-    """
-    if cmd in ("create", "run"):
-        try:
-            with open(os.path.join(f.s("bundle") or ".", "config.json"), "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            return forced or "container"  # create reports the missing config
-        if b"io.cove.isolation" not in raw and not forced:
-            return "container"
-        from cove.cli.isolation import from_config
+def _load(name: str) -> Handler:
+    if name == "container":
+        from cove.runtime import namespaces
 
-        return from_config(raw, forced)
-    cid = f.args[0] if f.args else ""
-    if not cid or "/" in cid or cid in (".", ".."):
-        return "container"
+        return namespaces
+    from cove.cli.isolation import load
+
+    return load(name)
+
+
+def _for_bundle(c: Ctx, bundle: str) -> Handler:
+    """The handler of a new container, cheaply: no JSON parsing unless the config names
+    one. The entry point's (cove-runtime-vm, -gvisor) or the bundle's annotation
+    io.cove.isolation."""
     try:
-        with open(os.path.join(root, cid, "state.json"), "rb") as fh:
+        with open(os.path.join(bundle or ".", "config.json"), "rb") as fh:
             raw = fh.read()
     except OSError:
-        return "container"
+        return _load(c.forced or "container")  # create reports the missing config
+    if b"io.cove.isolation" not in raw and not c.forced:
+        return _load("container")
+    from cove.cli.isolation import from_config
+
+    return _load(from_config(raw, c.forced))
+
+
+def _for_id(c: Ctx, cid: str) -> Handler:
+    """The handler recorded in the container's state (no JSON parsing unless it names
+    one); the container handler reports a missing or bad id."""
+    if not cid or "/" in cid or cid in (".", ".."):
+        return _load("container")
+    try:
+        with open(os.path.join(c.root, cid, "state.json"), "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return _load("container")
     if b'"handler"' not in raw:
-        return "container"
+        return _load("container")
     from cove.cli.isolation import from_state
 
-    return from_state(raw)
+    return _load(from_state(raw))
 
 
-def _run_command(cmd: str, f: F.Parsed, root: str, rootless: bool, systemd: bool,
-                 handler: str = "") -> int:
-    out = sys.stdout
-    if cmd not in ("spec", "features", "list"):
-        h = _handler(cmd, f, root, handler)
-        if h != "container":
-            from cove.cli.isolation import run_command
+# -- the verbs: each with its flags ---------------------------------------------------
 
-            return run_command(h, cmd, f, root)
-    if cmd in ("create", "run"):
-        from cove.runtime.cgroups.prewarm import prewarm
+def _create_options(c: Ctx, f: F.Parsed, cmd: str) -> CreateOptions:
+    from cove.runtime import CreateOptions
 
-        warm = prewarm()  # first: it overlaps the imports and parsing below
-        from cove.runtime.create import CreateOptions
-
-        opts = CreateOptions(root, _one(f.args, cmd), f.s("bundle"), f.s("pid-file"),
-                             f.s("console-socket"), f.i("preserve-fds"), f.b("no-pivot"),
-                             rootless, systemd)
-        opts.warm = warm
-        if cmd == "create":
-            from cove.runtime.create import create
-
-            create(opts)
-            return 0
-        from cove.runtime.run import run
-
-        return run(opts, f.b("detach"))
-    if cmd == "start":
-        from cove.runtime.start import start
-
-        start(root, _one(f.args, cmd))
-        return 0
-    if cmd == "state":
-        from cove.oci import jsonio
-        from cove.runtime import state as S
-
-        out.write(jsonio.dumps(S.load(root, _one(f.args, cmd)).oci(), indent=2) + "\n")
-        return 0
-    if cmd == "kill":
-        from cove.runtime.kill import kill
-        from cove.runtime.signals import parse_signal
-
-        cid = _one(f.args, cmd, extra_ok=True)
-        if len(f.args) > 2:
-            raise CoveError("kill", "usage: kill [--all] ID [SIGNAL]")
-        kill(root, cid, parse_signal(f.args[1] if len(f.args) > 1 else "SIGTERM"), f.b("all"))
-        return 0
-    if cmd == "delete":
-        from cove.runtime.delete import delete
-
-        if not f.args:
-            raise CoveError(cmd, "container id cannot be empty")
-        for cid in f.args:
-            delete(root, cid, f.b("force"))
-        return 0
-    if cmd == "list":
-        from cove.runtime.list import render
-
-        out.write(render(root, f.s("format", "table"), f.b("quiet")))
-        return 0
-    if cmd == "ps":
-        from cove.runtime.ps import render as ps_render
-
-        cid = _one(f.args, cmd, extra_ok=True)
-        out.write(ps_render(root, cid, f.s("format", "table"), f.args[1:]))
-        return 0
-    if cmd == "exec":
-        return _exec(f, root)
-    if cmd in ("pause", "resume"):
-        from cove.runtime import pause as PZ
-
-        (PZ.pause if cmd == "pause" else PZ.resume)(root, _one(f.args, cmd))
-        return 0
-    if cmd == "update":
-        from cove.runtime.update import FLAGS, resources_from, update
-
-        given = {k: f.s(k) for k in FLAGS if k in f.values}
-        for k in ("l3-cache-schema", "mem-bw-schema"):
-            if k in f.values:
-                raise CoveError(f"--{k}", "Intel RDT is not supported on this host")
-        update(root, _one(f.args, cmd), resources_from(f.s("resources"), given))
-        return 0
-    if cmd == "events":
-        from cove.runtime.events import events
-
-        interval = f.s("interval", "5s")
-        secs = float(interval[:-1]) if interval.endswith("s") else float(interval)
-        events(root, _one(f.args, cmd), f.b("stats"), secs)
-        return 0
-    if cmd == "spec":
-        from cove.runtime.spec import write_spec
-
-        write_spec(f.s("bundle"), f.b("rootless"))
-        return 0
-    if cmd == "features":
-        from cove.oci import jsonio
-        from cove.runtime.features import features
-
-        out.write(jsonio.dumps(features(), indent=4) + "\n")
-        return 0
-    raise CoveError(f"command {cmd!r}", "not implemented")
+    return CreateOptions(c.root, _one(f.args, cmd), f.s("bundle"), f.s("pid-file"),
+                         f.s("console-socket"), f.i("preserve-fds"), f.b("no-pivot"),
+                         c.rootless, c.systemd)
 
 
-def _exec(f: F.Parsed, root: str) -> int:
-    from cove.runtime.exec import ExecOptions, exec_process
+def _prewarm(h: Handler) -> _thread.LockType | None:
+    """The namespaces runtime's cgroup prewarm, started first: it overlaps the imports
+    and parsing of `create`."""
+    from cove.runtime import namespaces
+
+    if h is not namespaces:
+        return None
+    from cove.runtime.cgroups.prewarm import prewarm
+
+    return prewarm()
+
+
+CREATE_FLAGS: F.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
+                        "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
+                        "pidfd-socket": "str"}
+
+
+def _create(c: Ctx, f: F.Parsed) -> int:
+    h = _for_bundle(c, f.s("bundle"))
+    warm = _prewarm(h)
+    o = _create_options(c, f, "create")
+    o.warm = warm
+    h.create(o)
+    return 0
+
+
+RUN_FLAGS: F.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
+                     "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
+                     "detach": "bool", "keep": "bool", "no-subreaper": "bool"}
+
+
+def _run(c: Ctx, f: F.Parsed) -> int:
+    h = _for_bundle(c, f.s("bundle"))
+    warm = _prewarm(h)
+    o = _create_options(c, f, "run")
+    o.warm = warm
+    return h.run(o, f.b("detach"))
+
+
+def _start(c: Ctx, f: F.Parsed) -> int:
+    cid = _one(f.args, "start")
+    _for_id(c, cid).start(c.root, cid)
+    return 0
+
+
+def _state(c: Ctx, f: F.Parsed) -> int:
+    from cove.oci import jsonio
+
+    cid = _one(f.args, "state")
+    sys.stdout.write(jsonio.dumps(_for_id(c, cid).state(c.root, cid), indent=2) + "\n")
+    return 0
+
+
+KILL_FLAGS: F.Spec = {"all": "bool"}
+
+
+def _kill(c: Ctx, f: F.Parsed) -> int:
+    from cove.runtime.signals import parse_signal
+
+    cid = _one(f.args, "kill", extra_ok=True)
+    if len(f.args) > 2:
+        raise CoveError("kill", "usage: kill [--all] ID [SIGNAL]")
+    sig = parse_signal(f.args[1] if len(f.args) > 1 else "SIGTERM")
+    _for_id(c, cid).kill(c.root, cid, sig, f.b("all"))
+    return 0
+
+
+DELETE_FLAGS: F.Spec = {"force": "bool"}
+
+
+def _delete(c: Ctx, f: F.Parsed) -> int:
+    if not f.args:
+        raise CoveError("delete", "container id cannot be empty")
+    for cid in f.args:  # each by its own handler
+        _for_id(c, cid).delete(c.root, cid, f.b("force"))
+    return 0
+
+
+LIST_FLAGS: F.Spec = {"format": "str", "quiet": "bool"}
+
+
+def _list(c: Ctx, f: F.Parsed) -> int:
+    """Every handler's containers: they share the state directory's format."""
+    from cove.runtime.list import render
+
+    sys.stdout.write(render(c.root, f.s("format", "table"), f.b("quiet")))
+    return 0
+
+
+PS_FLAGS: F.Spec = {"format": "str"}
+
+
+def _ps(c: Ctx, f: F.Parsed) -> int:
+    cid = _one(f.args, "ps", extra_ok=True)
+    sys.stdout.write(_for_id(c, cid).ps(c.root, cid, f.s("format", "table"), f.args[1:]))
+    return 0
+
+
+EXEC_FLAGS: F.Spec = {
+    "process": "str", "tty": "bool", "detach": "bool", "pid-file": "str",
+    "console-socket": "str", "env": "list", "cwd": "str", "user": "str", "cap": "list",
+    "no-new-privs": "bool", "preserve-fds": "int", "additional-gids": "list",
+    "apparmor": "str", "process-label": "str", "ignore-paused": "bool", "cgroup": "str",
+    "pidfd-socket": "str"}
+
+
+def _exec(c: Ctx, f: F.Parsed) -> int:
+    from cove.runtime import ExecOptions
 
     cid = _one(f.args, "exec", extra_ok=True)
-    o = ExecOptions(root, cid)
+    o = ExecOptions(c.root, cid)
     o.process_file = f.s("process")
     o.args = f.args[1:]
     o.tty = f.b("tty")
@@ -335,7 +345,98 @@ def _exec(f: F.Parsed, root: str) -> int:
         raise CoveError("exec", "--apparmor/--process-label: no LSM is enabled on this host")
     if f.s("cgroup"):
         raise CoveError("exec --cgroup", "not supported yet")
-    return exec_process(o)
+    return _for_id(c, cid).exec_(o)
+
+
+def _pause(c: Ctx, f: F.Parsed) -> int:
+    cid = _one(f.args, "pause")
+    _for_id(c, cid).pause(c.root, cid)
+    return 0
+
+
+def _resume(c: Ctx, f: F.Parsed) -> int:
+    cid = _one(f.args, "resume")
+    _for_id(c, cid).resume(c.root, cid)
+    return 0
+
+
+_UPDATE_VALUES = ("blkio-weight", "cpu-period", "cpu-quota", "cpu-rt-period",
+                  "cpu-rt-runtime", "cpu-share", "cpuset-cpus", "cpuset-mems", "kernel-memory",
+                  "kernel-memory-tcp", "memory", "memory-reservation", "memory-swap",
+                  "pids-limit", "l3-cache-schema", "mem-bw-schema")
+UPDATE_FLAGS: F.Spec = {"resources": "str", **{k: "str" for k in _UPDATE_VALUES}}
+
+
+def _update(c: Ctx, f: F.Parsed) -> int:
+    from cove.runtime.update import FLAGS, resources_from
+
+    cid = _one(f.args, "update")
+    h = _for_id(c, cid)
+    for k in ("l3-cache-schema", "mem-bw-schema"):
+        if f.given(k):
+            raise CoveError(f"--{k}", "Intel RDT is not supported on this host")
+    given = {k: f.s(k) for k in FLAGS if f.given(k)}
+    h.update(c.root, cid, resources_from(f.s("resources"), given))
+    return 0
+
+
+EVENTS_FLAGS: F.Spec = {"stats": "bool", "interval": "str"}
+
+
+def _events(c: Ctx, f: F.Parsed) -> int:
+    cid = _one(f.args, "events")
+    h = _for_id(c, cid)
+    interval = f.s("interval", "5s")
+    try:
+        secs = float(interval[:-1]) if interval.endswith("s") else float(interval)
+    except ValueError:
+        raise CoveError(f"--interval {interval}", "expected a duration such as 5s") from None
+    h.events(c.root, cid, f.b("stats"), secs)
+    return 0
+
+
+SPEC_FLAGS: F.Spec = {"bundle": "str", "rootless": "bool"}
+
+
+def _spec(c: Ctx, f: F.Parsed) -> int:
+    """Not a handler's: the default config.json is OCI data (cove.oci.defaults)."""
+    from cove.runtime.spec import write_spec
+
+    write_spec(f.s("bundle"), f.b("rootless"))
+    return 0
+
+
+def _features(c: Ctx, f: F.Parsed) -> int:
+    from cove.oci import jsonio
+
+    features = _load(c.forced or "container").features()
+    sys.stdout.write(jsonio.dumps(features, indent=4) + "\n")
+    return 0
+
+
+# verb -> (function, its flags, their one-letter aliases, help). One table: `dispatch`
+# parses exactly these flags, and reading any other name from them is a bug
+# (flags.Parsed raises).
+VERBS: dict[str, tuple[Callable[[Ctx, F.Parsed], int], F.Spec, dict[str, str], str]] = {
+    "create": (_create, CREATE_FLAGS, {"b": "bundle"},
+               "create a container (init waits for start)"),
+    "run": (_run, RUN_FLAGS, {"b": "bundle", "d": "detach"}, "create and start a container"),
+    "start": (_start, {}, {}, "start a created container"),
+    "state": (_state, {}, {}, "print the state of a container as JSON"),
+    "kill": (_kill, KILL_FLAGS, {"a": "all"}, "send a signal (default SIGTERM) to the init"),
+    "delete": (_delete, DELETE_FLAGS, {"f": "force"}, "delete a container"),
+    "list": (_list, LIST_FLAGS, {"f": "format", "q": "quiet"}, "list containers"),
+    "ps": (_ps, PS_FLAGS, {"f": "format"}, "list the processes of a container"),
+    "exec": (_exec, EXEC_FLAGS, {"p": "process", "t": "tty", "d": "detach", "e": "env",
+                                 "u": "user", "c": "cap", "g": "additional-gids"},
+             "run a process in a container"),
+    "pause": (_pause, {}, {}, "freeze every process of a container"),
+    "resume": (_resume, {}, {}, "thaw a paused container"),
+    "update": (_update, UPDATE_FLAGS, {"r": "resources"}, "update resource limits"),
+    "events": (_events, EVENTS_FLAGS, {}, "stats and OOM events"),
+    "spec": (_spec, SPEC_FLAGS, {"b": "bundle"}, "write a default config.json"),
+    "features": (_features, {}, {}, "print the features this runtime implements"),
+}
 
 
 def main(argv: list[str] | None = None, handler: str = "") -> int:

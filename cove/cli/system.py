@@ -52,7 +52,7 @@ def versions() -> dict[str, Any]:
     """docker's `version` document: Client and Server (the engine runs in the command
     itself: no daemon, no API), the runtime as a server component."""
     from cove import __version__
-    from cove.runtime.state import OCI_VERSION
+    from cove.oci import OCI_VERSION
     py = platform.python_version()
     arch = _GOARCH.get(platform.machine(), platform.machine())
     common = {"Version": __version__, "PythonVersion": py, "GitCommit": _commit(),

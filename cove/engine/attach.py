@@ -7,7 +7,7 @@ container's. Signals that would end the client go to the container instead (dock
 --sig-proxy, as an attached `run` does).
 
 Input: a container started with `run -d -i` or `create -i` (docker's OpenStdin) holds
-its stdin FIFO open itself (monitor.open_stdin), so an attach opens the FIFO's write
+its stdin FIFO open itself (procs.open_stdin), so an attach opens the FIFO's write
 end, copies our stdin into it and leaves: the container's stdin stays open for the
 next one, as docker's does without StdinOnce. Our stdin is also where the detach keys
 come from (docker's default Ctrl-P Ctrl-Q, `--detach-keys`): they end the attach and
@@ -30,7 +30,7 @@ from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import logs as L
 from cove.engine import state as S
-from cove.engine.monitor import STDIN_FIFO
+from cove.engine.procs import STDIN_FIFO
 from cove.errors import CoveError
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"

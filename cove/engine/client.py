@@ -772,6 +772,37 @@ class ImageCollection:
                           platform=Platform.from_string(plat) if plat else None)
         return self.get(digest)
 
+    def build(self, path: str | None = None, tag: str | None = None, *,
+              dockerfile: str | None = None, buildargs: dict[str, str] | None = None,
+              target: str | None = None, nocache: bool = False, pull: bool = False,
+              labels: dict[str, str] | None = None, network_mode: str | None = None,
+              platform: str | None = None, fileobj: Any = None, quiet: bool = False,
+              **kwargs: Any) -> tuple[Image, Iterator[dict[str, Any]]]:
+        """Build an image from a directory (`path`) or a tar context (`fileobj`), as
+        docker-py: returns (image, the build's log as {"stream": line} dicts). Options
+        docker-py has and cove has no use for (rm, forcerm, timeout...) are accepted."""
+        from cove.image.build.builder import Options
+        from cove.image.build.builder import build as do_build
+        from cove.image.store import Store
+        bad = sorted(set(kwargs) - {"rm", "forcerm", "timeout", "encoding", "decode",
+                                    "custom_context", "use_config_proxy", "isolation"})
+        if bad:
+            raise TypeError(f"images.build() got an unexpected keyword argument {bad[0]!r}")
+        if path is None and fileobj is None:
+            raise TypeError("images.build(): give path or fileobj")
+        log: builtins.list[dict[str, Any]] = []
+        opts = Options(context=path if path is not None else "-", dockerfile=dockerfile,
+                       tags=[tag] if tag else [], build_args=dict(buildargs or {}),
+                       target=target, no_cache=nocache, pull=pull,
+                       labels=dict(labels or {}),
+                       network="host" if network_mode == "host" else "none",
+                       platform=platform, stdin=fileobj)
+        with _errors():
+            res = do_build(Store(self.client.root), opts,
+                           lambda line: log.append({"stream": line + "\n"}))
+        log.append({"aux": {"ID": res.image_id}})
+        return self.get(res.digest), iter(log)
+
 
 # -- volumes and networks ---------------------------------------------------------------
 

@@ -4,8 +4,8 @@ top, stats, port, logs and ps, over cove/image (rootfs, bundle) and cove-runtime
 Every container has a directory `<root>/containers/<name>/` with its record
 (`container.json`, see `cove.engine.state`), its OCI bundle (`config.json` + the overlay
 rootfs), its stdio FIFOs and its json-file log. A running container has a monitor
-(`cove.engine.monitor`); restart policies and health checks are the supervisor's
-(`cove.engine.supervisor`).
+(`cove.engine.monitor`, one per state root), which also applies restart policies and
+runs health checks (`cove.engine.policy`).
 """
 
 from __future__ import annotations
@@ -20,22 +20,23 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cove.engine import events, spawn
+from cove.engine import events, monctl, procs
 from cove.engine import hostconfig as H
 from cove.engine import logs as L
 from cove.engine import state as S
 from cove.engine.options import (  # re-exported: the CLI and the API name them from here
-    ENGINE_CAPS,
     RunOptions,
     _cap,
     _check_env,
     _env_files,
     _signal_name,
+    apply_caps,
     parse_duration,
     parse_publish,
     parse_restart,
     parse_volume,
 )
+from cove.engine.spawn import runtime_binary
 from cove.errors import CoveError
 
 ACTIVE = ("running", "restarting", "paused")  # paused: `cove pause` (cove/engine/ops.py)
@@ -43,14 +44,6 @@ MIN_MEMORY = 6 << 20  # docker's minimum memory limit (6 MiB)
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-def runtime_binary() -> str:
-    env = os.environ.get("COVE_RUNTIME")
-    if env:
-        return env
-    cand = os.path.join(os.path.dirname(sys.executable), "cove-runtime")
-    return cand if os.path.exists(cand) else "cove-runtime"
-
 
 def runtime(paths: S.Paths) -> list[str]:
     return [runtime_binary(), "--root", paths.runtime_root]
@@ -150,29 +143,6 @@ def _oci_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _apply_caps(proc: dict[str, Any], add: list[str], drop: list[str]) -> None:
-    """Set the process's capabilities to ENGINE_CAPS with --cap-add/--cap-drop applied
-    as docker combines them (moby's TweakCapabilities): `--cap-add ALL` is every
-    capability the kernel knows less the drops; `--cap-drop ALL` keeps only the adds;
-    otherwise the defaults less the drops plus the adds. Bounding, effective and
-    permitted only, as docker: nothing inheritable or ambient, so a user other than
-    root keeps none across execve."""
-    from cove.sys import libc
-    from cove.sys.caps import CAPS, last_cap
-    adds = {_cap(c, "--cap-add") for c in add}
-    drops = {_cap(c, "--cap-drop") for c in drop}
-    if "ALL" in adds:
-        # every capability the kernel knows that we can grant (our own bounding set:
-        # an engine in a restricted sandbox cannot hand out what it lacks)
-        base = {n for n, bit in CAPS.items() if bit <= last_cap()
-                and libc.prctl(libc.PR_CAPBSET_READ, bit) == 1} - drops
-    elif "ALL" in drops:
-        base = adds
-    else:
-        base = (set(ENGINE_CAPS) - drops) | adds
-    proc["capabilities"] = {k: sorted(base) for k in ("bounding", "effective", "permitted")}
-
-
 def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
                cfg: object) -> dict[str, Any]:
     from cove.image.bundle import image_spec
@@ -193,11 +163,11 @@ def build_spec(paths: S.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
         res["cpu"] = {"quota": hc["NanoCpus"] // 10_000, "period": 100_000}
     if hc["PidsLimit"]:
         res["pids"] = {"limit": hc["PidsLimit"]}
-    _apply_caps(spec["process"], o.cap_add, o.cap_drop)
+    apply_caps(spec["process"], o.cap_add, o.cap_drop)
     if "seccomp" in lin:
         # docker's profile allows some syscalls only with a capability (chroot with
         # CAP_SYS_CHROOT, mount and unshare with CAP_SYS_ADMIN...): made for these caps
-        from cove.runtime.seccomp_default import default_profile
+        from cove.oci.seccomp_default import default_profile
         lin["seccomp"] = default_profile(spec["process"]["capabilities"]["bounding"])
     if "devices" in res:
         # docker lets a container mknod any device node (MKNOD is one of its caps);
@@ -330,24 +300,29 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
     """The record, corrected where its processes are gone without a word (its monitor
     killed while the container exited; the host's process tree restarted): the exit code
     is the one the zygote wrote (it reaps the init of a dead monitor), else 255."""
-    from cove.engine.monitor import read_exit
     cdir = paths.cdir(name)
     rec = S.load(cdir, strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     st = rec["State"]
-    if st["Status"] in ("running", "paused") and not S.pid_alive(int(st.get("Pid") or 0),
-                                                     st.get("PidStart")) \
-            and not _monitor_alive(rec):
+    if st["Status"] in ("running", "paused") and not _monitor_alive(rec) \
+            and S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
+        # nobody copies its output (its monitor and keeper were killed, or stopped with
+        # `supervisor stop`): once the pipe is full the container would block writing
+        with contextlib.suppress(CoveError, OSError):
+            if os.path.exists(os.path.join(cdir, "stdout.fifo")):
+                monctl.request(paths.root, "adopt", name)
+                rec = S.load(cdir, strict=True) or rec
+    elif st["Status"] in ("running", "paused") and not _monitor_alive(rec):
         # (a `run -it` has no monitor and no Pid: its foreground `cove run` watches it)
-        code = read_exit(cdir, int(st.get("Pid") or 0))
+        code = procs.read_exit(cdir, int(st.get("Pid") or 0))
         if code is None and _zygote_alive(rec):
             # it reaps the orphaned init and writes the code: a moment
             import time
             deadline = time.monotonic() + 2.0
             while code is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-                code = read_exit(cdir, int(st.get("Pid") or 0))
+                code = procs.read_exit(cdir, int(st.get("Pid") or 0))
 
         corrected = False
 
@@ -382,8 +357,8 @@ def refresh(paths: S.Paths, name: str) -> dict[str, Any]:
 
 def cleanup(paths: S.Paths, name: str) -> None:
     """After a run: the network torn down, the rootfs unmounted (kept for a restart)."""
-    from cove.engine import monitor
-    monitor.cleanup(paths, name, S.load(paths.cdir(name)) or {})
+    from cove.engine import teardown as T
+    T.cleanup(paths, name, S.load(paths.cdir(name)) or {})
 
 
 def _zygote_alive(rec: dict[str, Any]) -> bool:
@@ -395,7 +370,7 @@ def _monitor_alive(rec: dict[str, Any]) -> bool:
     """Whether a process watches the container and will record its exit: its monitor,
     or (`Watchers`, pid and start time) the foreground `cove run -it` and the runtime
     relaying its terminal, which run it without a monitor. While one lives the record
-    is its to finish: `ps`, `inspect` and the supervisor must not correct it."""
+    is its to finish: `ps`, `inspect` and the monitor must not correct it."""
     if any(S.pid_alive(int(pid), start) for pid, start in rec.get("Watchers") or ()):
         return True
     pid = int(rec.get("MonitorPid") or 0)
@@ -463,7 +438,7 @@ def create(root: str, o: RunOptions) -> dict[str, Any]:
             from cove.engine import netcontainer
             netcontainer.write_etc(paths, rec, rootfs.container_dir)
         with open(os.path.join(rootfs.container_dir, "config.json"), "w") as f:
-            json.dump(spec, f, indent=1)
+            f.write(json.dumps(spec))  # json.dump encodes in Python, dumps in C
         S.save(rootfs.container_dir, rec)
         if o.cidfile:
             with open(o.cidfile, "x") as f:
@@ -582,93 +557,25 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
             teardown(paths, name)
         snapshots.release(Store(root), name, remove=False)
         raise
-    if policy_restart:
-        # counted once it ran: a restart that failed is the supervisor's to record
-        S.update(cdir, lambda r: r.__setitem__("RestartCount",
-                                               int(r.get("RestartCount", 0)) + 1))
-    rec = refresh(paths, name)
-    if rec["Config"].get("Healthcheck") or rec["HostConfig"]["RestartPolicy"]["Name"] != "no":
-        from cove.engine import supervisor
-        supervisor.ensure(root)
-    return rec
-
-
-def zygote_spawn(root: str, name: str, role: str, sync: int, logf: int,
-                 env: dict[str, str]) -> bool:
-    """Have the root's zygote (cove/engine/zygote.py) fork a monitor (`role` "" or
-    "adopt"), starting the zygote when none answers; False when that fails (the caller
-    execs one instead)."""
-    import socket
-
-    path = os.path.join(root, "zygote.sock")
-    msg = "\0".join([name, role,
-                     *(f"{k}={v}" for k, v in env.items())]).encode("utf-8", "surrogateescape")
-    for attempt in range(2):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            s.settimeout(10)
-            s.connect(path)
-            socket.send_fds(s, [msg], [sync, logf])
-            return int(s.recv(64) or b"-1") > 0
-        except (OSError, ValueError):
-            if attempt or os.environ.get("COVE_NO_ZYGOTE"):
-                return False
-            if not _start_zygote(root, env):
-                return False
-        finally:
-            s.close()
-    return False
-
-
-def _start_zygote(root: str, env: dict[str, str]) -> bool:
-    r, w = os.pipe()
-    logf = os.open(os.path.join(root, "zygote.log"),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        subprocess.Popen(spawn.argv("zygote", root, str(w)), pass_fds=[w],
-                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                         start_new_session=True, env=env, cwd="/")
-    except OSError:
-        return False
-    finally:
-        os.close(w)
-        os.close(logf)
-    with os.fdopen(r, "rb") as f:
-        return f.readline().strip() == b"ok"
+    # (a policy's restart is counted by the monitor once it ran: cove/engine/policy.py)
+    return refresh(paths, name)
 
 
 def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
-    """Start a container's monitor (or, with `adopt`, a new one for a running container
-    whose monitor died) and wait for its word. `python -I -S` with this process's
-    module search path (cove/engine/spawn.py)."""
-    paths = S.Paths(root)
-    cdir = paths.cdir(name)
+    """Have the root's monitor (cove/engine/monitor.py; started with its keeper when
+    none runs) start the container, or with `adopt` watch a running one whose monitor
+    died, and wait for its word."""
     rt = runtime_binary()
     env = {**os.environ, "COVE_RUNTIME": os.path.abspath(rt) if os.sep in rt else rt}
-    r, w = os.pipe()
-    logf = os.open(os.path.join(cdir, "monitor.log"),
-                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    p = None
-    try:
-        if not zygote_spawn(root, name, "adopt" if adopt else "", w, logf, env):
-            p = subprocess.Popen(spawn.argv("monitor", root, name, str(w),
-                                            *(["--adopt"] if adopt else [])),
-                                 pass_fds=[w], stdin=subprocess.DEVNULL, stdout=logf,
-                                 stderr=logf, start_new_session=True, env=env, cwd="/")
-    finally:
-        os.close(w)
-        os.close(logf)
-    with os.fdopen(r, "rb") as f:
-        line = f.readline().decode().strip()
-    if p is not None and p.poll() is not None:
-        p.wait()
+    line = monctl.request(root, "adopt" if adopt else "start", name, env)
     if line != "ok" and not adopt:
         raise CoveError(f"container {name}", line.removeprefix("error: ") or
                         "its monitor died while starting it")
 
 
 def adopt(root: str, name: str) -> None:
-    """Start a monitor for a running container whose monitor died: the log flows again."""
+    """Have the monitor watch a running container whose monitor died: the log flows
+    again."""
     spawn_monitor(root, name, adopt=True)
 
 
@@ -699,7 +606,7 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
             fifo = _stdin_fifo(paths.cdir(name))
         elif o.interactive:
             # `run -d -i`: docker's OpenStdin; the container keeps its stdin FIFO open
-            # (monitor.open_stdin) and `cove attach` writes to it
+            # (procs.open_stdin) and `cove attach` writes to it
             S.update(paths.cdir(name), lambda r: r["Config"].update(OpenStdin=True))
         rec = start(root, name)
     except BaseException:
@@ -796,8 +703,7 @@ def _stdin_fifo(cdir: str) -> tuple[str, int, int]:
     finds the FIFO without a writer (a read would be an EOF at once). A placeholder read
     end lets the write end open without blocking; the caller closes it once the
     container holds its own. (path, placeholder, write end)."""
-    from cove.engine.monitor import STDIN_FIFO
-    path = os.path.join(cdir, STDIN_FIFO)
+    path = os.path.join(cdir, procs.STDIN_FIFO)
     os.mkfifo(path, 0o600)
     placeholder = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -827,7 +733,7 @@ def run_tty(root: str, o: RunOptions) -> tuple[dict[str, Any], int]:
     """`run -it`: the runtime's own foreground run relays the terminal; the record shows
     the container while it runs. No monitor watches it: this process and the runtime
     are its watchers (`Watchers` in the record, pid and start time), so that `ps`,
-    `inspect` and the supervisor know it is watched and leave it alone (they correct
+    `inspect` and the monitor know it is watched and leave it alone (they correct
     only a running container nobody watches), and its exit is recorded here.
 
     Signals: the terminal is raw, so ^C and ^\\ are bytes for the container's terminal;
@@ -949,11 +855,26 @@ def kill(root: str, name: str, sig: str | int = "KILL", *, manual: bool = True) 
     r = subprocess.run([*runtime(paths), "kill", name, _signal_name(sig)],
                        capture_output=True, text=True)
     if rec["State"]["Status"] == "paused":  # frozen, it would not act on it
-        from cove.engine import ops
-        ops.after_signal(paths, name, rec, sig)
+        _after_signal(paths, name, rec, sig)
     if r.returncode != 0 and S.pid_alive(int(rec["State"]["Pid"]), rec["State"]["PidStart"]):
         raise CoveError(f"kill {name}", r.stderr.strip())
     events.emit(root, "container", "kill", rec, signal=_signal_name(sig))
+
+
+def _after_signal(paths: S.Paths, name: str, rec: dict[str, Any], sig: str | int) -> None:
+    """A signal was sent to a paused container: frozen, it would not act on it. As
+    docker, SIGKILL and the stop signal thaw it (so `stop`, `kill` and `rm -f` work);
+    another signal waits, pending, for `unpause`."""
+    if rec["State"]["Status"] != "paused":
+        return
+    want = {"KILL", "9", _signal_name(rec["Config"].get("StopSignal") or "TERM")}
+    if _signal_name(sig) in want:
+        if _rt_quiet(paths, "resume", name) == 0:
+            def thawed(r: dict[str, Any]) -> None:
+                r["State"]["Paused"] = False  # (also when it exited meanwhile: a SIGKILL)
+                if r["State"]["Status"] == "paused":
+                    r["State"]["Status"] = "running"
+            S.update(paths.cdir(name), thawed)
 
 
 def stop(root: str, name: str, timeout: float | None = None) -> None:
@@ -1064,11 +985,12 @@ def teardown(paths: S.Paths, name: str) -> None:
 
 def inspect(root: str, name: str, notify: Callable[[str], None] | None = None
             ) -> dict[str, Any]:
-    """The container's record, corrected (refresh); a supervisor it relies on is
+    """The container's record, corrected (refresh); a monitor it relies on is
     started again if it died (`notify` hears of it: the CLI prints it)."""
     paths = S.Paths(root)
-    rec = refresh(paths, S.lookup(paths, name))
-    if needs_supervisor(rec) and revive_supervisor(root) and notify:
+    was = monctl.running(root) > 0
+    rec = refresh(paths, S.lookup(paths, name))  # (adopting a running container may
+    if needs_monitor(rec) and not was and revive_monitor(root) and notify:  # start one)
         notify(REVIVED)
     return rec
 
@@ -1077,10 +999,11 @@ def ps(root: str, all: bool = False,
        notify: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """The containers' records (running ones, or `all`), corrected. A record that can't
     be read is skipped and `notify` hears why (one line: the CLI prints it); so it does
-    when a dead supervisor that a container relies on is started again."""
+    when a dead monitor that a container relies on is started again."""
     paths = S.Paths(root)
     out = []
     supervised = False
+    was = monctl.running(root) > 0
     for n in S.all_names(paths):
         try:
             rec = refresh(paths, n)
@@ -1090,21 +1013,22 @@ def ps(root: str, all: bool = False,
             continue
         except CoveError:
             continue
-        supervised = supervised or needs_supervisor(rec)
+        supervised = supervised or needs_monitor(rec)
         if all or rec["State"]["Status"] in ACTIVE:
             out.append(rec)
-    if supervised and revive_supervisor(root) and notify:
+    if supervised and not was and revive_monitor(root) and notify:
         notify(REVIVED)
     return out
 
 
-REVIVED = ("the supervisor was not running (restart policies, health checks, adoption); "
-           "started it again")
+REVIVED = ("the monitor was not running (restart policies, health checks); started it "
+           "again")
 
 
-def needs_supervisor(rec: dict[str, Any]) -> bool:
-    """Whether a container relies on the supervisor: a health check while it runs, or
-    a restart policy that may still act (not after a manual stop, not with --rm)."""
+def needs_monitor(rec: dict[str, Any]) -> bool:
+    """Whether a container relies on the monitor's policy: a health check while it
+    runs, or a restart policy that may still act (not after a manual stop, not with
+    --rm)."""
     st = rec["State"]
     if st["Status"] == "running" and rec["Config"].get("Healthcheck"):
         return True
@@ -1113,22 +1037,35 @@ def needs_supervisor(rec: dict[str, Any]) -> bool:
                                                                 "restarting")
 
 
-def revive_supervisor(root: str) -> bool:
-    """Start the root's supervisor when a container relies on it and none runs (it was
-    killed, or the host's processes were): restarts and health checks would otherwise
-    stop without a word while `ps` says Up. Whether it started one."""
-    from cove.engine import supervisor
-    if supervisor.running_pid(root):
+def revive_monitor(root: str) -> bool:
+    """Start the root's monitor when a container relies on it and none ran (it and its
+    keeper were killed, or stopped, or the host's processes were): restarts and health
+    checks would otherwise stop without a word while `ps` says Up. Whether one runs
+    now (refresh may have started it, to adopt a running container)."""
+    if monctl.running(root):
+        return True
+    try:
+        monctl.ensure(root)
+    except CoveError:
         return False
-    supervisor.ensure(root)
     return True
+
+
+def up_line(rec: dict[str, Any]) -> str:
+    """`ps`'s STATUS of a running or paused container: "Up 5 seconds (Paused)"."""
+    st = rec["State"]
+    from cove.engine.units import human_duration
+    line = "Up " + human_duration(time.time() - S.parse_rfc3339(st["StartedAt"]))
+    if st["Status"] == "paused":
+        return line + " (Paused)"
+    h = (st.get("Health") or {}).get("Status")
+    return line + (f" ({h})" if h else "")
 
 
 def status_line(rec: dict[str, Any]) -> str:
     st = rec["State"]
     if st["Status"] in ("running", "paused"):
-        from cove.engine import ops
-        return ops.up_line(rec)  # docker's "Up 5 seconds (Paused)"
+        return up_line(rec)  # docker's "Up 5 seconds (Paused)"
     if st["Status"] == "exited":
         # a restart that failed says why (the record's Error; inspect has it whole)
         err = str(st.get("Error") or "")
@@ -1210,7 +1147,7 @@ def _exec_plain(argv: list[str], name: str, interactive: bool) -> int:
 def _exec_tty(args: list[str], name: str, cmd: list[str], cdir: str) -> int:
     import socket
 
-    from cove.runtime.run import _relay
+    from cove.runtime.caller import relay as _relay
     path = os.path.join(cdir, f"console-{os.getpid()}.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)

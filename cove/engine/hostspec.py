@@ -88,11 +88,10 @@ def tmpfs_options(user: list[str], ro: bool = False) -> list[str]:
 
 
 def _container_pid(root: str, flag: str, name: str) -> int:
-    from cove.engine import containers as C
     from cove.engine import state as S
     paths = S.Paths(root)
     try:
-        rec = C.refresh(paths, S.lookup(paths, name))
+        rec = S.current(paths, S.lookup(paths, name))
     except CoveError:
         raise CoveError(flag, f"no such container: {name}") from None
     if rec["State"]["Status"] != "running" or not rec["State"].get("Pid"):
@@ -127,6 +126,18 @@ def _devices_for(hc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[st
     return devs, rules
 
 
+def cgroup_rule(rule: str) -> dict[str, Any]:
+    """A checked --device-cgroup-rule (`c 1:3 rwm`, `a *:* m`) as an OCI device rule."""
+    typ, nums, access = rule.split()
+    major, _, minor = nums.partition(":")
+    out: dict[str, Any] = {"allow": True, "type": typ, "access": access}
+    if major != "*":
+        out["major"] = int(major)
+    if minor != "*":
+        out["minor"] = int(minor)
+    return out
+
+
 def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
     """The HostConfig of these flags onto the spec (after the capabilities and seccomp
     profile are made: --privileged undoes them)."""
@@ -139,8 +150,8 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
         # docker's: every capability, every host device (and the cgroup rule to use
         # them), no seccomp, no masked or read-only /proc paths, /sys and the cgroup
         # tree writable
-        from cove.engine.containers import _apply_caps
-        _apply_caps(proc, ["ALL"], [])
+        from cove.engine.options import apply_caps
+        apply_caps(proc, ["ALL"], [])
         lin.pop("seccomp", None)
         proc["noNewPrivileges"] = False
         lin["maskedPaths"] = []
@@ -157,6 +168,19 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
                           *(d for d in devs if d["path"] not in known)]
         if not hc.get("Privileged"):
             res["devices"] = [*(res.get("devices") or []), *rules]
+    if hc.get("DeviceCgroupRules") and not hc.get("Privileged"):
+        res["devices"] = [*(res.get("devices") or []),
+                          *map(cgroup_rule, hc["DeviceCgroupRules"])]
+    if hc.get("Annotations"):
+        spec["annotations"] = {**(spec.get("annotations") or {}), **hc["Annotations"]}
+    cdi_names = list(hc.get("CDIDevices") or [])
+    if any(k.startswith("cdi.k8s.io/") for k in spec.get("annotations") or {}):
+        from cove.engine import cdi
+        cdi_names += [n for n in cdi.names_from_annotations(spec["annotations"])
+                      if n not in cdi_names]
+    if cdi_names:
+        from cove.engine import cdi
+        cdi.apply(spec, cdi_names)
     if hc.get("Ulimits"):
         proc["rlimits"] = oci_rlimits(hc["Ulimits"], proc.get("rlimits") or [])
     if hc.get("Sysctls"):
@@ -221,3 +245,6 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
         mounts.append({"destination": H.INIT_PATH, "type": "bind", "source": H.init_binary(),
                        "options": ["rbind", "ro", "nosuid", "nodev"]})
         proc["args"] = [H.INIT_PATH, "--", *proc["args"]]
+    if hc.get("Systemd") not in (None, "false"):
+        from cove.engine import systemd
+        systemd.apply(root, spec, rec)  # (also the record's stop signal: SIGRTMIN+3)

@@ -253,12 +253,14 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
             f.close()
         return
     try:
-        nap = 0.01
+        # polls: every 5 ms for the first second (a short run's end shows at once:
+        # `cove run` waits for it), then slower, up to 50 ms apart
+        nap, naps = 0.005, 0
         ended = False
         while True:
             chunk = f.read()
             if chunk:
-                nap = 0.01
+                nap = 0.005
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
@@ -283,6 +285,8 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
                 ended = True  # the writer is done (or --until is past): one last read
                 continue
             time.sleep(nap)
-            nap = min(nap * 1.5, 0.025)
+            naps += 1
+            if naps > 200:
+                nap = min(nap * 1.5, 0.05)
     finally:
         f.close()

@@ -1,516 +1,496 @@
-"""The per-container monitor (`cove-monitor`, conmon's role).
+"""The monitor (`cove-monitor`, conmon's role): one process for every running container
+of a state root.
 
-A running container has one monitor. It is a child subreaper and runs `cove-runtime
-create`, so the container's init becomes its child; it starts the container
-(`cove-runtime start`), copies its stdout and stderr into the json-file log, waits for
-the init, writes `<container>/exit.code` ("CODE PID\\n", atomically), records the code
-and cleans up (runtime delete, rootfs unmount, network; removes a `--rm -d` container).
+One event loop (epoll) over: the listening socket `<root>/monitor.sock` (requests to
+start or adopt a container), every container's stdout and stderr FIFOs (copied into its
+json-file log), a pidfd per container init (its exit), a pidfd per step child, and the
+keeper. The blocking steps of a run — `cove-runtime create`/`start`, and `delete` with
+the teardown after an exit — run in children it forks (cove/engine/steps.py), so a slow
+start (a vm handler boots a guest) holds up no other container's output. Those children
+are not subreapers: the init a runtime leaves behind is reparented to the monitor, a
+child subreaper, so it reaps every init it started and writes its `exit.code`.
 
-Monitors are forked by the state root's zygote (cove/engine/zygote.py), which is a child
-subreaper too and so the next one up: if a monitor is SIGKILLed, its init becomes the
-zygote's child, and the zygote reaps it and writes exit.code. The zygote also takes over
-the dead monitor's FIFO read ends, so output of a container that exits while no monitor
-runs is still in the pipe when the init exits: it copies it into the log first. Only
-when both the monitor and the zygote are gone is an exit code lost (255, with an Error).
+The keeper (cove/engine/zygote.py, `cove-zygote`) is the monitor's parent and holds a
+copy of everything the monitor holds for a container — the FIFOs' read ends and the
+init's pidfd, sent over a socket pair with SCM_RIGHTS — so that SIGKILL of the monitor
+loses nothing: the inits become the keeper's children (it reaps them and writes their
+exit codes), the pipes keep their contents, and the keeper forks a new monitor at once,
+which adopts every running container (re-opening the FIFOs, a pidfd per init). SIGKILL
+of the keeper loses nothing either: the monitor starts a new one (a sibling now, which
+reads an exit status through its pidfds) and sends it what it holds. See docs/engine.md.
 
-The container's stdout and stderr are FIFOs in its directory that the container holds
-open read-write: it never sees EPIPE, and what it writes while no monitor reads stays in
-the pipe (1 MiB) for the next one. A monitor started with `--adopt` (by the supervisor,
-for a running container whose monitor died) re-opens those FIFOs, waits for the init's
-exit through a pidfd and reads the code the zygote wrote.
+The monitor imports only os, select, socket, `_signal` and the engine's state, log,
+event and process modules: what it imports it keeps for as long as containers run.
 
-The monitor imports only os, select, signal, ctypes (for prctl) and the engine's
-state/log modules (which use `cove.oci.jsonio`, not `json`): it is the per-container
-memory cost of the engine.
-
-    python -m cove.engine.monitor ROOT NAME SYNC_FD [--adopt]
-
-SYNC_FD gets "ok\\n" once the container runs, or "error: ...\\n".
+    (forked by the keeper) monitor.serve(ROOT, KEEPER_SOCK_FD, READY_FD)
 """
 
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` imports enum (6 ms, memory)
 import os
-import select
+import socket
 import sys
+import time
 
-from cove.engine import events
 from cove.engine import logs as L
+from cove.engine import policy, procs, steps
 from cove.engine import state as S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-F_SETPIPE_SZ = 1031
-PR_SET_CHILD_SUBREAPER = 36
-EXIT_FILE = "exit.code"
+COMM = "cove-monitor"
+SOCK, PID_FILE, LOCK = "monitor.sock", "monitor.pid", "monitor.lock"
+IDLE = 120.0  # seconds with nothing to watch before the monitor (and keeper) leave
+DRAIN = 2.0  # seconds to wait for the FIFOs' EOF after an init exits
+LOST = 3.0  # seconds to wait for the keeper's exit.code of an adopted init
 
 
-def set_comm(name: str) -> None:
-    try:
-        with open("/proc/self/comm", "w") as f:
-            f.write(name[:15])
-    except OSError:
-        pass
+class Answered(Exception):
+    """The step child answers the client; the monitor must not."""
 
 
-def subreaper() -> None:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+class Watch:
+    """One running container: its log writer, its FIFOs' read ends, its init."""
 
+    __slots__ = ("cdir", "code", "error", "exited", "finished", "name", "parent", "pid",
+                 "pidfd", "rfds", "start", "writer")
 
-def fifo_paths(cdir: str) -> tuple[str, str]:
-    return os.path.join(cdir, "stdout.fifo"), os.path.join(cdir, "stderr.fifo")
-
-
-# `run -i`: the attached client makes this FIFO and holds its write end (see
-# containers._stdin_fifo); the container's stdin is its read end, so that the container
-# reads what the client forwards and EOF when the client closes it. Absent: /dev/null.
-# `run -d -i` and `create -i` (docker's OpenStdin without StdinOnce: the record's
-# Config.OpenStdin) keep it: made here at each start, and `cove attach` writes to it.
-STDIN_FIFO = "stdin.fifo"
-
-
-def open_stdin(cdir: str, keep_open: bool = False) -> int:
-    """The read end of the container's stdin FIFO (blocking, for the container), or -1
-    when there is none. With `keep_open` (OpenStdin) the FIFO is made when missing and
-    opened read-write: the container then holds a writer itself, as it does its stdout
-    and stderr, so its stdin stays open (no EOF) between attaches, across a killed
-    monitor, until it exits; `attach` opens the write end and leaves."""
-    path = os.path.join(cdir, STDIN_FIFO)
-    if keep_open:
-        try:
-            os.mkfifo(path, 0o600)
-        except FileExistsError:
-            pass
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fd = os.open(os.path.join(cdir, STDIN_FIFO),
-                     os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return -1
-    os.set_blocking(fd, True)
-    return fd
-
-
-def runtime_cmd(paths: S.Paths) -> list[str]:
-    rt = os.environ.get("COVE_RUNTIME") or os.path.join(os.path.dirname(sys.executable),
-                                                       "cove-runtime")
-    return [rt, "--root", paths.runtime_root]
-
-
-# Every signal but KILL and STOP: reset to its default in what we spawn. A signal
-# ignored at exec stays ignored, and the runtime's children inherit it down to the
-# container's init: with the SIGINT and SIGHUP we ignore, a container's `trap ... INT`
-# could never fire (a shell may not trap what it was started ignoring).
-DEFAULT_SIGNALS = tuple(s for s in range(1, 32) if s not in (9, 19))
-
-
-def spawn(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
-    """fork+exec without the subprocess module (it costs a megabyte per monitor), with
-    the signals' default dispositions (DEFAULT_SIGNALS)."""
-    return os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-        (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-        (os.POSIX_SPAWN_DUP2, stderr, 2)], setsigdef=DEFAULT_SIGNALS)
-
-
-# Exit statuses of children reaped while waiting for another (see reap_others).
-REAPED: dict[int, int] = {}
-
-
-def reap_others() -> None:
-    """Reap whatever children have exited, keeping their statuses in REAPED. We are a
-    subreaper: processes a runtime leaves behind become our children (runsc's sandbox
-    and gofer), and a runtime call may wait for them to be reaped (`runsc delete`)."""
-    while True:
-        try:
-            got, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if got == 0:
-            return
-        REAPED[got] = status
-
-
-def wait_child(pid: int) -> int:
-    """The wait status of our child `pid` (reaped now, or earlier by reap_others)."""
-    while pid not in REAPED:
-        try:
-            got, status = os.waitpid(pid, 0)
-        except InterruptedError:  # pragma: no cover
-            continue
-        REAPED[got] = status
-    return REAPED.pop(pid)
-
-
-def call(argv: list[str], stdout: int = -1, stderr: int = -1,
-         stdin: int = -1) -> tuple[int, str]:
-    """Run argv; its exit code and (unless redirected) its stderr. While it runs, other
-    children that exit are reaped (reap_others)."""
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    r, w = os.pipe()
-    try:
-        pid = spawn(argv, null if stdin < 0 else stdin, null if stdout < 0 else stdout,
-                    w if stderr < 0 else stderr)
-    finally:
-        os.close(w)
-        os.close(null)
-    chunks = []
-    try:
-        while True:
-            if not select.select([r], [], [], 0.2)[0]:
-                reap_others()
-                continue
-            data = os.read(r, 65536)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(r)
-    status = wait_child(pid)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace").strip()
-
-
-def shell_code(status: int) -> int:
-    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-
-
-def read_exit(cdir: str, pid: int) -> int | None:
-    """The code the shim recorded for init `pid`, or None."""
-    try:
-        with open(os.path.join(cdir, EXIT_FILE)) as f:
-            parts = f.read().split()
-        code, who = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-        return code if who in (pid, 0) else None
-    except (OSError, ValueError):
-        return None
-
-
-def pidfd(pid: int) -> int:
-    """A pidfd (readable once `pid` exits), or -1 when it is gone already."""
-    if pid <= 0:
-        return -1
-    try:
-        return os.pidfd_open(pid)
-    except OSError:
-        return -1
-
-
-class Monitor:
-    def __init__(self, root: str, name: str) -> None:
-        self.paths = S.Paths(root)
+    def __init__(self, paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
         self.name = name
-        self.cdir = self.paths.cdir(name)
-        rec = S.load(self.cdir)
-        assert rec is not None
-        self.rec: dict[str, Any] = rec
-        self.rt = runtime_cmd(self.paths)
+        self.cdir = paths.cdir(name)
         lc = rec.get("HostConfig", {}).get("LogConfig", {}).get("Config", {})
-        self.max_size = L.parse_size(lc["max-size"]) if lc.get("max-size") else 0
-        self.max_file = int(lc.get("max-file", "1"))
-        self.writer = L.JsonFileWriter(L.log_path(self.cdir), self.max_size, self.max_file)
+        self.writer = L.JsonFileWriter(L.log_path(self.cdir),
+                                       L.parse_size(lc["max-size"]) if lc.get("max-size")
+                                       else 0, int(lc.get("max-file", "1")))
         self.rfds: dict[int, str] = {}
+        self.pid, self.start, self.pidfd, self.parent = 0, None, -1, False
+        self.code: int | None = None
+        self.error, self.finished, self.exited = "", "", 0.0
 
-    def open_fifos(self, create: bool) -> list[int]:
-        """Open the read ends (ours); with `create`, also the read-write ends the
-        container gets as stdout and stderr."""
-        ends = []
-        for path, stream in zip(fifo_paths(self.cdir), ("stdout", "stderr"), strict=True):
+    def open_fifos(self, create: bool) -> None:
+        for path, stream in zip(procs.fifo_paths(self.cdir), ("stdout", "stderr"),
+                                strict=True):
             if create and not os.path.exists(path):
                 os.mkfifo(path, 0o600)
-            r = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                import fcntl
-                fcntl.fcntl(r, F_SETPIPE_SZ, 1 << 20)
-            except OSError:
-                pass
-            self.rfds[r] = stream
-            if create:
-                ends.append(os.open(path, os.O_RDWR | os.O_CLOEXEC))
-        return ends
+            self.rfds[procs.open_fifo_reader(path)] = stream
 
-    def drain(self, timeout: float | None, extra: list[int] = ()) -> list[int]:  # type: ignore[assignment]
-        """Copy what is readable into the log (closing FIFOs at EOF); which of `extra`
-        are readable."""
-        fds = [*self.rfds, *extra]
-        if not fds:
-            return []
+
+class Monitor(procs.Loop):
+    def __init__(self, root: str, keeper: socket.socket | None) -> None:
+        self.root = root
+        self.paths = S.Paths(root)
+        self.keeper = keeper
+        self.keeper_fd = -1  # a pidfd of the keeper
+        self.keeper_pid = 0
+        super().__init__()
+        self.watches: dict[str, Watch] = {}
+        self.jobs = 0
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+        self.stopping = False
+        self.env = dict(os.environ)
+        self.lock = -1  # our flock: must not live on in the step children
+        self.preloaded = False
+        self.net_loaded = False
+        self.policy = policy.Policy(root, self.later, self.fork,
+                                    lambda name: name in self.watches)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        self.timers.append((time.monotonic() + delay, fn))
+
+    def fork(self, what: Callable[[], int], then: Callable[[int], None]) -> None:
+        """Run `what` in a child; `then(exit status)` when it ends."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(s, signal.SIG_DFL)
+                self.ep.close()
+                os.close(self.lock)
+                code = what()
+            except BaseException as e:
+                print(f"{COMM}: {e}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(code)
+        self.jobs += 1
+        fd = procs.pidfd(pid)
+
+        def ended(_fd: int) -> None:
+            if fd >= 0:
+                self.off(fd, close=True)
+            self.jobs -= 1
+            status = procs.child_status(pid)
+            then(os.waitstatus_to_exitcode(status) if status is not None else 1)
+        if fd < 0:
+            ended(-1)
+        else:
+            self.on(fd, ended)
+
+    def tell_keeper(self, *parts: str, fds: list[int] | None = None) -> None:
+        if self.keeper is None:
+            return
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:  # pragma: no cover
-            return []
-        for fd in ready:
-            if fd not in self.rfds:
-                continue
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if data:
-                self.writer.feed(self.rfds[fd], data)
-            else:
-                self.writer.flush(self.rfds[fd])
-                os.close(fd)
-                del self.rfds[fd]
-        return [fd for fd in ready if fd in extra]
+            socket.send_fds(self.keeper, ["\0".join(parts).encode("utf-8", "surrogateescape")],
+                            fds or [])
+        except OSError:
+            pass  # gone: restarted when its pidfd says so
 
-    def _fifo_text(self) -> str:
-        out = b""
-        for fd in list(self.rfds):
+    # -- requests -------------------------------------------------------------------------
+
+    def accept(self, fd: int) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
             try:
-                out += os.read(fd, 65536)
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 18, 1, socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                return
+            op, name, *env = msg.decode("utf-8", "surrogateescape").split("\0")
+            sync = fds[0] if fds else -1
+            try:
+                conn.send(b"ok")
             except OSError:
                 pass
-        return out.decode(errors="replace").strip()
-
-    # -- the container -------------------------------------------------------------------
-
-    def create(self, ends: list[int]) -> int:
-        """`cove-runtime create`, with the FIFOs as the container's stdout and stderr (and
-        its stdin FIFO, with `run -i`, as its stdin); the init's pid. We are a child
-        subreaper: the init is our child once the runtime has exited."""
-        for old in (EXIT_FILE, "init.pid"):
+        if sync < 0:
+            return
+        try:
+            if op == "start":
+                self.start(name, dict(kv.split("=", 1) for kv in env if "=" in kv), sync)
+            elif op == "adopt":
+                self.adopt(name)
+            os.write(sync, b"ok\n")
+        except Answered:
+            pass
+        except Exception as e:
             try:
-                os.unlink(os.path.join(self.cdir, old))
-            except FileNotFoundError:
+                os.write(sync, f"error: {e}\n".encode())
+            except OSError:
                 pass
-        pid_file = os.path.join(self.cdir, "init.pid")
-        stdin = open_stdin(self.cdir, bool(self.rec.get("Config", {}).get("OpenStdin")))
-        rc, _ = call([*self.rt, "create", "--bundle", self.cdir, "--pid-file", pid_file,
-                      self.name], stdout=ends[0], stderr=ends[1], stdin=stdin)
-        for fd in (*ends, stdin) if stdin >= 0 else ends:
-            os.close(fd)
-        if rc != 0:
-            raise RuntimeError(self._fifo_text() or f"cove-runtime create: exit status {rc}")
-        with open(pid_file) as f:
-            return int(f.read().strip())
+        finally:
+            os.close(sync)
 
-    def drain_all(self) -> None:
-        """Copy whatever the FIFOs still hold into the log (the writers are gone)."""
-        for _ in range(1024):
-            if not self.rfds:
-                break
-            self.drain(0)
-            if not select.select(list(self.rfds), [], [], 0)[0]:
-                break
+    def start(self, name: str, env: dict[str, str], sync: int) -> None:
+        """Fork the child that creates and starts it (and answers on `sync`); watch it
+        once it runs. The caller closes our copy of `sync`."""
+        old = self.watches.get(name)
+        if old is not None and old.code is None:
+            return  # it runs: "ok"
+        rec = S.load(self.paths.cdir(name))
+        if rec is None:
+            raise RuntimeError("no such container")
+        if not self.preloaded and steps.in_process(env):
+            steps.preload()  # once, here: every step child shares it
+            self.preloaded = True
+        self.preload_network(rec)
+        w = Watch(self.paths, name, rec)
+        w.open_fifos(create=True)
+        rfds = list(w.rfds)
+        me = os.getpid()
+        keeper = self.keeper_pid
+
+        def child() -> int:
+            os.environ.clear()
+            os.environ.update(env)
+            return steps.start(self.root, name, env, rfds, sync, me, keeper)
+
+        def started(rc: int) -> None:
+            rec = S.load(w.cdir) or {}
+            st = rec.get("State") or {}
+            if rc != 0 or st.get("Status") != "running":
+                for fd in w.rfds:
+                    os.close(fd)
+                w.writer.close()
+                return
+            w.pid, w.start, w.parent = int(st.get("Pid") or 0), st.get("PidStart"), True
+            self.watch(w)
+            self.policy.running(name, rec)
+        try:
+            self.fork(child, started)
+        except BaseException:
+            for fd in w.rfds:
+                os.close(fd)
+            w.writer.close()
+            raise
+        raise Answered
+
+    def preload_network(self, rec: dict[str, Any]) -> None:
+        """Before the first container on a bridge network: import what tearing it down
+        imports (pyroute2 is ~150 ms to import), once, so that every finishing step
+        child has it. Memory the monitor then keeps, only where bridges are used."""
+        if self.net_loaded or rec.get("HostConfig", {}).get("NetworkMode") in \
+                ("host", "none", None) or os.geteuid() != 0:
+            return
+        self.net_loaded = True
+        try:
+            import pyroute2  # noqa: F401
+
+            from cove.engine import network  # noqa: F401
+        except ImportError:
+            pass
+
+    def adopt(self, name: str) -> None:
+        """Watch a running container no monitor watches (its monitor was killed): its
+        FIFOs re-opened (the keeper kept their contents), a pidfd for its init."""
+        if name in self.watches:
+            return
+        cdir = self.paths.cdir(name)
+        rec = S.load(cdir)
+        if rec is None:
+            return
+        st = rec.get("State") or {}
+        if st.get("Status") not in ("running", "paused") or any(
+                S.pid_alive(int(p), s) for p, s in rec.get("Watchers") or ()):
+            return  # not running, or a foreground `run -it` watches it
+        w = Watch(self.paths, name, rec)
+        try:
+            w.open_fifos(create=False)
+        except OSError:
+            pass
+        w.pid, w.start = int(st.get("Pid") or 0), st.get("PidStart")
+        me = os.getpid()
+
+        def mine(r: dict[str, Any]) -> None:
+            if int(r["State"].get("Pid") or 0) == w.pid:
+                r["MonitorPid"] = me
+        S.update(cdir, mine)
+        self.preload_network(rec)
+        self.watch(w)
+        self.policy.running(name, rec)
 
     # -- watching -------------------------------------------------------------------------
 
-    def watch(self, init: int, init_start: int | None, parent: bool) -> tuple[int, str]:
-        """Log until the init exits; its exit code (and an Error)."""
-        ifd = pidfd(init) if parent or S.pid_alive(init, init_start) else -1
-        if ifd >= 0:
-            while not self.drain(None, [ifd]):
-                pass
-            os.close(ifd)
-        if parent:
-            try:
-                status = wait_child(init)
-            except ChildProcessError:
-                pass
-            else:
-                code = shell_code(status)
-                S.write_atomic(os.path.join(self.cdir, EXIT_FILE), f"{code} {init}\n".encode())
-                return code, ""
-        # adopted: the zygote (a subreaper) reaped the orphaned init and writes its code
-        import time
-        deadline = time.monotonic() + 3.0
-        while (got := read_exit(self.cdir, init)) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if got is not None:
-            return got, ""
-        return 255, "exit code lost: its monitor was killed while no zygote ran"
+    def watch(self, w: Watch) -> None:
+        self.watches[w.name] = w
+        for fd in w.rfds:
+            self.on(fd, lambda fd, w=w: self.read(w, fd))  # type: ignore[misc]
+        w.pidfd = procs.pidfd(w.pid) if w.parent or S.pid_alive(w.pid, w.start) else -1
+        self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
+                         fds=[*([w.pidfd] if w.pidfd >= 0 else []), *w.rfds])
+        if w.pidfd >= 0:
+            self.on(w.pidfd, lambda _fd, w=w: self.init_exited(w))  # type: ignore[misc]
+        else:
+            self.init_exited(w)
 
-    def finish(self, code: int, error: str = "", finished: str = "") -> None:
-        """Record the exit (`finished`: when the init exited; now by default), clean up,
-        and wake the supervisor: a restart policy's delay counts from the exit."""
-        finished = finished or S.now_rfc3339()
-        import time
-        deadline = time.monotonic() + 2.0
-        while self.rfds and time.monotonic() < deadline:
-            self.drain(0.1)
-        self.writer.close()
-        # `cove rename` while it ran: the runtime's state and the network know the new
-        # name (cleanup settles the rest: cove/engine/ops.py)
-        name = current_name(self.cdir, self.name)
-        call([*self.rt, "delete", "--force", name])
-        cleanup(self.paths, name, self.rec)
-        self.cdir = self.paths.cdir(name)
-
-        def done(r: dict[str, Any]) -> None:
-            st = r["State"]
-            st.update(Status="exited", Running=False, Pid=0, ExitCode=code,
-                      FinishedAt=finished, Error=error)
-            if st.get("Health"):
-                st["Health"]["Status"] = "unhealthy" if st["Health"]["Status"] == "unhealthy" \
-                    else "starting"
-            r["MonitorPid"] = 0
-        rec = S.update(self.cdir, done)
-        events.emit(self.paths.root, "container", "die", rec, exitCode=code)
-        if rec.get("HostConfig", {}).get("RestartPolicy", {}).get("Name", "no") != "no":
-            wake_supervisor(self.paths)
-        if rec.get("HostConfig", {}).get("AutoRemove"):
-            try:
-                from cove.engine import containers
-                containers.remove(self.paths.root, name, force=True)
-            except Exception:
-                pass
-
-
-def cleanup(paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
-    """After a run: the network torn down, the rootfs unmounted (kept for a restart).
-    Without the image modules (60 ms to import): the overlay is one umount."""
-    if rec.get("HostConfig", {}).get("NetworkMode") not in ("host", "none"):
+    def read(self, w: Watch, fd: int) -> None:
         try:
-            from cove.engine import network
-            network.detach(paths, name)
-        except Exception as e:
-            print(f"network detach {name}: {e}", file=sys.stderr, flush=True)
-    from cove.sys import libc
-    merged = os.path.join(paths.cdir(name), "merged")
-    for flags in (0, 2):  # then MNT_DETACH, if busy
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            w.writer.feed(w.rfds[fd], data)
+            return
+        w.writer.flush(w.rfds.pop(fd))
+        self.off(fd, close=True)
+        if w.code is not None and not w.rfds:
+            self.finish(w)
+
+    def init_exited(self, w: Watch) -> None:
+        if w.pidfd >= 0:
+            self.off(w.pidfd)
+        status = procs.child_status(w.pid, block=False) if w.parent else None
+        if status is None:
+            status = procs.exit_status(w.pidfd, w.pid, w.start)
+        if status is not None:
+            w.code = procs.shell_code(status)
+            S.write_atomic(os.path.join(w.cdir, procs.EXIT_FILE), f"{w.code} {w.pid}\n".encode())
+        else:
+            # reaped by the keeper while no monitor ran (it writes exit.code), or lost
+            w.code = procs.read_exit(w.cdir, w.pid)
+            if w.code is None:
+                if not w.exited:
+                    w.exited = time.monotonic()
+                if time.monotonic() - w.exited < LOST:
+                    self.later(0.05, lambda: self.init_exited(w))
+                    return
+                w.code = 255
+                w.error = "exit code lost: its monitor and keeper were killed"
+        if w.pidfd >= 0:
+            os.close(w.pidfd)
+            w.pidfd = -1
+        w.finished = S.now_rfc3339()
+        if not w.rfds:
+            self.finish(w)
+        else:
+            self.later(DRAIN, lambda: self.finish(w))
+
+    def finish(self, w: Watch) -> None:
+        if self.watches.get(w.name) is not w:
+            return  # finished already
+        for fd in list(w.rfds):
+            for _ in range(64):
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                w.writer.feed(w.rfds[fd], data)
+            w.writer.flush(w.rfds.pop(fd))
+            self.off(fd, close=True)
+        w.writer.close()
+        del self.watches[w.name]
+        self.tell_keeper("done", w.name)
+        code, error, finished, pid, env = w.code or 0, w.error, w.finished, w.pid, self.env
+
+        def child() -> int:
+            steps.finish(self.root, w.name, code, error, finished, pid, env)
+            return 0
+        name = w.name
+        self.fork(child, lambda _rc: self.policy.exited(name))
+
+    # -- the keeper -----------------------------------------------------------------------
+
+    def keeper_gone(self, _fd: int) -> None:
+        """The keeper died: start a new one (a sibling, with a pidfd on us) and give it
+        what it held."""
+        self.off(self.keeper_fd, close=True)
+        self.keeper_fd, self.keeper_pid = -1, 0
+        if self.keeper is not None:
+            self.keeper.close()
+            self.keeper = None
+        if self.stopping:
+            return
+        from cove.engine import spawn
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs.set_inheritable(True)
+        log = os.open(os.path.join(self.root, "zygote.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            libc.umount2(merged, flags)
-            break
+            pid = procs.spawn(spawn.argv("zygote", self.root, "-1", "--sibling",
+                                         str(theirs.fileno()), str(os.getpid())),
+                              null, log, log, self.env)
         except OSError as e:
-            if e.errno != 16:  # EBUSY; EINVAL: not mounted (a copied rootfs)
+            print(f"{COMM}: cannot start a keeper: {e}", file=sys.stderr, flush=True)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+            os.close(log)
+            os.close(null)
+        self.keeper = ours
+        self.keeper_pid = pid
+        self.keeper_fd = procs.pidfd(pid)
+        if self.keeper_fd >= 0:
+            self.on(self.keeper_fd, self.keeper_gone)
+        for w in self.watches.values():
+            self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
+                             fds=[*([w.pidfd] if w.pidfd >= 0 else []), *w.rfds])
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, ready: int) -> int:
+        path = os.path.join(self.root, SOCK)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o077)
+        try:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.listener.bind(path)
+        except OSError as e:
+            print(f"cannot listen on {path}: {e.strerror}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            os.umask(old)
+        self.listener.listen(128)
+        S.write_atomic(os.path.join(self.root, PID_FILE), f"{os.getpid()}\n".encode())
+        self.on(self.listener.fileno(), self.accept)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(s, lambda _s, _f: None)
+        self.on(wake_r, self.woken)
+        if self.keeper is not None:
+            kpid = os.getppid()
+            if procs.comm(kpid) == "cove-zygote":
+                self.keeper_pid = kpid
+                self.keeper_fd = procs.pidfd(kpid)
+            if self.keeper_fd >= 0:
+                self.on(self.keeper_fd, self.keeper_gone)
+        for name in S.all_names(self.paths):
+            # what a killed monitor watched, and restarts that were due meanwhile
+            try:
+                self.adopt(name)
+                if name not in self.watches:
+                    self.policy.exited(name)
+            except Exception as e:
+                print(f"{COMM}: adopt {name}: {e}", file=sys.stderr, flush=True)
+        if ready >= 0:
+            try:
+                os.write(ready, b"ok\n")
+                os.close(ready)
+            except OSError:
+                pass
+        idle = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            due = [t for t in self.timers if t[0] <= now]
+            if due:
+                self.timers = [t for t in self.timers if t[0] > now]
+                for _, timer in due:
+                    timer()
+                continue
+            wait = min((t[0] for t in self.timers), default=now + 1.0) - now
+            try:
+                events = self.ep.poll(max(0.0, min(wait, 1.0)))
+            except InterruptedError:  # pragma: no cover
+                continue
+            self.dispatch(events, COMM)
+            if self.watches or self.jobs or self.timers or events:
+                idle = time.monotonic()
+            elif time.monotonic() - idle >= IDLE or not os.path.exists(path):
                 break
-    settle_rename(paths, name)
+        for f in (PID_FILE, SOCK):
+            try:
+                if f != SOCK or os.path.exists(path):
+                    os.unlink(os.path.join(self.root, f))
+            except OSError:
+                pass
+        return 0
+
+    def woken(self, fd: int) -> None:
+        try:
+            got = os.read(fd, 512)
+        except BlockingIOError:
+            got = b""
+        if signal.SIGTERM in got:
+            self.stopping = True
+        procs.reap_others()
 
 
-def current_name(cdir: str, name: str) -> str:
-    """The container's name now: `cove rename` may have renamed it while it ran (its
-    old directory is then a symlink to the new one)."""
-    rec = S.load(cdir) or {}
-    new = rec.get("Name")
-    return new if isinstance(new, str) and new and new != name \
-        and os.path.isdir(os.path.join(os.path.dirname(cdir), new)) else name
+def serve(root: str, keeper: int, ready: int) -> int:
+    """The monitor's life: forked by the keeper, with its end of their socket pair."""
+    import fcntl
+    import resource
 
-
-def settle_rename(paths: S.Paths, name: str) -> None:
-    """Finish a rename done while the container ran (cove/engine/ops.py): its log file
-    still has the old name (`NAME-json.log` is a symlink to it) and the old directory
-    is a symlink to this one. Once the run is over, both take the new name."""
-    cdir = paths.cdir(name)
-    dst = os.path.join(cdir, name + "-json.log")
-    try:
-        target = os.readlink(dst)
-    except OSError:
-        return
-    old = target[:-len("-json.log")] if target.endswith("-json.log") else ""
-    os.unlink(dst)
-    src = os.path.join(cdir, target)
-    i = 0
-    while os.path.lexists(f"{src}.{i}" if i else src):
-        os.rename(f"{src}.{i}" if i else src, f"{dst}.{i}" if i else dst)
-        i += 1
-    alias = paths.cdir(old) if old and "/" not in old else ""
-    try:
-        if alias and os.readlink(alias) == name:
-            os.unlink(alias)
-    except OSError:
-        pass
-
-
-def wake_supervisor(paths: S.Paths) -> None:
-    """SIGUSR1 to the root's supervisor, if one runs: it looks at the records now."""
-    try:
-        with open(paths.supervisor_pid) as f:
-            pid = int(f.read().strip() or 0)
-        if pid > 0 and _comm(pid) == "cove-supervisor":
-            os.kill(pid, signal.SIGUSR1)
-    except (OSError, ValueError):
-        pass
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _monitor_running(cdir: str) -> bool:
-    rec = S.load(cdir) or {}
-    pid = int(rec.get("MonitorPid") or 0)
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return pid > 0 and f.read().strip() == "cove-monitor" and S.pid_alive(pid)
-    except OSError:
-        return False
-
-
-def main(argv: list[str]) -> int:
-    root, name, sync = argv[0], argv[1], int(argv[2])
-    adopt = "--adopt" in argv
-    os.set_inheritable(sync, False)
-    set_comm("cove-monitor")
+    procs.set_comm(COMM)
     for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
-    m: Monitor | None = None
-    try:
-        subreaper()
-        m = Monitor(root, name)
-        if adopt:
-            m.open_fifos(create=False)
-            st = m.rec["State"]
-            pid, start = int(st.get("Pid") or 0), st.get("PidStart")
-        else:
-            ends = m.open_fifos(create=True)
-            pid = m.create(ends)
-            start = S.proc_start_time(pid)
-            rc, err = call([*m.rt, "start", name])
-            if rc != 0:
-                call([*m.rt, "delete", "--force", name])
-                try:
-                    wait_child(pid)
-                except ChildProcessError:
-                    pass
-                raise RuntimeError(err or "cove-runtime start failed")
+    # three fds a container here (two FIFOs and a pidfd) and one for its log
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    lock = os.open(os.path.join(root, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a killed one's lock goes with it
+    procs.subreaper()
+    sock = socket.socket(fileno=keeper) if keeper >= 0 else None
+    m = Monitor(root, sock)
+    m.lock = lock
+    return m.run(ready)
 
-        ppid = os.getppid()
-        zygote = ppid if _comm(ppid) == "cove-zygote" else 0
-        zstart = S.proc_start_time(zygote) if zygote else None
 
-        def running(r: dict[str, Any]) -> None:
-            st = r["State"]
-            if not adopt:
-                r["ZygotePid"], r["ZygoteStart"] = zygote, zstart
-                st.update(Status="running", Running=True, Pid=pid, PidStart=start,
-                          ExitCode=0, Error="", StartedAt=S.now_rfc3339(),
-                          FinishedAt="0001-01-01T00:00:00Z")
-                if r["Config"].get("Healthcheck"):
-                    st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
-            r["MonitorPid"] = os.getpid()
-        rec = S.update(m.cdir, running)
-        if not adopt:
-            events.emit(root, "container", "start", rec)
-    except Exception as e:
-        msg = str(e).replace("\n", " ") or type(e).__name__
-        try:
-            os.write(sync, f"error: {msg}\n".encode())
-        except OSError:
-            pass
-        if m is not None:
-            try:
-                m.finish(127, msg)
-            except Exception:
-                pass
-        return 1
-    try:
-        os.write(sync, b"ok\n")
-        os.close(sync)
-    except OSError:
-        pass
-    try:
-        code, error = m.watch(pid, start, parent=not adopt)
-        m.finish(code, error, S.now_rfc3339())
-    except FileNotFoundError:
-        pass  # removed under us
-    return 0
+def main(argv: list[str]) -> int:  # pragma: no cover - for a monitor exec'ed by hand
+    return serve(argv[0], -1, int(argv[1]) if len(argv) > 1 else -1)
 
 
 if __name__ == "__main__":

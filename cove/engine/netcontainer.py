@@ -19,13 +19,20 @@ starts from the host's own).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 from typing import Any
 
 from cove.engine import network as N
 from cove.engine import state as S
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+else:
+    from cove.lazy import lazy
+
+    ipaddress = lazy("ipaddress")
 
 LOCALHOST = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
@@ -108,13 +115,24 @@ def hosts_text(paths: S.Paths, rec: dict[str, Any], nets: list[dict[str, Any]]) 
             continue
         own.append(f"{c['IPv4Address'].split('/')[0]}\t{hostname}")
         if n["Name"] != N.DEFAULT:  # (the default network has no names, as docker's)
-            members += [f"{x['IPv4Address'].split('/')[0]}\t{other}"
+            members += [f"{x['IPv4Address'].split('/')[0]}\t"
+                        + " ".join([other, *_aliases(paths, other, n["Name"])])
                         for other, x in sorted(n["Containers"].items())]
     extra = []
     for e in rec["HostConfig"].get("ExtraHosts") or []:
         host, _, ip = e.partition(":")
         extra.append(f"{host_gateway(paths, rec) if ip == 'host-gateway' else ip}\t{host}")
     return "\n".join([*base, *members, *extra, *own]) + "\n"
+
+
+def _aliases(paths: S.Paths, name: str, net: str) -> list[str]:
+    """A member's further names on `net`: the aliases the Docker API gave it
+    (NetworkingConfig / network connect, kept under the record's "Api" by
+    cove/engine/dockerapi): compose reaches a service by its name that way."""
+    rec = S.load(paths.cdir(name)) or {}
+    got = ((rec.get("Api") or {}).get("Aliases") or {}).get(net) or []
+    return [a for a in got if isinstance(a, str) and a and a != name
+            and all(c.isalnum() or c in "-_." for c in a)]
 
 
 def refresh_hosts(paths: S.Paths) -> None:
@@ -179,10 +197,9 @@ def _unplug(host_if: str) -> None:
 
 
 def _container(root: str, container: str) -> tuple[S.Paths, str, dict[str, Any]]:
-    from cove.engine import containers as C
     paths = S.Paths(root)
     name = S.lookup(paths, container)
-    return paths, name, C.refresh(paths, name)
+    return paths, name, S.current(paths, name)
 
 
 def connect(root: str, net: str, container: str, ip: str | None = None) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import ipaddress
 import json
 import os
 import subprocess
@@ -38,6 +37,14 @@ from typing import Any
 from cove.engine import events
 from cove.engine import state as S
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+else:
+    from cove.lazy import lazy
+
+    ipaddress = lazy("ipaddress")
 
 DEFAULT = "bridge"
 DEFAULT_SUBNET = "10.88.0.0/24"

@@ -13,7 +13,7 @@ entry in its network (other members' /etc/hosts). A running container's monitor 
 started under the old name and keeps using the old path until the container exits, so
 `containers/OLD` stays behind as a symlink to `NEW` (hidden from listings and lookups)
 and the log keeps its file, reached through `NEW-json.log -> OLD-json.log`; the
-monitor settles both when the run ends (monitor.settle_rename).
+monitor settles both when the run ends (teardown.settle_rename).
 
 Update changes the limits in three places: the runtime's cgroup (`cove-runtime
 update`) when it runs, the bundle's config.json (a restart starts from it) and the
@@ -22,17 +22,14 @@ record (inspect's HostConfig).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import time
 from typing import Any
 
 from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import state as S
-from cove.engine.units import human_duration
 from cove.errors import CoveError
 
 LIVE = ("running", "paused")
@@ -40,16 +37,6 @@ LIVE = ("running", "paused")
 
 # -- docker's durations -----------------------------------------------------------------
 
-
-
-def up_line(rec: dict[str, Any]) -> str:
-    """`ps`'s STATUS of a running or paused container: "Up 5 seconds (Paused)"."""
-    st = rec["State"]
-    line = "Up " + human_duration(time.time() - S.parse_rfc3339(st["StartedAt"]))
-    if st["Status"] == "paused":
-        return line + " (Paused)"
-    h = (st.get("Health") or {}).get("Status")
-    return line + (f" ({h})" if h else "")
 
 
 # -- pause / unpause --------------------------------------------------------------------
@@ -104,23 +91,11 @@ def _resume(paths: S.Paths, name: str) -> None:
     S.update(paths.cdir(name), thawed)
 
 
-def after_signal(paths: S.Paths, name: str, rec: dict[str, Any], sig: str | int) -> None:
-    """A signal was sent to a paused container: frozen, it would not act on it. As
-    docker, SIGKILL and the stop signal thaw it (so `stop`, `kill` and `rm -f` work);
-    another signal waits, pending, for `unpause`."""
-    if rec["State"]["Status"] != "paused":
-        return
-    want = {"KILL", "9", C._signal_name(rec["Config"].get("StopSignal") or "TERM")}
-    if C._signal_name(sig) in want:
-        with contextlib.suppress(CoveError):
-            _resume(paths, name)
-
-
 # -- rename -----------------------------------------------------------------------------
 
 def rename(root: str, ref: str, new: str) -> str:
     """Give a container a new name (docker rename); refuses a name in use."""
-    from cove.engine import monitor
+    from cove.engine import teardown
     paths = S.Paths(root)
     old = S.lookup(paths, ref)
     if not new or not new.replace("-", "").replace("_", "").replace(".", "").isalnum() \
@@ -152,7 +127,7 @@ def rename(root: str, ref: str, new: str) -> str:
             os.rename(odir, ndir)
             if live:
                 # its monitor (and the runtime's state: bundle, rootfs) name the old
-                # path until the run ends: monitor.settle_rename removes this then
+                # path until the run ends: teardown.settle_rename removes this then
                 os.symlink(new, odir)
             _move_log(ndir, old, new, live)
             _rebase_bundle(ndir, odir, ndir)
@@ -164,7 +139,7 @@ def rename(root: str, ref: str, new: str) -> str:
         from cove.engine import network
         network.rename_member(paths, old, new)
     if not live:
-        monitor.settle_rename(paths, new)
+        teardown.settle_rename(paths, new)
     events.emit(root, "container", "rename", rec, oldName=old)
     return new
 
@@ -275,10 +250,6 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
         r["HostConfig"].update(host)
     rec = S.update(paths.cdir(name), record)
     events.emit(root, "container", "update", rec)
-    if restart is not None and rec["State"]["Status"] in LIVE \
-            and host["RestartPolicy"]["Name"] != "no":
-        from cove.engine import supervisor
-        supervisor.ensure(root)
     return name
 
 

@@ -5,13 +5,13 @@ API (runargs) and the engine's record and spec building share them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from cove.errors import CoveError
+from cove.oci.record import field, record
 
 
-@dataclass
+@record
 class RunOptions:
     """Everything `cove run` takes; the Python API builds one too."""
     image: str
@@ -71,7 +71,10 @@ class RunOptions:
     memory_swap: str | None = None
     memory_reservation: str | None = None
     oom_kill_disable: bool = False
-    devices: list[str] = field(default_factory=list)       # HOST[:CTR][:rwm]
+    devices: list[str] = field(default_factory=list)       # HOST[:CTR][:rwm] | CDI name
+    device_cgroup_rules: list[str] = field(default_factory=list)  # "c 1:3 rwm"
+    systemd: str = "false"                                  # true | false | always
+    annotations: list[str] = field(default_factory=list)   # K=V onto the OCI config
     cgroup_parent: str | None = None
     ipc: str | None = None          # private, shareable, none, host, container:N
     pid: str | None = None                                  # host|container:N
@@ -223,3 +226,26 @@ def parse_volume(v: str) -> tuple[str, str, bool, str]:
 ENGINE_CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
                "CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",
                "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+
+def apply_caps(proc: dict[str, Any], add: list[str], drop: list[str]) -> None:
+    """Set the process's capabilities to ENGINE_CAPS with --cap-add/--cap-drop applied
+    as docker combines them (moby's TweakCapabilities): `--cap-add ALL` is every
+    capability the kernel knows less the drops; `--cap-drop ALL` keeps only the adds;
+    otherwise the defaults less the drops plus the adds. Bounding, effective and
+    permitted only, as docker: nothing inheritable or ambient, so a user other than
+    root keeps none across execve."""
+    from cove.sys import libc
+    from cove.sys.caps import CAPS, last_cap
+    adds = {_cap(c, "--cap-add") for c in add}
+    drops = {_cap(c, "--cap-drop") for c in drop}
+    if "ALL" in adds:
+        # every capability the kernel knows that we can grant (our own bounding set:
+        # an engine in a restricted sandbox cannot hand out what it lacks)
+        base = {n for n, bit in CAPS.items() if bit <= last_cap()
+                and libc.prctl(libc.PR_CAPBSET_READ, bit) == 1} - drops
+    elif "ALL" in drops:
+        base = adds
+    else:
+        base = (set(ENGINE_CAPS) - drops) | adds
+    proc["capabilities"] = {k: sorted(base) for k in ("bounding", "effective", "permitted")}

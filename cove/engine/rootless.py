@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
+from cove.engine import procs
 from cove.engine import state as S
 from cove.errors import CoveError
 
@@ -362,21 +363,13 @@ def detach_dir(cdir: str) -> None:
         pid, start = int(parts[0]), int(parts[1])
     except (OSError, ValueError, IndexError):
         pid, start = 0, 0
-    if pid > 0 and S.pid_alive(pid, start) and _comm(pid) == SLIRP:
+    if pid > 0 and S.pid_alive(pid, start) and procs.comm(pid) == SLIRP:
         _stop(pid)
     for name in (PID_FILE, API_SOCKET, LOG_FILE):
         try:
             os.unlink(os.path.join(cdir, name))
         except FileNotFoundError:
             pass
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _stop(pid: int) -> None:

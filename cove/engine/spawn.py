@@ -48,3 +48,13 @@ def argv(module: str, *args: str) -> list[str]:
     `python -I -S` with this process's module search path."""
     return [sys.executable, "-I", "-S", "-c", _BOOT.format(module=module),
             os.pathsep.join(search_path()), *args]
+
+
+def runtime_binary() -> str:
+    """The cove-runtime the engine drives: $COVE_RUNTIME, else the one beside this
+    interpreter (a venv's), else the first on PATH."""
+    env = os.environ.get("COVE_RUNTIME")
+    if env:
+        return env
+    cand = os.path.join(os.path.dirname(sys.executable), "cove-runtime")
+    return cand if os.path.exists(cand) else "cove-runtime"

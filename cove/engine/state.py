@@ -232,3 +232,17 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
     if st is None:
         return False
     return start_time is None or st == start_time
+
+
+def current(paths: Paths, name: str) -> dict[str, Any]:
+    """The container's record as it stands: a running one whose init is gone reads as
+    exited (the engine's `refresh` corrects the record itself; this only reads, for
+    code below the lifecycle that needs to know whether it runs)."""
+    rec = load(paths.cdir(name), strict=True)
+    if rec is None:
+        raise CoveError(f"container {name}", "no such container")
+    st = rec["State"]
+    if st.get("Status") in ("running", "paused") and \
+            not pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
+        rec["State"] = {**st, "Status": "exited", "Running": False}
+    return rec

@@ -1,237 +1,289 @@
-"""The monitor zygote (`cove-zygote`): one per state root, started on demand by the
-engine, forks every container monitor of that root and is their fallback reaper.
+"""The keeper (`cove-zygote`): one per state root, the parent of the root's monitor and
+the holder of a copy of everything the monitor holds.
 
-Why fork: a fresh Python process costs ~2.5 MiB of private memory (the interpreter's
-heap and writable data). Forked from one idle parent that has already imported what they
-run, monitors share those pages copy-on-write; a page stops being shared only in the
-process that writes to it. So the zygote imports the monitor's modules, moves every
-object out of the collector's reach (`gc.freeze`: a collection writes to every object's
-header, which would unshare every page), and then does as little as it can.
+The engine starts it on demand (cove/engine/monctl.py); it forks the monitor
+(cove/engine/monitor.py) and is a child subreaper, the next one above the monitor. For
+every running container the monitor sends it (SCM_RIGHTS, over their socket pair) the
+read ends of the container's FIFOs and its init's pidfd. So, when the monitor is
+SIGKILLed:
 
-Why reap: the zygote is a child subreaper, the next one above each monitor (itself the
-init's parent). If a monitor is SIGKILLed, its container's init becomes the zygote's
-child: the zygote holds that container's FIFOs open (a pipe nobody holds loses its
-contents when the writer exits), and when the init exits it copies what is left into
-the log (unless an adopting monitor reads them) and writes exit.code. Only a SIGKILL of
-both the monitor and the zygote loses an exit code.
+- the inits, the monitor's children, become the keeper's: it reaps them as they exit
+  and writes `exit.code` ("CODE PID"), which the next monitor records;
+- the pipes keep what the containers write (a pipe nobody holds open loses its
+  contents when its last writer exits): the keeper holds them open until a monitor has
+  them again;
+- the keeper forks a new monitor at once, which adopts every running container.
 
-A request is one SOCK_SEQPACKET message on `<root>/zygote.sock`: the container's name,
-"adopt" or "", and the caller's environment (the monitor runs the runtime with it),
-NUL-separated, with two fds: the sync pipe the monitor answers on and its log file.
-The zygote answers with the monitor's pid. Monitors are separate processes: killing the
-zygote stops none of them, the engine starts a new zygote on the next request, and
-execs a monitor as before when it can't reach one. The zygote leaves by itself after
-IDLE seconds with nothing to watch, and with `cove supervisor stop`.
+When the keeper is SIGKILLed, the monitor (which holds a pidfd of it) starts a new one,
+`--sibling`: not the monitor's parent, so it can't reap the inits if the monitor dies
+too; it reads their exit status through the pidfds it holds (PIDFD_INFO_EXIT, Linux
+6.15, once whoever reaps them has; before that, from /proc while they are zombies).
 
-    python -I -S -c BOOT SEARCH_PATH ROOT READY_FD   (cove/engine/spawn.py)
+The keeper runs no container code and imports little: it only waits.
+
+    python -I -S -c BOOT SEARCH_PATH ROOT READY_FD                       (cove/engine/spawn.py)
+    python -I -S -c BOOT SEARCH_PATH ROOT -1 --sibling SOCK_FD MONITOR_PID   (from a monitor)
 """
 
 from __future__ import annotations
 
 import _signal as signal
-import gc
 import os
 import select
 import socket
 import sys
+import time
 
-from cove.engine import monitor  # imported here so that the monitors share it
-
-
-def _preload() -> None:
-    """What monitors and shims import or build lazily: done once, here, it is shared;
-    done after the fork, it would be private to each of them."""
-    import ctypes
-    import fcntl  # noqa: F401
-    import time  # noqa: F401
-
-    from cove.sys import libc  # noqa: F401
-
-    ctypes.CDLL(None, use_errno=True).prctl  # noqa: B018
+from cove.engine import monitor, procs
+from cove.engine import state as S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    pass
 
 COMM = "cove-zygote"
-SOCK, PID_FILE, LOCK = "zygote.sock", "zygote.pid", "zygote.lock"
-IDLE = 120.0
+PID_FILE, LOCK = "zygote.pid", "zygote.lock"
+RESPAWN = 1.0  # a monitor that dies within QUICK of its start: the next waits this long
+QUICK = 0.2
 
 
-def _fork_monitor(root: str, conn: socket.socket, listener: socket.socket, lock: int,
-                  *wake: int) -> tuple[int, str]:
-    msg, fds, _, _ = socket.recv_fds(conn, 1 << 18, 2)
-    if len(fds) != 2:
-        for fd in fds:
-            os.close(fd)
-        return -1, ""
-    sync, logf = fds
-    name, role, *env = msg.decode("utf-8", "surrogateescape").split("\0")
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the monitor
-        code = 1
-        try:
-            listener.close()
-            conn.close()
-            os.close(lock)  # the flock must die with the zygote, not live on in monitors
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in wake:
+class Held:
+    """A running container, as the keeper holds it."""
+
+    __slots__ = ("fds", "name", "pid", "pidfd", "start")
+
+    def __init__(self, name: str, pid: int, start: int | None, fds: list[int]) -> None:
+        self.name, self.pid, self.start = name, pid, start
+        self.pidfd = fds[0] if fds and pid else -1
+        self.fds = fds
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
                 os.close(fd)
-            os.setsid()
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(logf, 1)
-            os.dup2(logf, 2)
-            os.close(null)
-            os.close(logf)
-            os.environ.clear()
-            for kv in env:
-                k, sep, v = kv.partition("=")
-                if sep:
-                    os.environ[k] = v
-            code = monitor.main([root, name, str(sync), *(["--adopt"] if role else [])])
-        finally:
-            os._exit(code)
-    os.close(sync)
-    os.close(logf)
-    return pid, name
-
-
-class Reaper:
-    """The zygote's second job: it is a child subreaper, so the init of a container whose
-    monitor died becomes its child. It then keeps that container's output alive (read
-    ends of its FIFOs: a pipe nobody holds open loses its contents when the container
-    exits) and, when the init exits, copies what is left into the log (unless an adopting
-    monitor reads them) and writes exit.code for whoever records it."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.paths = monitor.S.Paths(root)
-        self.monitors: dict[int, str] = {}  # monitor pid -> container name
-        self.held: dict[str, list[int]] = {}  # container -> FIFO read ends we hold
-
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            name = self.monitors.pop(pid, None)
-            try:
-                if name:
-                    self._monitor_gone(name)
-                elif name is None:
-                    self._orphan_gone(pid, monitor.shell_code(status))
-            except Exception as e:  # a record we can't read: nothing to keep for it
-                print(f"cove-zygote: child {pid}: {e}", file=sys.stderr, flush=True)
-
-    def _monitor_gone(self, name: str) -> None:
-        rec = monitor.S.load(self.paths.cdir(name)) or {}
-        st = rec.get("State") or {}
-        if st.get("Status") not in ("running", "paused") or name in self.held:
-            return
-        if not monitor.S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
-            return
-        fds = []
-        for path in monitor.fifo_paths(self.paths.cdir(name)):
-            try:
-                fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             except OSError:
                 pass
-        self.held[name] = fds
+        self.fds = []
 
-    def _orphan_gone(self, pid: int, code: int) -> None:
-        for name in monitor.S.all_names(self.paths):
-            cdir = self.paths.cdir(name)
-            rec = monitor.S.load(cdir) or {}
-            if int((rec.get("State") or {}).get("Pid") or 0) != pid:
-                continue
-            fds = self.held.pop(name, [])
-            if fds and not monitor._monitor_running(cdir):
-                m = monitor.Monitor(self.root, name)
-                m.rfds = dict(zip(fds, ("stdout", "stderr"), strict=False))
-                m.drain_all()
-                m.writer.close()
-                fds = list(m.rfds)
-            for fd in fds:
-                os.close(fd)
-            monitor.S.write_atomic(os.path.join(cdir, monitor.EXIT_FILE),
-                                   f"{code} {pid}\n".encode())
+
+class Keeper(procs.Loop):
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.paths = S.Paths(root)
+        super().__init__()
+        self.held: dict[str, Held] = {}
+        self.by_pid: dict[int, Held] = {}
+        self.mon_pid, self.mon_fd, self.mon_started = 0, -1, 0.0
+        self.sock: socket.socket | None = None
+        self.stopping = False
+        self.respawn_at = 0.0
+        self.lock = -1  # our flock: must not live on in the monitor
+
+    # -- the monitor ----------------------------------------------------------------------
+
+    def fork_monitor(self, ready: int = -1) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the monitor
+            code = 1
+            try:
+                ours.close()
+                self.ep.close()
+                if self.lock >= 0:
+                    os.close(self.lock)
+                signal.set_wakeup_fd(-1)
+                for s in (signal.SIGCHLD, signal.SIGTERM):
+                    signal.signal(s, signal.SIG_DFL)
+                for h in self.held.values():
+                    h.close()
+                os.setsid()
+                code = monitor.serve(self.root, theirs.detach(), ready)
+            except BaseException as e:
+                print(f"cove-monitor: {e}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.use_monitor(pid, ours)
+
+    def use_monitor(self, pid: int, sock: socket.socket) -> None:
+        if self.sock is not None:
+            self.off(self.sock.fileno())
+            self.sock.close()
+        self.sock = sock
+        self.on(sock.fileno(), self.message)
+        self.mon_pid, self.mon_started = pid, time.monotonic()
+        self.mon_fd = procs.pidfd(pid)
+        if self.mon_fd >= 0:
+            self.on(self.mon_fd, self.monitor_gone)
+
+    def monitor_gone(self, _fd: int) -> None:
+        self.off(self.mon_fd)
+        os.close(self.mon_fd)
+        self.mon_fd = -1
+        status = procs.child_status(self.mon_pid, block=False)
+        clean = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        self.mon_pid = 0
+        soon = time.monotonic() - self.mon_started < QUICK
+        if self.stopping or ((clean or soon) and not self.held):
+            # idle, stopped, or unable to start with nothing to keep: we leave too
+            self.stopping = True
             return
+        print(f"{COMM}: the monitor died ({status}): starting a new one", file=sys.stderr,
+              flush=True)
+        self.respawn_at = time.monotonic() + (RESPAWN if soon else 0.0)
+
+    def message(self, fd: int) -> None:
+        assert self.sock is not None
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8, socket.MSG_CMSG_CLOEXEC)
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            self.off(fd)  # the monitor closed its end (it is gone)
+            return
+        op, name, *rest = msg.decode("utf-8", "surrogateescape").split("\0")
+        old = self.held.pop(name, None)
+        if old is not None:
+            self.by_pid.pop(old.pid, None)
+            self.off(old.pidfd)
+            old.close()
+        if op == "watch":
+            pid, start = int(rest[0]), int(rest[1]) or None
+            h = Held(name, pid, start, fds)
+            self.held[name] = h
+            self.by_pid[pid] = h
+            if h.pidfd >= 0:
+                held = h
+                self.on(h.pidfd, lambda _fd: self.init_fd(held))
+        else:
+            for f in fds:
+                os.close(f)
+
+    # -- the inits ------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Inits orphaned by a killed monitor are ours: reap them, write exit.code."""
+        procs.reap_others()
+        for pid in [p for p in procs.REAPED if p in self.by_pid]:
+            self.exited(self.by_pid[pid], procs.REAPED.pop(pid))
+        for pid in [p for p in procs.REAPED if p != self.mon_pid]:
+            # an init the monitor had not told us about yet (it died while starting it)
+            status = procs.REAPED.pop(pid)
+            for name in S.all_names(self.paths):
+                rec = S.load(self.paths.cdir(name)) or {}
+                if int((rec.get("State") or {}).get("Pid") or 0) == pid:
+                    self.exited(Held(name, pid, None, []), status)
+                    break
+        if self.mon_pid in procs.REAPED and self.mon_fd < 0:
+            procs.REAPED.pop(self.mon_pid)
+
+    def init_fd(self, h: Held) -> None:
+        """An init exited. Ours to reap if its monitor died (reap() does); else its exit
+        status shows through the pidfd (or /proc, while it is a zombie)."""
+        self.off(h.pidfd)
+        if self.mon_fd >= 0 and not select.select([self.mon_fd], [], [], 0)[0]:
+            return  # its monitor lives: it records the exit (and a `rm -f` may follow)
+        status = procs.child_status(h.pid, block=False)
+        if status is None:
+            status = procs.exit_status(h.pidfd, h.pid, h.start)
+        if status is not None:
+            self.exited(h, status)
+
+    def exited(self, h: Held, status: int) -> None:
+        """Keep the FIFOs (the next monitor reads what is left), record the code."""
+        self.by_pid.pop(h.pid, None)
+        if h.pidfd >= 0:
+            self.off(h.pidfd)
+            try:
+                os.close(h.pidfd)
+            except OSError:
+                pass
+            h.fds = [f for f in h.fds if f != h.pidfd]
+            h.pidfd = -1
+        S.write_atomic(os.path.join(self.paths.cdir(h.name), procs.EXIT_FILE),
+                       f"{procs.shell_code(status)} {h.pid}\n".encode())
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(s, lambda _s, _f: None)
+        self.on(wake_r, lambda _fd: None)  # read in the loop itself
+        while True:
+            if not self.mon_pid and not self.stopping and time.monotonic() >= self.respawn_at:
+                self.fork_monitor()
+            timeout = 1.0 if self.mon_pid or self.stopping else \
+                max(0.0, self.respawn_at - time.monotonic())
+            try:
+                events = self.ep.poll(timeout)
+            except InterruptedError:  # pragma: no cover
+                continue
+            for fd, _ in events:
+                if fd == wake_r:
+                    try:
+                        got = os.read(wake_r, 512)
+                    except BlockingIOError:
+                        got = b""
+                    if signal.SIGTERM in got:
+                        self.stopping = True
+                        if self.mon_pid:
+                            try:
+                                os.kill(self.mon_pid, signal.SIGTERM)
+                            except OSError:
+                                pass
+                    continue
+                self.dispatch([(fd, 0)], COMM)
+            self.reap()
+            if self.stopping and not self.mon_pid:
+                break
+        try:
+            with open(os.path.join(self.root, PID_FILE)) as f:
+                mine = int(f.read().strip() or 0) == os.getpid()
+            if mine:
+                os.unlink(os.path.join(self.root, PID_FILE))
+        except (OSError, ValueError):
+            pass
+        return 0
 
 
-def serve(root: str, ready: int) -> int:
+def serve(root: str, ready: int, sibling: tuple[int, int] | None = None) -> int:
     import fcntl
+    import resource
 
-    monitor.set_comm(COMM)
-    _preload()
+    procs.set_comm(COMM)
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     lock = os.open(os.path.join(root, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_EX | (0 if sibling else fcntl.LOCK_NB))
     except OSError:  # another one started at the same moment: it serves
-        os.write(ready, b"ok\n")
+        if ready >= 0:
+            os.write(ready, b"ok\n")
         return 0
-    monitor.subreaper()
-    # SIGCHLD wakes the select below (through the wakeup fd) to reap at once
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    path = os.path.join(root, SOCK)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o077)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
-    listener.listen(64)
-    monitor.S.write_atomic(os.path.join(root, PID_FILE), f"{os.getpid()}\n".encode())
-    os.write(ready, b"ok\n")
-    os.close(ready)
-    reaper = Reaper(root)
-    gc.freeze()  # everything so far: shared with the monitors, never collected
-    idle = 0.0
-    while True:
-        watched: list[Any] = [listener, wake_r]
-        readable, _, _ = select.select(watched, [], [], 1.0)
-        if wake_r in readable:
-            try:
-                os.read(wake_r, 512)
-            except BlockingIOError:
-                pass
-        reaper.reap()
-        if listener in readable:
-            idle = 0.0
-            conn, _ = listener.accept()
-            with conn:
-                try:
-                    pid, name = _fork_monitor(root, conn, listener, lock, wake_r, wake_w)
-                    if pid > 0:
-                        reaper.monitors[pid] = name
-                    conn.send(str(pid).encode())
-                except OSError:
-                    pass
-        elif not reaper.monitors and not reaper.held and not readable:
-            idle += 1.0
-            if idle >= IDLE or not os.path.exists(path):
-                break
-    try:
-        os.unlink(os.path.join(root, PID_FILE))
-        os.unlink(path)
-    except OSError:
-        pass
-    return 0
+    procs.subreaper()
+    S.write_atomic(os.path.join(root, PID_FILE), f"{os.getpid()}\n".encode())
+    k = Keeper(root)
+    k.lock = lock
+    if sibling is not None:
+        sock = socket.socket(fileno=sibling[0])
+        sock.set_inheritable(False)
+        k.use_monitor(sibling[1], sock)
+    else:
+        k.fork_monitor(ready)  # the monitor says "ok" on `ready` once it listens
+        if ready >= 0:
+            os.close(ready)
+    return k.run()
 
 
 def main(argv: list[str]) -> int:
+    if "--sibling" in argv:
+        i = argv.index("--sibling")
+        return serve(argv[0], -1, (int(argv[i + 1]), int(argv[i + 2])))
     return serve(argv[0], int(argv[1]))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 
 from cove.errors import CoveError
 from cove.image import reference
@@ -35,6 +34,7 @@ def ensure_busybox(store: Store) -> str:
             return store.resolve(NAME)
         except CoveError:
             pass
+        import tempfile
         with tempfile.TemporaryDirectory(dir=store.tmp_dir) as tmp:
             rootfs = build_rootfs(os.path.join(tmp, "rootfs"))
             tar = os.path.join(tmp, "rootfs.tar")

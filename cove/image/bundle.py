@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from cove.runtime.spec import default_spec
+from cove.oci.defaults import default_spec
 
 
 def write_bundle(bundle: str, rootfs: str, args: list[str], *, env: list[str] | None = None,

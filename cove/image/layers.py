@@ -16,27 +16,36 @@ lstat, so nothing the layer creates is ever followed.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
-import gzip
-import hashlib
 import io
 import json
 import os
 import queue
 import shutil
 import stat
-import tarfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.image import userns
 from cove.oci.image import LAYER_COMPRESSION
+from cove.oci.record import field, record
+
+if TYPE_CHECKING:
+    import base64
+    import gzip
+    import hashlib
+    import tarfile
+else:
+    from cove.lazy import lazy
+
+    base64 = lazy("base64")
+    gzip = lazy("gzip")
+    hashlib = lazy("hashlib")
+    tarfile = lazy("tarfile")
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -199,7 +208,7 @@ def _escapes(parent: str, target: str) -> bool:
     return False
 
 
-@dataclass
+@record
 class Whiteouts:
     whiteouts: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)

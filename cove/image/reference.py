@@ -4,17 +4,16 @@ as docker does (`busybox` → `docker.io/library/busybox:latest`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cove.errors import CoveError
 from cove.oci.image import check_digest
+from cove.oci.record import frozen_record
 
 DEFAULT_REGISTRY = "docker.io"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-/")
 _TAG_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Reference:
     registry: str
     repository: str

@@ -12,21 +12,21 @@ overlayfs is not allowed, a copy of the layers applied in order.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-from dataclasses import dataclass
+import time
 
 from cove.errors import CoveError
-from cove.image import layers as L
+from cove.image import layers
 from cove.image.store import Image, Store
+from cove.oci.record import record
 from cove.sys import libc
 
 MNT_DETACH = 2
 
 
-@dataclass
+@record
 class Rootfs:
     container_dir: str
     path: str
@@ -36,7 +36,7 @@ class Rootfs:
 def _snapshots(store: Store, image: Image, max_size: int) -> list[str]:
     out = []
     for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids, strict=True):
-        out.append(L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id,
+        out.append(layers.ensure_snapshot(store, desc.digest, desc.media_type, diff_id,
                                      max_size=max_size))
     return out
 
@@ -67,7 +67,7 @@ def mount_overlay(lowers: list[str], upper: str, work: str, target: str, cwd: st
         os.close(old)
 
 
-def prepare(store: Store, image: Image, cid: str, *, max_size: int = L.DEFAULT_MAX_SIZE,
+def prepare(store: Store, image: Image, cid: str, *, max_size: int = layers.DEFAULT_MAX_SIZE,
             allow_overlay: bool = True) -> Rootfs:
     """Create `containers/<cid>/` with a merged rootfs for `image`."""
     cdir = os.path.join(store.container_dir, cid)
@@ -77,7 +77,7 @@ def prepare(store: Store, image: Image, cid: str, *, max_size: int = L.DEFAULT_M
         raise CoveError(f"container {cid}", "already exists") from None
     try:
         with open(os.path.join(cdir, "layers.json"), "w") as f:
-            json.dump(image.config.diff_ids, f)
+            f.write(json.dumps(image.config.diff_ids))
         snaps = _snapshots(store, image, max_size)
         merged = os.path.join(cdir, "merged")
         os.mkdir(merged, 0o755)
@@ -99,9 +99,9 @@ def prepare(store: Store, image: Image, cid: str, *, max_size: int = L.DEFAULT_M
                                    errno.EACCES, errno.ENOTSUP):
                     raise
         if mode == "copy":
-            L.apply_snapshots(snaps, merged)
+            layers.apply_snapshots(snaps, merged)
         with open(os.path.join(cdir, "rootfs.json"), "w") as f:
-            json.dump({"mode": mode, "image": image.digest}, f)
+            f.write(json.dumps({"mode": mode, "image": image.digest}))
         return Rootfs(cdir, merged, mode)
     except BaseException:
         release(store, cid)
@@ -120,8 +120,17 @@ def release(store: Store, cid: str, remove: bool = True) -> None:
                 raise
             libc.umount2(merged, MNT_DETACH)
     if remove:
-        with contextlib.suppress(FileNotFoundError):
-            L.remove_tree(cdir)
+        for attempt in range(3):
+            try:
+                layers.remove_tree(cdir)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                # a file made in it meanwhile (the engine's last words on an exit)
+                if e.errno != errno.ENOTEMPTY or attempt == 2:
+                    raise
+                time.sleep(0.05)
 
 
 def remount(store: Store, cid: str) -> str:

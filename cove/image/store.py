@@ -19,14 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from cove.errors import CoveError
@@ -39,6 +36,17 @@ from cove.oci.image import (
     check_digest,
     manifest_media_type,
 )
+from cove.oci.record import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import hashlib
+    import tempfile
+else:
+    from cove.lazy import lazy
+
+    hashlib = lazy("hashlib")
+    tempfile = lazy("tempfile")
 
 
 def default_root() -> str:
@@ -46,6 +54,16 @@ def default_root() -> str:
         return "/var/lib/cove"
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return os.path.join(base, "cove")
+
+
+def _sha256_hex(data: bytes) -> str:
+    """sha256 of a small blob with the interpreter's own implementation: hashlib loads
+    OpenSSL (~3.5 ms), which `cove run` would pay to check its image's config."""
+    try:
+        from _sha256 import sha256
+    except ImportError:  # Python 3.12: _sha2
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
 
 
 class DigestMismatch(CoveError):
@@ -159,7 +177,7 @@ class BlobWriter:
             self.abort()
 
 
-@dataclass
+@record
 class ImageRecord:
     digest: str                                   # the manifest (or index) digest
     names: list[str] = field(default_factory=list)
@@ -169,7 +187,7 @@ class ImageRecord:
         return {"names": self.names, "created": self.created}
 
 
-@dataclass
+@record
 class Image:
     """A stored image manifest with its config, ready to unpack or run."""
     digest: str
@@ -261,7 +279,7 @@ class Store:
         """A small blob's content, verified against its digest (manifests, configs)."""
         with self.open_blob(digest) as f:
             data = f.read()
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if "sha256:" + _sha256_hex(data) != digest:
             raise DigestMismatch(f"blob {digest}", "stored content is corrupt")
         return data
 

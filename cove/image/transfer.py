@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from cove.errors import CoveError, os_why
-from cove.image import layers as L
-from cove.image import reference
+from cove.image import layers, reference
 from cove.image.platforms import host_platform
 from cove.image.progress import Progress
 from cove.image.registry import Registry
@@ -67,7 +66,7 @@ class _Track:
         _, diffs = store.referenced()
         for s in self.snapshots:
             if s not in diffs:
-                L.remove_tree(os.path.join(store.snapshot_dir, s.partition(":")[2]))
+                layers.remove_tree(os.path.join(store.snapshot_dir, s.partition(":")[2]))
 
 
 def _short(d: str) -> str:
@@ -78,7 +77,7 @@ def _short(d: str) -> str:
 
 def pull(store: Store, ref: str, *, platform: Platform | None = None,
          opts: RegistryOptions | None = None, progress: Progress | None = None,
-         client: Registry | None = None, max_size: int = L.DEFAULT_MAX_SIZE) -> str:
+         client: Registry | None = None, max_size: int = layers.DEFAULT_MAX_SIZE) -> str:
     """Pull `ref` into the store (blobs verified, layers unpacked); return the manifest
     digest. A short name is tried against each search registry in turn
     (`reference.search_registries`); the first that has it wins. A failure leaves
@@ -102,7 +101,7 @@ def pull(store: Store, ref: str, *, platform: Platform | None = None,
 
 def _pull_one(store: Store, ref: str, *, platform: Platform | None = None,
               opts: RegistryOptions | None = None, progress: Progress | None = None,
-              client: Registry | None = None, max_size: int = L.DEFAULT_MAX_SIZE) -> str:
+              client: Registry | None = None, max_size: int = layers.DEFAULT_MAX_SIZE) -> str:
     r = reference.parse(ref)
     opts = opts or RegistryOptions()
     prog = progress or Progress()
@@ -147,7 +146,7 @@ def _pull_one(store: Store, ref: str, *, platform: Platform | None = None,
             snap = os.path.join(store.snapshot_dir, diff_id.partition(":")[2])
             if not os.path.isdir(snap):
                 prog.status(key, "unpacking")
-                L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id,
+                layers.ensure_snapshot(store, desc.digest, desc.media_type, diff_id,
                                   max_size=max_size)
                 track.snapshots.append(diff_id)
             prog.done(key, "done")
@@ -377,7 +376,7 @@ def add_layer(store: Store, tar_path: str, compression: str = "gzip",
     with tempfile.TemporaryFile(dir=store.tmp_dir) as tmp:
         with open(tar_path, "rb") as f:
             raw = _Reading(f, advance=lambda n: prog.advance(key, n))
-            plain = _Reading(L.decompressed(raw, "auto"), h)  # type: ignore[arg-type]
+            plain = _Reading(layers.decompressed(raw, "auto"), h)  # type: ignore[arg-type]
             _compress(plain, tmp, compression)  # type: ignore[arg-type]
         size = tmp.tell()
         tmp.seek(0)
@@ -410,7 +409,7 @@ def build_image(store: Store, layer_tars: list[str], config: ContainerConfig | N
     digest = store.put_blob(mdata)
     if unpack:
         for d, diff in zip(descs, diffs, strict=True):
-            L.ensure_snapshot(store, d.digest, d.media_type, diff)
+            layers.ensure_snapshot(store, d.digest, d.media_type, diff)
     store.add_image(digest, [str(reference.parse(n)) for n in names])
     return digest
 
@@ -557,8 +556,8 @@ def _save_docker(store: Store, resolved: list[Any], tf: tarfile.TarFile) -> None
             # docker-archive layers are uncompressed tars named by diffID.
             with tempfile.TemporaryFile(dir=store.tmp_dir) as t:
                 with store.open_blob(desc.digest) as f:
-                    shutil.copyfileobj(L.decompressed(f, L.compression_of(desc.media_type)),
-                                       t, 1 << 20)
+                    compression = layers.compression_of(desc.media_type)
+                    shutil.copyfileobj(layers.decompressed(f, compression), t, 1 << 20)
                 ti = tarfile.TarInfo(name)
                 ti.size = t.tell()
                 ti.mode = 0o644
@@ -579,14 +578,14 @@ class _Archive:
 
     def __init__(self, tf: tarfile.TarFile) -> None:
         self.tf = tf
-        self.members = {L.safe_name(m.name, "archive"): m for m in tf.getmembers()
+        self.members = {layers.safe_name(m.name, "archive"): m for m in tf.getmembers()
                         if m.isreg()}
 
     def has(self, name: str) -> bool:
-        return L.safe_name(name, "archive") in self.members
+        return layers.safe_name(name, "archive") in self.members
 
     def open(self, name: str) -> IO[bytes]:
-        m = self.members.get(L.safe_name(name, "archive"))
+        m = self.members.get(layers.safe_name(name, "archive"))
         f = self.tf.extractfile(m) if m is not None else None
         if f is None:
             raise CoveError(f"archive member {name!r}", "missing")
@@ -673,7 +672,7 @@ def _load_oci(store: Store, ar: _Archive, name: str | None, track: _Track) -> li
             for lay, diff in zip(m.layers, cfg.diff_ids, strict=True):
                 blob(lay.digest)
                 if not os.path.isdir(os.path.join(store.snapshot_dir, diff.partition(":")[2])):
-                    L.ensure_snapshot(store, lay.digest, lay.media_type, diff)
+                    layers.ensure_snapshot(store, lay.digest, lay.media_type, diff)
                     track.snapshots.append(diff)
         names = []
         ann = desc.annotations
@@ -736,11 +735,11 @@ def _load_docker(store: Store, ar: _Archive, name: str | None, track: _Track) ->
         descs = []
         for lname, diff in zip(ent["Layers"], cfg.diff_ids, strict=True):
             with ar.open(lname) as f:
-                comp = L.detect_compression(f.read(4))
+                comp = layers.detect_compression(f.read(4))
             d = _put_file(store, ar, lname, None, track)
             descs.append(Descriptor(LAYER_TYPES[comp], d, store.blob_size(d)))
             if not os.path.isdir(os.path.join(store.snapshot_dir, diff.partition(":")[2])):
-                L.ensure_snapshot(store, d, descs[-1].media_type, diff)
+                layers.ensure_snapshot(store, d, descs[-1].media_type, diff)
                 track.snapshots.append(diff)
         m = Manifest(OCI_MANIFEST, Descriptor(OCI_CONFIG, cdigest, len(cfg_raw)), descs)
         mdigest = store.put_blob(m.to_bytes())

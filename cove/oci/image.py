@@ -8,12 +8,19 @@ The stdlib `json` is fine here: only `cove` (never cove-runtime) reads images.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from cove.errors import CoveError
+from cove.oci.record import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import hashlib
+else:
+    from cove.lazy import lazy
+
+    hashlib = lazy("hashlib")
 
 # Media types.
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -112,7 +119,7 @@ def loads(data: bytes | str, what: str) -> dict[str, Any]:
     return v
 
 
-@dataclass
+@record
 class Platform:
     os: str = "linux"
     architecture: str = "amd64"
@@ -142,7 +149,7 @@ class Platform:
         return d
 
 
-@dataclass
+@record
 class Descriptor:
     media_type: str
     digest: str
@@ -176,7 +183,7 @@ class Descriptor:
         return d
 
 
-@dataclass
+@record
 class Manifest:
     """An image manifest: OCI or Docker schema 2 (the same shape)."""
     media_type: str
@@ -217,7 +224,7 @@ class Manifest:
         return json.dumps(self.to_json(), indent=2).encode()
 
 
-@dataclass
+@record
 class Index:
     """An OCI image index or Docker manifest list."""
     media_type: str
@@ -285,7 +292,7 @@ def manifest_media_type(data: bytes) -> str:
     return OCI_INDEX if "manifests" in o and "layers" not in o else OCI_MANIFEST
 
 
-@dataclass
+@record
 class ContainerConfig:
     """The `config` object of an image config: how to run the image."""
     entrypoint: list[str] | None = None
@@ -338,7 +345,7 @@ class ContainerConfig:
         return d
 
 
-@dataclass
+@record
 class ImageConfig:
     """An image config blob (OCI `application/vnd.oci.image.config.v1+json` or Docker's)."""
     os: str

@@ -11,79 +11,19 @@ import time
 
 from cove.errors import CoveError, os_why
 from cove.oci.spec import Spec
-from cove.runtime import process as P
-from cove.runtime import state as S
-from cove.runtime.hooks import run_hooks
+from cove.runtime import process
+from cove.runtime import state as runtime_state
+from cove.runtime.caller import load_bundle, write_pid_file
 from cove.runtime.nsexec import NsPlan, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import _thread
     from typing import Any
 
     from cove.oci.spec import IDMap, Namespace
+    from cove.runtime import CreateOptions
     from cove.runtime.cgroups import Manager
     from cove.runtime.nsexec import Sync
-
-
-class CreateOptions:
-    def __init__(self, root: str, cid: str, bundle: str, pid_file: str = "",
-                 console_socket: str = "", preserve_fds: int = 0, no_pivot: bool = False,
-                 rootless: bool = False, systemd_cgroup: bool = False) -> None:
-        self.root = root
-        self.id = cid
-        self.bundle = bundle
-        self.pid_file = pid_file
-        self.console_socket = console_socket
-        self.preserve_fds = preserve_fds
-        self.no_pivot = no_pivot
-        self.rootless = rootless
-        self.systemd_cgroup = systemd_cgroup
-        # From cgroups.prewarm.prewarm(), started before the imports of `create`.
-        self.warm: _thread.LockType | None = None
-        # A connected socket to send the pty master to, instead of --console-socket.
-        self.console_fd = -1
-
-
-def load_bundle(bundle: str) -> tuple[str, bytes, Spec, str]:
-    """(absolute bundle, config bytes, parsed spec, absolute rootfs)."""
-    bundle = os.path.abspath(bundle or ".")
-    cfg_path = os.path.join(bundle, "config.json")
-    try:
-        with open(cfg_path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise CoveError(f"bundle {bundle}", f"config.json: {e.strerror}") from None
-    spec = Spec.parse(raw)
-    if spec.process is None:
-        raise CoveError("process", "required field is missing")
-    if spec.root is None:
-        raise CoveError("root", "required field is missing")
-    rootfs = os.path.join(bundle, spec.root.path)
-    if not os.path.isdir(rootfs):
-        raise CoveError(f"root.path {spec.root.path}", "rootfs directory does not exist")
-    return bundle, raw, spec, os.path.realpath(rootfs)
-
-
-def write_pid_file(path: str, pid: int) -> None:
-    """Atomically, as runc: containerd and conmon read it as soon as we exit."""
-    path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
-
-
-def connect_console(path: str) -> int:
-    import _socket
-
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-    except OSError as e:
-        s.close()
-        raise CoveError(f"--console-socket {path}", os_why(e)) from None
-    return s.detach()
 
 
 def write_id_maps(pid: int, spec: Spec) -> None:
@@ -222,9 +162,8 @@ def check_sysctl(spec: Spec) -> None:
             raise CoveError(f"linux.sysctl.{key}", f"{value!r} conflicts with the "
                             f"`domainname` field ({spec.domainname!r})")
         if key.startswith("net."):
-            ns = lin.ns("network")
-            if ns is None or ns.path:
-                raise CoveError(f"linux.sysctl.{key}", "needs a new network namespace")
+            # A joined one that is not the host's is the pod's (CRI's sandbox netns).
+            _own_ns(lin.ns("network"), "net", key)
         elif key in ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                      "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
                      "kernel.shm_rmid_forced") or key.startswith("fs.mqueue."):
@@ -282,10 +221,16 @@ def cgroup_resources(spec: Spec) -> dict[str, Any] | None:
     if res is None or not isinstance(res.get("devices"), list):
         return res
     res = dict(res)
+    # a device of linux.devices is allowed rwm unless linux.resources.devices says how
+    # (docker's `--device /dev/X:r` gives the node and an "r" rule: no write)
+    said = {(r.get("type"), r.get("major"), r.get("minor")) for r in res["devices"]
+            if isinstance(r, dict) and r.get("allow")}
     res["devices"] = [*res["devices"], *DEFAULT_DEVICE_RULES,
-                      *({"allow": True, "type": d.type if d.type != "u" else "c",
-                         "major": d.major, "minor": d.minor, "access": "rwm"}
-                        for d in spec.linux.devices if d.type != "p")]
+                      *({"allow": True, "type": t, "major": d.major, "minor": d.minor,
+                         "access": "rwm"}
+                        for d in spec.linux.devices if d.type != "p"
+                        for t in ("c" if d.type == "u" else d.type,)
+                        if (t, d.major, d.minor) not in said)]
     return res
 
 
@@ -299,15 +244,15 @@ def check_preserve_fds(opts: CreateOptions) -> None:
     if opts.warm is not None:
         opts.warm.acquire()
         opts.warm = None  # done: nothing left to wait for before fork
-    P.check_preserve_fds(opts.preserve_fds)
+    process.check_preserve_fds(opts.preserve_fds)
 
 
-def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
+def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
     """Create the container; return its state (status created)."""
     from cove.runtime.cgroups import open_manager
 
     check_preserve_fds(opts)
-    S.check_id(opts.id)
+    runtime_state.check_id(opts.id)
     bundle, raw, spec, rootfs = load_bundle(opts.bundle)
     # Refused by design (README, cove-runtime): in the host's mount namespace, be it
     # none asked for or the runtime's own joined by path, the container's mounts,
@@ -328,7 +273,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
     if rootless:
         check_rootless(spec)
     check_id_maps(spec)
-    P.check_unknown_caps(spec.process, spec.annotations)
+    process.check_unknown_caps(spec.process, spec.annotations)
     if spec.linux.intel_rdt:
         raise CoveError("linux.intelRdt", "not supported on this host")
     os.makedirs(opts.root, 0o700, exist_ok=True)
@@ -338,9 +283,9 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         os.chmod(sdir, 0o711)  # whatever the umask
     except FileExistsError:
         raise CoveError(f"container {opts.id!r}", "already exists") from None
-    st = S.State(opts.root, opts.id, {
+    st = runtime_state.State(opts.root, opts.id, {
         "id": opts.id, "pid": 0, "bundle": bundle, "rootfs": rootfs,
-        "created": S.rfc3339(time.time_ns()), "owner": "root" if os.geteuid() == 0 else
+        "created": runtime_state.rfc3339(time.time_ns()), "owner": "root" if os.geteuid() == 0 else
         str(os.geteuid()), "annotations": spec.annotations, "rootless": opts.rootless,
     })
     mgr: Manager | None = None
@@ -370,6 +315,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         st.data["cgroup"] = mgr.to_state()
         mgr.set(cgroup_resources(spec))
         if opts.console_socket:
+            from cove.runtime.caller import connect_console
+
             console_fd = connect_console(opts.console_socket)
         elif opts.console_fd >= 0:
             console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
@@ -377,7 +324,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         from cove.runtime.init import InitConfig, container_init
         from cove.runtime.rootfs import bind_sources, send_bind_sources
 
-        P.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
+        process.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
 
         cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
                          mgr.mounts(), "")
@@ -394,14 +341,15 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
                                       _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
             cfg.bind_socks = bind_socks = (a.detach(), b.detach())
         if spec.linux.seccomp is not None:
-            from cove.runtime import seccomp as SC
+            from cove.runtime import seccomp
 
-            cfg.seccomp = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR),
-                                spec.annotations.get(SC.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
+            cfg.seccomp = seccomp.program(
+                spec.linux.seccomp, os.path.join(opts.root, seccomp.CACHE_DIR),
+                spec.annotations.get(seccomp.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
         if subreaper:
-            from cove.sys import libc as L
+            from cove.sys import libc
 
-            L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         if opts.warm is not None:
             opts.warm.acquire()  # no thread may be running across fork()
         child, sync = spawn(plan, lambda s: container_init(cfg, s))
@@ -417,7 +365,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         os.waitpid(child, 0)
         child = 0
         st.data["pid"] = init_pid
-        st.data["init_start"] = S.proc_start_time(init_pid)
+        st.data["init_start"] = runtime_state.proc_start_time(init_pid)
         st.data["creating"] = True  # `state` says "creating" until init is ready
         st.save()
         if bind_socks is not None:
@@ -441,18 +389,21 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
         # The environment is made (the spec's step 2): the hooks read "created"
         # (state.hook_state), though `state` says "creating" until init is ready.
         hs = st.hook_state("created")
-        run_hooks("prestart", spec.hooks.prestart, hs)
-        run_hooks("createRuntime", spec.hooks.createRuntime, hs)
+        if spec.hooks.prestart or spec.hooks.createRuntime:
+            from cove.runtime.hooks import run_hooks  # most containers have none
+
+            run_hooks("prestart", spec.hooks.prestart, hs)
+            run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         sync.send(f"ok {hs}")
-        from cove.runtime.seccomp_default import wants_notify
+        from cove.oci.seccomp_default import wants_notify
 
         if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
             from cove.oci import jsonio
-            from cove.runtime import seccomp as SC
+            from cove.runtime import seccomp
 
             # A seccomp agent hears from init before create is done: "creating", as
             # runc tells it.
-            SC.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
+            seccomp.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
                                    jsonio.loads(st.hook_state("creating")))
         else:
             sync.expect("ready")
@@ -485,7 +436,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> S.State:
                 mgr.destroy()
             except (OSError, CoveError):
                 pass
-        S.remove_dir(sdir)
+        runtime_state.remove_dir(sdir)
         raise
     finally:
         if sync is not None:

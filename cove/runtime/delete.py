@@ -6,10 +6,10 @@ import os
 import time
 
 from cove.errors import CoveError, os_why
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 
-def wait_gone(st: S.State, timeout: float = 10.0) -> bool:
+def wait_gone(st: runtime_state.State, timeout: float = 10.0) -> bool:
     """Wait until init is gone (exited or a zombie: its reaper is not us)."""
     deadline = time.monotonic() + timeout
     while st.alive():
@@ -21,12 +21,12 @@ def wait_gone(st: S.State, timeout: float = 10.0) -> bool:
 
 def delete(root: str, cid: str, force: bool = False) -> None:
     try:
-        st = S.load(root, cid)
+        st = runtime_state.load(root, cid)
     except CoveError:
         if force:
             # An aborted create may leave a directory without state.json (as runc).
-            S.check_id(cid)
-            S.remove_dir(os.path.join(root, cid))
+            runtime_state.check_id(cid)
+            runtime_state.remove_dir(os.path.join(root, cid))
             return
         raise
     status = st.status()
@@ -66,4 +66,4 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         # The spec: a failing poststop hook is a warning; the next ones run, and
         # deletion goes on.
         run_hooks_warning("poststop", spec.hooks.poststop, st.hook_state("stopped"))
-    S.remove_dir(st.dir)
+    runtime_state.remove_dir(st.dir)

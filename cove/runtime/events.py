@@ -7,7 +7,7 @@ import time
 
 from cove.errors import CoveError
 from cove.oci import jsonio
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def _emit(obj: dict[str, object]) -> None:
 
 
 def events(root: str, cid: str, stats_once: bool, interval: float) -> None:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     if st.status() == "stopped":
         raise CoveError(f"container {cid!r}", "container not running")
     if not st.data.get("cgroup"):

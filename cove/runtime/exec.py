@@ -5,38 +5,20 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError, os_why
+from cove.oci.seccomp_default import wants_notify
 from cove.oci.spec import Process, Spec
-from cove.runtime import process as P
-from cove.runtime import state as S
+from cove.runtime import process
+from cove.runtime import state as runtime_state
 from cove.runtime.nsexec import NS_PROC, NsPlan, spawn
-from cove.runtime.seccomp_default import wants_notify
-from cove.sys import libc as L
+from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cove.runtime import ExecOptions
     from cove.runtime.nsexec import Sync
     from cove.runtime.seccomp import Program
-
-
-class ExecOptions:
-    def __init__(self, root: str, cid: str) -> None:
-        self.root = root
-        self.id = cid
-        self.process_file = ""
-        self.args: list[str] = []
-        self.tty = False
-        self.detach = False
-        self.pid_file = ""
-        self.console_socket = ""
-        self.env: list[str] = []
-        self.cwd = ""
-        self.user = ""
-        self.caps: list[str] = []
-        self.no_new_privs = False
-        self.preserve_fds = 0
-        self.additional_gids: list[int] = []
 
 
 def build_process(opts: ExecOptions, spec: Spec) -> Process:
@@ -101,14 +83,14 @@ def _same_ns(pid: int, name: str) -> bool:
 def exec_process(opts: ExecOptions) -> int:
     """Start the process; return its exit code (or 0 once started, with --detach)."""
     if opts.preserve_fds:
-        P.check_preserve_fds(opts.preserve_fds)
-    st = S.load(opts.root, opts.id)
+        process.check_preserve_fds(opts.preserve_fds)
+    st = runtime_state.load(opts.root, opts.id)
     status = st.status()
     if status not in ("running", "created"):
         raise CoveError(f"container {opts.id!r}", f"cannot exec in a {status} container")
     spec = Spec.parse(st.config_bytes())
     proc = build_process(opts, spec)
-    P.check_unknown_caps(proc, spec.annotations)
+    process.check_unknown_caps(proc, spec.annotations)
     if proc.terminal and not opts.console_socket:
         raise CoveError("exec --tty", "needs --console-socket")
     pid = st.pid
@@ -124,19 +106,19 @@ def exec_process(opts: ExecOptions) -> int:
         mgr = open_manager_from_state(st.data["cgroup"])
     console_fd = -1
     if opts.console_socket:
-        from cove.runtime.create import connect_console
+        from cove.runtime.caller import connect_console
 
         console_fd = connect_console(opts.console_socket)
     userns = spec.linux.ns("user") is not None
-    P.preload(proc, spec.linux.seccomp is not None)
+    process.preload(proc, spec.linux.seccomp is not None)
     prog = None
     if spec.linux.seccomp is not None:
-        from cove.runtime import seccomp as SC
+        from cove.runtime import seccomp
 
-        prog = SC.program(spec.linux.seccomp, os.path.join(opts.root, SC.CACHE_DIR),
-                            spec.annotations.get(SC.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
+        prog = seccomp.program(spec.linux.seccomp, os.path.join(opts.root, seccomp.CACHE_DIR),
+                            spec.annotations.get(seccomp.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
     if not opts.detach:
-        L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
     child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,
                                                      userns, s))
     try:
@@ -150,9 +132,9 @@ def exec_process(opts: ExecOptions) -> int:
         sync.send("start")
         if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
             from cove.oci import jsonio
-            from cove.runtime import seccomp as SC
+            from cove.runtime import seccomp
 
-            SC.expect_after_notify(sync, "exec", gpid, spec.linux.seccomp or {},
+            seccomp.expect_after_notify(sync, "exec", gpid, spec.linux.seccomp or {},
                                    jsonio.loads(st.hook_state(status)))
         else:
             sync.expect("exec")
@@ -174,12 +156,12 @@ def exec_process(opts: ExecOptions) -> int:
         if console_fd >= 0:
             os.close(console_fd)
     if opts.pid_file:
-        from cove.runtime.create import write_pid_file
+        from cove.runtime.caller import write_pid_file
 
         write_pid_file(opts.pid_file, gpid)
     if opts.detach:
         return 0
-    from cove.runtime.run import wait_forwarding
+    from cove.runtime.caller import wait_forwarding
 
     return wait_forwarding(gpid)
 
@@ -187,15 +169,15 @@ def exec_process(opts: ExecOptions) -> int:
 def _exec_stage2(proc: Process, prog: Program | None, console_fd: int, preserve_fds: int,
                  userns: bool, sync: Sync) -> None:
     if not userns:
-        L.prctl(L.PR_SET_DUMPABLE, 0)  # see init.py: no ptrace of us while we hold host fds
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)  # see init.py: no ptrace of us while we hold host fds
     if proc.terminal:
-        P.setup_console(console_fd, proc.console_size, bind_console=False)
-    P.apply_rlimits(proc)
-    P.check_lsm(proc)
-    P.enter_cwd(proc.cwd, create=False)
-    prep = P.prepare_exec(proc, prog, sync, userns, preserve_fds, set())
+        process.setup_console(console_fd, proc.console_size, bind_console=False)
+    process.apply_rlimits(proc)
+    process.check_lsm(proc)
+    process.enter_cwd(proc.cwd, create=False)
+    prep = process.prepare_exec(proc, prog, sync, userns, preserve_fds, set())
     sync.send("exec")
     try:
-        P.final_exec(prep)
+        process.final_exec(prep)
     except OSError as e:
         raise CoveError(f"exec {proc.args[0]}", os_why(e)) from None

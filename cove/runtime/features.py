@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from cove.oci import OCI_VERSION
 from cove.oci.spec import HOOK_KINDS, NAMESPACES
 from cove.runtime.rootfs import _FLAGS, _PROPAGATION
-from cove.runtime.state import OCI_VERSION
 from cove.sys.caps import CAPS
 
 TYPE_CHECKING = False
@@ -29,7 +29,7 @@ def libseccomp_version() -> str | None:
 
 
 def features() -> dict[str, Any]:
-    from cove.runtime import seccomp as SC
+    from cove.runtime import seccomp
 
     sv = libseccomp_version()
     out: dict[str, Any] = {
@@ -44,11 +44,11 @@ def features() -> dict[str, Any]:
                        "rdma": False},
             "seccomp": {
                 "enabled": sv is not None,
-                "actions": sorted(SC._ACTIONS),
-                "operators": sorted(SC._OPS),
+                "actions": sorted(seccomp._ACTIONS),
+                "operators": sorted(seccomp._OPS),
                 "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
-                "knownFlags": sorted(SC._FLAG_ATTRS),
-                "supportedFlags": sorted(SC._FLAG_ATTRS),
+                "knownFlags": sorted(seccomp._FLAG_ATTRS),
+                "supportedFlags": sorted(seccomp._FLAG_ATTRS),
             },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

@@ -11,10 +11,9 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.oci import jsonio
-from cove.runtime import process as P
-from cove.runtime.hooks import run_hooks
+from cove.runtime import process
 from cove.runtime.rootfs import RootfsBuilder, bind_sources, open_proc, recv_bind_sources
-from cove.sys import libc as L
+from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,14 +56,14 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         # execve our mm belongs to the host's user namespace, so an undumpable init's
         # /proc files are owned by the host's root, unmapped here. The fds are CLOEXEC
         # there anyway, and the fifo handle is O_PATH on a 0711 state dir.
-        L.prctl(L.PR_SET_DUMPABLE, 0)
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
     netns = lin.ns("network")
     if netns is not None and not netns.path:
         # A network namespace we created has only `lo`, and down: runc brings it up
         # (libcontainer's "loopback" network), so services on 127.0.0.1 answer inside
         # a container without networking. A joined namespace is its owner's business.
         try:
-            L.link_up("lo")
+            libc.link_up("lo")
         except OSError as e:
             raise CoveError("network namespace", f"bring up lo: {os_why(e)}") from None
     mntns = lin.ns("mount")
@@ -79,12 +78,16 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     cfg.hook_state = sync.expect("ok")[3:]  # the runtime sends the state hooks read
     hook_env: dict[str, str] = {}
     if spec.hooks.createContainer or spec.hooks.startContainer:
+        # Imported only here, before pivot_root hides Cove's source: most containers
+        # have no hooks, and create's import budget is shared with this module.
+        from cove.runtime.hooks import run_hooks
+
         cfg.hook_state = _container_view(cfg.hook_state)
-        hook_env = P.env_dict(proc.env)
+        hook_env = process.env_dict(proc.env)
     cgns = lin.ns("cgroup")
     if cgns is not None and not cgns.path:
         # Now that the runtime has put us in our cgroup, it becomes our namespace root.
-        L.unshare(L.CLONE_NEWCGROUP)
+        libc.unshare(libc.CLONE_NEWCGROUP)
     if spec.hooks.createContainer:
         run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state, hook_env)
     if mntns is not None:
@@ -94,19 +97,19 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         os.chdir("/")
     if lin.ns("uts") is not None and not lin.ns("uts").path:  # type: ignore[union-attr]
         if spec.hostname:
-            L.sethostname(spec.hostname)
+            libc.sethostname(spec.hostname)
         if spec.domainname:
-            L.setdomainname(spec.domainname)
+            libc.setdomainname(spec.domainname)
     for key, value in lin.sysctl.items():
         _sysctl(key, value)
     if proc.terminal:
         if cfg.console_fd < 0:
             raise CoveError("process.terminal", "a terminal needs --console-socket")
-        P.setup_console(cfg.console_fd, proc.console_size, bind_console=mntns is not None)
+        process.setup_console(cfg.console_fd, proc.console_size, bind_console=mntns is not None)
     if mntns is not None:
         # Before finish() remounts a read-only root: a missing cwd is made while it
         # still can be (runc and crun do the same).
-        P.make_cwd(proc.cwd)
+        process.make_cwd(proc.cwd)
         builder.finish()
     if proc.oom_score_adj is not None:
         try:
@@ -117,12 +120,12 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
                 os.close(fd)
         except OSError as e:
             raise CoveError("process.oomScoreAdj", os_why(e)) from None
-    P.apply_rlimits(proc)
+    process.apply_rlimits(proc)
     if lin.personality is not None:
-        L.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
-    P.check_lsm(proc)
-    P.enter_cwd(proc.cwd, create=mntns is None)
-    prep = P.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
+        libc.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
+    process.check_lsm(proc)
+    process.enter_cwd(proc.cwd, create=mntns is None)
+    prep = process.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
     sync.send("ready")
     sync.close()
     # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
@@ -135,7 +138,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     if spec.hooks.startContainer:
         run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state, hook_env)
     try:
-        P.final_exec(prep)
+        process.final_exec(prep)
     except OSError as e:
         os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
         os._exit(127)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 
 def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     status = st.status()
     if status == "stopped":
         # containerd matches this text to tell "already exited" from a real failure.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from cove.errors import CoveError
 from cove.oci import jsonio
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 
 def states(root: str) -> list[dict[str, object]]:
     out = []
-    for cid in S.list_ids(root):
+    for cid in runtime_state.list_ids(root):
         try:
-            out.append(S.load(root, cid).oci())
+            out.append(runtime_state.load(root, cid).oci())
         except CoveError:
             continue  # removed while we looked
     return out

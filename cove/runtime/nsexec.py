@@ -20,16 +20,16 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError, os_why
-from cove.sys import libc as L
+from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 NS_FLAGS = {
-    "user": L.CLONE_NEWUSER, "ipc": L.CLONE_NEWIPC, "uts": L.CLONE_NEWUTS,
-    "network": L.CLONE_NEWNET, "pid": L.CLONE_NEWPID, "mount": L.CLONE_NEWNS,
-    "cgroup": L.CLONE_NEWCGROUP, "time": L.CLONE_NEWTIME,
+    "user": libc.CLONE_NEWUSER, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS,
+    "network": libc.CLONE_NEWNET, "pid": libc.CLONE_NEWPID, "mount": libc.CLONE_NEWNS,
+    "cgroup": libc.CLONE_NEWCGROUP, "time": libc.CLONE_NEWTIME,
 }
 # /proc/PID/ns names.
 NS_PROC = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
@@ -145,14 +145,14 @@ def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
     if sync.recv() != "go":
         os._exit(1)
     for typ, fd in plan.join:
-        L.setns(fd, NS_FLAGS[typ], f"{typ} namespace")
+        libc.setns(fd, NS_FLAGS[typ], f"{typ} namespace")
         os.close(fd)
     flags = 0
     for typ in plan.new:
         if typ == "cgroup":
             continue  # G unshares it once the runtime has moved it into its cgroup
         if typ == "user":
-            L.unshare(L.CLONE_NEWUSER)
+            libc.unshare(libc.CLONE_NEWUSER)
             sync.send("userns")
             if sync.recv() != "ok":
                 os._exit(1)
@@ -162,7 +162,7 @@ def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     if flags:
-        L.unshare(flags)
+        libc.unshare(flags)
     if plan.time_offsets:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, (secs, nsecs) in plan.time_offsets.items():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from cove.errors import CoveError
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 
-def _manager(st: S.State):  # type: ignore[no-untyped-def]
+def _manager(st: runtime_state.State):  # type: ignore[no-untyped-def]
     if not st.data.get("cgroup"):
         raise CoveError(f"container {st.id!r}", "has no cgroup to freeze")
     from cove.runtime.cgroups import open_manager_from_state
@@ -15,7 +15,7 @@ def _manager(st: S.State):  # type: ignore[no-untyped-def]
 
 
 def pause(root: str, cid: str) -> None:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     status = st.status()
     if status not in ("running", "created"):
         raise CoveError(f"container {cid!r}", f"cannot pause a {status} container")
@@ -23,7 +23,7 @@ def pause(root: str, cid: str) -> None:
 
 
 def resume(root: str, cid: str) -> None:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     if st.status() != "paused":
         raise CoveError(f"container {cid!r}", "container not paused")
     _manager(st).thaw()

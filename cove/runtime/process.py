@@ -8,8 +8,8 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.runtime import trampoline
-from cove.sys import caps as C
-from cove.sys import libc as L
+from cove.sys import caps as capabilities
+from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,19 +23,18 @@ _TIOCSCTTY = 0x540E
 _TIOCSWINSZ = 0x5414
 
 
-def preload(proc: Process, seccomp: bool) -> None:
+def preload(proc: Process, with_seccomp: bool) -> None:
     """Import, in the runtime, every module the container side will need: once it is
     past pivot_root (or setns into the mount namespace) the host's Python library is
     out of reach, and a lazy import there would fail."""
-    C.last_cap()  # read on the host, before fork (see caps.last_cap)
+    capabilities.last_cap()  # read on the host, before fork (see caps.last_cap)
     if proc.rlimits:
         import resource  # noqa: F401
     if proc.terminal:
         import _socket  # noqa: F401
         import fcntl  # noqa: F401
-    if seccomp:
-        from cove.runtime import seccomp as S  # noqa: F401  (Program.load runs after pivot)
-        from cove.sys import libc  # noqa: F401
+    if with_seccomp:
+        from cove.runtime import seccomp  # noqa: F401  (Program.load runs after pivot)
 
 
 UNKNOWN_CAPS_ANNOTATION = "io.cove.unknown-caps"
@@ -51,11 +50,11 @@ def check_unknown_caps(proc: Process | None, annotations: dict[str, str]) -> Non
     caps = proc.capabilities if proc is not None else None
     if caps is None:
         return
-    top = C.last_cap()
+    top = capabilities.last_cap()
     unknown: list[str] = []
     for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
         for i, name in enumerate(getattr(caps, kind)):
-            if C.CAPS[name] > top:
+            if capabilities.CAPS[name] > top:
                 unknown.append(f"process.capabilities.{kind}[{i}] {name}")
     if not unknown:
         return
@@ -168,9 +167,9 @@ def _bind_console(slave: int) -> None:
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)):
             raise CoveError("/dev/console", "not a file or a character device")
         if os.path.isdir("/proc/self/fd"):
-            L.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{fd}", None, L.MS_BIND)
+            libc.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{fd}", None, libc.MS_BIND)
         else:
-            L.mount(os.ttyname(slave), "/dev/console", None, L.MS_BIND)
+            libc.mount(os.ttyname(slave), "/dev/console", None, libc.MS_BIND)
     finally:
         os.close(fd)
 
@@ -207,11 +206,11 @@ def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
     caps = proc.capabilities
     user = proc.user
     if caps is not None:
-        keep = C.mask(caps.bounding)
-        for bit in range(C.last_cap() + 1):
+        keep = capabilities.mask(caps.bounding)
+        for bit in range(capabilities.last_cap() + 1):
             if not keep & (1 << bit):
-                L.prctl(L.PR_CAPBSET_DROP, bit)
-        L.prctl(L.PR_SET_KEEPCAPS, 1)
+                libc.prctl(libc.PR_CAPBSET_DROP, bit)
+        libc.prctl(libc.PR_SET_KEEPCAPS, 1)
     try:
         if setgroups_ok:
             os.setgroups(user.additional_gids)
@@ -223,19 +222,21 @@ def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
     except OSError as e:
         raise CoveError(f"process.user {user.uid}:{user.gid}", os_why(e)) from None
     if caps is not None:
-        L.prctl(L.PR_SET_KEEPCAPS, 0)
-        eff, perm, inh = C.mask(caps.effective), C.mask(caps.permitted), C.mask(caps.inheritable)
+        libc.prctl(libc.PR_SET_KEEPCAPS, 0)
+        eff = capabilities.mask(caps.effective)
+        perm = capabilities.mask(caps.permitted)
+        inh = capabilities.mask(caps.inheritable)
         try:
-            L.capset(eff, perm, inh)
+            libc.capset(eff, perm, inh)
         except OSError as e:
             raise CoveError("process.capabilities", os_why(e)) from None
-        L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
+        libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
         for name in caps.ambient:
-            bit = C.CAPS[name]
+            bit = capabilities.CAPS[name]
             # The kernel refuses an ambient cap that is not also permitted and
             # inheritable; runc then goes on without it, and so do we.
-            if bit <= C.last_cap() and perm & inh & (1 << bit):
-                L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, bit)
+            if bit <= capabilities.last_cap() and perm & inh & (1 << bit):
+                libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_RAISE, bit)
 
 
 def enter_cwd(cwd: str, create: bool) -> None:
@@ -267,12 +268,12 @@ def _open_cwd(cwd: str, create: bool) -> int:
     if not cwd.startswith("/"):
         raise CoveError(what, "must be an absolute path")
     flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-    res = L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS
+    res = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
     root = os.open("/", flags)
     fd = -1
     try:
         try:
-            fd = L.openat2(root, cwd, flags, resolve=res)
+            fd = libc.openat2(root, cwd, flags, resolve=res)
         except OSError as e:
             if e.errno != 2 or not create:
                 raise
@@ -282,12 +283,12 @@ def _open_cwd(cwd: str, create: bool) -> int:
             fd = os.dup(root)
             for i, name in enumerate(parts):
                 try:
-                    nfd = L.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
+                    nfd = libc.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
                 except OSError as e2:
                     if e2.errno != 2:
                         raise
                     os.mkdir(name, 0o755, dir_fd=fd)
-                    nfd = L.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
+                    nfd = libc.openat2(root, "/".join(parts[:i + 1]), flags, resolve=res)
                 os.close(fd)
                 fd = nfd
         got, fd = fd, -1
@@ -357,21 +358,21 @@ def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: boo
     env.setdefault("HOME", home_of(proc.user.uid))
     exe = lookup_exec(proc.args[0], env)
     if seccomp is not None:
-        from cove.runtime import seccomp as S
+        from cove.runtime.seccomp import hand_over
 
         if not proc.no_new_privileges:
             # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
             # while we still have it (as runc does).
             nfd = seccomp.load()
             if nfd >= 0:
-                S.hand_over(sync, nfd)
+                hand_over(sync, nfd)
             seccomp = None
     apply_user_caps(proc, setgroups_allowed())
     if not userns:
         # Changing uid resets the dumpable flag; stay undumpable until execve.
-        L.prctl(L.PR_SET_DUMPABLE, 0)
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
     if proc.no_new_privileges:
-        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+        libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     preserved = set(range(3, 3 + preserve_fds))
     for fd in preserved:
         try:
@@ -391,9 +392,9 @@ def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: boo
         _signal.signal(sig, _signal.SIG_DFL)
     if seccomp is not None and seccomp.notify:
         # The listener fd goes to the runtime over the channel: load while it listens.
-        from cove.runtime import seccomp as S
+        from cove.runtime.seccomp import hand_over
 
-        S.hand_over(sync, seccomp.load())
+        hand_over(sync, seccomp.load())
         seccomp = None
     return Prepared(exe, proc.args, env, seccomp, tramp)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from cove.errors import CoveError
 from cove.oci import jsonio
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 
 def pids(root: str, cid: str) -> list[int]:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     if not st.data.get("cgroup"):
         return [st.pid] if st.alive() else []
     from cove.runtime.cgroups import open_manager_from_state

@@ -14,7 +14,7 @@ import stat
 import sys
 
 from cove.errors import CoveError, os_why
-from cove.sys import libc as L
+from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,29 +22,29 @@ if TYPE_CHECKING:
 
 # option -> (set flags, clear flags)
 _FLAGS: dict[str, tuple[int, int]] = {
-    "async": (0, L.MS_SYNCHRONOUS), "atime": (0, L.MS_NOATIME), "bind": (L.MS_BIND, 0),
-    "defaults": (0, 0), "dev": (0, L.MS_NODEV), "diratime": (0, L.MS_NODIRATIME),
-    "dirsync": (L.MS_DIRSYNC, 0), "exec": (0, L.MS_NOEXEC), "mand": (L.MS_MANDLOCK, 0),
-    "noatime": (L.MS_NOATIME, 0), "nodev": (L.MS_NODEV, 0),
-    "nodiratime": (L.MS_NODIRATIME, 0), "noexec": (L.MS_NOEXEC, 0),
-    "nomand": (0, L.MS_MANDLOCK), "norelatime": (0, L.MS_RELATIME),
-    "nostrictatime": (0, L.MS_STRICTATIME), "nosuid": (L.MS_NOSUID, 0),
-    "rbind": (L.MS_BIND | L.MS_REC, 0), "relatime": (L.MS_RELATIME, 0),
-    "remount": (L.MS_REMOUNT, 0), "ro": (L.MS_RDONLY, 0), "rw": (0, L.MS_RDONLY),
-    "silent": (L.MS_SILENT, 0), "strictatime": (L.MS_STRICTATIME, 0),
-    "suid": (0, L.MS_NOSUID), "sync": (L.MS_SYNCHRONOUS, 0),
-    "nosymfollow": (L.MS_NOSYMFOLLOW, 0), "lazytime": (L.MS_LAZYTIME, 0),
-    "rro": (L.MS_RDONLY, 0), "rrw": (0, L.MS_RDONLY),
+    "async": (0, libc.MS_SYNCHRONOUS), "atime": (0, libc.MS_NOATIME), "bind": (libc.MS_BIND, 0),
+    "defaults": (0, 0), "dev": (0, libc.MS_NODEV), "diratime": (0, libc.MS_NODIRATIME),
+    "dirsync": (libc.MS_DIRSYNC, 0), "exec": (0, libc.MS_NOEXEC), "mand": (libc.MS_MANDLOCK, 0),
+    "noatime": (libc.MS_NOATIME, 0), "nodev": (libc.MS_NODEV, 0),
+    "nodiratime": (libc.MS_NODIRATIME, 0), "noexec": (libc.MS_NOEXEC, 0),
+    "nomand": (0, libc.MS_MANDLOCK), "norelatime": (0, libc.MS_RELATIME),
+    "nostrictatime": (0, libc.MS_STRICTATIME), "nosuid": (libc.MS_NOSUID, 0),
+    "rbind": (libc.MS_BIND | libc.MS_REC, 0), "relatime": (libc.MS_RELATIME, 0),
+    "remount": (libc.MS_REMOUNT, 0), "ro": (libc.MS_RDONLY, 0), "rw": (0, libc.MS_RDONLY),
+    "silent": (libc.MS_SILENT, 0), "strictatime": (libc.MS_STRICTATIME, 0),
+    "suid": (0, libc.MS_NOSUID), "sync": (libc.MS_SYNCHRONOUS, 0),
+    "nosymfollow": (libc.MS_NOSYMFOLLOW, 0), "lazytime": (libc.MS_LAZYTIME, 0),
+    "rro": (libc.MS_RDONLY, 0), "rrw": (0, libc.MS_RDONLY),
 }
 _PROPAGATION = {
-    "private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC,
-    "shared": L.MS_SHARED, "rshared": L.MS_SHARED | L.MS_REC,
-    "slave": L.MS_SLAVE, "rslave": L.MS_SLAVE | L.MS_REC,
-    "unbindable": L.MS_UNBINDABLE, "runbindable": L.MS_UNBINDABLE | L.MS_REC,
+    "private": libc.MS_PRIVATE, "rprivate": libc.MS_PRIVATE | libc.MS_REC,
+    "shared": libc.MS_SHARED, "rshared": libc.MS_SHARED | libc.MS_REC,
+    "slave": libc.MS_SLAVE, "rslave": libc.MS_SLAVE | libc.MS_REC,
+    "unbindable": libc.MS_UNBINDABLE, "runbindable": libc.MS_UNBINDABLE | libc.MS_REC,
 }
 # Flags kept by the kernel on a bind mount that a read-only remount must repeat.
-_LOCKED = ((0x2, L.MS_NOSUID), (0x4, L.MS_NODEV), (0x8, L.MS_NOEXEC),
-           (0x400, L.MS_NOATIME), (0x800, L.MS_NODIRATIME), (0x1000, L.MS_RELATIME))
+_LOCKED = ((0x2, libc.MS_NOSUID), (0x4, libc.MS_NODEV), (0x8, libc.MS_NOEXEC),
+           (0x400, libc.MS_NOATIME), (0x800, libc.MS_NODIRATIME), (0x1000, libc.MS_RELATIME))
 # Options that only runc/crun understand and that carry no mount data.
 _IGNORED = frozenset(("tmpcopyup", "copy-symlink", "notmpcopyup"))
 
@@ -110,8 +110,8 @@ def secure_join(root: str, unsafe: str) -> str:
 
 
 def _open_in_root(rootfd: int, path_in_root: str) -> int:
-    return L.openat2(rootfd, path_in_root, os.O_PATH | os.O_CLOEXEC,
-                     resolve=L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS)
+    return libc.openat2(rootfd, path_in_root, os.O_PATH | os.O_CLOEXEC,
+                     resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
 
 
 # Files under /proc that lxcfs emulates: the only mounts allowed inside /proc (as runc).
@@ -146,7 +146,7 @@ def check_proc_mount(rootfs: str, m: Mount, typ: str, is_bind: bool, what: str,
             try:
                 fd = os.open(source or m.source, os.O_PATH | os.O_CLOEXEC)
                 try:
-                    if (L.fstatfs_type(fd) == L.PROC_SUPER_MAGIC
+                    if (libc.fstatfs_type(fd) == libc.PROC_SUPER_MAGIC
                             and os.fstat(fd).st_ino == 1):
                         return  # a procfs root, bound (runc allows it too)
                 finally:
@@ -195,7 +195,7 @@ def remount_ro(target: str, extra: int = 0) -> None:
     for st_bit, ms in _LOCKED:
         if f & st_bit:
             keep |= ms
-    L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | keep | extra)
+    libc.mount(None, target, None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | keep | extra)
 
 
 def is_bind(m: Mount) -> bool:
@@ -252,7 +252,7 @@ def send_bind_sources(init_pid: int, sources: list[tuple[int, str]],
 
 def _open_and_send(init_pid: int, sources: list[tuple[int, str]], sock: int) -> None:
     ns = os.open(f"/proc/{init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    L.setns(ns, L.CLONE_NEWNS, "the container's mount namespace")
+    libc.setns(ns, libc.CLONE_NEWNS, "the container's mount namespace")
     os.close(ns)
     for k in range(0, len(sources), _SOURCES_PER_MSG):
         errs: list[str] = []
@@ -343,9 +343,15 @@ class RootfsBuilder:
         prop = self.spec.linux.rootfs_propagation
         # Never let our mounts propagate back to the host: slave by default (as runc).
         base = _PROPAGATION.get(prop, 0) if prop in ("slave", "rslave", "private",
-                                                      "rprivate") else 0
-        L.mount(None, "/", None, base or (L.MS_SLAVE | L.MS_REC))
-        L.mount(self.rootfs, self.rootfs, None, L.MS_BIND | L.MS_REC)
+                                                      "rprivate", "shared", "rshared") else 0
+        libc.mount(None, "/", None, base or (libc.MS_SLAVE | libc.MS_REC))
+        if prop in ("shared", "rshared"):
+            # Kept shared from the start (as runc): a bidirectional mount (Kubernetes)
+            # stays in the host's peer group. The rootfs's own mount is made private so
+            # that its bind below does not land on the host (runc's
+            # rootfsParentMountPrivate), and pivot_root accepts it.
+            _private_parent_mount(self.rootfs)
+        libc.mount(self.rootfs, self.rootfs, None, libc.MS_BIND | libc.MS_REC)
         self.rootfd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         dev_mounted = False
         try:
@@ -366,9 +372,9 @@ class RootfsBuilder:
         if typ == "cgroup" or typ == "cgroup2":
             self._mount_cgroup(m, flags, what)
             return
-        is_bind = bool(flags & L.MS_BIND) or typ == "bind"
+        is_bind = bool(flags & libc.MS_BIND) or typ == "bind"
         if typ == "bind":
-            flags |= L.MS_BIND
+            flags |= libc.MS_BIND
         is_dir = True
         src = m.source
         if is_bind:
@@ -400,33 +406,34 @@ class RootfsBuilder:
         try:
             check_fd_at(fd, self.rootfs, rel, f"{what} ({typ or 'bind'} on {m.destination})")
             if is_bind:
-                L.mount(src, target, None, L.MS_BIND | (flags & L.MS_REC))
+                libc.mount(src, target, None, libc.MS_BIND | (flags & libc.MS_REC))
                 # Bind ignores the other flags: they take effect on a remount. The old
                 # handle names the covered directory, so reopen to reach the new mount.
                 os.close(fd)
                 fd = _open_in_root(self.rootfd, rel)
                 target = f"/proc/self/fd/{fd}"
-                rest = flags & ~(L.MS_BIND | L.MS_REC)
+                rest = flags & ~(libc.MS_BIND | libc.MS_REC)
                 if rest:
-                    L.mount(None, target, None, rest | L.MS_BIND | L.MS_REMOUNT)
+                    libc.mount(None, target, None, rest | libc.MS_BIND | libc.MS_REMOUNT)
             else:
                 try:
-                    L.mount(m.source or typ, target, typ, flags, data or None)
+                    libc.mount(m.source or typ, target, typ, flags, data or None)
                 except OSError as e:
                     # sysfs can't be mounted without owning the net namespace: bind the
                     # host's read-only, as runc does.
                     if typ == "sysfs" and e.errno in (1, 13):
-                        L.mount("/sys", target, None, L.MS_BIND | L.MS_REC)
-                        remount_ro(target, flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC))
+                        libc.mount("/sys", target, None, libc.MS_BIND | libc.MS_REC)
+                        remount_ro(target,
+                                   flags & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC))
                     elif typ == "mqueue" and e.errno in (1, 13):
-                        L.mount("/dev/mqueue", target, None, L.MS_BIND)
+                        libc.mount("/dev/mqueue", target, None, libc.MS_BIND)
                     else:
                         raise
                 os.close(fd)
                 fd = _open_in_root(self.rootfd, rel)
                 target = f"/proc/self/fd/{fd}"
             if prop:
-                L.mount(None, target, None, prop)
+                libc.mount(None, target, None, prop)
         except OSError as e:
             raise CoveError(f"{what} ({typ or 'bind'} on {m.destination})",
                             e.strerror or str(e)) from None
@@ -437,20 +444,20 @@ class RootfsBuilder:
         rel = _make_target(self.rootfs, m.destination, True)
         fd = _open_in_root(self.rootfd, rel)
         target = f"/proc/self/fd/{fd}"
-        ro = flags & L.MS_RDONLY
-        base = flags & (L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_RELATIME)
+        ro = flags & libc.MS_RDONLY
+        base = flags & (libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC | libc.MS_RELATIME)
         try:
             # Bind mounts of the container's own cgroup directories, never a fresh
             # cgroup mount: init unshares its cgroup namespace only after this point.
             v2_only = len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == ""
             if v2_only:
-                L.mount(self.cgroup_mounts[0][0], target, None, L.MS_BIND | L.MS_REC)
+                libc.mount(self.cgroup_mounts[0][0], target, None, libc.MS_BIND | libc.MS_REC)
                 if ro:
                     os.close(fd)
                     fd = _open_in_root(self.rootfd, rel)
                     remount_ro(f"/proc/self/fd/{fd}", base)
                 return
-            L.mount("tmpfs", target, "tmpfs", base, "mode=755")
+            libc.mount("tmpfs", target, "tmpfs", base, "mode=755")
             os.close(fd)
             fd = _open_in_root(self.rootfd, rel)
             target = f"/proc/self/fd/{fd}"
@@ -460,7 +467,7 @@ class RootfsBuilder:
                 os.mkdir(os.path.join(target, sub), 0o755)
                 sfd = _open_in_root(self.rootfd, f"{rel}/{sub}")
                 try:
-                    L.mount(src, f"/proc/self/fd/{sfd}", None, L.MS_BIND | L.MS_REC)
+                    libc.mount(src, f"/proc/self/fd/{sfd}", None, libc.MS_BIND | libc.MS_REC)
                 finally:
                     os.close(sfd)
                 if ro:
@@ -514,7 +521,7 @@ class RootfsBuilder:
                     os.close(os.open(full, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
                 fd = _open_in_root(self.rootfd, full[len(self.rootfs):])
                 try:
-                    L.mount(path, f"/proc/self/fd/{fd}", None, L.MS_BIND)
+                    libc.mount(path, f"/proc/self/fd/{fd}", None, libc.MS_BIND)
                 finally:
                     os.close(fd)
                 return
@@ -536,17 +543,25 @@ class RootfsBuilder:
         self.rootfd = -1
         os.chdir(self.rootfs)
         if no_pivot:
-            L.mount(self.rootfs, "/", None, L.MS_MOVE)
+            libc.mount(self.rootfs, "/", None, libc.MS_MOVE)
             os.chroot(".")
         else:
-            L.pivot_root(".", ".")
-            # The old root is now stacked under "."; detach it without propagating.
-            L.mount(None, ".", None, L.MS_SLAVE | L.MS_REC)
-            L.umount2(".", L.MNT_DETACH)
+            oldroot = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc.pivot_root(".", ".")
+                # The old root is now stacked on the new one; detach it without
+                # propagating. From a handle on the old root, as runc: "." from the new
+                # root's directory would make the new root's mounts slaves too, and cut
+                # a bidirectional (rshared) mount off from the host's peer group.
+                os.fchdir(oldroot)
+            finally:
+                os.close(oldroot)
+            libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
+            libc.umount2(".", libc.MNT_DETACH)
         os.chdir("/")
         prop = self.spec.linux.rootfs_propagation
         if prop in ("shared", "rshared", "unbindable", "runbindable"):
-            L.mount(None, "/", None, _PROPAGATION[prop])
+            libc.mount(None, "/", None, _PROPAGATION[prop])
 
     def finish(self) -> None:
         """After pivot_root: masked and read-only paths, then a read-only root."""
@@ -560,10 +575,10 @@ class RootfsBuilder:
                 raise CoveError(f"readonlyPaths {p}", e.strerror or str(e)) from None
             try:
                 t = fd_path(fd, p)
-                L.mount(t, t, None, L.MS_BIND | L.MS_REC)
+                libc.mount(t, t, None, libc.MS_BIND | libc.MS_REC)
                 os.close(fd)
                 fd = open_in_container(p)  # the new mount, not the one it covers
-                remount_ro(fd_path(fd, p), L.MS_REC)
+                remount_ro(fd_path(fd, p), libc.MS_REC)
             except OSError as e:
                 if e.errno != 2:
                     raise CoveError(f"readonlyPaths {p}", e.strerror or str(e)) from None
@@ -580,13 +595,28 @@ class RootfsBuilder:
             remount_ro("/")
 
 
+def _private_parent_mount(path: str) -> None:
+    """Make the mount holding `path` private if it is shared (mountinfo's `shared:`)."""
+    path = os.path.realpath(path)
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ")
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best = mp
+                shared = any(o.startswith("shared:") for o in fields[6:fields.index("-")])
+    if best and shared:
+        libc.mount(None, best, None, libc.MS_PRIVATE)
+
+
 def open_in_container(p: str) -> int:
     """An O_PATH handle on `p` (after pivot_root), the last component not followed and
     no /proc magic link on the way: what we mount on is what we looked at."""
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return L.openat2(root, p, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         resolve=L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS)
+        return libc.openat2(root, p, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
     finally:
         os.close(root)
 
@@ -599,11 +629,11 @@ def open_proc(rel: str, flags: int) -> int:
     to the host's kernel settings)."""
     root = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if L.fstatfs_type(root) != L.PROC_SUPER_MAGIC or os.fstat(root).st_ino != 1:
+        if libc.fstatfs_type(root) != libc.PROC_SUPER_MAGIC or os.fstat(root).st_ino != 1:
             raise OSError(18, "/proc is not a procfs root")
-        return L.openat2(root, rel, flags | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         resolve=L.RESOLVE_BENEATH | L.RESOLVE_NO_XDEV
-                         | L.RESOLVE_NO_MAGICLINKS)
+        return libc.openat2(root, rel, flags | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         resolve=libc.RESOLVE_BENEATH | libc.RESOLVE_NO_XDEV
+                         | libc.RESOLVE_NO_MAGICLINKS)
     finally:
         os.close(root)
 
@@ -643,9 +673,9 @@ def mask_path(p: str, null: str) -> None:
             return
         t = fd_path(fd, p)
         if stat.S_ISDIR(st.st_mode):
-            L.mount("tmpfs", t, "tmpfs", L.MS_RDONLY, "size=0k")
+            libc.mount("tmpfs", t, "tmpfs", libc.MS_RDONLY, "size=0k")
         else:
-            L.mount(null, t, None, L.MS_BIND)
+            libc.mount(null, t, None, libc.MS_BIND)
     except OSError as e:
         if e.errno != 2:
             raise CoveError(f"maskedPaths {p}", e.strerror or str(e)) from None

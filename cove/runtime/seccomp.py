@@ -161,8 +161,7 @@ def send_to_listener(sc: dict[str, Any], fd: int, pid: int, state: dict[str, Any
     """The OCI container process state, with the listener fd, to `listenerPath`."""
     import _socket
 
-    from cove.oci import jsonio
-    from cove.runtime.state import OCI_VERSION
+    from cove.oci import OCI_VERSION, jsonio
 
     path = sc.get("listenerPath") or ""
     msg: dict[str, Any] = {"ociVersion": OCI_VERSION, "fds": ["seccompFd"], "pid": pid,

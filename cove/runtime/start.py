@@ -6,12 +6,11 @@ import os
 import select
 
 from cove.errors import CoveError
-from cove.runtime import state as S
-from cove.runtime.hooks import run_hooks_warning
+from cove.runtime import state as runtime_state
 
 
-def start(root: str, cid: str) -> S.State:
-    st = S.load(root, cid)
+def start(root: str, cid: str) -> runtime_state.State:
+    st = runtime_state.load(root, cid)
     status = st.status()
     if status != "created":
         if status == "stopped":
@@ -44,6 +43,8 @@ def start(root: str, cid: str) -> S.State:
 
     spec = Spec.parse(raw)
     if spec.hooks.poststart:
+        from cove.runtime.hooks import run_hooks_warning
+
         # The spec: a failing poststart hook is a warning; the next ones run, and the
         # container runs on.
         run_hooks_warning("poststart", spec.hooks.poststart, st.hook_state("running"))

@@ -12,13 +12,12 @@ import stat
 import time
 
 from cove.errors import CoveError
-from cove.oci import jsonio
+from cove.oci import OCI_VERSION, jsonio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-OCI_VERSION = "1.2.0"
 DEFAULT_ROOT = "/run/cove-runtime"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 

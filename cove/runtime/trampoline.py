@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 
-from cove.sys import libc as L
+from cove.sys import libc
 
 _BASE = 0x400000
 _MSG = b"cove-runtime: exec of the container process failed\n"
@@ -82,7 +82,7 @@ def make() -> int:
         return -1
     img = _image()
     os.write(fd, img)
-    L.add_seals(fd, L.F_SEAL_SEAL | L.F_SEAL_SHRINK | L.F_SEAL_GROW | L.F_SEAL_WRITE)
+    libc.add_seals(fd, libc.F_SEAL_SEAL | libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_WRITE)
     return fd
 
 

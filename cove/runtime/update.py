@@ -6,7 +6,7 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.oci import jsonio
-from cove.runtime import state as S
+from cove.runtime import state as runtime_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def resources_from(resources_file: str, flags: dict[str, str]) -> dict[str, Any]
 
 
 def update(root: str, cid: str, resources: dict[str, Any]) -> None:
-    st = S.load(root, cid)
+    st = runtime_state.load(root, cid)
     if st.status() == "stopped":
         raise CoveError(f"container {cid!r}", "container not running")
     if not st.data.get("cgroup"):

@@ -59,6 +59,33 @@ def _mounts(root: str) -> list[str]:
         return [line.split()[4] for line in f if root in line.split()[4]]
 
 
+def engine_pids(root: str) -> dict[str, int]:
+    """The pids of a root's monitor and keeper (those that run)."""
+    out = {}
+    for what, comm in (("monitor", "cove-monitor"), ("zygote", "cove-zygote")):
+        try:
+            pid = int(Path(root, f"{what}.pid").read_text())
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm and \
+                    Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                out[what] = pid
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def kill_engine(root: str) -> dict[str, int]:
+    """SIGKILL a root's monitor and keeper at the same moment (both stopped first, so
+    that neither sees the other die and starts a new one); the pids they had."""
+    import signal
+    pids = engine_pids(root)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not engine_pids(root), what="the monitor's and keeper's death")
+    return pids
+
+
 def wait_for(cond: object, timeout: float = 15.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

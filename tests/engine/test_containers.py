@@ -7,7 +7,7 @@ import json
 import os
 import signal
 
-from tests.engine.conftest import Cove, wait_for
+from tests.engine.conftest import Cove, engine_pids, kill_engine, wait_for
 
 LOOP = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 
@@ -61,14 +61,15 @@ def test_foreground_run_and_rm(cove: Cove) -> None:
     wait_for(lambda: cove("ps", "-a", "-q").stdout == "", what="--rm -d removal")
 
 
-def test_monitor_and_supervisor_sigkill(cove: Cove) -> None:
+def test_monitor_and_keeper_sigkill(cove: Cove) -> None:
+    """The monitor and its keeper killed together: `supervisor start` brings the monitor
+    back, which adopts the running container (no line lost) and keeps its restart
+    policy; killed alone, the keeper starts a new monitor at once."""
     cove("run", "-d", "--name", "tick", "--network", "none", "--restart", "always",
          "busybox", "sh", "-c", LOOP)
-    sup = int(open(os.path.join(cove.root, "supervisor.pid")).read())
     info = _inspect(cove, "tick")
     pid, monitor = info["State"]["Pid"], info["MonitorPid"]
-    os.kill(sup, signal.SIGKILL)
-    os.kill(monitor, signal.SIGKILL)
+    kill_engine(cove.root)
     n0 = len(cove("logs", "tick").stdout.splitlines())
     # the container runs on, its output waits in the FIFO
     wait_for(lambda: os.path.exists(f"/proc/{pid}"), what="container alive")
@@ -79,10 +80,12 @@ def test_monitor_and_supervisor_sigkill(cove: Cove) -> None:
     assert _inspect(cove, "tick")["State"]["Pid"] == pid
     ticks = [int(x.split()[1]) for x in cove("logs", "tick").stdout.splitlines()]
     assert ticks == list(range(1, len(ticks) + 1)), "lines lost or reordered"
-    # its exit (the init killed from outside) is recorded and the policy restarts it
-    sup2 = int(open(os.path.join(cove.root, "supervisor.pid")).read())
-    os.kill(sup2, signal.SIGKILL)
-    cove("supervisor", "start")
+    # the monitor alone: its keeper starts another; the init killed from outside is
+    # recorded and the policy restarts it
+    monitor = engine_pids(cove.root)["monitor"]
+    os.kill(monitor, signal.SIGKILL)
+    wait_for(lambda: engine_pids(cove.root).get("monitor") not in (None, monitor),
+             what="a new monitor")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: _inspect(cove, "tick")["RestartCount"] >= 1
              and _inspect(cove, "tick")["State"]["Status"] == "running", what="restart")

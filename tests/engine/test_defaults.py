@@ -71,7 +71,7 @@ def test_cap_add_and_drop(cove: Cove) -> None:
 
 
 def test_runtime_spec_keeps_runcs_defaults(tmp_path: object) -> None:
-    from cove.runtime.spec import default_spec
+    from cove.oci.defaults import default_spec
     caps = default_spec()["process"]["capabilities"]
     assert caps["bounding"] == ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 

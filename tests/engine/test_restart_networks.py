@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.conftest import Cove, wait_for
+from tests.engine.conftest import Cove, kill_engine, wait_for
 
 NETWORKS = ["none", "default", "user"]
 
@@ -65,7 +65,7 @@ def test_on_failure_runs_the_app_exactly_three_times(cove: Cove, netns: str,
     assert rec["State"]["Error"] == ""
     assert c("logs", "crash").stdout == "start\n" * 3  # ran exactly 3 times
     assert [e.get("Error") for e in rec["RestartLog"]] == [None, None]
-    log = (Path(cove.root) / "supervisor.log").read_text()
+    log = (Path(cove.root) / "zygote.log").read_text()
     assert "restart failed" not in log and "No module named" not in log, log
     # the last run's network went with its exit: only lo and the bridge remain
     links = _links(inns)
@@ -129,8 +129,8 @@ def test_unhealthy_container_is_restarted(cove: Cove, netns: str, which: str) ->
 
 @pytest.mark.parametrize("which", ["default", "user"])
 def test_adoption_on_a_bridge_network(cove: Cove, netns: str, which: str) -> None:
-    """A container whose monitor was killed is adopted by the supervisor; when it then
-    exits, the adopting monitor tears its network down."""
+    """A container whose monitor was killed is adopted by the next monitor (its keeper
+    starts it); when it then exits, that monitor tears its network down."""
     inns = ["nsenter", f"--net={netns}"]
     c = Cove(cove.root, inns)
     net = _net(c, which)
@@ -143,7 +143,7 @@ def test_adoption_on_a_bridge_network(cove: Cove, netns: str, which: str) -> Non
     c("stop", "a")
     assert _inspect(c, "a")["State"]["ExitCode"] == 0
     assert "@" not in _links(inns)  # its veth went
-    assert "No module named" not in (Path(cove.root) / "supervisor.log").read_text()
+    assert "No module named" not in (Path(cove.root) / "zygote.log").read_text()
     c("rm", "a")
     _done(c, which)
 
@@ -191,7 +191,7 @@ def test_engine_processes_import_what_the_engine_needs(tmp_path: Path) -> None:
             "r = subprocess.run(argv[:4] + ['import sys; sys.path[0:0] = "
             "sys.argv.pop(1).split(\":\"); import pyroute2, zstandard; "
             "import cove.engine.containers, cove.engine.network, cove.engine.monitor, "
-            "cove.engine.supervisor, cove.engine.zygote, cove.image.store; print(\"ok\")'] "
+            "cove.engine.policy, cove.engine.zygote, cove.image.store; print(\"ok\")'] "
             "+ argv[5:]); sys.exit(r.returncode)")
     root = Path(__file__).resolve().parents[2]
     venv = root / ".venv" / "bin" / "python"
@@ -208,21 +208,19 @@ def test_engine_processes_import_what_the_engine_needs(tmp_path: Path) -> None:
     assert sys.executable  # the same interpreter runs the children
 
 
-def test_a_killed_supervisor_is_brought_back_by_the_next_ps(cove: Cove) -> None:
-    """Restart policies must not stop without a word when the supervisor is killed: the
-    next `ps` (or `inspect`) that sees a container relying on it starts it and says so."""
+def test_a_killed_monitor_is_brought_back_by_the_next_ps(cove: Cove) -> None:
+    """Restart policies must not stop without a word when the monitor and its keeper
+    are killed: the next `ps` (or `inspect`) that sees a container relying on them
+    starts them and says so."""
     cove("run", "-d", "--name", "svc", "--network", "none", "--restart", "always",
          "busybox", "sleep", "1000")
-    sup = int(Path(cove.root, "supervisor.pid").read_text())
-    os.kill(sup, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{sup}/comm")
-             or Path(f"/proc/{sup}/stat").read_text().split()[2] == "Z", what="dead")
+    kill_engine(cove.root)
     r = cove("ps")
-    assert "supervisor was not running" in r.stderr and "svc" in r.stdout
-    assert "supervisor was not running" not in cove("ps").stderr  # once
+    assert "monitor was not running" in r.stderr and "svc" in r.stdout
+    assert "monitor was not running" not in cove("ps").stderr  # once
     pid = json.loads(cove("inspect", "svc").stdout)[0]["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: json.loads(cove("inspect", "svc").stdout)[0]["RestartCount"] == 1,
-             what="restarted by the revived supervisor")
+             what="restarted by the revived monitor")
     cove("rm", "-f", "svc")
     cove("supervisor", "stop")

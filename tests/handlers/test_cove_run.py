@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.vm import qemu
+from cove.handlers.vm import qemu
 from tests.handlers.common import live_qemus
 from tests.helpers import ROOT
 

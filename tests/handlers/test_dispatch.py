@@ -38,7 +38,7 @@ def test_container_handler_by_annotation(env: Env) -> None:
 
 def test_default_path_does_not_import_handlers() -> None:
     code = ("import sys; sys.argv=['cove-runtime','--help']; from cove.cli import runtime; "
-            "runtime.main(); print(sorted(m for m in sys.modules if m.startswith('cove.vm')"
+            "runtime.main(); print(sorted(m for m in sys.modules if m.startswith('cove.handlers')"
             " or m == 'cove.cli.isolation'))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, "
                           f"{str(H.ROOT)!r}); {code}"], capture_output=True, text=True).stdout

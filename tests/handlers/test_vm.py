@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cove.vm import qemu
+from cove.handlers.vm import qemu
 from tests import helpers as H
 from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cove.errors import CoveError
-from cove.vm import accel, machine, qemu
+from cove.handlers.vm import accel, machine, qemu
 from tests import helpers as H
 from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime

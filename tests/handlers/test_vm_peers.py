@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cove.vm import qemu
+from cove.handlers.vm import qemu
 from tests.handlers.common import VM_RUNTIME, no_qemu_left
 from tests.peers.conftest import IMAGE_REF, PtySession, finish, image_tar, need
 from tests.peers.test_containerd import Containerd

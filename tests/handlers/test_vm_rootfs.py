@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cove.vm import qemu, rootimg
-from cove.vm.guestcfg import cache_dir
+from cove.handlers.vm import qemu, rootimg
+from cove.handlers.vm.guestcfg import cache_dir
 from tests import helpers as H
 from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime

@@ -11,9 +11,9 @@ import pytest
 from cove.cli import flags as F
 from cove.errors import CoveError
 from cove.oci import jsonio
+from cove.oci.defaults import default_spec
 from cove.oci.spec import Spec
 from cove.runtime.signals import parse_signal
-from cove.runtime.spec import default_spec
 from tests.helpers import ROOT
 
 
@@ -42,7 +42,8 @@ def test_runtime_path_imports_stay_small() -> None:
     """The modules on cove-runtime's create path import no re, json, argparse, typing..."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import cove.cli.runtime, "
             "cove.runtime.create, cove.runtime.init, cove.runtime.start, cove.runtime.delete, "
-            "cove.runtime.exec, cove.runtime.kill, cove.runtime.cgroups.resolve; "
+            "cove.runtime.exec, cove.runtime.kill, cove.runtime.cgroups.resolve, "
+            "cove.runtime.run, cove.runtime.caller; "
             "print(' '.join(sorted(sys.modules)))")
     mods = set(subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True,
                               text=True, check=True).stdout.split())

@@ -1,5 +1,5 @@
-"""Moved to cove.vm.initramfs (the vm handler writes its initramfs with it)."""
+"""Moved to cove.handlers.vm.initramfs (the vm handler writes its initramfs with it)."""
 
-from cove.vm.initramfs import Cpio, build, module_order
+from cove.handlers.vm.initramfs import Cpio, build, module_order
 
 __all__ = ["Cpio", "build", "module_order"]

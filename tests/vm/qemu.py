@@ -1,8 +1,8 @@
-"""Moved to cove.vm.qemu: the script runner the cgroup v2 tests boot a VM with."""
+"""Moved to cove.handlers.vm.qemu: the script runner the cgroup v2 tests boot a VM with."""
 
 import sys
 
-from cove.vm.qemu import (
+from cove.handlers.vm.qemu import (
     CONTROLLERS,
     EXIT_MARK,
     MODULES,

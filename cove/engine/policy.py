@@ -1,0 +1,292 @@
+"""Restart policies and health checks, run by the root's monitor (cove/engine/monitor.py)
+as events and timers of its loop: no process of their own, no poll of every record.
+
+- **Restarts.** When a container's run ends (its finishing step is done), or when a
+  monitor starts and finds a container that exited while none ran, its policy — `no`,
+  `on-failure[:N]`, `always`, `unless-stopped`, never after `stop`/`kill`/`rm` by the
+  user (`ManuallyStopped`) nor with `--rm` — decides. A restart is due after a backoff
+  counted from the exit itself: 0.1 s doubling to 60 s, back to 0.1 s after a run of
+  10 s. It runs in a child (which imports the engine: the monitor does not) that calls
+  `containers.start`, whose request the monitor's loop answers meanwhile. A restart
+  that fails is recorded, not counted (`RestartLog[-1].Error`, `State.Error`
+  "restart failed: ...") and retried with the backoff, from the failed attempt.
+- **Health checks.** While a container with a health check runs, a timer per container:
+  the first check after min(interval, 1 s), then every interval from the start of the
+  last one (one at a time). Each runs in a child: `cove-runtime exec --pid-file F NAME
+  CMD`, SIGKILLed (in the container, by that pid, then the runtime) past the timeout,
+  recorded in `State.Health` (the last 5 results; failures within the start period do
+  not count); on `unhealthy`, `--health-on-failure kill|restart` acts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from cove.engine import events, procs
+from cove.engine import state as S
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
+
+
+def wants_restart(rec: dict[str, Any]) -> bool:
+    pol = rec["HostConfig"]["RestartPolicy"]
+    if rec.get("ManuallyStopped") or rec["HostConfig"].get("AutoRemove"):
+        return False
+    code = int(rec["State"]["ExitCode"])
+    if pol["Name"] == "on-failure":
+        n = int(pol.get("MaximumRetryCount") or 0)
+        return code != 0 and (n == 0 or int(rec.get("RestartCount", 0)) < n)
+    return pol["Name"] in ("always", "unless-stopped")
+
+
+class Policy:
+    """The monitor's policy state: what is due when, per container."""
+
+    def __init__(self, root: str, later: Callable[[float, Callable[[], None]], None],
+                 fork: Callable[[Callable[[], int], Callable[[int], None]], None],
+                 watching: Callable[[str], bool]) -> None:
+        self.root = root
+        self.paths = S.Paths(root)
+        self.later, self.fork, self.watching = later, fork, watching
+        self.restart_at: dict[str, float] = {}  # wall clock
+        self.backoff: dict[str, float] = {}
+        self.failed_at: dict[str, float] = {}
+        self.restarting: set[str] = set()
+        self.started: dict[str, str] = {}  # StartedAt of the run whose checks are due
+        self.checking: set[str] = set()
+
+    # -- restarts -------------------------------------------------------------------------
+
+    def exited(self, name: str) -> None:
+        """A run ended (or was found ended): schedule a restart if the policy wants one."""
+        try:
+            rec = S.load(self.paths.cdir(name))
+        except Exception:
+            return
+        if rec is None or rec["State"]["Status"] in ("running", "paused"):
+            return  # a run is on (this call was late, or a restart raced it)
+        self.started.pop(name, None)
+        if name in self.restarting:
+            return
+        st = rec["State"]
+        if st["Status"] not in ("exited", "restarting") or not wants_restart(rec):
+            self.restart_at.pop(name, None)
+            return
+        failed = self.failed_at.pop(name, None)
+        ran = S.parse_rfc3339(st["FinishedAt"]) - S.parse_rfc3339(st["StartedAt"])
+        delay = BACKOFF_MIN if ran >= RESET_AFTER and failed is None else \
+            min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
+        self.backoff[name] = delay
+        due = (S.parse_rfc3339(st["FinishedAt"]) if failed is None else failed) + delay
+        self.restart_at[name] = due
+        try:
+            S.update(self.paths.cdir(name), lambda r: r["State"].update(
+                Status="restarting") if r["State"]["Status"] == "exited" else None)
+        except Exception:
+            pass
+        self.later(max(0.0, due - time.time()), lambda: self.restart(name, due))
+
+    def restart(self, name: str, due: float) -> None:
+        if self.restart_at.get(name) != due or name in self.restarting:
+            return  # superseded, or one runs
+        del self.restart_at[name]
+        try:
+            rec = S.load(self.paths.cdir(name))
+        except Exception:
+            return
+        if rec is None or rec["State"]["Status"] not in ("exited", "restarting") \
+                or not wants_restart(rec):
+            return
+        delay = self.backoff.get(name, BACKOFF_MIN)
+        self.restarting.add(name)
+        root = self.root
+
+        def child() -> int:
+            return restart_child(root, name, delay)
+
+        def done(rc: int) -> None:
+            self.restarting.discard(name)
+            if rc != 0:
+                self.failed_at[name] = time.time()
+            self.exited(name)  # (a run that ended already, while this one counted it)
+        self.fork(child, done)
+
+    # -- health checks --------------------------------------------------------------------
+
+    def running(self, name: str, rec: dict[str, Any]) -> None:
+        """A run began (or was adopted): its first check is due soon."""
+        hc = rec["Config"].get("Healthcheck")
+        if not hc:
+            return
+        started = rec["State"]["StartedAt"]
+        self.started[name] = started
+        first = min(hc["Interval"], 1.0) if hc["Interval"] > 1.0 else hc["Interval"]
+        self.later(first, lambda: self.check(name, started))
+
+    def check(self, name: str, started: str) -> None:
+        if self.started.get(name) != started or not self.watching(name):
+            return  # that run is over
+        try:
+            rec = S.load(self.paths.cdir(name))
+        except Exception:
+            rec = None
+        if rec is None or rec["State"]["Status"] != "running" \
+                or rec["State"]["StartedAt"] != started:
+            return
+        hc = rec["Config"]["Healthcheck"]
+        self.later(hc["Interval"], lambda: self.check(name, started))
+        if name in self.checking:
+            return  # the last one still runs
+        self.checking.add(name)
+        root = self.root
+        self.fork(lambda: check_child(root, name, rec),
+                  lambda _rc: self.checking.discard(name))
+
+
+# -- in the children ----------------------------------------------------------------------
+
+def restart_child(root: str, name: str, delay: float) -> int:
+    """Start the container again; 0 once it runs. The attempt goes into RestartLog when
+    it is over, with the count (a restart that ran) or the error (one that failed) in
+    the same write, so that a reader never sees one without the other."""
+    paths = S.Paths(root)
+    cdir = paths.cdir(name)
+    rec = S.load(cdir) or {}
+    entry = {"ExitedAt": rec.get("State", {}).get("FinishedAt"),
+             "RestartedAt": S.now_rfc3339(), "Delay": delay,
+             "ExitCode": rec.get("State", {}).get("ExitCode")}
+    try:
+        from cove.engine import containers
+        containers.start(root, name, policy_restart=True)
+    except Exception as e:
+        # recorded, not counted: RestartCount counts restarts that ran
+        err = f"restart failed: {e}"
+        print(f"{name}: {err}", file=sys.stderr, flush=True)
+
+        def failure(r: dict[str, Any]) -> None:
+            r["State"].update(Status="exited", Error=err)
+            r["RestartLog"] = [*r.get("RestartLog", []), {**entry, "Error": err}][-10:]
+        try:
+            S.update(cdir, failure)
+        except Exception:
+            pass
+        return 1
+
+    def ran(r: dict[str, Any]) -> None:
+        r["RestartCount"] = int(r.get("RestartCount", 0)) + 1
+        r["RestartLog"] = [*r.get("RestartLog", []), entry][-10:]
+    S.update(cdir, ran)
+    return 0
+
+
+def _kill_check(pid: int, pid_file: str) -> None:
+    """The check's process runs in the container, not under the runtime: kill it first
+    (by the pid the runtime wrote; one still starting it writes that soon), then the
+    runtime."""
+    deadline = time.monotonic() + 5
+    while procs.child_status(pid, block=False) is None and time.monotonic() < deadline:
+        try:
+            with open(pid_file) as f:
+                os.kill(int(f.read().strip()), 9)
+            break
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+def check_child(root: str, name: str, rec: dict[str, Any]) -> int:
+    """Run one health check, record it, and act on `unhealthy`."""
+    import select
+
+    from cove.engine.spawn import runtime_binary
+    paths = S.Paths(root)
+    cdir = paths.cdir(name)
+    hc = rec["Config"]["Healthcheck"]
+    test = hc["Test"]
+    argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
+    begin = S.now_rfc3339()
+    pid_file = os.path.join(cdir, f"health-{os.getpid()}.pid")
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = procs.spawn([runtime_binary(), "--root", paths.runtime_root, "exec",
+                           "--pid-file", pid_file, name, *argv], null, w, w)
+    finally:
+        os.close(w)
+        os.close(null)
+    out, deadline = b"", time.monotonic() + hc["Timeout"]
+    code = -1
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                _kill_check(pid, pid_file)
+                procs.child_status(pid)
+                text = f"health check timed out after {hc['Timeout']}s"
+                break
+            data = os.read(r, 65536)
+            if data:
+                out = (out + data)[-8192:]
+                continue
+            status = procs.child_status(pid)
+            code = os.waitstatus_to_exitcode(status) if status is not None else -1
+            text = out.decode(errors="replace")
+            break
+    finally:
+        os.close(r)
+        try:
+            os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
+    in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
+    result: dict[str, Any] = {}
+
+    def record(r: dict[str, Any]) -> None:
+        if r["State"]["StartedAt"] != rec["State"]["StartedAt"]:
+            return  # a new run since the check began
+        if r["State"]["Status"] != "running" or r.get("ManuallyStopped"):
+            return  # it failed because the container is being stopped or removed
+        h = r["State"].get("Health") or {"Status": "starting", "FailingStreak": 0,
+                                         "Log": []}
+        h["Log"] = [*h["Log"], {"Start": begin, "End": S.now_rfc3339(),
+                                "ExitCode": code, "Output": text[-4096:]}][-5:]
+        if code == 0:
+            h["Status"], h["FailingStreak"] = "healthy", 0
+        elif not (in_start and h["Status"] == "starting"):
+            h["FailingStreak"] += 1
+            if h["FailingStreak"] >= hc["Retries"]:
+                h["Status"] = "unhealthy"
+        r["State"]["Health"] = h
+        result.update(h)
+    try:
+        S.update(cdir, record)
+    except Exception:
+        return 1
+    if result and result["Status"] != (rec["State"].get("Health") or {}).get("Status"):
+        events.emit(root, "container", f"health_status: {result['Status']}", rec)
+    if result.get("Status") == "unhealthy" and code != 0 and \
+            result.get("FailingStreak") == hc["Retries"]:
+        action = rec["HostConfig"].get("HealthOnFailure", "none")
+        now = S.load(cdir) or {}
+        if now.get("ManuallyStopped") or (now.get("State") or {}).get("Status") != "running":
+            return 0  # `stop`/`rm -f` since: the user's word wins
+        try:
+            from cove.engine import containers
+            if action == "kill":
+                containers.kill(root, name, "KILL", manual=False)
+            elif action == "restart":
+                containers.stop(root, name, 5)
+                containers.start(root, name)
+        except Exception as e:
+            print(f"health action {name}: {e}", file=sys.stderr, flush=True)
+    return 0

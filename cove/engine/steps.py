@@ -1,0 +1,277 @@
+"""The blocking steps of a container's run — `cove-runtime create` and `start` before
+it, `delete`, the network and rootfs teardown and the exit record after it — each run
+in a child the monitor forks (cove/engine/monitor.py).
+
+Why children: the monitor is one process for every container of a state root and must
+keep copying their output while one of them starts or stops (a vm handler's create
+boots a guest for seconds); and what these steps import (pyroute2 for a bridge network,
+the image store for `--rm`) would otherwise stay in the monitor's memory for good. The
+child is not a subreaper, so the init the runtime leaves behind is reparented to the
+monitor, the next subreaper up: the monitor is the parent of every init it watches.
+"""
+
+from __future__ import annotations
+
+import _signal as signal
+import os
+import sys
+
+from cove.engine import events, procs, teardown
+from cove.engine import state as S
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+
+def runtime_cmd(paths: S.Paths, env: dict[str, str]) -> list[str]:
+    rt = env.get("COVE_RUNTIME") or os.path.join(os.path.dirname(sys.executable),
+                                                "cove-runtime")
+    return [rt, "--root", paths.runtime_root]
+
+
+# -- the runtime, in-process ---------------------------------------------------------------
+#
+# Each `cove-runtime` command costs ~11 ms before it does anything (an interpreter and
+# the runtime's imports), three of them per run. When the runtime asked for is this
+# source tree's own cove-runtime and the container uses the namespaces handler, a step
+# runs the verb through the runtime's public entry point (cove.runtime.namespaces) in a
+# child forked from the monitor, which has imported the runtime's modules once: the same
+# code, the same process state (fds 0-2, the environment, default signals) as the binary
+# would have, without the start-up.
+
+_OURS: dict[str, bool] = {}
+
+
+def in_process(env: dict[str, str], cdir: str = "") -> bool:
+    """Whether the runtime asked for in `env` is this tree's cove-runtime (checked once
+    per path: its launcher imports cove.cli.runtime from our source tree) and the
+    container's bundle names no other handler. COVE_RUNTIME_EXEC=1 turns it off."""
+    if env.get("COVE_RUNTIME_EXEC") == "1":
+        return False
+    rt = env.get("COVE_RUNTIME") or os.path.join(os.path.dirname(sys.executable),
+                                                "cove-runtime")
+    if rt not in _OURS:
+        from cove.engine import spawn
+        try:
+            with open(rt, "rb") as f:
+                head = f.read(1024)
+            _OURS[rt] = b"from cove.cli.runtime import main" in head and \
+                spawn.search_path()[0].encode() in head
+        except OSError:
+            _OURS[rt] = False
+    if not _OURS[rt]:
+        return False
+    if cdir:
+        try:
+            with open(os.path.join(cdir, "config.json"), "rb") as f:
+                return b"io.cove.isolation" not in f.read()
+        except OSError:
+            return False
+    return True
+
+
+def _other_handler(paths: S.Paths, name: str) -> bool:
+    """Whether the runtime's state of `name` names a handler (vm, gvisor): those verbs
+    go through the binary, which loads that handler."""
+    try:
+        with open(os.path.join(paths.runtime_root, name, "state.json"), "rb") as f:
+            return b'"handler"' in f.read()
+    except OSError:
+        return False
+
+
+def preload() -> None:
+    """Import what the runtime's create, start and delete import (in the monitor, once:
+    its step children then share it)."""
+    import cove.runtime
+    cove.runtime.preload()
+
+
+def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, int]) -> int:
+    """Run `fn` (a runtime verb) in a child with `fds` as its stdin, stdout and stderr,
+    as the cove-runtime binary would; its exit status. Errors are the binary's line."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for i, fd in enumerate(fds):
+                if fd != i:
+                    os.dup2(fd, i)
+            for sig in procs.DEFAULT_SIGNALS:
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts
+            os.environ.clear()
+            os.environ.update(env)
+            from cove.errors import CoveError, os_why
+            try:
+                fn()
+                code = 0
+            except CoveError as e:
+                os.write(2, f"cove-runtime: {e}\n".encode(errors="replace"))
+                code = e.code
+            except OSError as e:
+                os.write(2, f"cove-runtime: {os_why(e)}\n".encode(errors="replace"))
+        except BaseException as e:
+            try:
+                os.write(2, f"cove-runtime: {type(e).__name__}: {e}\n".encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    status = procs.wait_child(pid)
+    return os.waitstatus_to_exitcode(status)
+
+
+def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
+            stdin: int = -1, stdout: int = -1, stderr: int = -1) -> tuple[int, str]:
+    """`cove-runtime --root R ARGV...` (create, start, delete --force): in-process when
+    in_process() says so, else the binary; its exit code and (unless redirected) its
+    stderr."""
+    if not in_process(env, cdir if argv[0] == "create" else "") or \
+            (argv[0] != "create" and _other_handler(paths, argv[-1])):
+        return procs.call([*runtime_cmd(paths, env), *argv], stdout=stdout, stderr=stderr,
+                          stdin=stdin, env=env)
+    from cove.runtime import CreateOptions, namespaces
+    root = paths.runtime_root
+    fn: Callable[[], object]
+    if argv[0] == "create":
+        o = CreateOptions(root, argv[-1], argv[argv.index("--bundle") + 1],
+                          argv[argv.index("--pid-file") + 1],
+                          rootless=os.geteuid() != 0)  # as the binary's --rootless auto
+        fn = lambda: namespaces.create(o)  # noqa: E731
+    elif argv[0] == "start":
+        fn = lambda: namespaces.start(root, argv[-1])  # noqa: E731
+    else:
+        fn = lambda: namespaces.delete(root, argv[-1], True)  # noqa: E731
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    r, w = os.pipe()
+    try:
+        code = _verb(fn, env, (null if stdin < 0 else stdin, null if stdout < 0 else stdout,
+                               w if stderr < 0 else stderr))
+    finally:
+        os.close(w)
+        os.close(null)
+    try:
+        os.set_blocking(r, False)
+        err = os.read(r, 65536)
+    except OSError:
+        err = b""
+    finally:
+        os.close(r)
+    return code, err.decode(errors="replace").strip()
+
+
+def _fifo_text(rfds: list[int]) -> str:
+    out = b""
+    for fd in rfds:
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            pass
+    return out.decode(errors="replace").strip()
+
+
+def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
+          monitor: int, keeper: int) -> int:
+    """Create and start container `name` (its FIFOs made, their read ends `rfds` held
+    by the monitor), record it running and say "ok" on `sync`; or say "error: ..." and
+    record why. The exit status: 0 once it runs."""
+    paths = S.Paths(root)
+    cdir = paths.cdir(name)
+    try:
+        rec = S.load(cdir)
+        if rec is None:
+            raise RuntimeError("its record is gone")
+        for old in (procs.EXIT_FILE, "init.pid"):
+            try:
+                os.unlink(os.path.join(cdir, old))
+            except FileNotFoundError:
+                pass
+        pid_file = os.path.join(cdir, "init.pid")
+        stdin = procs.open_stdin(cdir, bool(rec.get("Config", {}).get("OpenStdin")))
+        ends = [os.open(p, os.O_RDWR | os.O_CLOEXEC) for p in procs.fifo_paths(cdir)]
+        rc, _ = rt_call(paths, env, cdir, ["create", "--bundle", cdir, "--pid-file",
+                                           pid_file, name],
+                        stdout=ends[0], stderr=ends[1], stdin=stdin)
+        for fd in (*ends, stdin) if stdin >= 0 else ends:
+            os.close(fd)
+        if rc != 0:
+            raise RuntimeError(_fifo_text(rfds) or f"cove-runtime create: exit status {rc}")
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        pstart = S.proc_start_time(pid)
+        rc, err = rt_call(paths, env, cdir, ["start", name])
+        if rc != 0:
+            rt_call(paths, env, cdir, ["delete", "--force", name])
+            raise RuntimeError(err or "cove-runtime start failed")
+
+        def running(r: dict[str, Any]) -> None:
+            st = r["State"]
+            r["ZygotePid"], r["ZygoteStart"] = keeper, S.proc_start_time(keeper)
+            st.update(Status="running", Running=True, Pid=pid, PidStart=pstart,
+                      ExitCode=0, Error="", StartedAt=S.now_rfc3339(),
+                      FinishedAt="0001-01-01T00:00:00Z")
+            if r["Config"].get("Healthcheck"):
+                st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+            r["MonitorPid"] = monitor
+        rec = S.update(cdir, running)
+        events.emit(root, "container", "start", rec)
+    except Exception as e:
+        msg = str(e).replace("\n", " ") or type(e).__name__
+        try:
+            os.write(sync, f"error: {msg}\n".encode())
+        except OSError:
+            pass
+        try:
+            finish(root, name, 127, msg, S.now_rfc3339(), 0, env, auto_remove=False)
+        except Exception as e2:
+            print(f"cove-monitor: {name}: {e2}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        os.write(sync, b"ok\n")
+    except OSError:
+        pass
+    return 0
+
+
+def finish(root: str, name: str, code: int, error: str, finished: str, pid: int,
+           env: dict[str, str], auto_remove: bool = True) -> None:
+    """After init `pid` exited with `code` (its output already in the log): the runtime's
+    state deleted, the network and rootfs undone, the exit recorded and a `--rm -d`
+    container removed (the monitor applies its restart policy once this is done)."""
+    paths = S.Paths(root)
+    # `cove rename` while it ran: the runtime's state and the network know the new name
+    # (cleanup settles the rest: cove/engine/ops.py)
+    name = teardown.current_name(paths.cdir(name), name)
+    cdir = paths.cdir(name)
+    rt_call(paths, env, cdir, ["delete", "--force", name])
+    teardown.cleanup(paths, name, S.load(cdir) or {})
+    changed = False
+
+    def done(r: dict[str, Any]) -> None:
+        nonlocal changed
+        st = r["State"]
+        if pid and int(st.get("Pid") or 0) not in (pid, 0):
+            return  # started again meanwhile: not ours to finish
+        changed = True
+        st.update(Status="exited", Running=False, Pid=0, ExitCode=code,
+                  FinishedAt=finished, Error=error)
+        if st.get("Health"):
+            st["Health"]["Status"] = "unhealthy" if st["Health"]["Status"] == "unhealthy" \
+                else "starting"
+        r["MonitorPid"] = 0
+    rec = S.update(cdir, done)
+    if not changed:
+        return
+    events.emit(paths.root, "container", "die", rec, exitCode=code)
+    if auto_remove and rec.get("HostConfig", {}).get("AutoRemove"):
+        try:
+            from cove.engine import containers
+            containers.remove(paths.root, name, force=True)
+        except Exception:
+            pass

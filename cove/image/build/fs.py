@@ -1,0 +1,210 @@
+"""Files in a step's root filesystem: paths resolved inside it (an image's symlinks
+never lead out to the host), COPY's copying with owners and modes, and the step's
+change (the overlay's upper directory) written as an OCI layer tar: `.wh.NAME` for a
+deleted path (overlayfs's 0:0 character device), `.wh..wh..opq` for a replaced
+directory (its `trusted.overlay.opaque` xattr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from typing import IO
+
+from cove.errors import CoveError
+from cove.image import layers as L
+
+_MAX_LINKS = 40
+
+
+def in_root(root: str, path: str, follow_last: bool = True) -> str:
+    """`path` inside `root`, symlinks resolved as if `root` were `/` (securejoin)."""
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+    cur = "/"
+    hops = 0
+    while parts:
+        p = parts.pop(0)
+        if p == "..":
+            cur = posixpath.dirname(cur)
+            continue
+        nxt = posixpath.join(cur, p)
+        full = root + nxt
+        if (parts or follow_last) and os.path.islink(full):
+            hops += 1
+            if hops > _MAX_LINKS:
+                raise CoveError(path, "too many levels of symbolic links in the image")
+            target = os.readlink(full)
+            if target.startswith("/"):
+                cur = "/"
+            parts = [x for x in target.split("/") if x and x != "."] + parts
+            continue
+        cur = nxt
+    return root.rstrip("/") + cur if cur != "/" else root
+
+
+def mkdirs(root: str, path: str, uid: int = 0, gid: int = 0) -> str:
+    """`mkdir -p` of `path` inside `root`; new directories 0755 owned by uid:gid."""
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+    cur = "/"
+    for p in parts:
+        full = in_root(root, posixpath.join(cur, p))
+        cur = full[len(root.rstrip("/")):] or "/"
+        if not os.path.isdir(full):
+            if os.path.lexists(full):
+                raise CoveError(path, f"{cur} exists and is not a directory")
+            os.mkdir(full, 0o755)
+            os.chmod(full, 0o755)
+            os.lchown(full, uid, gid)
+    return in_root(root, path)
+
+
+def copy_entry(src: str, dst: str, uid: int | None, gid: int | None,
+               mode: int | None, follow: bool = False) -> None:
+    """One file, link, directory (the directory itself only) or special file."""
+    st = os.stat(src) if follow else os.lstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.lexists(dst) and not os.path.isdir(dst):
+            L.remove_tree(dst)
+        if not os.path.isdir(dst):
+            os.mkdir(dst, 0o700)
+    else:
+        if os.path.lexists(dst):
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                raise CoveError(dst, "cannot overwrite a directory with a file")
+            os.unlink(dst)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(src, dst)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(dst, 0o600)
+        else:
+            return   # sockets, devices: not copied
+    os.lchown(dst, st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode) if mode is None else mode)
+    with contextlib.suppress(OSError):
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, L.OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _info(rel: str, st: os.stat_result) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(rel)
+    ti.mode = stat.S_IMODE(st.st_mode)
+    ti.uid, ti.gid = st.st_uid, st.st_gid
+    ti.uname = ti.gname = ""
+    ti.mtime = int(st.st_mtime)
+    return ti
+
+
+def write_layer(upper: str, out: str, skip: set[str] | None = None) -> int:
+    """The upper directory as a layer tar at `out` (sorted, numeric owners); returns
+    the number of entries. `skip`: relative paths left out (mount points the runtime
+    made)."""
+    n = 0
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        links: dict[tuple[int, int], str] = {}
+        for dirpath, dirnames, filenames in os.walk(upper):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, upper)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            if skip:
+                dirnames[:] = [d for d in dirnames
+                               if (f"{rel_dir}/{d}" if rel_dir else d) not in skip]
+            for name in sorted(dirnames + filenames):
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if skip and rel in skip:
+                    continue
+                full = os.path.join(dirpath, name)
+                st = os.lstat(full)
+                mode = st.st_mode
+                n += 1
+                if stat.S_ISCHR(mode) and st.st_rdev == 0:
+                    wh = tarfile.TarInfo(f"{rel_dir}/{L.WHITEOUT_PREFIX}{name}".lstrip("/"))
+                    wh.mtime = int(st.st_mtime)
+                    tf.addfile(wh)
+                    continue
+                ti = _info(rel, st)
+                if stat.S_ISDIR(mode):
+                    ti.type = tarfile.DIRTYPE
+                    tf.addfile(ti)
+                    if _opaque(full):
+                        opq = tarfile.TarInfo(f"{rel}/{L.OPAQUE}")
+                        opq.mtime = int(st.st_mtime)
+                        tf.addfile(opq)
+                elif stat.S_ISREG(mode):
+                    key = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and key in links:
+                        ti.type, ti.linkname = tarfile.LNKTYPE, links[key]
+                        tf.addfile(ti)
+                        continue
+                    links[key] = rel
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    with os.fdopen(fd, "rb") as f:
+                        ti.size = st.st_size
+                        tf.addfile(ti, f)
+                elif stat.S_ISLNK(mode):
+                    ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(full)
+                    tf.addfile(ti)
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+                    ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                    tf.addfile(ti)
+                elif stat.S_ISFIFO(mode):
+                    ti.type = tarfile.FIFOTYPE
+                    tf.addfile(ti)
+    return n
+
+
+def unpack_safely(src: IO[bytes], dest: str, what: str,
+                  max_size: int = L.DEFAULT_MAX_SIZE) -> str:
+    """A tar stream (plain, gzip or zstd) unpacked under `dest` (which must not exist)
+    by the image layer's hardened unpacker: no absolute or `..` names, nothing written
+    through a symlink, no links out. Returns the directory holding the files."""
+    head = src.peek(8) if hasattr(src, "peek") else b""
+    comp = L.detect_compression(head) if head else "auto"
+    try:
+        L.unpack(src, comp, dest, what=what, overlay_markers=False, max_size=max_size)
+    except CoveError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise CoveError(what, f"cannot unpack: {e}") from None
+    return os.path.join(dest, "fs")
+
+
+def extract_tar(archive: str, dest_root: str, dest: str, uid: int | None,
+                gid: int | None, scratch: str) -> None:
+    """ADD's auto-extraction of a local tar into `dest` inside the rootfs: unpacked
+    safely into `scratch` first, then merged in (owners kept unless --chown)."""
+    mkdirs(dest_root, dest)
+    with open(archive, "rb") as raw:
+        tree = unpack_safely(io.BufferedReader(raw), scratch,
+                             f"ADD {os.path.basename(archive)}")
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, tree)
+        for name in sorted(dirnames + filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            parent = in_root(dest_root, posixpath.join(dest, posixpath.dirname(rel)))
+            copy_entry(os.path.join(dirpath, name), os.path.join(parent, name), uid, gid,
+                       None)
+    L.remove_tree(scratch)
+
+
+def is_archive(path: str) -> bool:
+    """Whether ADD unpacks this local file: a tar, plain or compressed."""
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False

@@ -1,0 +1,176 @@
+"""A build step's container: an overlay of the step's parent layers (mounted through
+`cove.image.snapshots`, as `cove run` does), RUN executed there by `cove-runtime`
+(the command, as the engine uses it) in the default secure configuration (Docker's
+seccomp profile, docker's capability set, no new privileges, a network namespace of
+its own with only loopback unless `host` is asked for), and the change it made taken
+from the overlay's upper directory as a layer.
+
+The image layer does not import the engine: the runtime is found as the engine finds
+it ($COVE_RUNTIME, else next to the interpreter, else on PATH). Everything a step
+makes (runtime state, mounts, the container dir) is removed when it ends, also on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cove.errors import CoveError
+from cove.image import layers as L
+from cove.image import snapshots
+from cove.image.bundle import image_spec
+from cove.image.store import Image, Store
+from cove.oci.image import OCI_CONFIG, OCI_MANIFEST, ContainerConfig, Descriptor, ImageConfig
+from cove.oci.image import Manifest as OciManifest
+
+# docker's default capabilities, which `docker build` steps get too (runc's three leave
+# root unable to chown or change users, which package managers need)
+BUILD_CAPS = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+              "CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW",
+              "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"]
+# what the runtime may create in the rootfs to mount over: not part of a step's change
+_MOUNT_POINTS = ("proc", "dev", "sys", "dev/pts", "dev/shm", "dev/mqueue", "sys/fs/cgroup")
+
+
+def runtime_binary() -> str:
+    env = os.environ.get("COVE_RUNTIME")
+    if env:
+        return env
+    cand = os.path.join(os.path.dirname(sys.executable), "cove-runtime")
+    return cand if os.path.exists(cand) else "cove-runtime"
+
+
+@dataclass
+class Mounted:
+    cid: str
+    cdir: str
+    rootfs: str
+    created_mount_points: set[str]
+
+
+def _image(descs: list[Descriptor], diff_ids: list[str], cfg: ContainerConfig) -> Image:
+    ic = ImageConfig(os="linux", architecture="", variant="", config=cfg,
+                     diff_ids=list(diff_ids))
+    m = OciManifest(OCI_MANIFEST, Descriptor(OCI_CONFIG, "sha256:" + "0" * 64, 0),
+                    list(descs))
+    return Image("", m, ic, b"", [])
+
+
+def mount(store: Store, descs: list[Descriptor], diff_ids: list[str]) -> Mounted:
+    """The merged rootfs of the layers `descs` (bottom first) over an empty upper dir; `unmount`
+    it, then read its upper dir (`take_layer`), then `discard` it."""
+    cid = "build-" + secrets.token_hex(6)
+    rf = snapshots.prepare(store, _image(descs, diff_ids, ContainerConfig()), cid)
+    if rf.mode != "overlay":
+        snapshots.release(store, cid)
+        raise CoveError("build", "needs overlayfs (run as root)")
+    made = {p for p in _MOUNT_POINTS if not os.path.lexists(os.path.join(rf.path, p))}
+    return Mounted(cid, rf.container_dir, rf.path, made)
+
+
+def unmount(store: Store, m: Mounted) -> None:
+    snapshots.release(store, m.cid, remove=False)
+
+
+def discard(store: Store, m: Mounted) -> None:
+    snapshots.release(store, m.cid)
+
+
+def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
+        env: list[str], network: str, out: Callable[[str], None],
+        what: str) -> None:
+    """Run `argv` in the mounted rootfs; its output goes to `out` line by line. A
+    non-zero exit is an error naming `what` (the step), the code and the last lines."""
+    spec = image_spec(cfg, m.rootfs, args=argv, entrypoint="", env=env)
+    lin = spec["linux"]
+    proc = spec["process"]
+    assert isinstance(lin, dict) and isinstance(proc, dict)
+    if os.geteuid() == 0:
+        from cove.oci.seccomp_default import default_profile
+        proc["capabilities"] = {k: list(BUILD_CAPS)
+                                for k in ("bounding", "effective", "permitted")}
+        # docker's profile allows some syscalls only with a capability: made for these
+        lin["seccomp"] = default_profile(BUILD_CAPS)
+        res = lin.setdefault("resources", {})
+        if "devices" in res:
+            res["devices"] += [{"allow": True, "type": t, "access": "m"} for t in "cb"]
+    if network == "host":
+        lin["namespaces"] = [n for n in lin["namespaces"] if n.get("type") != "network"]
+    elif network not in ("none", "default", ""):
+        raise CoveError(f"--network {network}", "a build step runs with none or host")
+    bundle = os.path.join(m.cdir, "bundle")
+    os.mkdir(bundle, 0o700)
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(spec, f)
+    rt_root = os.path.join(store.root, "build-runtime")
+    os.makedirs(rt_root, 0o700, exist_ok=True)
+    base = [runtime_binary(), "--root", rt_root]
+    last: collections.deque[str] = collections.deque(maxlen=3)
+    try:
+        p = subprocess.Popen([*base, "run", "--bundle", bundle, m.cid],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    except FileNotFoundError:
+        raise CoveError(what, f"cannot run {base[0]}: not found") from None
+    try:
+        assert p.stdout is not None
+        for raw in p.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            last.append(line)
+            out(line)
+        rc = p.wait()
+    except BaseException:
+        # Ctrl-C (or any failure): the container goes, then its state
+        subprocess.call([*base, "kill", m.cid, "KILL"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(10)
+        raise
+    finally:
+        if os.path.exists(os.path.join(rt_root, m.cid)):
+            subprocess.call([*base, "delete", "--force", m.cid], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    if rc != 0:
+        tail = " | ".join(x.strip() for x in last if x.strip())
+        raise CoveError(what, f"returned a non-zero code: {rc}" +
+                        (f" (last output: {tail})" if tail else ""), code=1)
+
+
+def take_layer(store: Store, m: Mounted, compression: str) -> tuple[Descriptor, str]:
+    """The change in `m`'s upper dir as a stored layer, unpacked as a snapshot for the
+    next step; (descriptor, diffID)."""
+    from cove.image.build.fs import write_layer
+    from cove.image.transfer import add_layer
+    upper = os.path.join(m.cdir, "upper")
+    skip = {p for p in m.created_mount_points if _empty(os.path.join(upper, p))}
+    fd, tar = _tmpfile(store)
+    try:
+        os.close(fd)
+        write_layer(upper, tar, skip)
+        desc, diff_id = add_layer(store, tar, compression)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tar)
+    L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id)
+    return desc, diff_id
+
+
+def _empty(path: str) -> bool:
+    try:
+        return (os.path.isdir(path) and not os.listdir(path)) or \
+            (os.path.isfile(path) and os.path.getsize(path) == 0)
+    except OSError:
+        return False
+
+
+def _tmpfile(store: Store) -> tuple[int, str]:
+    import tempfile
+    return tempfile.mkstemp(dir=store.tmp_dir, prefix="build-layer-", suffix=".tar")

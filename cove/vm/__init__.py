@@ -1,1 +1,0 @@
-"""vm layer of Cove."""

@@ -1,0 +1,152 @@
+"""The same Dockerfile built by `buildah bud` (its own storage root under the test's
+temp dir, runc for RUN, no network) and by Cove: the unpacked trees are the same
+(paths, types, modes, owners, contents, link targets; not times) and so is the config
+(Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts, Volumes, Labels)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.image import layers as L
+from cove.image.store import Store
+from tests.build.conftest import Cove, mounts_under, write
+
+pytestmark = pytest.mark.peers
+
+DOCKERFILE = """\
+FROM localhost/busybox
+ARG V=1
+ENV APP=/app MODE=prod
+WORKDIR /app
+COPY a.txt link ./
+COPY --chown=1:1 d/ data/
+COPY --chmod=0700 tool /usr/local/bin/
+ADD pack.tar /opt/
+RUN echo built-$V > built.txt && rm /sbin/reboot && mkdir -p /var/x && chmod 700 /var/x
+RUN rm -r /root && mkdir /root && echo 1 > /root/x
+LABEL a=b c="d e"
+USER daemon
+EXPOSE 8080 53/udp
+VOLUME /data
+ENTRYPOINT ["/bin/sh"]
+CMD ["-c", "cat built.txt"]
+"""
+
+
+class Buildah:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        tmp.mkdir()
+        conf = tmp / "containers.conf"
+        conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+                        f'events_logfile_path = "{tmp}/events.log"\n'
+                        '[containers]\nnetns = "none"\n')
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf),
+                    "CONTAINERS_REGISTRIES_CONF": str(tmp / "registries.conf"),
+                    "TMPDIR": str(tmp)}
+        (tmp / "registries.conf").write_text("unqualified-search-registries = []\n")
+        self.base = ["buildah", "--root", str(tmp / "storage"), "--runroot",
+                     str(tmp / "run"), "--storage-driver", "overlay"]
+
+    def __call__(self, *args: str) -> str:
+        r = subprocess.run([*self.base, *args], capture_output=True, text=True,
+                           env=self.env, timeout=300)
+        assert r.returncode == 0, f"buildah {' '.join(args)}: {r.stderr}"
+        return r.stdout
+
+    def clean(self) -> None:
+        subprocess.run([*self.base, "rm", "--all"], capture_output=True, env=self.env)
+        subprocess.run([*self.base, "rmi", "--all", "--force"], capture_output=True,
+                       env=self.env)
+        for m in reversed(mounts_under(str(self.tmp))):
+            subprocess.call(["umount", "-l", m])
+        shutil.rmtree(self.tmp / "storage", ignore_errors=True)
+
+
+@pytest.fixture
+def buildah(tmp_path: Path) -> Iterator[Buildah]:
+    if shutil.which("buildah") is None or shutil.which("runc") is None:
+        pytest.skip("buildah or runc not installed (scripts/install-deps.sh)")
+    b = Buildah(tmp_path / "buildah")
+    yield b
+    b.clean()
+
+
+def tree(store: Store, ref: str, dest: Path) -> dict[str, tuple[Any, ...]]:
+    """The image's layers applied into `dest`; path → (type, mode, uid, gid, content)."""
+    img = store.image(ref)
+    snaps = [L.ensure_snapshot(store, d.digest, d.media_type, diff)
+             for d, diff in zip(img.manifest.layers, img.config.diff_ids, strict=True)]
+    dest.mkdir()
+    L.apply_snapshots(snaps, str(dest))
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                content = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(p)
+            else:
+                content = ""
+            out[os.path.relpath(p, dest)] = (stat.S_IFMT(st.st_mode),
+                                              oct(stat.S_IMODE(st.st_mode)),
+                                              st.st_uid, st.st_gid, content)
+    return out
+
+
+CONFIG_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes",
+               "Labels")
+
+
+def _config(store: Store, ref: str) -> dict[str, Any]:
+    import json
+    c = json.loads(store.image(ref).config_raw)["config"]
+    c.get("Labels", {}).pop("io.buildah.version", None)
+    return {k: c.get(k) for k in CONFIG_KEYS}
+
+
+def test_same_image_as_buildah(cove: Cove, buildah: Buildah, tmp_path: Path) -> None:
+    import tarfile
+    ctx = write(tmp_path / "ctx", {"Dockerfile": DOCKERFILE, "a.txt": "hello\n",
+                                   "d/sub/x": "x", "d/y": "y", "tool": "#!/bin/sh\n"})
+    os.symlink("a.txt", ctx / "link")
+    (tmp_path / "pk").mkdir()
+    (tmp_path / "pk" / "f").write_text("packed")
+    with tarfile.open(ctx / "pack.tar", "w") as tf:
+        tf.add(tmp_path / "pk", arcname="pk")
+    cove("build", "-t", "interop", str(ctx))
+    bb = tmp_path / "busybox.tar"
+    cove("save", "-o", str(bb), "localhost/busybox:latest")
+    buildah("pull", "-q", f"docker-archive:{bb}")
+    buildah("bud", "-q", "--runtime", shutil.which("runc") or "runc", "--network", "none",
+            "--isolation", "oci", "-t", "localhost/interop", str(ctx))
+    out = tmp_path / "buildah-image.tar"
+    buildah("push", "-q", "localhost/interop", f"oci-archive:{out}")
+    theirs = Store(str(tmp_path / "theirs"))
+    from cove.image.transfer import load
+    load(theirs, str(out), "localhost/interop:buildah")
+    ours_tree = tree(cove.store(), "interop", tmp_path / "ours-tree")
+    theirs_tree = tree(theirs, "localhost/interop:buildah", tmp_path / "theirs-tree")
+    assert {"app/built.txt", "app/data/sub/x", "opt/pk/f", "root/x", "app/link"} <= \
+        set(ours_tree)
+    assert "sbin/reboot" not in ours_tree and len(ours_tree) > 300
+    only_ours = sorted(set(ours_tree) - set(theirs_tree))
+    only_theirs = sorted(set(theirs_tree) - set(ours_tree))
+    differ = sorted(p for p in set(ours_tree) & set(theirs_tree)
+                    if ours_tree[p] != theirs_tree[p])
+    assert (only_ours, only_theirs) == ([], [])
+    assert [(p, ours_tree[p], theirs_tree[p]) for p in differ] == []
+    ours_cfg = _config(cove.store(), "interop")
+    assert ours_cfg["Entrypoint"] == ["/bin/sh"] and ours_cfg["Labels"] == {"a": "b", "c": "d e"}
+    assert ours_cfg == _config(theirs, "localhost/interop:buildah")
