@@ -13,16 +13,19 @@ import sys
 
 
 class _Lazy:
-    __slots__ = ("_name",)
+    __slots__ = ("_mod", "_name")
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._mod: object = None
 
     def __getattr__(self, attr: str) -> object:
-        mod = sys.modules.get(self._name)
+        mod = self._mod
         if mod is None:
-            import importlib
-            mod = importlib.import_module(self._name)
+            # through the import system, not sys.modules: a module another thread is
+            # still importing is in sys.modules half made (its import lock waits)
+            __import__(self._name)
+            mod = self._mod = sys.modules[self._name]
         return getattr(mod, attr)
 
     def __repr__(self) -> str:

@@ -94,7 +94,8 @@ class Runtime:
 
     def state(self, cid: str) -> dict[str, Any]:
         p = self("state", cid, check=True)
-        return json.loads(p.stdout)
+        state: dict[str, Any] = json.loads(p.stdout)
+        return state
 
     def status(self, cid: str) -> str:
         return str(self.state(cid)["status"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 EVENT_FILTERS = ("container", "event", "image", "label", "network", "type", "volume",
@@ -32,7 +33,7 @@ def _event_match(e: dict[str, Any], f: dict[str, list[str]]) -> bool:
     def obj(v: str, t: str) -> bool:
         return kind == t and (aid == v or (aid.startswith(v) and len(v) >= 3)
                               or attrs.get("name") == v)
-    checks = {
+    checks: dict[str, Callable[[str], bool]] = {
         "container": lambda v: obj(v, "container"),
         "event": lambda v: e.get("Action") == v or str(e.get("Action", "")).startswith(v + ":"),
         "image": lambda v: (kind == "image" and aid == v) or attrs.get("image") == v

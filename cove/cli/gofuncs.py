@@ -203,7 +203,7 @@ def _verb(flags: str, verb: str, a: Any) -> str:
         return ("%" + flags + {"d": "d", "x": "x", "X": "X", "o": "o", "b": "d"}[verb]) % a \
             if verb != "b" else format(a, flags + "b")
     if verb in "feEgG" and num:
-        return ("%" + flags + verb) % a
+        return str(("%" + flags + verb) % a)
     if verb == "c" and isinstance(a, int):
         return chr(a)
     if verb == "t" and isinstance(a, bool):

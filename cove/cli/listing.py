@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cove.cli.format import Method, ago, ellipsis, human_duration, human_size
@@ -80,7 +81,7 @@ def status(rec: dict[str, Any]) -> str:
         finished = parse_rfc3339(st.get("FinishedAt", "")) or now
         return f"Exited ({st.get('ExitCode', 0)}) {human_duration(now - finished)} ago" \
             + (f": {err[:60]}" if err else "")
-    return s.capitalize()
+    return str(s).capitalize()
 
 
 def _ports(rec: dict[str, Any]) -> str:
@@ -259,7 +260,7 @@ def filter_containers(root: str, recs: list[dict[str, Any]], f: dict[str, list[s
         st = r["State"]
         labels = (r.get("Config") or {}).get("Labels") or {}
         health = (st.get("Health") or {}).get("Status") or "none"
-        checks = {
+        checks: dict[str, Callable[[str], bool]] = {
             "id": lambda v: r["Id"].startswith(v),
             "name": lambda v: _name_match(v, r["Name"]),
             "status": lambda v: st.get("Status") == v,

@@ -500,7 +500,8 @@ def register(sub: Any) -> None:
         p.add_argument("containers", nargs="+", metavar="CONTAINER",
                        help="containers: names, IDs or ID prefixes")
         p.set_defaults(func=func)
-        return p
+        parser: argparse.ArgumentParser = p
+        return parser
     p = many("start", "start stopped containers", cmd_start)
     p.add_argument("-a", "--attach", action="store_true",
                    help="follow its output (and forward signals) until it exits")

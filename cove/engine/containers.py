@@ -25,18 +25,20 @@ from cove.engine import hostconfig as H
 from cove.engine import logs as L
 from cove.engine import state as S
 from cove.engine.options import (  # re-exported: the CLI and the API name them from here
-    RunOptions,
+    RunOptions as RunOptions,
+)
+from cove.engine.options import (
     _cap,
     _check_env,
     _env_files,
     _signal_name,
     apply_caps,
-    parse_duration,
     parse_publish,
-    parse_restart,
     parse_volume,
 )
-from cove.engine.spawn import runtime_binary
+from cove.engine.options import parse_duration as parse_duration
+from cove.engine.options import parse_restart as parse_restart
+from cove.engine.spawn import runtime_binary as runtime_binary
 from cove.errors import CoveError
 
 ACTIVE = ("running", "restarting", "paused")  # paused: `cove pause` (cove/engine/ops.py)
@@ -1072,7 +1074,7 @@ def status_line(rec: dict[str, Any]) -> str:
         return f"Exited ({st['ExitCode']})" + (f": {err[:60]}" if err else "")
     if st["Status"] == "restarting":
         return f"Restarting ({st['ExitCode']})"
-    return st["Status"].capitalize()
+    return str(st["Status"]).capitalize()
 
 
 def logs(root: str, name: str, *, follow: bool = False, since: str | None = None,

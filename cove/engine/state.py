@@ -16,7 +16,7 @@ import time
 
 from cove.errors import CoveError
 from cove.oci import jsonio  # not json: it imports re, and the monitor stays small
-from cove.runtime.state import proc_start_time
+from cove.runtime.state import proc_start_time as proc_start_time  # the engine's too
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the monitor imports this module: no typing, no contextlib

@@ -159,7 +159,8 @@ def _runsc_state(root: str, cid: str) -> dict[str, Any]:
         out = _call(root, ["state", cid], f"container {cid!r}", cid=cid)
     except CoveError:
         return {}
-    return json.loads(out)
+    state: dict[str, Any] = json.loads(out)
+    return state
 
 
 def state(root: str, cid: str) -> dict[str, Any]:
@@ -168,7 +169,8 @@ def state(root: str, cid: str) -> dict[str, Any]:
     status = rs.get("status", "stopped")
     if status == "created" and st.data.get("monitor_pid") and not _monitor_alive(st):
         status = "stopped"  # a pod's container whose start failed: nothing will run
-    return {"ociVersion": runtime_state.OCI_VERSION, "id": cid,
+    from cove.oci import OCI_VERSION
+    return {"ociVersion": OCI_VERSION, "id": cid,
             "pid": (st.data.get("monitor_pid") or rs.get("pid", 0)) if status != "stopped"
             else 0, "status": status,
             "bundle": st.bundle, "rootfs": st.data.get("rootfs", ""),

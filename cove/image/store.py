@@ -311,7 +311,8 @@ class Store:
         idx.setdefault("version", 1)
         idx.setdefault("images", {})
         idx.setdefault("blob_sources", {})
-        return idx
+        out: dict[str, Any] = idx
+        return out
 
     def _save(self, idx: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="index-")
@@ -377,7 +378,7 @@ class Store:
             for d, rec in idx["images"].items():
                 if full in rec["names"]:
                     rec["names"].remove(full)
-                    return d
+                    return str(d)
         return None
 
     def resolve(self, ref: str) -> str:

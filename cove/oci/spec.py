@@ -62,7 +62,8 @@ def _strlist(obj: dict[str, Any], key: str, path: str) -> list[str]:
     for i, s in enumerate(v):
         if not isinstance(s, str):
             raise _bad(f"{path}.{key}[{i}]", "expected string")
-    return v
+    checked: list[str] = v
+    return checked
 
 
 def _intlist(obj: dict[str, Any], key: str, path: str) -> list[int]:
@@ -70,7 +71,8 @@ def _intlist(obj: dict[str, Any], key: str, path: str) -> list[int]:
     for i, s in enumerate(v):
         if not isinstance(s, int) or isinstance(s, bool):
             raise _bad(f"{path}.{key}[{i}]", "expected integer")
-    return v
+    checked: list[int] = v
+    return checked
 
 
 class User:

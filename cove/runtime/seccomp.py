@@ -137,7 +137,7 @@ def expect_after_notify(sync: Any, what: str, pid: int, sc: dict[str, Any],
         raise CoveError(msg[6:])
     if msg.split(" ", 1)[0] != what:
         raise CoveError("container process", f"unexpected message {msg!r}")
-    return msg
+    return str(msg)
 
 
 def _take_fd(pid: int, fd: int) -> int:

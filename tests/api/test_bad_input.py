@@ -9,6 +9,7 @@ import os
 import socket
 import tarfile
 import time
+from pathlib import Path
 
 from tests.api.conftest import Api
 
@@ -82,7 +83,7 @@ def _tar(entries: list[tarfile.TarInfo], data: bytes = b"evil\n") -> bytes:
     return buf.getvalue()
 
 
-def test_archive_put_path_traversal(api: Api, tmp_path: object) -> None:
+def test_archive_put_path_traversal(api: Api, tmp_path: Path) -> None:
     api.docker("run", "-d", "--name", "cpt", "busybox", "sleep", "30")
     target = f"/tmp/cove-api-escape-{os.getpid()}"
     try:

@@ -135,7 +135,7 @@ _CLONE_NEWNET = 0x40000000
 def netns_socket(netns: str, family: int = socket.AF_INET) -> socket.socket:
     """A socket made inside `netns` (a socket belongs to the namespace it was made in:
     setns in a helper thread, which only that thread's namespace changes)."""
-    out: list[Any] = []
+    out: list[socket.socket | BaseException] = []
 
     def make() -> None:
         try:

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from cri_api.v1 import api_pb2 as pb
@@ -51,8 +51,10 @@ class Kubelet:
 
     def __init__(self, socket: str, root: str, cgroup_root: str, timeout: float = 120) -> None:
         self.channel = grpc.insecure_channel(f"unix://{socket}")
-        self.rt = rpc.RuntimeServiceStub(self.channel)
-        self.img = rpc.ImageServiceStub(self.channel)
+        # The generated gRPC stubs are untyped: the replies are typed at each call below.
+        stubs: Any = rpc
+        self.rt: Any = stubs.RuntimeServiceStub(self.channel)
+        self.img: Any = stubs.ImageServiceStub(self.channel)
         self.root = root                  # where pod log directories go
         self.cgroup_root = cgroup_root    # kubelet's /kubepods, private to the test
         self.timeout = timeout
@@ -65,14 +67,16 @@ class Kubelet:
     # ---- runtime and images ------------------------------------------------------
 
     def version(self) -> pb.VersionResponse:
-        return self.rt.Version(pb.VersionRequest(version="v1"), timeout=self.timeout)
+        return cast(pb.VersionResponse,
+                    self.rt.Version(pb.VersionRequest(version="v1"), timeout=self.timeout))
 
     def status(self) -> pb.StatusResponse:
-        return self.rt.Status(pb.StatusRequest(verbose=False), timeout=self.timeout)
+        return cast(pb.StatusResponse,
+                    self.rt.Status(pb.StatusRequest(verbose=False), timeout=self.timeout))
 
     def image_status(self, ref: str) -> pb.ImageStatusResponse:
-        return self.img.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)),
-                                    timeout=self.timeout)
+        return cast(pb.ImageStatusResponse, self.img.ImageStatus(
+            pb.ImageStatusRequest(image=pb.ImageSpec(image=ref)), timeout=self.timeout))
 
     # ---- pods --------------------------------------------------------------------
 
@@ -109,16 +113,16 @@ class Kubelet:
     def run_pod(self, handler: str, name: str, **kw: Any) -> Pod:
         cfg = self.pod_config(name, **kw)
         os.makedirs(cfg.log_directory, exist_ok=True)
-        r = self.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler=handler),
-                                  timeout=self.timeout)
+        r: pb.RunPodSandboxResponse = self.rt.RunPodSandbox(
+            pb.RunPodSandboxRequest(config=cfg, runtime_handler=handler), timeout=self.timeout)
         pod = Pod(r.pod_sandbox_id, name, cfg.metadata.uid, handler, cfg, cfg.log_directory)
         self.pods[pod.id] = pod
         return pod
 
     def pod_status(self, pod_id: str, verbose: bool = False) -> pb.PodSandboxStatusResponse:
-        return self.rt.PodSandboxStatus(
+        return cast(pb.PodSandboxStatusResponse, self.rt.PodSandboxStatus(
             pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=verbose),
-            timeout=self.timeout)
+            timeout=self.timeout))
 
     def list_pods(self, **flt: Any) -> list[pb.PodSandbox]:
         return list(self.rt.ListPodSandbox(
@@ -183,7 +187,7 @@ class Kubelet:
                args: list[str] | None = None, **kw: Any) -> str:
         cfg = self.container_config(pod, name, image, command, args, **kw)
         os.makedirs(os.path.join(pod.log_dir, name), exist_ok=True)
-        r = self.rt.CreateContainer(pb.CreateContainerRequest(
+        r: pb.CreateContainerResponse = self.rt.CreateContainer(pb.CreateContainerRequest(
             pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.config),
             timeout=self.timeout)
         pod.containers.append(r.container_id)
@@ -200,9 +204,9 @@ class Kubelet:
         return cid
 
     def status_of(self, cid: str, verbose: bool = False) -> pb.ContainerStatus:
-        return self.rt.ContainerStatus(
+        return cast(pb.ContainerStatus, self.rt.ContainerStatus(
             pb.ContainerStatusRequest(container_id=cid, verbose=verbose),
-            timeout=self.timeout).status
+            timeout=self.timeout).status)
 
     def list_containers(self, **flt: Any) -> list[pb.Container]:
         return list(self.rt.ListContainers(
@@ -222,19 +226,20 @@ class Kubelet:
             time.sleep(0.02)
 
     def exec_sync(self, cid: str, cmd: list[str], timeout: int = 30) -> pb.ExecSyncResponse:
-        return self.rt.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout),
-                                timeout=timeout + self.timeout)
+        return cast(pb.ExecSyncResponse, self.rt.ExecSync(
+            pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout),
+            timeout=timeout + self.timeout))
 
     def exec_url(self, cid: str, cmd: list[str], tty: bool = False,
                  stdin: bool = False) -> str:
-        return self.rt.Exec(pb.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin,
-                                           stdout=True, stderr=not tty),
-                            timeout=self.timeout).url
+        return cast(str, self.rt.Exec(pb.ExecRequest(container_id=cid, cmd=cmd, tty=tty,
+                                                     stdin=stdin, stdout=True, stderr=not tty),
+                                      timeout=self.timeout).url)
 
     def attach_url(self, cid: str, tty: bool = False, stdin: bool = False) -> str:
-        return self.rt.Attach(pb.AttachRequest(container_id=cid, tty=tty, stdin=stdin,
-                                               stdout=True, stderr=not tty),
-                              timeout=self.timeout).url
+        return cast(str, self.rt.Attach(pb.AttachRequest(container_id=cid, tty=tty, stdin=stdin,
+                                                         stdout=True, stderr=not tty),
+                                        timeout=self.timeout).url)
 
     def update(self, cid: str, res: pb.LinuxContainerResources) -> None:
         self.rt.UpdateContainerResources(
@@ -242,8 +247,8 @@ class Kubelet:
             timeout=self.timeout)
 
     def stats(self, cid: str) -> pb.ContainerStats:
-        return self.rt.ContainerStats(pb.ContainerStatsRequest(container_id=cid),
-                                      timeout=self.timeout).stats
+        return cast(pb.ContainerStats, self.rt.ContainerStats(
+            pb.ContainerStatsRequest(container_id=cid), timeout=self.timeout).stats)
 
     def reopen_log(self, cid: str) -> None:
         self.rt.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid),

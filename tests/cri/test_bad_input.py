@@ -3,16 +3,21 @@ behind (the `kubelet` fixture checks the node after each test)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import grpc
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, PAUSE_REF, CriNode
-from tests.cri.kubelet import Kubelet, error_of, pb
+from tests.cri.kubelet import Kubelet, error_of
 
 pytestmark = pytest.mark.peers
 
 
-def refused(call, *args, **kw) -> str:  # type: ignore[no-untyped-def]
+def refused(call: Callable[..., object], *args: Any, **kw: Any) -> str:
     with pytest.raises(grpc.RpcError) as e:
         call(*args, **kw)
     return error_of(e.value)
@@ -24,7 +29,7 @@ def test_unknown_handler(kubelet: Kubelet) -> None:
     assert kubelet.list_pods() == []
 
 
-def test_missing_sandbox_image(kubelet: Kubelet, node: CriNode, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_sandbox_image(kubelet: Kubelet, node: CriNode, tmp_path: Path) -> None:
     """Without its pause image the CRI plugin tries to pull it; here nothing answers."""
     tar = str(tmp_path / "pause.tar")
     node.ctr("images", "export", tar, PAUSE_REF)

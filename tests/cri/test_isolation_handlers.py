@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, CriNode, netns_socket
-from tests.cri.kubelet import EXITED, RUNNING, Kubelet, pb
+from tests.cri.kubelet import EXITED, RUNNING, Kubelet
 from tests.cri.stream import STDOUT, Stream, exit_code
 
 pytestmark = pytest.mark.peers

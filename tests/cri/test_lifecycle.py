@@ -8,9 +8,10 @@ import time
 
 import grpc
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, PAUSE_REF, CriNode
-from tests.cri.kubelet import CREATED, EXITED, RUNNING, Kubelet, pb
+from tests.cri.kubelet import CREATED, EXITED, RUNNING, Kubelet
 
 pytestmark = pytest.mark.peers
 

@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, CriNode, netns_socket
-from tests.cri.kubelet import EXITED, RUNNING, Kubelet, pb
+from tests.cri.kubelet import EXITED, RUNNING, Kubelet
 from tests.cri.stream import Stream
 
 pytestmark = pytest.mark.peers

@@ -7,9 +7,10 @@ import os
 from typing import Any
 
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, CriNode
-from tests.cri.kubelet import EXITED, NODE, Kubelet, Pod, pb
+from tests.cri.kubelet import EXITED, NODE, Kubelet, Pod
 
 pytestmark = pytest.mark.peers
 

@@ -7,9 +7,10 @@ import os
 import time
 
 import pytest
+from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import BUSYBOX_REF, CriNode, netns_socket
-from tests.cri.kubelet import RUNNING, Kubelet, pb
+from tests.cri.kubelet import RUNNING, Kubelet
 from tests.cri.stream import STDERR, STDIN, STDOUT, Stream, exit_code
 
 pytestmark = pytest.mark.peers

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from cove.engine import state as S
 from tests.engine.conftest import ROOT, RUNTIME, Cove, wait_for
@@ -72,7 +73,7 @@ def test_run_it_killed_client(cove: Cove) -> None:
     cove("rm", "-f", "gone")
 
 
-def test_records_are_replaced_atomically(tmp_path: object) -> None:
+def test_records_are_replaced_atomically(tmp_path: Path) -> None:
     """A reader never sees a record half-written or missing while it is rewritten."""
     cdir = str(tmp_path)
     S.save(cdir, {"Name": "x", "State": {}, "Pad": "y" * 200_000, "N": 0})

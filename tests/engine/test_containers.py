@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
+from typing import Any
 
 from tests.engine.conftest import Cove, engine_pids, kill_engine, wait_for
 
 LOOP = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 
 
-def _inspect(cove: Cove, name: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(cove("inspect", name).stdout)[0]  # type: ignore[no-any-return]
+def _inspect(cove: Cove, name: str) -> dict[str, Any]:
+    rec: dict[str, Any] = json.loads(cove("inspect", name).stdout)[0]
+    return rec
 
 
 def test_lifecycle_logs_exec(cove: Cove) -> None:
@@ -119,7 +122,7 @@ def test_restart_on_failure_and_health(cove: Cove) -> None:
     cove("supervisor", "stop")
 
 
-def test_log_rotation_and_options(cove: Cove, tmp_path: object) -> None:
+def test_log_rotation_and_options(cove: Cove, tmp_path: Path) -> None:
     cove("run", "--network", "none", "--name", "chatty", "--log-opt", "max-size=2k",
          "--log-opt", "max-file=3", "busybox", "sh", "-c",
          "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line $i; done")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from cove.sys.caps import CAPS, last_cap
 from tests.engine.conftest import Cove
@@ -70,7 +71,7 @@ def test_cap_add_and_drop(cove: Cove) -> None:
     assert _sh(cove, "unshare -m true", "--cap-add", "SYS_ADMIN").returncode == 0
 
 
-def test_runtime_spec_keeps_runcs_defaults(tmp_path: object) -> None:
+def test_runtime_spec_keeps_runcs_defaults(tmp_path: Path) -> None:
     from cove.oci.defaults import default_spec
     caps = default_spec()["process"]["capabilities"]
     assert caps["bounding"] == ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]

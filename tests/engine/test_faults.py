@@ -72,8 +72,8 @@ def test_a_full_disk_leaves_the_engine_usable(small: Cove) -> None:
     wait_for(lambda: _free(c.root) < 64 * 1024, timeout=30, what="a full disk")
     talker, filler = _rec(c, "talker"), _rec(c, "filler")
     # the monitors live on (they drop what they can't write), and so does the tool
-    for r in (talker, filler):
-        assert pid_alive(r["MonitorPid"]), "a monitor died of the full disk"
+    for rec in (talker, filler):
+        assert pid_alive(rec["MonitorPid"]), "a monitor died of the full disk"
     ps = c("ps")
     assert "talker" in ps.stdout and "filler" in ps.stdout
     r = c("run", "--network", "none", "busybox", "true", check=False)

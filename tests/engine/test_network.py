@@ -29,7 +29,7 @@ def test_bridge_network_in_netns(cove: Cove, netns: str) -> None:
     assert r.stdout == "hello\n"
     # published: from the namespace's own side, to one of its addresses
     for host in (net["Gateway"],):
-        wait_for(lambda h=host: subprocess.run(  # type: ignore[misc]
+        wait_for(lambda h=host: subprocess.run(
             [*inns, "busybox", "wget", "-qO-", f"http://{h}:8080/"],
             capture_output=True, text=True).stdout == "hello\n", timeout=5, what=host)
     # none and host

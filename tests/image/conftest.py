@@ -44,7 +44,7 @@ def stores(tmp_path: Path) -> Iterator[dict[str, Store]]:
     """`src` and `dst` stores under the test's temp dir; no mounts may outlive the test."""
     made: dict[str, Store] = {}
 
-    class _Stores(dict):  # type: ignore[type-arg]
+    class _Stores(dict[str, Store]):
         def __missing__(self, k: str) -> Store:
             made[k] = self[k] = Store(str(tmp_path / f"store-{k}"))
             return made[k]

@@ -9,6 +9,7 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,10 +22,11 @@ from tests.image.util import compress, d, entry, f, hard, sym, tar_bytes, write_
 ROOT = os.geteuid() == 0
 
 
-def unpack(tmp: Path, entries: list, how: str = "none", **kw: object) -> Path:
+def unpack(tmp: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]], how: str = "none",
+           **kw: Any) -> Path:
     data = compress(tar_bytes(entries), how)
     dest = tmp / "snap"
-    L.unpack(io.BytesIO(data), how, str(dest), **kw)  # type: ignore[arg-type]
+    L.unpack(io.BytesIO(data), how, str(dest), **kw)
     return dest / "fs"
 
 
@@ -64,7 +66,7 @@ def test_compressions_and_diff_id(tmp_path: Path, how: str) -> None:
     assert got == diff
     assert (tmp_path / "s/fs/a/b").read_bytes() == b"data" * 1000
     # auto-detection gives the same stream
-    assert L.diff_id_of(io.BytesIO(compress(raw, how))) == diff  # type: ignore[arg-type]
+    assert L.diff_id_of(io.BytesIO(compress(raw, how))) == diff
 
 
 def test_diff_id_mismatch_refused(tmp_path: Path) -> None:

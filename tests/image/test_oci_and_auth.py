@@ -28,7 +28,7 @@ def test_image_config_parse_and_errors() -> None:
     c = cfg.config
     assert (c.entrypoint, c.cmd, c.env, c.working_dir, c.user, c.volumes, c.exposed_ports) \
         == (["/e"], ["a"], ["A=1"], "/w", "1:2", ["/data"], ["80/tcp"])
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"config": {"Env": ["A=1", 3]}}, "config.Env[1]", "expected string"),
         ({"config": {"Env": ["NOEQUALS"]}}, "config.Env[0]", "KEY=VALUE"),
         ({"config": {"WorkingDir": "rel"}}, "config.WorkingDir", "absolute"),
@@ -37,7 +37,7 @@ def test_image_config_parse_and_errors() -> None:
          "unsupported digest"),
         ({"rootfs": None}, "rootfs", "required"),
     ]
-    base = {"architecture": "amd64", "os": "linux",
+    base: dict[str, Any] = {"architecture": "amd64", "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": []}}
     for patch, path, why in cases:
         doc = {**base, **patch}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,8 +34,8 @@ def sample_image(tmp: Path, st: Store, name: str, tag: str = "x",
                        compression=["gzip", "zstd", "none"], platform=platform)
 
 
-def client(reg: RegistryServer, **kw: object) -> Registry:
-    return Registry(reg.host, **kw)  # type: ignore[arg-type]
+def client(reg: RegistryServer, **kw: Any) -> Registry:
+    return Registry(reg.host, **kw)
 
 
 def test_push_then_pull_by_tag_and_digest(plain: RegistryServer, stores: dict[str, Store],

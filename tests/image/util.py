@@ -146,7 +146,8 @@ class RegistryServer:
         return self.data / "docker/registry/v2/blobs/sha256" / h[:2] / h / "data"
 
     def catalog(self) -> bytes:
-        return urllib.request.urlopen(f"http://{self.host}/v2/_catalog").read()  # type: ignore
+        data: bytes = urllib.request.urlopen(f"http://{self.host}/v2/_catalog").read()
+        return data
 
 
 def overlay_mounts(under: Path) -> list[str]:

@@ -22,7 +22,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import pytest
 
@@ -30,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CGROUP_ROOT = "/sys/fs/cgroup"
 IMAGE_REF = "docker.io/library/peerbusybox:latest"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+T = TypeVar("T")
 
 
 def cove_runtime() -> str:
@@ -198,7 +200,7 @@ def wait_pid_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(pred: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -258,7 +260,8 @@ class Peer:
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
 
-    def start(self, argv: list[str], ready, env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+    def start(self, argv: list[str], ready: Callable[[], object],
+              env: dict[str, str] | None = None,
               timeout: float = 30) -> None:
         log = open(self.log_path, "ab")
         try:
@@ -300,7 +303,7 @@ class Peer:
                 out.append(d)
         return out
 
-    def check_clean(self, ids: list[str] = ()) -> None:  # type: ignore[assignment]
+    def check_clean(self, ids: Sequence[str] = ()) -> None:
         """After a test: no new mounts, no processes but the daemon's, no container
         cgroups, no cove state for `ids` (waits briefly: teardown is asynchronous)."""
         def leftovers() -> list[str]:
@@ -321,7 +324,7 @@ class Peer:
             time.sleep(0.2)
         assert not bad, f"{self.name} left behind:\n" + "\n".join(bad)
 
-    def cove_state_dirs(self, ids: list[str]) -> list[str]:
+    def cove_state_dirs(self, ids: Sequence[str]) -> list[str]:
         """State dirs cove-runtime still holds for `ids` under any of our state roots."""
         out = []
         for r in self.cove_roots:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -54,7 +55,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     def ctr_argv(self, *args: str) -> list[str]:
         return [self.bin, "-a", self.sock, "-n", NS, *args]
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60):  # type: ignore[no-untyped-def]
+    def __call__(self, *args: str, check: bool = True,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh(self.ctr_argv(*args), check=check, timeout=timeout)
 
     def run_args(self) -> list[str]:

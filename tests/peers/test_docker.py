@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -36,7 +37,8 @@ class Docker(Peer):
                 "runtimes": {"cove": {"path": self.runtime}},
             }, f)
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60):  # type: ignore[no-untyped-def]
+    def __call__(self, *args: str, check: bool = True,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh([self.bin, "-H", f"unix://{self.sock}", *args], check=check,
                   timeout=timeout)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -47,8 +48,8 @@ cove = ["{self.runtime}"]
                     "CONTAINERS_STORAGE_CONF": self.path("storage.conf"),
                     "CONTAINERS_REGISTRIES_CONF": self.path("registries.conf")}
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60,  # type: ignore[no-untyped-def]
-                 input: str | None = None):
+    def __call__(self, *args: str, check: bool = True, timeout: float = 60,
+                 input: str | None = None) -> subprocess.CompletedProcess[str]:
         return sh([self.bin, *args], env=self.env, check=check, timeout=timeout, input=input)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_ping_needs_cap_net_raw(env: Env, probe_bin: Path) -> None:
     assert out.startswith("ok "), (out, err)
 
 
-def _no_seccomp(args: list[str]) -> dict[str, object]:
+def _no_seccomp(args: list[str]) -> dict[str, Any]:
     # Without the profile (which would refuse sethostname itself): this checks that the
     # capability set alone denies what it does not grant.
     cfg = base_config(args)
@@ -88,6 +89,6 @@ def test_capability_not_granted_is_not_usable(env: Env, probe_bin: Path, args: l
     assert out.splitlines()[-1] == f"err {EPERM}", (out, err)
     cfg = _no_seccomp(args)
     for k in ("bounding", "effective", "permitted"):
-        cfg["process"]["capabilities"][k].append(cap)  # type: ignore[index]
+        cfg["process"]["capabilities"][k].append(cap)
     _code, out, err = run(env.rt, env, bundle(env, probe_bin, cfg, name="with"))
     assert out.splitlines()[-1] == "ok 0", (out, err)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cove.errors import CoveError
@@ -125,7 +127,7 @@ def test_relative_inside_namespaced_mount() -> None:
     assert m.dirs == ["/sys/fs/cgroup/memory/x/c"]
 
 
-def test_systemd_not_running(tmp_path: object) -> None:
+def test_systemd_not_running(tmp_path: Path) -> None:
     missing = "/nonexistent/systemd/system"
     with pytest.raises(CoveError) as e:
         open_manager("system.slice:cove:abc", "abc", mountinfo=HYBRID, systemd_dir=missing)
@@ -136,7 +138,7 @@ def test_systemd_not_running(tmp_path: object) -> None:
         open_manager("/a", "abc", systemd=True, mountinfo=HYBRID, systemd_dir=missing)
 
 
-def test_systemd_path_expansion(tmp_path: object) -> None:
+def test_systemd_path_expansion(tmp_path: Path) -> None:
     m = open_manager(
         "a-b.slice:pfx:abc", "abc", mountinfo=HYBRID, v2_controllers=[],
         systemd_dir=str(tmp_path),

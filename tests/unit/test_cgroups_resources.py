@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,14 +121,14 @@ def cg(m: Manager, ctrl: str) -> str:
     raise KeyError(ctrl)
 
 
-def test_cpuset_copied_from_parent(tmp_path: object) -> None:
+def test_cpuset_copied_from_parent(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     d = cg(m, "cpuset")
     assert rd(d, "cpuset.cpus") == "0-1" and rd(d, "cpuset.mems") == "0"
     assert rd(os.path.dirname(d), "cpuset.cpus") == "0-1"
 
 
-def test_memory_v1_raise_writes_swap_first(tmp_path: object, rec: Recorder) -> None:
+def test_memory_v1_raise_writes_swap_first(tmp_path: Path, rec: Recorder) -> None:
     m = hybrid(str(tmp_path))
     m.set({"memory": {"limit": 64 << 20, "swap": 128 << 20, "reservation": 32 << 20,
                       "swappiness": 10, "disableOOMKiller": True, "kernelTCP": 4096}})
@@ -151,14 +153,14 @@ def test_memory_v1_raise_writes_swap_first(tmp_path: object, rec: Recorder) -> N
                            ("memory.limit_in_bytes", "-1")]
 
 
-def test_memory_check_before_update(tmp_path: object) -> None:
+def test_memory_check_before_update(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     with pytest.raises(CoveError) as e:
         m.update({"memory": {"limit": 1024, "checkBeforeUpdate": True}})
     assert e.value.what == "linux.resources.memory.limit"
 
 
-def test_cpu_v1(tmp_path: object) -> None:
+def test_cpu_v1(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     m.set({"cpu": {"shares": 512, "quota": 20000, "period": 50000, "burst": 1000,
                    "realtimeRuntime": 950, "realtimePeriod": 1000, "idle": 1,
@@ -171,7 +173,7 @@ def test_cpu_v1(tmp_path: object) -> None:
     assert rd(cg(m, "cpuset"), "cpuset.cpus") == "1"
 
 
-def test_pids_v1(tmp_path: object) -> None:
+def test_pids_v1(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     m.set({"pids": {"limit": 20}})
     assert rd(cg(m, "pids"), "pids.max") == "20"
@@ -181,7 +183,7 @@ def test_pids_v1(tmp_path: object) -> None:
     assert rd(cg(m, "pids"), "pids.max") == "max"
 
 
-def test_blkio_v1(tmp_path: object) -> None:
+def test_blkio_v1(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     m.set({"blockIO": {"weight": 300,
                        "weightDevice": [{"major": 8, "minor": 0, "weight": 200}],
@@ -197,7 +199,7 @@ def test_blkio_v1(tmp_path: object) -> None:
     assert e.value.what == "linux.resources.blockIO.leafWeight"
 
 
-def test_devices_v1_in_order(tmp_path: object, rec: Recorder) -> None:
+def test_devices_v1_in_order(tmp_path: Path, rec: Recorder) -> None:
     m = hybrid(str(tmp_path))
     rec.calls.clear()
     m.set({"devices": [
@@ -213,7 +215,7 @@ def test_devices_v1_in_order(tmp_path: object, rec: Recorder) -> None:
     assert e.value.what == "linux.resources.devices[0].type"
 
 
-def test_hugetlb_hybrid_goes_to_unified(tmp_path: object, rec: Recorder) -> None:
+def test_hugetlb_hybrid_goes_to_unified(tmp_path: Path, rec: Recorder) -> None:
     m = hybrid(str(tmp_path))
     m.set({"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}]})
     d = cg(m, "")
@@ -226,7 +228,7 @@ def test_hugetlb_hybrid_goes_to_unified(tmp_path: object, rec: Recorder) -> None
     assert e.value.what == "linux.resources.hugepageLimits[0].pageSize"
 
 
-def test_absent_controller_named(tmp_path: object) -> None:
+def test_absent_controller_named(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path), ctrls=("memory", "freezer"))
     with pytest.raises(CoveError) as e:
         m.set({"network": {"classID": 5}})
@@ -242,9 +244,9 @@ def test_absent_controller_named(tmp_path: object) -> None:
     m.set({"pids": {"limit": -1}, "cpu": {"shares": 0}, "network": {}, "blockIO": {}})
 
 
-def test_type_errors_name_the_path(tmp_path: object) -> None:
+def test_type_errors_name_the_path(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"memory": {"limit": "64M"}}, "linux.resources.memory.limit"),
         ({"memory": {"limit": True}}, "linux.resources.memory.limit"),
         ({"pids": {"limit": 1.5}}, "linux.resources.pids.limit"),
@@ -260,7 +262,7 @@ def test_type_errors_name_the_path(tmp_path: object) -> None:
         assert e.value.what == what, res
 
 
-def test_unified_on_v1_only_is_error(tmp_path: object) -> None:
+def test_unified_on_v1_only_is_error(tmp_path: Path) -> None:
     tmp = str(tmp_path)
     mi = f"30 1 0:30 / {tmp}/pids rw - cgroup cgroup rw,pids\n"
     m = open_manager("/c", "id", root=tmp, mountinfo=mi)
@@ -269,7 +271,7 @@ def test_unified_on_v1_only_is_error(tmp_path: object) -> None:
     assert e.value.what == "linux.resources.unified"
 
 
-def test_v1_freeze_stats_oom_mounts_state(tmp_path: object) -> None:
+def test_v1_freeze_stats_oom_mounts_state(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path))
     m.freeze()
     assert m.frozen() and rd(cg(m, "freezer"), "freezer.state") == "FROZEN"
@@ -292,7 +294,7 @@ def test_v1_freeze_stats_oom_mounts_state(tmp_path: object) -> None:
     assert m2.dirs == m.dirs and m2.path == "/t/c1" and m2.layout == "hybrid"
 
 
-def test_destroy_removes_children(tmp_path: object) -> None:
+def test_destroy_removes_children(tmp_path: Path) -> None:
     m = hybrid(str(tmp_path), ctrls=("pids",))
     # Fake cgroupfs dirs hold regular files; empty them as the kernel would.
     for _h, d in zip(m.hierarchies, m.dirs, strict=True):
@@ -304,7 +306,7 @@ def test_destroy_removes_children(tmp_path: object) -> None:
     m.destroy()  # already gone: no error
 
 
-def test_v2_mapping(tmp_path: object) -> None:
+def test_v2_mapping(tmp_path: Path) -> None:
     m = v2host(str(tmp_path))
     tmp = str(tmp_path)
     # create() delegates every controller down to the parent.
@@ -344,7 +346,7 @@ def test_v2_mapping(tmp_path: object) -> None:
     assert e.value.what == "linux.resources.network.classID"
 
 
-def test_v2_freeze_stats_oom(tmp_path: object) -> None:
+def test_v2_freeze_stats_oom(tmp_path: Path) -> None:
     m = v2host(str(tmp_path))
     d = m.dirs[0]
     with open(os.path.join(d, "cgroup.events"), "w") as f:
@@ -362,7 +364,7 @@ def test_v2_freeze_stats_oom(tmp_path: object) -> None:
 
 
 def test_rootless_unwritable_skips_then_errors_on_resources(
-    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tmp = str(tmp_path)
     mi = f"30 1 0:30 / {tmp}/pids rw - cgroup cgroup rw,pids\n"

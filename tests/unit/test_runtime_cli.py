@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -28,10 +30,10 @@ def test_reading_a_flag_outside_the_spec_is_a_bug_not_a_default() -> None:
         p.given("force")
 
 
-def _flags_read(fn: object) -> set[str]:
+def _flags_read(fn: Callable[..., Any]) -> set[object]:
     """The flag names a verb function reads: f.s("x"), f.b("x"), f.given("x")..."""
-    tree = ast.parse(inspect.getsource(fn))  # type: ignore[arg-type]
-    out = set()
+    tree = ast.parse(inspect.getsource(fn))
+    out: set[object] = set()
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "f"

@@ -148,7 +148,9 @@ def run(script: str, *, timeout: float = 300, mem_mb: int = 1024, cpus: int = 2,
         raise RuntimeError(why)
     kernel, moddir = found
     with tempfile.TemporaryDirectory(prefix="cove-vm-") as tmp:
-        checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        import cove
+        # the directory that holds the `cove` package (a checkout, or site-packages)
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(cove.__file__)))
         keep = checkout if checkout.startswith("/tmp/") else ""
         init = INIT.replace("@CONTROLLERS@", " ".join(CONTROLLERS)).replace("@KEEP@", keep)
         image = initramfs.build(moddir, MODULES, init,

@@ -10,6 +10,10 @@ from cove.errors import CoveError
 from cove.runtime.cgroups import fs, hybrid, v1, v2
 from cove.runtime.cgroups.detect import Hierarchy
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 # Not SIGKILL: importing signal pulls in enum on the hot path.
 SIGKILL = 9
@@ -28,7 +32,7 @@ def _asked(section: object, skip: tuple[str, ...] = ()) -> str | None:
         return None
     for k, v in section.items():
         if k not in skip and v not in (None, 0, False, "", [], {}):
-            return k
+            return str(k)
     return None
 
 
@@ -143,7 +147,7 @@ class Manager:
                     continue
                 raise CoveError("cgroup", f"add pid {pid} to {d}: {e.why}") from err
 
-    def set(self, resources: dict | None, *, update: bool = False) -> None:
+    def set(self, resources: dict[str, Any] | None, *, update: bool = False) -> None:
         """Apply OCI linux.resources; a knob that cannot be honoured is an error."""
         if resources is None:
             return
@@ -158,7 +162,7 @@ class Manager:
                 continue
             handler(self, section, f"{R}.{key}", update)
 
-    def update(self, resources: dict) -> None:
+    def update(self, resources: dict[str, Any]) -> None:
         """Live update: only the keys given change (checkBeforeUpdate honoured)."""
         self.set(resources, update=True)
 
@@ -388,12 +392,13 @@ class Manager:
         i = self._find("memory")
         if i is None or i in self.skipped:
             return 0
-        return (v1 if self.hierarchies[i].version == 1 else v2).oom_count(self.dirs[i])
+        count: int = (v1 if self.hierarchies[i].version == 1 else v2).oom_count(self.dirs[i])
+        return count
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """runc's `events --stats` data object."""
         entry = {"limit": 0, "usage": 0, "max": 0, "failcnt": 0}
-        out: dict = {
+        out: dict[str, Any] = {
             "cpu": {
                 "usage": {"total": 0, "percpu": [], "kernel": 0, "user": 0},
                 "throttling": {"periods": 0, "throttledPeriods": 0, "throttledTime": 0},
@@ -431,7 +436,7 @@ class Manager:
 
     # Persistence across cove-runtime invocations.
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "layout": self.layout,
@@ -447,7 +452,7 @@ class Manager:
         }
 
     @classmethod
-    def from_state(cls, d: dict) -> Manager:
+    def from_state(cls, d: dict[str, Any]) -> Manager:
         try:
             hs = d["hierarchies"]
             m = cls(
@@ -477,7 +482,7 @@ _SECTIONS = {
 }
 
 
-def _obj(v: object, where: str) -> dict:
+def _obj(v: object, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise CoveError(where, "expected object")
     return v

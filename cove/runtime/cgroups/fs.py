@@ -8,6 +8,10 @@ import sys
 
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_UINT64 = (1 << 64) - 1
 
 
@@ -94,7 +98,7 @@ def procs(dirpath: str) -> list[int]:
 # config.json value checks: each failure names the JSON path.
 
 
-def get_int(obj: dict, key: str, where: str) -> int | None:
+def get_int(obj: dict[str, Any], key: str, where: str) -> int | None:
     """obj[key] as an integer, None when absent or null."""
     v = obj.get(key)
     if v is None:
@@ -104,14 +108,14 @@ def get_int(obj: dict, key: str, where: str) -> int | None:
     return v
 
 
-def get_uint(obj: dict, key: str, where: str) -> int | None:
+def get_uint(obj: dict[str, Any], key: str, where: str) -> int | None:
     v = get_int(obj, key, where)
     if v is not None and v < 0:
         raise CoveError(f"{where}.{key}", "expected a non-negative integer")
     return v
 
 
-def get_bool(obj: dict, key: str, where: str) -> bool | None:
+def get_bool(obj: dict[str, Any], key: str, where: str) -> bool | None:
     v = obj.get(key)
     if v is None:
         return None
@@ -120,7 +124,7 @@ def get_bool(obj: dict, key: str, where: str) -> bool | None:
     return v
 
 
-def get_str(obj: dict, key: str, where: str) -> str | None:
+def get_str(obj: dict[str, Any], key: str, where: str) -> str | None:
     v = obj.get(key)
     if v is None:
         return None
@@ -129,7 +133,7 @@ def get_str(obj: dict, key: str, where: str) -> str | None:
     return v
 
 
-def get_dict(obj: dict, key: str, where: str) -> dict | None:
+def get_dict(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
     v = obj.get(key)
     if v is None:
         return None
@@ -138,7 +142,7 @@ def get_dict(obj: dict, key: str, where: str) -> dict | None:
     return v
 
 
-def get_list(obj: dict, key: str, where: str) -> list[dict] | None:
+def get_list(obj: dict[str, Any], key: str, where: str) -> list[dict[str, Any]] | None:
     """obj[key] as a list of objects."""
     v = obj.get(key)
     if v is None:
@@ -151,7 +155,7 @@ def get_list(obj: dict, key: str, where: str) -> list[dict] | None:
     return v
 
 
-def device_key(item: dict, where: str) -> str:
+def device_key(item: dict[str, Any], where: str) -> str:
     """"major:minor" of a blockIO device entry."""
     major = get_int(item, "major", where)
     minor = get_int(item, "minor", where)

@@ -8,6 +8,10 @@ from cove.errors import CoveError
 from cove.runtime.cgroups.base import CGROUP_ROOT, Manager
 from cove.runtime.cgroups.detect import find_hierarchies, parse_proc_cgroup
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 SYSTEMD_DIR = "/run/systemd/system"
 
 
@@ -104,6 +108,6 @@ def _under(mountpoint: str, path: str) -> str:
     return mountpoint.rstrip("/") + path if path != "/" else mountpoint
 
 
-def open_manager_from_state(d: dict) -> Manager:
+def open_manager_from_state(d: dict[str, Any]) -> Manager:
     """Reopen the manager recorded by Manager.to_state() (kill, delete, pause...)."""
     return Manager.from_state(d)

@@ -14,6 +14,10 @@ from cove.errors import CoveError
 from cove.runtime.cgroups import fs
 from cove.runtime.cgroups.fs import get_bool, get_int, get_list, get_str, get_uint
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 MEMSW = "memory.memsw.limit_in_bytes"
 
 
@@ -21,7 +25,7 @@ def _limit(v: int) -> str:
     return "-1" if v < 0 else str(v)
 
 
-def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
+def set_memory(d: str, mem: dict[str, Any], where: str, update: bool = False) -> None:
     """memory.*: limit and swap in the order the kernel accepts (memsw >= limit)."""
     limit = get_int(mem, "limit", where) or 0
     swap = get_int(mem, "swap", where) or 0
@@ -112,7 +116,7 @@ def _set_swap(d: str, swap: int, knob: str) -> None:
         raise
 
 
-def set_cpu(d: str, cpu: dict, where: str, update: bool = False) -> None:
+def set_cpu(d: str, cpu: dict[str, Any], where: str, update: bool = False) -> None:
     """cpu.*: shares, CFS quota/period/burst, RT runtime/period, idle."""
     shares = get_uint(cpu, "shares", where)
     if shares:
@@ -145,7 +149,7 @@ def set_cpu(d: str, cpu: dict, where: str, update: bool = False) -> None:
         fs.write(d, "cpu.idle", str(idle), f"{where}.idle")
 
 
-def set_cpuset(d: str, cpu: dict, where: str, update: bool = False) -> None:
+def set_cpuset(d: str, cpu: dict[str, Any], where: str, update: bool = False) -> None:
     cpus = get_str(cpu, "cpus", where)
     if cpus:
         fs.write(d, "cpuset.cpus", cpus, f"{where}.cpus")
@@ -166,7 +170,7 @@ def init_cpuset(mountpoint: str, d: str) -> None:
                 fs.write(cur, name, fs.read_or(parent, name), "cgroup.cpuset")
 
 
-def set_pids(d: str, pids: dict, where: str, update: bool = False) -> None:
+def set_pids(d: str, pids: dict[str, Any], where: str, update: bool = False) -> None:
     limit = get_int(pids, "limit", where)
     if limit is not None:
         fs.write(d, "pids.max", str(limit) if limit > 0 else "max", f"{where}.limit")
@@ -177,7 +181,7 @@ def _weight_file(d: str, plain: str, bfq: str) -> str:
     return bfq if fs.has(d, bfq) else plain
 
 
-def set_blkio(d: str, bio: dict, where: str, update: bool = False) -> None:
+def set_blkio(d: str, bio: dict[str, Any], where: str, update: bool = False) -> None:
     weight = get_uint(bio, "weight", where)
     if weight:
         fs.write(d, _weight_file(d, "blkio.weight", "blkio.bfq.weight"), str(weight),
@@ -210,7 +214,7 @@ THROTTLES = (
 )
 
 
-def set_hugetlb(d: str, limits: list[dict], where: str, update: bool = False) -> None:
+def set_hugetlb(d: str, limits: list[dict[str, Any]], where: str, update: bool = False) -> None:
     for i, hl in enumerate(limits):
         w = f"{where}[{i}]"
         size = get_str(hl, "pageSize", w)
@@ -227,7 +231,7 @@ def set_net_cls(d: str, classid: int, knob: str) -> None:
     fs.write(d, "net_cls.classid", str(classid), knob)
 
 
-def set_net_prio(d: str, prios: list[dict], where: str) -> None:
+def set_net_prio(d: str, prios: list[dict[str, Any]], where: str) -> None:
     for i, p in enumerate(prios):
         w = f"{where}[{i}]"
         name = get_str(p, "name", w)
@@ -237,7 +241,7 @@ def set_net_prio(d: str, prios: list[dict], where: str) -> None:
         fs.write(d, "net_prio.ifpriomap", f"{name} {prio}", w)
 
 
-def device_rule(dev: dict, w: str) -> tuple[bool, str]:
+def device_rule(dev: dict[str, Any], w: str) -> tuple[bool, str]:
     """(allow, "type major:minor access") for one linux.resources.devices entry."""
     allow = get_bool(dev, "allow", w)
     if allow is None:
@@ -255,7 +259,7 @@ def device_rule(dev: dict, w: str) -> tuple[bool, str]:
     return allow, f"{typ} {mj}:{mn} {access}"
 
 
-def set_devices(d: str, devices: list[dict], where: str, update: bool = False) -> None:
+def set_devices(d: str, devices: list[dict[str, Any]], where: str, update: bool = False) -> None:
     """devices.allow / devices.deny, written in the order given."""
     for i, dev in enumerate(devices):
         w = f"{where}[{i}]"
@@ -263,7 +267,7 @@ def set_devices(d: str, devices: list[dict], where: str, update: bool = False) -
         fs.write(d, "devices.allow" if allow else "devices.deny", rule, w)
 
 
-def set_rdma(d: str, rdma: dict, where: str, update: bool = False) -> None:
+def set_rdma(d: str, rdma: dict[str, Any], where: str, update: bool = False) -> None:
     for dev, lim in rdma.items():
         w = f"{where}.{dev}"
         if not isinstance(lim, dict):
@@ -325,7 +329,7 @@ def _mem_entry(d: str, prefix: str) -> dict[str, int]:
     }
 
 
-def memory_stats(d: str, out: dict) -> None:
+def memory_stats(d: str, out: dict[str, Any]) -> None:
     raw = fs.read_kv(d, "memory.stat")
     mem = out["memory"]
     mem["cache"] = raw.get("cache", 0)
@@ -344,7 +348,7 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split()]
 
 
-def cpuacct_stats(d: str, out: dict) -> None:
+def cpuacct_stats(d: str, out: dict[str, Any]) -> None:
     usage = out["cpu"]["usage"]
     usage["total"] = fs.read_uint(d, "cpuacct.usage")
     usage["percpu"] = _ints(fs.read_or(d, "cpuacct.usage_percpu"))
@@ -361,7 +365,7 @@ def cpuacct_stats(d: str, out: dict) -> None:
         usage["percpu_user"] = pu
 
 
-def cpu_stats(d: str, out: dict) -> None:
+def cpu_stats(d: str, out: dict[str, Any]) -> None:
     st = fs.read_kv(d, "cpu.stat")
     out["cpu"]["throttling"] = {
         "periods": st.get("nr_periods", 0),
@@ -370,15 +374,15 @@ def cpu_stats(d: str, out: dict) -> None:
     }
 
 
-def pids_stats(d: str, out: dict) -> None:
+def pids_stats(d: str, out: dict[str, Any]) -> None:
     lim = fs.read_uint(d, "pids.max")
     # runc reports an unlimited pids.max as 0.
     out["pids"] = {"current": fs.read_uint(d, "pids.current"),
                    "limit": 0 if lim == fs.MAX_UINT64 else lim}
 
 
-def _blkio_entries(d: str, name: str) -> list[dict]:
-    entries: list[dict] = []
+def _blkio_entries(d: str, name: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
     for line in fs.read_or(d, name).splitlines():
         f = line.split()
         if len(f) != 3 or ":" not in f[0]:
@@ -390,7 +394,7 @@ def _blkio_entries(d: str, name: str) -> list[dict]:
     return entries
 
 
-def blkio_stats(d: str, out: dict) -> None:
+def blkio_stats(d: str, out: dict[str, Any]) -> None:
     # CFQ, then BFQ, then the throttle counters (always present), as runc.
     for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
         if fs.has(d, prefix + "io_service_bytes_recursive"):
@@ -410,7 +414,7 @@ def blkio_stats(d: str, out: dict) -> None:
             bio[key] = _blkio_entries(d, prefix + name)
 
 
-def hugetlb_stats(d: str, out: dict) -> None:
+def hugetlb_stats(d: str, out: dict[str, Any]) -> None:
     for name in sorted(os.listdir(d)):
         if name.startswith("hugetlb.") and name.endswith(".limit_in_bytes"):
             size = name[len("hugetlb.") : -len(".limit_in_bytes")]

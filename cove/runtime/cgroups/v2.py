@@ -9,6 +9,10 @@ from cove.errors import CoveError
 from cove.runtime.cgroups import fs
 from cove.runtime.cgroups.fs import get_bool, get_int, get_list, get_str, get_uint
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def _max(v: int) -> str:
     return "max" if v < 0 else str(v)
@@ -38,7 +42,7 @@ def swap_value(swap: int, limit: int, where: str) -> int:
     return swap - limit
 
 
-def set_memory(d: str, mem: dict, where: str, update: bool = False) -> None:
+def set_memory(d: str, mem: dict[str, Any], where: str, update: bool = False) -> None:
     limit = get_int(mem, "limit", where) or 0
     swap = get_int(mem, "swap", where) or 0
     if limit == -1 and swap == 0:
@@ -83,7 +87,7 @@ def shares_to_weight(shares: int) -> int:
     return 1 + ((shares - 2) * 9999) // 262142
 
 
-def set_cpu(d: str, cpu: dict, where: str, update: bool = False) -> None:
+def set_cpu(d: str, cpu: dict[str, Any], where: str, update: bool = False) -> None:
     shares = get_uint(cpu, "shares", where)
     if shares:
         fs.write(d, "cpu.weight", str(shares_to_weight(shares)), f"{where}.shares")
@@ -106,7 +110,7 @@ def set_cpu(d: str, cpu: dict, where: str, update: bool = False) -> None:
         fs.write(d, "cpu.idle", str(idle), f"{where}.idle")
 
 
-def set_cpuset(d: str, cpu: dict, where: str, update: bool = False) -> None:
+def set_cpuset(d: str, cpu: dict[str, Any], where: str, update: bool = False) -> None:
     cpus = get_str(cpu, "cpus", where)
     if cpus:
         fs.write(d, "cpuset.cpus", cpus, f"{where}.cpus")
@@ -115,7 +119,7 @@ def set_cpuset(d: str, cpu: dict, where: str, update: bool = False) -> None:
         fs.write(d, "cpuset.mems", mems, f"{where}.mems")
 
 
-def set_pids(d: str, pids: dict, where: str, update: bool = False) -> None:
+def set_pids(d: str, pids: dict[str, Any], where: str, update: bool = False) -> None:
     limit = get_int(pids, "limit", where)
     if limit is not None:
         fs.write(d, "pids.max", str(limit) if limit > 0 else "max", f"{where}.limit")
@@ -143,7 +147,7 @@ IO_MAX = (
 )
 
 
-def set_io(d: str, bio: dict, where: str, update: bool = False) -> None:
+def set_io(d: str, bio: dict[str, Any], where: str, update: bool = False) -> None:
     weight = get_uint(bio, "weight", where)
     if weight:
         _weight(d, "", weight, f"{where}.weight")
@@ -164,7 +168,7 @@ def set_io(d: str, bio: dict, where: str, update: bool = False) -> None:
             fs.write(d, "io.max", f"{fs.device_key(td, w)} {field}={rate or 'max'}", w)
 
 
-def set_hugetlb(d: str, limits: list[dict], where: str, update: bool = False) -> None:
+def set_hugetlb(d: str, limits: list[dict[str, Any]], where: str, update: bool = False) -> None:
     for i, hl in enumerate(limits):
         w = f"{where}[{i}]"
         size = get_str(hl, "pageSize", w)
@@ -179,7 +183,7 @@ def set_hugetlb(d: str, limits: list[dict], where: str, update: bool = False) ->
             fs.write(d, f"hugetlb.{size}.rsvd.max", str(limit), f"{w}.limit")
 
 
-def set_unified(d: str, unified: dict, where: str, controllers: list[str]) -> None:
+def set_unified(d: str, unified: dict[str, Any], where: str, controllers: list[str]) -> None:
     """Raw key/values; the key must name a file of an enabled controller."""
     for key, val in unified.items():
         w = f"{where}.{key}"
@@ -234,7 +238,7 @@ def oom_count(d: str) -> int:
 # Stats, in the shape of runc's types.Stats.
 
 
-def memory_stats(d: str, out: dict) -> None:
+def memory_stats(d: str, out: dict[str, Any]) -> None:
     raw = fs.read_kv(d, "memory.stat")
     mem = out["memory"]
     mem["cache"] = raw.get("file", 0)
@@ -253,7 +257,7 @@ def memory_stats(d: str, out: dict) -> None:
     mem["use_hierarchy"] = True
 
 
-def cpu_stats(d: str, out: dict) -> None:
+def cpu_stats(d: str, out: dict[str, Any]) -> None:
     st = fs.read_kv(d, "cpu.stat")
     usage = out["cpu"]["usage"]
     usage["total"] = st.get("usage_usec", 0) * 1000
@@ -266,15 +270,15 @@ def cpu_stats(d: str, out: dict) -> None:
     }
 
 
-def pids_stats(d: str, out: dict) -> None:
+def pids_stats(d: str, out: dict[str, Any]) -> None:
     lim = fs.read_uint(d, "pids.max")
     out["pids"] = {"current": fs.read_uint(d, "pids.current"),
                    "limit": 0 if lim == fs.MAX_UINT64 else lim}
 
 
-def io_stats(d: str, out: dict) -> None:
-    sbytes: list[dict] = []
-    sios: list[dict] = []
+def io_stats(d: str, out: dict[str, Any]) -> None:
+    sbytes: list[dict[str, Any]] = []
+    sios: list[dict[str, Any]] = []
     for line in fs.read_or(d, "io.stat").splitlines():
         f = line.split()
         if not f or ":" not in f[0]:
@@ -290,7 +294,7 @@ def io_stats(d: str, out: dict) -> None:
     out["blkio"]["ioServicedRecursive"] = sios
 
 
-def hugetlb_stats(d: str, out: dict) -> None:
+def hugetlb_stats(d: str, out: dict[str, Any]) -> None:
     for name in sorted(os.listdir(d)):
         if name.startswith("hugetlb.") and name.endswith(".max") and ".rsvd." not in name:
             size = name[len("hugetlb.") : -len(".max")]
