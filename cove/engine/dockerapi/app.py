@@ -11,6 +11,7 @@ import sys
 
 from cove.engine.dockerapi import (
     archive,
+    build,
     containers,
     hijack,
     images,
@@ -25,7 +26,7 @@ from cove.errors import CoveError
 
 def router(ctx: Ctx) -> Router:
     r = Router()
-    for mod in (system, containers, hijack, archive, images, networks, volumes):
+    for mod in (system, containers, hijack, archive, images, build, networks, volumes):
         mod.register(r, ctx)
     return r
 

@@ -1,0 +1,39 @@
+"""`POST /build`: docker 20.10's classic builder endpoint, so `docker build` and
+compose's `build:` work against `cove serve`. The body is the build context as a tar;
+the query is turned into build options and the build's progress into docker's JSON
+stream by cove/image/build/dockerapi.py. The server advertises no BuildKit, so clients
+use this path."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+
+from cove.engine.dockerapi.common import Ctx, json_line
+from cove.engine.dockerapi.server import ApiError, Request, Result, Router, Stream
+from cove.errors import CoveError
+from cove.image.store import Store
+
+
+def register(r: Router, ctx: Ctx) -> None:
+    root = ctx.root
+
+    async def build(req: Request) -> Result:
+        from cove.image.build import dockerapi as B
+        query = {k: v[-1] for k, v in req.query.items() if v}
+        try:
+            opts = B.options_from_query(query, io.BytesIO(req.body),
+                                        tags=list(req.query.get("t") or []))
+        except CoveError as e:
+            raise ApiError(400, str(e)) from None
+        messages = B.stream(Store(root), opts, quiet=req.qbool("q"))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            while (msg := await loop.run_in_executor(None, next, messages, None)) \
+                    is not None:
+                yield json_line(msg)
+        return Stream(chunks())
+
+    r.add("POST", "/build", build)
