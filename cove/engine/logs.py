@@ -51,15 +51,20 @@ def log_path(cdir: str) -> str:
 
 
 class JsonFileWriter:
-    """Appends entries; rotates when the file would pass `max_size` (0: never)."""
+    """Appends entries; rotates when the file would pass `max_size` (0: never).
+
+    It keeps no output of its own: `entries` says how much of what it is shown makes
+    whole entries, and the caller (cove/engine/logcopy.py) consumes only that much from
+    the container's pipe, once `append` has stored it — so that a monitor killed at any
+    point leaves every line it had not stored in the pipe, for the next one."""
 
     def __init__(self, path: str, max_size: int = 0, max_file: int = 1) -> None:
         self.path = path
         self.max_size = max_size
         self.max_file = max(1, max_file)
-        self.buf: dict[str, bytes] = {"stdout": b"", "stderr": b""}
         self.lost, self.lost_why = 0, ""  # output dropped while writes failed
         self.fd = -1
+        self.ino = self.size = 0
         self._reopen()
 
     def _rotate(self) -> None:
@@ -79,61 +84,62 @@ class JsonFileWriter:
         return (f'{{"log":{_jstr(data.decode(errors="replace"))},"stream":"{stream}",'
                 f'"time":"{now_rfc3339()}"}}\n').encode()
 
-    def _emit(self, stream: str, data: bytes) -> None:
-        """Append one entry. A write that fails (a full disk, a quota, an I/O error)
-        drops the entry and counts it, and the monitor reads on: a container must not
-        block on its output, nor its monitor die, because the log's disk is full. Once
-        writes succeed again, one entry says how much was lost."""
-        line = self._line(stream, data)
-        try:
-            if self.lost:
-                note = self._line("stderr", (f"cove: {self.lost} bytes of output lost: "
-                                             f"{self.lost_why}\n").encode())
-                self._write(note)
-                self.lost = 0
-            self._write(line)
-        except OSError as e:
-            self.lost += len(data)
-            self.lost_why = e.strerror or str(e)
+    def entries(self, stream: str, data: bytes, last: bool) -> tuple[int, bytes]:
+        """The entries the head of `data` makes, and how many bytes of it they hold:
+        each line (a newline ends it), each 16 KiB of a longer one, and with `last` (the
+        stream has ended) the partial line at its end. A shorter partial line waits for
+        its end, in the pipe."""
+        out: list[bytes] = []
+        pos, size = 0, len(data)
+        while pos < size:
+            nl = data.find(b"\n", pos, pos + MAX_LINE)
+            if nl >= 0:
+                end = nl + 1
+            elif size - pos >= MAX_LINE:
+                end = pos + MAX_LINE
+            elif last:
+                end = size
+            else:
+                break
+            out.append(self._line(stream, data[pos:end]))
+            pos = end
+        if out and self.lost:
+            out.insert(0, self._line("stderr", (f"cove: {self.lost} bytes of output lost: "
+                                                f"{self.lost_why}\n").encode()))
+        return pos, b"".join(out)
 
-    def _write(self, line: bytes) -> None:
-        if self.max_size and self.size and self.size + len(line) > self.max_size:
+    def make_room(self, size: int) -> None:
+        """Rotate first if `size` more bytes would pass max-size; then `ino` and `size`
+        say where the next `append` goes."""
+        if self.max_size and self.size and self.size + size > self.max_size:
             self._rotate()
         if self.fd < 0:
             self._reopen()
-        n = os.write(self.fd, line)
-        if n < len(line):  # a short write (the disk filled): no half entry in the log
+
+    def append(self, blob: bytes) -> None:
+        """Store entries with one write. One that fails (a full disk, a quota, an I/O
+        error) raises, and leaves no half entry; the caller drops the output and counts
+        it (`dropped`): a container must not block on its output, nor its monitor die,
+        because the log's disk is full. Once writes succeed again, an entry says how
+        much was lost (`entries` puts it first)."""
+        n = os.write(self.fd, blob)
+        if n < len(blob):  # a short write (the disk filled): no half entry in the log
             os.ftruncate(self.fd, self.size)
             raise OSError(28, "No space left on device")
-        self.size += len(line)
+        self.size += n
+        self.lost = 0
+
+    def dropped(self, n: int, e: OSError) -> None:
+        self.lost += n
+        self.lost_why = e.strerror or str(e)
 
     def _reopen(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                           0o640)
-        self.size = os.fstat(self.fd).st_size
-
-    def feed(self, stream: str, data: bytes) -> None:
-        buf = self.buf[stream] + data
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0 or nl >= MAX_LINE:
-                if len(buf) >= MAX_LINE:
-                    self._emit(stream, buf[:MAX_LINE])
-                    buf = buf[MAX_LINE:]
-                    continue
-                break
-            self._emit(stream, buf[:nl + 1])
-            buf = buf[nl + 1:]
-        self.buf[stream] = buf
-
-    def flush(self, stream: str) -> None:
-        if self.buf[stream]:
-            self._emit(stream, self.buf[stream])
-            self.buf[stream] = b""
+        st = os.fstat(self.fd)
+        self.ino, self.size = st.st_ino, st.st_size
 
     def close(self) -> None:
-        for s in self.buf:
-            self.flush(s)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

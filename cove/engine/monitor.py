@@ -19,8 +19,9 @@ which adopts every running container (re-opening the FIFOs, a pidfd per init). S
 of the keeper loses nothing either: the monitor starts a new one (a sibling now, which
 reads an exit status through its pidfds) and sends it what it holds. See docs/engine.md.
 
-The monitor imports only os, select, socket, `_signal` and the engine's state, log,
-event and process modules: what it imports it keeps for as long as containers run.
+The monitor imports only os, select, socket, mmap, `_signal`, cove/sys/libc (ctypes,
+for tee(2)) and the engine's state, log, log-copy, event and process modules: what it
+imports it keeps for as long as containers run.
 
     (forked by the keeper) monitor.serve(ROOT, KEEPER_SOCK_FD, READY_FD)
 """
@@ -33,8 +34,8 @@ import socket
 import sys
 import time
 
+from cove.engine import logcopy, policy, procs, steps
 from cove.engine import logs as L
-from cove.engine import policy, procs, steps
 from cove.engine import state as S
 
 TYPE_CHECKING = False
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 COMM = "cove-monitor"
+EPOLLHUP = 0x10
 SOCK, PID_FILE, LOCK = "monitor.sock", "monitor.pid", "monitor.lock"
 IDLE = 120.0  # seconds with nothing to watch before the monitor (and keeper) leave
 DRAIN = 2.0  # seconds to wait for the FIFOs' EOF after an init exits
@@ -56,17 +58,20 @@ class Answered(Exception):
 class Watch:
     """One running container: its log writer, its FIFOs' read ends, its init."""
 
-    __slots__ = ("cdir", "code", "error", "exited", "finished", "name", "parent", "pid",
-                 "pidfd", "rfds", "start", "writer")
+    __slots__ = ("cdir", "code", "copier", "error", "exited", "finished", "hup", "name",
+                 "parent", "pid", "pidfd", "rfds", "start")
 
-    def __init__(self, paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
+    def __init__(self, paths: S.Paths, name: str, rec: dict[str, Any],
+                 scratch: logcopy.Scratch) -> None:
         self.name = name
         self.cdir = paths.cdir(name)
         lc = rec.get("HostConfig", {}).get("LogConfig", {}).get("Config", {})
-        self.writer = L.JsonFileWriter(L.log_path(self.cdir),
-                                       L.parse_size(lc["max-size"]) if lc.get("max-size")
-                                       else 0, int(lc.get("max-file", "1")))
+        writer = L.JsonFileWriter(L.log_path(self.cdir),
+                                  L.parse_size(lc["max-size"]) if lc.get("max-size")
+                                  else 0, int(lc.get("max-file", "1")))
+        self.copier = logcopy.Copier(self.cdir, writer, scratch)
         self.rfds: dict[int, str] = {}
+        self.hup: set[int] = set()  # FIFOs whose writers have all gone
         self.pid, self.start, self.pidfd, self.parent = 0, None, -1, False
         self.code: int | None = None
         self.error, self.finished, self.exited = "", "", 0.0
@@ -76,7 +81,9 @@ class Watch:
                                 strict=True):
             if create and not os.path.exists(path):
                 os.mkfifo(path, 0o600)
-            self.rfds[procs.open_fifo_reader(path)] = stream
+            fd = procs.open_fifo_reader(path)
+            self.rfds[fd] = stream
+            self.copier.recover(fd, stream)  # what a killed monitor left half done
 
 
 class Monitor(procs.Loop):
@@ -88,6 +95,7 @@ class Monitor(procs.Loop):
         self.keeper_pid = 0
         super().__init__()
         self.watches: dict[str, Watch] = {}
+        self.scratch = logcopy.Scratch()
         self.jobs = 0
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.stopping = False
@@ -188,7 +196,7 @@ class Monitor(procs.Loop):
             steps.preload()  # once, here: every step child shares it
             self.preloaded = True
         self.preload_network(rec)
-        w = Watch(self.paths, name, rec)
+        w = Watch(self.paths, name, rec, self.scratch)
         w.open_fifos(create=True)
         rfds = list(w.rfds)
         me = os.getpid()
@@ -205,7 +213,7 @@ class Monitor(procs.Loop):
             if rc != 0 or st.get("Status") != "running":
                 for fd in w.rfds:
                     os.close(fd)
-                w.writer.close()
+                w.copier.close()
                 return
             w.pid, w.start, w.parent = int(st.get("Pid") or 0), st.get("PidStart"), True
             self.watch(w)
@@ -215,7 +223,7 @@ class Monitor(procs.Loop):
         except BaseException:
             for fd in w.rfds:
                 os.close(fd)
-            w.writer.close()
+            w.copier.close()
             raise
         raise Answered
 
@@ -247,7 +255,7 @@ class Monitor(procs.Loop):
         if st.get("Status") not in ("running", "paused") or any(
                 S.pid_alive(int(p), s) for p, s in rec.get("Watchers") or ()):
             return  # not running, or a foreground `run -it` watches it
-        w = Watch(self.paths, name, rec)
+        w = Watch(self.paths, name, rec, self.scratch)
         try:
             w.open_fifos(create=False)
         except OSError:
@@ -268,7 +276,8 @@ class Monitor(procs.Loop):
     def watch(self, w: Watch) -> None:
         self.watches[w.name] = w
         for fd in w.rfds:
-            self.on(fd, lambda fd, w=w: self.read(w, fd))  # type: ignore[misc]
+            self.on(fd, lambda fd, w=w: self.read(w, fd, self.mask & EPOLLHUP),  # type: ignore[misc]
+                    edge=True)
         w.pidfd = procs.pidfd(w.pid) if w.parent or S.pid_alive(w.pid, w.start) else -1
         self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
                          fds=[*([w.pidfd] if w.pidfd >= 0 else []), *w.rfds])
@@ -277,17 +286,20 @@ class Monitor(procs.Loop):
         else:
             self.init_exited(w)
 
-    def read(self, w: Watch, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
+    def read(self, w: Watch, fd: int, hup: int = 0) -> None:
+        """Copy what FIFO `fd` holds into the log (exactly once: cove/engine/logcopy.py);
+        at its end, stop watching it."""
+        if self.watches.get(w.name) is not w or fd not in w.rfds:
+            return  # a later() for a FIFO finished meanwhile
+        if hup:
+            w.hup.add(fd)
+        done = w.copier.pump(fd, w.rfds[fd], fd in w.hup)
+        if done is None:  # more than a turn's worth: the others' turn first
+            self.later(0.0, lambda: self.read(w, fd))
             return
-        except OSError:
-            data = b""
-        if data:
-            w.writer.feed(w.rfds[fd], data)
+        if not done:
             return
-        w.writer.flush(w.rfds.pop(fd))
+        del w.rfds[fd]
         self.off(fd, close=True)
         if w.code is not None and not w.rfds:
             self.finish(w)
@@ -325,17 +337,9 @@ class Monitor(procs.Loop):
         if self.watches.get(w.name) is not w:
             return  # finished already
         for fd in list(w.rfds):
-            for _ in range(64):
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                w.writer.feed(w.rfds[fd], data)
-            w.writer.flush(w.rfds.pop(fd))
+            w.copier.pump(fd, w.rfds.pop(fd), last=True, rounds=64)
             self.off(fd, close=True)
-        w.writer.close()
+        w.copier.close()
         del self.watches[w.name]
         self.tell_keeper("done", w.name)
         code, error, finished, pid, env = w.code or 0, w.error, w.finished, w.pid, self.env

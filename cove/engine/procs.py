@@ -241,10 +241,14 @@ class Loop:
     def __init__(self) -> None:
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
+        self.mask = 0  # the events of the fd whose handler runs
 
-    def on(self, fd: int, fn: Callable[[int], None]) -> None:
+    def on(self, fd: int, fn: Callable[[int], None], edge: bool = False) -> None:
+        """Call `fn(fd)` when `fd` is readable; with `edge`, once each time it gets new
+        data (EPOLLET: a handler that leaves a partial line in a pipe is not called again
+        until more comes)."""
         self.handlers[fd] = fn
-        self.ep.register(fd, select.EPOLLIN)
+        self.ep.register(fd, select.EPOLLIN | (select.EPOLLET if edge else 0))
 
     def off(self, fd: int, close: bool = False) -> None:
         """Stop watching `fd` (and close it, with `close`)."""
@@ -255,9 +259,10 @@ class Loop:
 
     def dispatch(self, events: list[tuple[int, int]], who: str) -> None:
         """Each ready fd's handler; one that raises is logged, and the loop goes on."""
-        for fd, _ in events:
+        for fd, mask in events:
             fn = self.handlers.get(fd)
             if fn is not None:
+                self.mask = mask
                 try:
                     fn(fd)
                 except Exception as e:

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 COMM = "cove-zygote"
 PID_FILE, LOCK = "zygote.pid", "zygote.lock"
-RESPAWN = 1.0  # a monitor that dies within QUICK of its start: the next waits this long
-QUICK = 0.2
+RESPAWN = 1.0  # the longest wait before a new monitor, after quick deaths in a row
+QUICK = 0.2  # a monitor that dies within this of its start died "quickly"
 
 
 class Held:
@@ -77,6 +77,7 @@ class Keeper(procs.Loop):
         self.sock: socket.socket | None = None
         self.stopping = False
         self.respawn_at = 0.0
+        self.quick = 0  # monitors in a row that died quickly
         self.lock = -1  # our flock: must not live on in the monitor
 
     # -- the monitor ----------------------------------------------------------------------
@@ -130,7 +131,11 @@ class Keeper(procs.Loop):
             return
         print(f"{COMM}: the monitor died ({status}): starting a new one", file=sys.stderr,
               flush=True)
-        self.respawn_at = time.monotonic() + (RESPAWN if soon else 0.0)
+        # a crash loop backs off (0.1 s, doubling, up to RESPAWN); the first quick death
+        # (a SIGKILL just after a restart) gets a new monitor at once
+        self.quick = self.quick + 1 if soon else 0
+        self.respawn_at = time.monotonic() + (
+            min(RESPAWN, 0.025 * 2 ** self.quick) if self.quick > 1 else 0.0)
 
     def message(self, fd: int) -> None:
         assert self.sock is not None

@@ -220,6 +220,22 @@ def add_seals(fd: int, seals: int) -> None:
         raise _fail("fcntl F_ADD_SEALS")
 
 
+SPLICE_F_NONBLOCK = 0x2
+_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+_libc.tee.restype = ctypes.c_ssize_t
+
+
+def tee(fd_in: int, fd_out: int, length: int, flags: int = SPLICE_F_NONBLOCK) -> int:
+    """tee(2): copy up to `length` bytes from pipe `fd_in` into pipe `fd_out` without
+    consuming them: a peek, so that what a reader has not yet stored stays in the pipe
+    if the reader dies (the monitor's log copy). EAGAIN raises BlockingIOError."""
+    n = _libc.tee(fd_in, fd_out, length, flags)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"tee: {os.strerror(err)}")
+    return int(n)
+
+
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
