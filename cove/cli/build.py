@@ -28,11 +28,18 @@ def _kv(items: list[str] | None, flag: str, env_ok: bool = False) -> dict[str, s
 
 def cmd_build(a: argparse.Namespace) -> int:
     from cove.image.build.builder import Options, build
+    from cove.image.build.mounts import parse_secret_flag
     from cove.image.store import Store
-    if a.secret:
-        raise CoveError("--secret", "not supported yet (RUN --mount=type=secret is "
-                                    "BuildKit's syntax)")
-    opts = Options(context=a.context, dockerfile=a.file, tags=a.tag or [],
+    secrets = dict(parse_secret_flag(s) for s in a.secret or [])
+    store = Store(a.root)
+    bridge = None
+    if a.network == "bridge":
+        import functools
+
+        from cove.engine.buildnet import bridge_netns
+        bridge = functools.partial(bridge_netns, store.root)
+    opts = Options(secrets=secrets, bridge=bridge,
+                   context=a.context, dockerfile=a.file, tags=a.tag or [],
                    build_args=_kv(a.build_arg, "--build-arg", env_ok=True),
                    target=a.target, no_cache=a.no_cache, pull=a.pull,
                    network="none" if a.network in ("none", "default") else a.network,
@@ -47,7 +54,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     def interrupted(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt   # cleaned up as Ctrl-C is: nothing left, nothing tagged
     signal.signal(signal.SIGTERM, interrupted)
-    res = build(Store(a.root), opts, out)
+    res = build(store, opts, out)
     if a.quiet:
         print(res.image_id)
     return 0
@@ -64,10 +71,14 @@ def register(sub: Any) -> None:
     p.add_argument("--target", metavar="STAGE", help="build up to this stage only")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--pull", action="store_true", help="always pull the base images")
-    p.add_argument("--network", default="none", choices=["none", "default", "host"],
-                   help="RUN's network: none (loopback only; the default) or host")
+    p.add_argument("--network", default="none",
+                   choices=["none", "default", "host", "bridge"],
+                   help="RUN's network: none (loopback only; the default), host, or "
+                        "bridge (the engine's default bridge network)")
     p.add_argument("--platform", help="only this host's platform can be built")
     p.add_argument("--label", action="append", metavar="K=V")
-    p.add_argument("--secret", action="append", metavar="id=X,src=F")
+    p.add_argument("--secret", action="append", metavar="id=X,src=F",
+                   help="a file (or env=VAR) that RUN --mount=type=secret,id=X reads at "
+                        "/run/secrets/X; kept out of the image")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.set_defaults(func=cmd_build)

@@ -17,6 +17,14 @@ sys.path[0:0] = {paths!r}
 from {module} import main
 sys.exit(main())
 """
+# cove-runtime's: its modules from one cache file, no interpreter teardown
+# (cove/runtime/boot.py says why).
+_RUNTIME_TEMPLATE = """#!{python} -IS
+import sys
+sys.path[0:0] = {paths!r}
+from cove.runtime.boot import main
+main({module!r})
+"""
 
 
 def _site_dirs(python: str) -> list[str]:
@@ -42,7 +50,8 @@ def write(bindir: str, python: str = sys.executable) -> list[str]:
         path = os.path.join(bindir, name)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(_TEMPLATE.format(python=python, paths=paths, module=module))
+            template = _RUNTIME_TEMPLATE if name == "cove-runtime" else _TEMPLATE
+            f.write(template.format(python=python, paths=paths, module=module))
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
         written.append(path)

@@ -50,7 +50,8 @@ def _command(argv: list[str]) -> str | None:
 # Which module registers each command, so that a run imports only its own (importing
 # them all, with what they import, cost `cove run` ~30 ms). tests/unit/test_cli_table.py
 # checks this table against what each module registers.
-MODULES = ("run", "images", "login", "ops", "system", "cdi", "build", "serve")
+MODULES = ("run", "images", "login", "ops", "system", "cdi", "build", "serve",
+           "autoscale", "compose", "checkpoint")
 COMMANDS = {
     **dict.fromkeys(("run", "start", "stop", "restart", "kill", "rm", "wait", "ps", "logs",
                      "exec", "top", "stats", "port", "volume", "network", "supervisor"),
@@ -62,6 +63,9 @@ COMMANDS = {
                      "export", "commit", "diff", "history"), "ops"),
     **dict.fromkeys(("version", "info", "events", "system"), "system"),
     "cdi": "cdi", "build": "build", "serve": "serve",
+    "autoscale": "autoscale",
+    **dict.fromkeys(("checkpoint", "restore"), "checkpoint"),
+    **dict.fromkeys(("up", "down", "scale", "rollout", "rollback", "compose"), "compose"),
 }
 
 

@@ -23,22 +23,17 @@ def _root(a: argparse.Namespace) -> str:
 
 def cmd_create(a: argparse.Namespace) -> int:
     """docker create: the container made (status created), its id printed."""
-    from cove.cli.run import run_options
-    from cove.engine import containers as C
-    from cove.engine import images
-    from cove.engine import state as S
+    from cove.cli.runflags import run_options
+    from cove.engine import containers, images, state
     from cove.image.store import Store
-    if a.tty:
-        raise CoveError("create -t", "a container started later gets no terminal here "
-                                     "(`cove run -it` has one); drop -t")
     root = Store(a.root).root
     images.find_image(Store(root), a.image, lambda: registry_options(a), quiet=a.quiet,
                       pull=a.pull, platform=a.platform)
     o = run_options(a, set())
     o.detach = True  # --rm: removed when it exits, whoever starts it (AutoRemove)
-    rec = C.create(root, o)
+    rec = containers.create(root, o)
     if a.interactive:  # docker's OpenStdin: `start -ai` and `attach` write to it
-        S.update(S.Paths(root).cdir(rec["Name"]),
+        state.update(state.Paths(root).cdir(rec["Name"]),
                  lambda r: r["Config"].update(OpenStdin=True))
     print(rec["Id"])  # (--cidfile: written by the engine's create, checked first)
     return 0
@@ -136,8 +131,7 @@ HISTORY_TABLE = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{
 def cmd_history(a: argparse.Namespace) -> int:
     """docker history: its columns (or --format), newest first."""
     from cove.cli.format import ago, ellipsis, human_size, render_list
-    from cove.engine import commit
-    from cove.engine import state as S
+    from cove.engine import commit, state
     rows = commit.history(_root(a), a.image)
 
     def ident(r: dict[str, Any]) -> str:
@@ -150,7 +144,7 @@ def cmd_history(a: argparse.Namespace) -> int:
     items = []
     for r in rows:
         by = r["CreatedBy"].replace("\t", " ").replace("\n", " ")
-        created = S.parse_rfc3339(r["Created"]) if r["Created"] else 0.0
+        created = state.parse_rfc3339(r["Created"]) if r["Created"] else 0.0
         items.append({
             "Comment": r["Comment"],
             "CreatedAt": r["Created"] or "N/A",
@@ -182,14 +176,13 @@ STATS_TABLE = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPer
                "{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}")
 def _sample(root: str, ref: str) -> dict[str, Any]:
     """A container's stats sample; a stopped one's is empty (docker shows zeros)."""
-    from cove.engine import containers as C
-    from cove.engine import state as S
+    from cove.engine import containers, state
     try:
-        return {**C.stats(root, ref), "t": time.monotonic(), "Ref": ref}
+        return {**containers.stats(root, ref), "t": time.monotonic(), "Ref": ref}
     except CoveError:
-        paths = S.Paths(root)
-        name = S.lookup(paths, ref)  # no such container: that error
-        rec = C.refresh(paths, name)
+        paths = state.Paths(root)
+        name = state.lookup(paths, ref)  # no such container: that error
+        rec = containers.refresh(paths, name)
         return {"Name": name, "Id": rec["Id"], "Ref": ref, "t": time.monotonic()}
 
 
@@ -220,13 +213,13 @@ def _print_stats(rows: list[dict[str, str]], fmt: str) -> None:
 def stats_command(a: argparse.Namespace) -> int:
     """docker stats: every second (the screen cleared) until ^C, or once with
     --no-stream; the named containers, else the running ones (all with -a)."""
-    from cove.engine import containers as C
+    from cove.engine import containers
     root = _root(a)
 
     def targets() -> list[str]:
         if a.containers:
             return list(a.containers)
-        return [r["Name"] for r in C.ps(root, all=a.all)]
+        return [r["Name"] for r in containers.ps(root, all=a.all)]
     prev: dict[str, dict[str, Any]] = {}
     first = True
     def sample_all(names: list[str]) -> list[dict[str, Any]]:
@@ -262,9 +255,9 @@ def stats_command(a: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add this module's commands to `cove`'s sub-parsers."""
-    from cove.cli.run import _add_run_flags
+    from cove.cli.runflags import add_run_flags
     p = sub.add_parser("create", help="create a container (started later by `start`)")
-    _add_run_flags(p)
+    add_run_flags(p)
     registry_flags(p)
     p.add_argument("image", help="the image (pulled when missing)")
     p.add_argument("command", nargs=argparse.REMAINDER,

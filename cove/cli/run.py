@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from cove.cli.common import each, parse_bool, registry_flags, registry_options
+from cove.cli.common import each, registry_flags, registry_options
+from cove.cli.runflags import add_run_flags, run_options
 from cove.errors import CoveError
 
 
@@ -61,8 +62,7 @@ ATTACHABLE = ("stdin", "stdout", "stderr")
 
 
 def _run(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    from cove.engine import images
+    from cove.engine import containers, images
     from cove.image.store import Store
     attach = {s.lower() for s in a.attach}
     for s in attach - set(ATTACHABLE):
@@ -77,39 +77,10 @@ def _run(a: argparse.Namespace) -> int:
     out = _Discard() if attach and "stdout" not in attach else None
     err = _Discard() if attach and "stderr" not in attach else None
     # attached, the container gets the signals meant to end us (docker's --sig-proxy)
-    rec, code = C.run(root, o, out, err, sig_proxy=a.sig_proxy)
+    rec, code = containers.run(root, o, out, err, sig_proxy=a.sig_proxy)
     if a.detach:
         print(rec["Id"])
     return code
-
-
-def run_options(a: argparse.Namespace, attach: set[str]) -> Any:
-    """The RunOptions of `run`'s flags (`_add_run_flags`); `create` builds its own too."""
-    from cove.engine import containers as C
-    return C.RunOptions(
-        image=a.image, command=a.command, name=a.name, detach=a.detach, rm=a.rm,
-        env=a.env, env_files=a.env_file, volumes=a.volume, mounts=a.mount, tmpfs=a.tmpfs,
-        publish=a.publish, network=a.network, memory=a.memory, cpus=a.cpus,
-        pids_limit=a.pids_limit, user=a.user, workdir=a.workdir, entrypoint=a.entrypoint,
-        hostname=a.hostname, read_only=a.read_only, isolation=a.isolation,
-        cap_add=a.cap_add, cap_drop=a.cap_drop,
-        security_opt=a.security_opt, restart=a.restart, health_cmd=a.health_cmd,
-        health_interval=C.parse_duration(a.health_interval),
-        health_timeout=C.parse_duration(a.health_timeout), health_retries=a.health_retries,
-        health_start_period=C.parse_duration(a.health_start_period),
-        health_on_failure=a.health_on_failure, log_opts=a.log_opt, tty=a.tty,
-        interactive=a.interactive and (not attach or "stdin" in attach),
-        stop_signal=a.stop_signal or "SIGTERM", stop_timeout=a.stop_timeout,
-        privileged=a.privileged, publish_all=a.publish_all, expose=a.expose,
-        add_host=a.add_host, dns=a.dns, dns_search=a.dns_search, dns_option=a.dns_option,
-        init=a.init, ulimits=a.ulimit, labels=a.label, label_files=a.label_file,
-        shm_size=a.shm_size, sysctls=a.sysctl, platform=a.platform, group_add=a.group_add,
-        cpuset_cpus=a.cpuset_cpus, cpu_shares=a.cpu_shares, memory_swap=a.memory_swap,
-        memory_reservation=a.memory_reservation, oom_kill_disable=a.oom_kill_disable,
-        devices=a.device, device_cgroup_rules=a.device_cgroup_rule, systemd=a.systemd,
-        annotations=a.annotation,
-        cgroup_parent=a.cgroup_parent, ipc=a.ipc, pid=a.pid, uts=a.uts,
-        cidfile=a.cidfile)
 
 
 class _RunParser(argparse.ArgumentParser):
@@ -128,152 +99,42 @@ class _RunParser(argparse.ArgumentParser):
         return ns, extra
 
 
-def _add_run_flags(r: argparse.ArgumentParser) -> None:
-    r.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    r.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    r.add_argument("--name", help="container name")
-    r.add_argument("--hostname", help="container host name")
-    r.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE (or KEY)")
-    r.add_argument("--env-file", action="append", default=[], help="file of KEY=VALUE lines")
-    r.add_argument("-v", "--volume", action="append", default=[],
-                   help="[SRC:]DST[:OPTS] (SRC a path: bind; a name: named volume; OPTS "
-                        "ro|rw, z|Z, nocopy, [r]shared|[r]slave|[r]private)")
-    r.add_argument("--mount", action="append", default=[],
-                   help="type=bind|volume|tmpfs,source=S,target=T[,readonly]")
-    r.add_argument("--tmpfs", action="append", default=[], help="a tmpfs at this path")
-    r.add_argument("-p", "--publish", action="append", default=[],
-                   help="[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one, "
-                        "see `cove port`)")
-    r.add_argument("--isolation", choices=["container", "gvisor", "vm"], default="",
-                   help="namespaces (the default), gVisor, or a micro-VM (docs/isolation.md)")
-    r.add_argument("--network", "--net", default="bridge",
-                   help="none, host, bridge (the default) or a network's name")
-    r.add_argument("-m", "--memory", help="memory limit (e.g. 64m; 6m at least)")
-    r.add_argument("--cpus", type=float,
-                   help="CPU quota in CPUs (e.g. 0.5; 0.01 up to the CPUs available)")
-    r.add_argument("--pids-limit", type=int, help="most processes")
-    r.add_argument("-w", "--workdir", help="working directory in the container")
-    r.add_argument("-u", "--user", help="USER[:GROUP] (names or numbers)")
-    r.add_argument("--entrypoint", help="replace the image's Entrypoint ('' clears it)")
-    r.add_argument("--read-only", action="store_true", help="a read-only root filesystem")
-    r.add_argument("--cap-add", action="append", default=[],
-                   help="add a capability to docker's default 14 (or ALL)")
-    r.add_argument("--cap-drop", action="append", default=[],
-                   help="drop a capability (or ALL)")
-    r.add_argument("--security-opt", action="append", default=[],
-                   help="seccomp=FILE|unconfined, no-new-privileges")
-    r.add_argument("--restart", default="no",
-                   help="no, on-failure[:N], always or unless-stopped (not with --rm)")
-    r.add_argument("--health-cmd", help="a shell command; exit 0 means healthy")
-    r.add_argument("--health-interval", default="30s")
-    r.add_argument("--health-timeout", default="30s")
-    r.add_argument("--health-retries", type=int, default=3)
-    r.add_argument("--health-start-period", default="0s")
-    r.add_argument("--health-on-failure", default="none", choices=["none", "kill", "restart"])
-    r.add_argument("--log-opt", action="append", default=[], help="max-size=S, max-file=N")
-    r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    r.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
-    # docker's further flags (cove/engine/hostconfig.py)
-    r.add_argument("-a", "--attach", action="append", default=[], metavar="STREAM",
-                   help="attach to STDIN, STDOUT or STDERR (default: stdout and stderr)")
-    r.add_argument("--sig-proxy", type=parse_bool, nargs="?", const=True, default=True,
-                   metavar="BOOL", help="pass the signals this process gets to the "
-                                        "container (default true; --sig-proxy=false)")
-    r.add_argument("--cidfile", help="write the container's ID to this file (which must "
-                                     "not exist)")
-    r.add_argument("--pull", default="missing", choices=["always", "missing", "never"],
-                   help="pull the image before running (default missing)")
-    r.add_argument("--platform", help="os/arch[/variant] of the image")
-    r.add_argument("--privileged", action="store_true",
-                   help="every capability and host device, no seccomp, /sys writable")
-    r.add_argument("-P", "--publish-all", action="store_true",
-                   help="publish every exposed port to a free host port")
-    r.add_argument("--expose", action="append", default=[],
-                   help="expose a port or range (PORT[-PORT][/tcp|udp])")
-    r.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
-                   help="an /etc/hosts entry (IP may be host-gateway)")
-    r.add_argument("--dns", action="append", default=[], help="a DNS server")
-    r.add_argument("--dns-search", action="append", default=[],
-                   help="a DNS search domain ('.' for none)")
-    r.add_argument("--dns-option", "--dns-opt", action="append", default=[],
-                   help="a resolv.conf option (e.g. ndots:2)")
-    r.add_argument("--init", action="store_true",
-                   help="run tini as pid 1: it reaps zombies and forwards signals")
-    r.add_argument("--ulimit", action="append", default=[],
-                   help="NAME=SOFT[:HARD], e.g. nofile=1024:2048 (-1: unlimited)")
-    r.add_argument("-l", "--label", action="append", default=[], help="KEY=VALUE")
-    r.add_argument("--label-file", action="append", default=[],
-                   help="a file of KEY=VALUE lines")
-    r.add_argument("--stop-signal", help="the signal `stop` sends (default SIGTERM)")
-    r.add_argument("--stop-timeout", type=int,
-                   help="seconds `stop` waits before SIGKILL (default 10; -1: no limit)")
-    r.add_argument("--shm-size", help="size of /dev/shm (default 64m)")
-    r.add_argument("--sysctl", action="append", default=[],
-                   help="NAME=VALUE, namespaced ones only (net.*, kernel.shm*, ...)")
-    r.add_argument("--group-add", action="append", default=[],
-                   help="an additional group (a name in the image, or a number)")
-    r.add_argument("--cpuset-cpus", help="CPUs it may run on (0-3, 0,1)")
-    r.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight")
-    r.add_argument("--memory-swap", help="memory + swap limit (-1: unlimited swap)")
-    r.add_argument("--memory-reservation", help="a soft memory limit")
-    r.add_argument("--oom-kill-disable", action="store_true",
-                   help="don't OOM-kill it (use with --memory)")
-    r.add_argument("--device", action="append", default=[],
-                   help="a host device: /dev/HOST[:/dev/CONTAINER][:rwm], or a CDI "
-                        "device: vendor.com/class=name|all (docs/devices.md)")
-    r.add_argument("--device-cgroup-rule", action="append", default=[], metavar="RULE",
-                   help="allow devices in the cgroup: 'TYPE MAJOR:MINOR ACCESS' "
-                        "(c 1:3 rwm, a *:* m)")
-    r.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
-                   help="an annotation of the OCI config (cdi.k8s.io/NAME=vendor.com/"
-                        "class=dev: a CDI device, as CRI passes them)")
-    r.add_argument("--systemd", default="false", metavar="true|false|always",
-                   help="systemd as pid 1: tmpfs /run, a writable cgroup, machine-id, "
-                        "stop signal SIGRTMIN+3 (true: when the command is init or "
-                        "systemd; default false)")
-    r.add_argument("--cgroup-parent", help="the cgroup to put its cgroup under")
-    r.add_argument("--ipc", help="private (default), shareable, none, host or "
-                                 "container:NAME")
-    r.add_argument("--pid", help="host or container:NAME (default: its own)")
-    r.add_argument("--uts", help="host (default: its own)")
-
-
 # -- lifecycle --------------------------------------------------------------------------
 
 def cmd_start(a: argparse.Namespace) -> int:
     """docker start: each container started (its name printed); with -a or -i, one,
     followed as `attach` follows it (cove/cli/ops.py), returning its exit status."""
-    from cove.engine import containers as C
+    from cove.engine import containers
     if a.attach or a.interactive:
         from cove.cli import ops
         return ops.start_attached(a)
-    return each(a, lambda c: C.start(_root(a), c))
+    return each(a, lambda c: containers.start(_root(a), c))
 
 
 def cmd_stop(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    return each(a, lambda c: C.stop(_root(a), c, a.time), parallel=True)
+    from cove.engine import containers
+    return each(a, lambda c: containers.stop(_root(a), c, a.time), parallel=True)
 
 
 def cmd_restart(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    return each(a, lambda c: C.restart(_root(a), c, a.time), parallel=True)
+    from cove.engine import containers
+    return each(a, lambda c: containers.restart(_root(a), c, a.time), parallel=True)
 
 
 def cmd_kill(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    return each(a, lambda c: C.kill(_root(a), c, a.signal), parallel=True)
+    from cove.engine import containers
+    return each(a, lambda c: containers.kill(_root(a), c, a.signal), parallel=True)
 
 
 def cmd_rm(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    return each(a, lambda c: C.remove(_root(a), c, force=a.force), parallel=True)
+    from cove.engine import containers
+    return each(a, lambda c: containers.remove(_root(a), c, force=a.force), parallel=True)
 
 
 def cmd_wait(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
+    from cove.engine import containers
     for c in a.containers:
-        print(C.wait(_root(a), c))
+        print(containers.wait(_root(a), c))
     return 0
 
 
@@ -284,14 +145,14 @@ def cmd_ps(a: argparse.Namespace) -> int:
     newest first, as its table, `-q` ids or a `--format` template; `--format json` is
     cove's JSON array."""
     from cove.cli import listing
-    from cove.engine import containers as C
+    from cove.engine import containers
     root = _root(a)
     filters = listing.parse_filters(a.filter, listing.PS_FILTERS)
     last = 1 if a.latest else a.last
     if last is not None and last <= 0:  # docker: -n 0 or -1 is no limit
         last = None
     everything = a.all or last is not None or "status" in filters
-    recs = C.ps(root, all=everything, notify=_notice)
+    recs = containers.ps(root, all=everything, notify=_notice)
     recs.sort(key=lambda r: str(r.get("Created", "")), reverse=True)
     recs = listing.filter_containers(root, recs, filters)
     if last is not None:
@@ -303,7 +164,7 @@ def cmd_ps(a: argparse.Namespace) -> int:
     if a.format == "json":
         _json([{"Id": r["Id"], "Names": [r["Name"]], "Image": r["Image"],
                 "Command": " ".join([r["Path"], *r["Args"]]), "Created": r["Created"],
-                "State": r["State"]["Status"], "Status": C.status_line(r),
+                "State": r["State"]["Status"], "Status": containers.status_line(r),
                 "ExitCode": r["State"]["ExitCode"],
                 "Health": (r["State"].get("Health") or {}).get("Status", ""),
                 "RestartCount": r.get("RestartCount", 0),
@@ -333,7 +194,7 @@ def _image_sizes(root: str, recs: list[dict[str, Any]]) -> dict[str, int]:
 def cmd_logs(a: argparse.Namespace) -> int:
     """docker's `logs`: stdout entries to stdout, stderr to stderr; `-t` the entry's
     time first, `--details` its attributes (none here: docker's lone space)."""
-    from cove.engine import containers as C
+    from cove.engine import containers
     tail = -1
     if a.tail not in (None, "all"):
         try:
@@ -342,7 +203,7 @@ def cmd_logs(a: argparse.Namespace) -> int:
             raise CoveError(f"--tail {a.tail}", "expected a number of lines or all") from None
         tail = max(tail, -1)  # docker: a negative count means all
     details = " " if a.details else ""
-    for e in C.logs(_root(a), a.container, follow=a.follow, since=a.since, tail=tail,
+    for e in containers.logs(_root(a), a.container, follow=a.follow, since=a.since, tail=tail,
                     until=a.until):
         out = sys.stderr if e["stream"] == "stderr" else sys.stdout
         out.write((e["time"] + " " if a.timestamps else "") + details + e["log"])
@@ -351,14 +212,14 @@ def cmd_logs(a: argparse.Namespace) -> int:
 
 
 def cmd_exec(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    return C.exec_(_root(a), a.container, a.command, tty=a.tty, interactive=a.interactive,
+    from cove.engine import containers
+    return containers.exec_(_root(a), a.container, a.command, tty=a.tty, interactive=a.interactive,
                    detach=a.detach, env=a.env, user=a.user, workdir=a.workdir)
 
 
 def cmd_top(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    sys.stdout.write(C.top(_root(a), a.container, a.ps_args))
+    from cove.engine import containers
+    sys.stdout.write(containers.top(_root(a), a.container, a.ps_args))
     return 0
 
 
@@ -369,8 +230,8 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 
 def cmd_port(a: argparse.Namespace) -> int:
-    from cove.engine import containers as C
-    for ctr, binds in C.port(_root(a), a.container).items():
+    from cove.engine import containers
+    for ctr, binds in containers.port(_root(a), a.container).items():
         for b in binds:
             print(f"{ctr} -> {b.get('HostIp') or '0.0.0.0'}:{b['HostPort']}")
     return 0
@@ -379,12 +240,12 @@ def cmd_port(a: argparse.Namespace) -> int:
 # -- volumes, networks, monitor ---------------------------------------------------------
 
 def cmd_volume(a: argparse.Namespace) -> int:
-    from cove.engine import volumes as V
+    from cove.engine import volumes
     root = _root(a)
     if a.vcmd == "create":
-        print(V.create(root, a.name)["Name"])
+        print(volumes.create(root, a.name)["Name"])
     elif a.vcmd == "ls":
-        vols = V.ls(root)
+        vols = volumes.ls(root)
         if a.format == "json":
             _json(vols)
         elif a.format not in ("", "table"):
@@ -394,23 +255,23 @@ def cmd_volume(a: argparse.Namespace) -> int:
             for v in vols:
                 print(f"{v['Driver']:<10}{v['Name']}")
     elif a.vcmd == "inspect":
-        _inspected([V.inspect(root, n) for n in a.names], a.format)
+        _inspected([volumes.inspect(root, n) for n in a.names], a.format)
     elif a.vcmd == "rm":
         for n in a.names:
-            print(V.remove(root, n))
+            print(volumes.remove(root, n))
     elif a.vcmd == "prune":
-        for n in V.prune(root):
+        for n in volumes.prune(root):
             print(n)
     return 0
 
 
 def cmd_network(a: argparse.Namespace) -> int:
-    from cove.engine import network as N
+    from cove.engine import network
     root = _root(a)
     if a.ncmd == "create":
-        print(N.create(root, a.name, subnet=a.subnet)["Id"])
+        print(network.create(root, a.name, subnet=a.subnet)["Id"])
     elif a.ncmd == "ls":
-        nets = N.ls(root)
+        nets = network.ls(root)
         if a.format == "json":
             _json(nets)
         elif a.format not in ("", "table"):
@@ -418,10 +279,10 @@ def cmd_network(a: argparse.Namespace) -> int:
         else:  # docker's columns: NETWORK ID, NAME, DRIVER, SCOPE
             _templated("table", [_listing().network_item(n) for n in nets], "NETWORK")
     elif a.ncmd == "inspect":
-        _inspected([N.inspect(root, n) for n in a.names], a.format)
+        _inspected([network.inspect(root, n) for n in a.names], a.format)
     elif a.ncmd == "rm":
         for n in a.names:
-            print(N.remove(root, n))
+            print(network.remove(root, n))
     elif a.ncmd == "connect":
         from cove.engine import netcontainer
         netcontainer.connect(root, a.network, a.container, a.ip)
@@ -432,7 +293,7 @@ def cmd_network(a: argparse.Namespace) -> int:
         if not a.force and not _confirm("WARNING! This will remove all custom networks "
                                         "not used by at least one container."):
             return 0
-        gone = N.prune(root)
+        gone = network.prune(root)
         if gone:
             print("Deleted Networks:")
             for name in gone:
@@ -488,7 +349,7 @@ def register(sub: Any) -> None:
     r = sub.add_parser("run", help="run a command in a new container from an image")
     if isinstance(r, argparse.ArgumentParser):
         r.__class__ = _RunParser  # docker's 125 for a bad flag
-    _add_run_flags(r)
+    add_run_flags(r)
     registry_flags(r)
     r.add_argument("image", help="the image (pulled when missing)")
     r.add_argument("command", nargs=argparse.REMAINDER,
@@ -584,14 +445,7 @@ def register(sub: Any) -> None:
     vs = v.add_subparsers(dest="vcmd", required=True)
     x = vs.add_parser("create")
     x.add_argument("name", help="the volume's name")
-    x = vs.add_parser("ls")
-    x.add_argument("--format", default="table",
-                   help="table, json, or a Go template ('{{.Name}}', 'table {{.Name}}')")
-    for n in ("inspect", "rm"):
-        x = vs.add_parser(n)
-        x.add_argument("names", nargs="+", metavar="VOLUME", help="volume names")
-        if n == "inspect":
-            x.add_argument("-f", "--format", help="a Go template, once per volume")
+    _ls_inspect_rm(vs, "volume", "{{.Name}}")
     vs.add_parser("prune")
     v.set_defaults(func=cmd_volume)
 
@@ -601,14 +455,7 @@ def register(sub: Any) -> None:
     x.add_argument("--subnet", help="IPv4, e.g. 10.90.0.0/24, overlapping no other "
                                     "network's (default: the next free /24)")
     x.add_argument("name", help="the network's name")
-    x = ns.add_parser("ls")
-    x.add_argument("--format", default="table",
-                   help="table, json, or a Go template ('{{.Name}}', 'table {{.ID}}')")
-    for c in ("inspect", "rm"):
-        x = ns.add_parser(c)
-        x.add_argument("names", nargs="+", metavar="NETWORK", help="network names")
-        if c == "inspect":
-            x.add_argument("-f", "--format", help="a Go template, once per network")
+    _ls_inspect_rm(ns, "network", "{{.ID}}")
     x = ns.add_parser("connect", help="connect a container to a network")
     x.add_argument("--ip", help="its IPv4 address on the network")
     x.add_argument("network", help="the network")
@@ -627,3 +474,15 @@ def register(sub: Any) -> None:
     s.add_argument("scmd", choices=["start", "stop", "status"],
                    help="start it, stop it (and its keeper), or say whether it runs")
     s.set_defaults(func=cmd_supervisor)
+
+
+def _ls_inspect_rm(sub: Any, kind: str, column: str) -> None:
+    """`volume`'s and `network`'s ls, inspect and rm subcommands (the same flags)."""
+    x = sub.add_parser("ls")
+    x.add_argument("--format", default="table",
+                   help=f"table, json, or a Go template ('{{{{.Name}}}}', 'table {column}')")
+    for c in ("inspect", "rm"):
+        x = sub.add_parser(c)
+        x.add_argument("names", nargs="+", metavar=kind.upper(), help=f"{kind} names")
+        if c == "inspect":
+            x.add_argument("-f", "--format", help=f"a Go template, once per {kind}")

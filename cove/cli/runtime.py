@@ -414,6 +414,36 @@ def _features(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
+CHECKPOINT_FLAGS: F.Spec = {
+    "image-path": "str", "work-path": "str", "parent-path": "str", "leave-running": "bool",
+    "tcp-established": "bool", "ext-unix-sk": "bool", "shell-job": "bool",
+    "file-locks": "bool", "pre-dump": "bool", "manage-cgroups-mode": "str",
+    "empty-ns": "list", "auto-dedup": "bool", "lazy-pages": "bool", "page-server": "str",
+    "status-fd": "str", "lsm-profile": "str", "lsm-mount-context": "str"}
+RESTORE_FLAGS: F.Spec = {
+    "image-path": "str", "work-path": "str", "bundle": "str", "detach": "bool",
+    "pid-file": "str", "console-socket": "str", "no-pivot": "bool", "no-subreaper": "bool",
+    "tcp-established": "bool", "ext-unix-sk": "bool", "shell-job": "bool",
+    "file-locks": "bool", "manage-cgroups-mode": "str", "empty-ns": "list",
+    "auto-dedup": "bool", "lazy-pages": "bool", "lsm-profile": "str",
+    "lsm-mount-context": "str"}
+
+
+def _checkpoint(c: Ctx, f: F.Parsed) -> int:
+    """CRIU through cove.cli.runtime_criu (imported only here: off every other path)."""
+    from cove.cli.runtime_criu import checkpoint
+
+    cid = _one(f.args, "checkpoint")
+    return checkpoint(c.root, cid, _for_id(c, cid), f)
+
+
+def _restore(c: Ctx, f: F.Parsed) -> int:
+    from cove.cli.runtime_criu import restore
+
+    return restore(c.root, _one(f.args, "restore"), _for_bundle(c, f.s("bundle")), f,
+                   c.rootless, c.systemd)
+
+
 # verb -> (function, its flags, their one-letter aliases, help). One table: `dispatch`
 # parses exactly these flags, and reading any other name from them is a bug
 # (flags.Parsed raises).
@@ -436,6 +466,9 @@ VERBS: dict[str, tuple[Callable[[Ctx, F.Parsed], int], F.Spec, dict[str, str], s
     "events": (_events, EVENTS_FLAGS, {}, "stats and OOM events"),
     "spec": (_spec, SPEC_FLAGS, {"b": "bundle"}, "write a default config.json"),
     "features": (_features, {}, {}, "print the features this runtime implements"),
+    "checkpoint": (_checkpoint, CHECKPOINT_FLAGS, {}, "write a running container out (CRIU)"),
+    "restore": (_restore, RESTORE_FLAGS, {"b": "bundle", "d": "detach"},
+                "restore a container from a checkpoint (CRIU)"),
 }
 
 

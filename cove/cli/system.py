@@ -159,12 +159,12 @@ def _cgroup() -> tuple[str, str]:
 def info(root: str) -> dict[str, Any]:
     """docker's `info` document (its field names), for this state root."""
     from cove import __version__
-    from cove.engine import state as S
-    paths = S.Paths(root)
+    from cove.engine import state
+    paths = state.Paths(root)
     counts = {"running": 0, "paused": 0, "stopped": 0}
-    names = S.all_names(paths)
+    names = state.all_names(paths)
     for n in names:
-        rec = S.load(paths.cdir(n)) or {}
+        rec = state.load(paths.cdir(n)) or {}
         st = (rec.get("State") or {}).get("Status", "")
         counts["running" if st in ("running", "restarting") else
                "paused" if st == "paused" else "stopped"] += 1
@@ -233,11 +233,10 @@ def _usage(root: str) -> dict[str, Any]:
     (running: active; their writable layers), volumes (used by a container: active)."""
     from cove.cli.images import _in_use
     from cove.cli.listing import container_size, du
-    from cove.engine import state as S
-    from cove.engine import volumes as V
+    from cove.engine import state, volumes
     from cove.image.store import Store
-    paths = S.Paths(root)
-    recs = [r for r in (S.load(paths.cdir(n)) for n in S.all_names(paths)) if r]
+    paths = state.Paths(root)
+    recs = [r for r in (state.load(paths.cdir(n)) for n in state.all_names(paths)) if r]
     out: dict[str, Any] = {"images": [], "containers": [], "volumes": []}
     if os.path.isdir(os.path.join(root, "blobs")):
         st = Store(root, create=False)
@@ -253,7 +252,7 @@ def _usage(root: str) -> dict[str, Any]:
         out["containers"].append((r["Name"], container_size(root, r), running))
     used_vols = {m.get("Name") for r in recs for m in r.get("Mounts") or []
                  if m.get("Type") == "volume"}
-    for v in V.ls(root):
+    for v in volumes.ls(root):
         out["volumes"].append((v["Name"], du(v["Mountpoint"]), v["Name"] in used_vols))
     return out
 
@@ -304,22 +303,18 @@ def cmd_prune(a: argparse.Namespace) -> int:
         _confirm(a)
     from cove.cli.images import _in_use
     from cove.cli.listing import container_size, du
-    from cove.engine import containers as C
-    from cove.engine import events
-    from cove.engine import network as N
-    from cove.engine import state as S
-    from cove.engine import volumes as V
+    from cove.engine import containers, events, network, state, volumes
     root = _root(a)
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     reclaimed = 0
     gone: list[str] = []
-    for n in S.all_names(paths):
-        rec = S.load(paths.cdir(n))
+    for n in state.all_names(paths):
+        rec = state.load(paths.cdir(n))
         if not rec or rec["State"].get("Status") in ("running", "restarting", "paused"):
             continue
         size = container_size(root, rec)
         try:
-            C.remove(root, n)
+            containers.remove(root, n)
         except CoveError as e:
             print(f"cove: {e}", file=sys.stderr)
             continue
@@ -327,23 +322,23 @@ def cmd_prune(a: argparse.Namespace) -> int:
         gone.append(rec["Id"])
     _section("Deleted Containers", gone)
     gone = []
-    for net in N.ls(root):
+    for net in network.ls(root):
         if net["Name"] != "bridge" and not net.get("Containers"):
             try:
-                gone.append(N.remove(root, net["Name"]))
+                gone.append(network.remove(root, net["Name"]))
             except CoveError as e:
                 print(f"cove: {e}", file=sys.stderr)
     _section("Deleted Networks", gone)
     if a.volumes:
         gone = []
-        for v in V.ls(root):
+        for v in volumes.ls(root):
             if not a.all and (v.get("Labels") or {}).get("cove.anonymous") != "true":
                 continue
-            if V.users(root, v["Name"]):
+            if volumes.users(root, v["Name"]):
                 continue
             size = du(v["Mountpoint"])
             try:
-                gone.append(V.remove(root, v["Name"]))
+                gone.append(volumes.remove(root, v["Name"]))
                 reclaimed += size
             except CoveError as e:
                 print(f"cove: {e}", file=sys.stderr)

@@ -75,10 +75,10 @@ def _remove_keeping(c: Container) -> None:
     """Remove a container that `run` waited for, keeping what its object answers with:
     the last record and the log (it was asked for, then removed: docker's `run --rm`,
     anonymous volumes too)."""
-    from cove.engine import containers as C
+    from cove.engine.containers import logs
     from cove.errors import CoveError
     try:
-        c._kept_logs = list(C.logs(c.root, c.name))
+        c._kept_logs = list(logs(c.root, c.name))
         c.remove(v=True, force=True)
     except CoveError:
         pass

@@ -26,76 +26,19 @@ import threading
 import time
 from typing import Any
 
-from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import logs as L
 from cove.engine import state as S
+from cove.engine.container import record, refresh, rtcmd, sigproxy
+from cove.engine.container import start as cstart
+from cove.engine.container import stop as cstop
+
+# (re-exported: the API's attach modules import them from here)
+from cove.engine.detachkeys import DEFAULT_DETACH_KEYS as DEFAULT_DETACH_KEYS
+from cove.engine.detachkeys import parse_detach_keys as parse_detach_keys
+from cove.engine.logs import LogTail as LogTail
 from cove.engine.procs import STDIN_FIFO
 from cove.errors import CoveError
-
-DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
-_CTRL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
-
-
-def parse_detach_keys(keys: str) -> bytes:
-    """docker's detach-key syntax: comma-separated `ctrl-<c>` (a-z, @, [, \\, ], ^, _)
-    or single characters; "ctrl-p,ctrl-q" is b"\\x10\\x11"."""
-    out = bytearray()
-    for key in keys.split(","):
-        if len(key) == 1:
-            out.append(ord(key))
-            continue
-        c = key[5:].lower() if key.lower().startswith("ctrl-") and len(key) == 6 else ""
-        if "a" <= c <= "z":
-            out.append(ord(c) - ord("a") + 1)
-        elif c in _CTRL:
-            out.append(_CTRL[c])
-        else:
-            raise CoveError(f"--detach-keys {keys}", f"invalid detach key {key!r} (expected "
-                            "ctrl-<a-z, @, [, \\, ], ^ or _> or a single character, "
-                            "comma-separated)")
-    if not out:
-        raise CoveError(f"--detach-keys {keys}", "no keys given")
-    return bytes(out)
-
-
-class LogTail:
-    """New entries of a json-file log from the moment it is made (from the start of a
-    log that does not exist yet), across rotations."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.pending = b""
-        self.f: Any = None
-        with contextlib.suppress(FileNotFoundError):
-            self.f = open(path, "rb")  # held across calls
-            self.f.seek(0, os.SEEK_END)
-
-    def read(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if self.f is None:
-            try:
-                self.f = open(self.path, "rb")
-            except FileNotFoundError:
-                return out
-        while True:
-            chunk = self.f.read()
-            if chunk:
-                self.pending += chunk
-                *lines, self.pending = self.pending.split(b"\n")
-                out += [e for x in lines if x and (e := L._entry(x))]
-            try:
-                if os.stat(self.path).st_ino == os.fstat(self.f.fileno()).st_ino:
-                    return out
-            except FileNotFoundError:
-                return out
-            self.f.close()  # rotated: what was left is read; on to the new file
-            self.f = open(self.path, "rb")
-            self.pending = b""
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
 
 
 class _Input:
@@ -189,7 +132,7 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
     cdir = paths.cdir(name)
-    rec = C.refresh(paths, name)
+    rec = refresh.refresh(paths, name)
     status = rec["State"]["Status"]
     if status == "paused" and not start:
         raise CoveError(f"attach {name}", "you cannot attach to a paused container, "
@@ -200,14 +143,25 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
     if start and status == "paused":
         raise CoveError(f"container {name}", "cannot start a paused container, try "
                                              "unpause instead")
-    if rec["Config"].get("Tty") and status == "running":
-        raise CoveError(f"attach {name}", "it runs attached to the terminal of its `run "
-                        "-it`; cove attach follows containers without a terminal")
+    if rec["Config"].get("Tty"):  # its terminal, relayed (cove/engine/ttyattach.py)
+        from cove.engine import ttyattach
+        events.emit(root, "container", "attach", rec)
+        tail = LogTail(L.log_path(cdir)) if start and status != "running" else None
+        try:
+            if tail is not None:
+                cstart.start(root, name)
+            if ttyattach.relay(root, name, stdin=stdin, keys=keys, tail=tail,
+                               out=1 if out is None else out.fileno()) is not None:
+                return 0  # detached
+        finally:
+            if tail is not None:
+                tail.close()
+        return ttyattach.exit_code(root, name)
     tail = LogTail(L.log_path(cdir))
     events.emit(root, "container", "attach", rec)
     try:
         if start and status != "running":
-            C.start(root, name)
+            cstart.start(root, name)
         return _follow(paths, name, tail, stdin, out or sys.stdout, err or sys.stderr,
                        sig_proxy, keys)
     finally:
@@ -225,7 +179,7 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
         threading.Thread(target=inp.run, name=f"stdin {name}", daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:
-        C._rt_quiet(paths, "kill", name, str(signum))
+        rtcmd.rt_quiet(paths, "kill", name, str(signum))
 
     last: list[dict[str, Any]] = []
 
@@ -233,8 +187,8 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
         rec = S.load(cdir)
         if rec is not None:
             last[:] = [rec]
-        return rec is not None and (rec["State"]["Status"] in C.ACTIVE
-                                    or C._monitor_alive(rec))
+        return rec is not None and (rec["State"]["Status"] in record.ACTIVE
+                                    or refresh.monitor_alive(rec))
 
     def copy() -> None:
         for e in tail.read():
@@ -243,7 +197,7 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
             stream.flush()
     ctx = _terminal(stdin, keys) if stdin is not None and os.isatty(stdin) \
         else contextlib.nullcontext()
-    with ctx, C._signals(forward if sig_proxy else None):
+    with ctx, sigproxy.signals(forward if sig_proxy else None):
         nap = 0.01
         while True:
             copy()
@@ -255,6 +209,6 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
             time.sleep(nap)
             nap = min(nap * 1.5, 0.05)
     try:
-        return C.wait(paths.root, name)
+        return cstop.wait(paths.root, name)
     except CoveError:  # removed as it exited (--rm): the code its last record had
         return int(last[0]["State"]["ExitCode"]) if last else 0

@@ -26,14 +26,12 @@ import json
 import os
 import shlex
 import stat
-import tarfile
 import tempfile
 from typing import Any
 
 from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import state as S
-from cove.engine.copy import tar_info
 from cove.errors import CoveError
 from cove.image import layers as L
 
@@ -130,57 +128,11 @@ def diff(root: str, ref: str) -> list[tuple[str, str]]:
     return [(k, p) for k, p, _ in Changes(root, name).walk()]
 
 
-def _opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, L.OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
 def write_layer(ch: Changes, out: str) -> None:
-    """The changes as a layer tar (OCI whiteouts) at `out`."""
-    upper = ch.upper
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        links: dict[tuple[int, int], str] = {}
-        for kind, path, st in ch.walk():
-            rel = path.lstrip("/")
-            full = os.path.join(upper, rel)
-            if kind == "D":
-                parent, _, base = rel.rpartition("/")
-                wh = tarfile.TarInfo(f"{parent}/{L.WHITEOUT_PREFIX}{base}".lstrip("/"))
-                wh.mtime = int(st.st_mtime)
-                tf.addfile(wh)
-                continue
-            ti = tar_info(rel, st)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                ti.type = tarfile.DIRTYPE
-                tf.addfile(ti)
-                if _opaque(full):
-                    opq = tarfile.TarInfo(f"{rel}/{L.OPAQUE}")
-                    opq.mtime = int(st.st_mtime)
-                    tf.addfile(opq)
-            elif stat.S_ISREG(mode):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in links:
-                    ti.type, ti.linkname = tarfile.LNKTYPE, links[key]
-                    tf.addfile(ti)
-                    continue
-                links[key] = rel
-                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with os.fdopen(fd, "rb") as f:
-                    ti.size = os.fstat(fd).st_size
-                    tf.addfile(ti, f)
-            elif stat.S_ISLNK(mode):
-                ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(full)
-                tf.addfile(ti)
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                tf.addfile(ti)
-            elif stat.S_ISFIFO(mode):
-                ti.type = tarfile.FIFOTYPE
-                tf.addfile(ti)
+    """The changes as a layer tar (OCI whiteouts) at `out`, by the image layer's writer
+    (the one a build step's layer goes through)."""
+    from cove.image.layerwrite import write_upper
+    write_upper(ch.upper, out, ((path.lstrip("/"), st) for _, path, st in ch.walk()))
 
 
 # -- --change ---------------------------------------------------------------------------

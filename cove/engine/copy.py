@@ -42,6 +42,7 @@ from cove.engine import containers as C
 from cove.engine import events
 from cove.engine import state as S
 from cove.errors import CoveError, os_why
+from cove.image.layerwrite import LayerWriter, kept_xattr
 from cove.sys import libc
 
 RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
@@ -169,61 +170,29 @@ def host_locate(path: str, follow: bool) -> tuple[int, str, os.stat_result | Non
 
 # -- tar: pack --------------------------------------------------------------------------
 
-def tar_info(arc: str, st: os.stat_result) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(arc)
-    ti.mode = stat.S_IMODE(st.st_mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.mtime = int(st.st_mtime)
-    ti.uname = ti.gname = ""
-    return ti
-
-
 def pack(tf: tarfile.TarFile, pfd: int, name: str, arc: str, *, contents: bool = False,
-         links: dict[tuple[int, int], str] | None = None,
+         writer: LayerWriter | None = None,
          skip: Callable[[str, os.stat_result], bool] | None = None) -> None:
-    """Add `name` (in directory `pfd`; never followed) as `arc`, recursively; with
-    `contents`, only what a directory holds (arc the prefix, "" for none)."""
-    links = {} if links is None else links
+    """Add `name` (in directory `pfd`; never followed) as `arc`, recursively, through
+    the image layer's writer (owners, modes, links, devices, file capabilities as an
+    image layer keeps them); with `contents`, only what a directory holds (arc the
+    prefix, "" for none)."""
+    w = LayerWriter(tf) if writer is None else writer
     st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
     if skip is not None and skip(arc, st):
         return
-    mode = st.st_mode
-    ti = tar_info(arc, st)
-    if stat.S_ISDIR(mode):
-        if not contents:
-            ti.type = tarfile.DIRTYPE
-            tf.addfile(ti)
-        dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      dir_fd=pfd)
-        try:
-            for child in sorted(os.listdir(dfd)):
-                pack(tf, dfd, child, f"{arc}/{child}" if arc else child, links=links,
-                     skip=skip)
-        finally:
-            os.close(dfd)
-    elif stat.S_ISREG(mode):
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in links:
-            ti.type, ti.linkname = tarfile.LNKTYPE, links[key]
-            tf.addfile(ti)
-            return
-        links[key] = arc
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY,
-                     dir_fd=pfd)
-        with os.fdopen(fd, "rb") as f:
-            ti.size = os.fstat(fd).st_size
-            tf.addfile(ti, f)
-    elif stat.S_ISLNK(mode):
-        ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=pfd)
-        tf.addfile(ti)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        tf.addfile(ti)
-    elif stat.S_ISFIFO(mode):
-        ti.type = tarfile.FIFOTYPE
-        tf.addfile(ti)
-    # sockets: not archived (docker's neither)
+    if not stat.S_ISDIR(st.st_mode):
+        w.add(arc, st, name, pfd)
+        return
+    if not contents:
+        w.add(arc, st, name, pfd)
+    dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  dir_fd=pfd)
+    try:
+        for child in sorted(os.listdir(dfd)):
+            pack(tf, dfd, child, f"{arc}/{child}" if arc else child, writer=w, skip=skip)
+    finally:
+        os.close(dfd)
 
 
 # -- tar: unpack ------------------------------------------------------------------------
@@ -254,6 +223,16 @@ def _parent(dest: int, rel: str) -> int:
     except BaseException:
         os.close(cur)
         raise
+
+
+def _set_xattrs(fd: int, m: tarfile.TarInfo) -> None:
+    """The xattrs an archive carries that a layer keeps (file capabilities, user.*),
+    as docker's cp restores them; where the filesystem takes them."""
+    for k, v in m.pax_headers.items():
+        name = k.removeprefix("SCHILY.xattr.")
+        if name != k and kept_xattr(name):
+            with contextlib.suppress(OSError):
+                os.setxattr(fd, name, v.encode("utf-8", "surrogateescape"))
 
 
 def unpack(tf: tarfile.TarFile, dest: int, *, rename: tuple[str, str] | None = None,
@@ -297,6 +276,7 @@ def unpack(tf: tarfile.TarFile, dest: int, *, rename: tuple[str, str] | None = N
                             view = view[os.write(fd, view):]
                     os.fchown(fd, uid, gid)
                     os.fchmod(fd, m.mode & 0o7777)
+                    _set_xattrs(fd, m)   # after the chown, which clears capabilities
                     os.utime(fd, (m.mtime, m.mtime))
                 finally:
                     os.close(fd)

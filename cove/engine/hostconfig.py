@@ -21,8 +21,8 @@ from typing import Any
 from cove.errors import CoveError
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # (containers imports this module)
-    from cove.engine.containers import RunOptions
+if TYPE_CHECKING:
+    from cove.engine.options import RunOptions
 
 # -- --ulimit ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import os
 import stat
 from typing import Any
 
-from cove.engine import hostconfig as H
+from cove.engine import hostconfig
 from cove.errors import CoveError
 
 UNLIMITED = 2**64 - 1  # RLIM_INFINITY as the OCI spec writes it
@@ -19,7 +19,7 @@ UNLIMITED = 2**64 - 1  # RLIM_INFINITY as the OCI spec writes it
 def oci_rlimits(ulimits: list[dict[str, Any]], base: list[dict[str, Any]]
                 ) -> list[dict[str, Any]]:
     """The spec's rlimits with the --ulimit ones replacing those of the same type."""
-    mine = {H.ULIMITS[u["Name"]]: u for u in ulimits}
+    mine = {hostconfig.ULIMITS[u["Name"]]: u for u in ulimits}
     out = [r for r in base if r["type"] not in mine]
     for typ, u in mine.items():
         out.append({"type": typ,
@@ -73,7 +73,7 @@ def tmpfs_options(user: list[str], ro: bool = False) -> list[str]:
     default `noexec`; the last `size=` counts); sizes in bytes, as the kernel reads k,
     m, g too but not docker's `b` or longer suffixes."""
     flags: dict[str, str] = {}
-    for o in [*H.TMPFS_DEFAULTS, *(["ro"] if ro else []), *user]:
+    for o in [*hostconfig.TMPFS_DEFAULTS, *(["ro"] if ro else []), *user]:
         k, eq, v = o.partition("=")
         if eq:
             if k == "size":
@@ -81,17 +81,17 @@ def tmpfs_options(user: list[str], ro: bool = False) -> list[str]:
                 v = str(parse_size(v))
             flags[k] = f"{k}={v}"
         else:
-            flags.pop(H.OPPOSITE.get(k, ""), None)
+            flags.pop(hostconfig.OPPOSITE.get(k, ""), None)
             flags[k] = k
     return list(flags.values())
 
 
 
 def _container_pid(root: str, flag: str, name: str) -> int:
-    from cove.engine import state as S
-    paths = S.Paths(root)
+    from cove.engine import state
+    paths = state.Paths(root)
     try:
-        rec = S.current(paths, S.lookup(paths, name))
+        rec = state.current(paths, state.lookup(paths, name))
     except CoveError:
         raise CoveError(flag, f"no such container: {name}") from None
     if rec["State"]["Status"] != "running" or not rec["State"].get("Pid"):
@@ -242,9 +242,10 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
         _set_ns(lin, "uts", "host", root, "--uts")
         spec.pop("hostname", None)  # the host's: not ours to set
     if hc.get("Init"):
-        mounts.append({"destination": H.INIT_PATH, "type": "bind", "source": H.init_binary(),
+        mounts.append({"destination": hostconfig.INIT_PATH, "type": "bind",
+                       "source": hostconfig.init_binary(),
                        "options": ["rbind", "ro", "nosuid", "nodev"]})
-        proc["args"] = [H.INIT_PATH, "--", *proc["args"]]
+        proc["args"] = [hostconfig.INIT_PATH, "--", *proc["args"]]
     if hc.get("Systemd") not in (None, "false"):
         from cove.engine import systemd
         systemd.apply(root, spec, rec)  # (also the record's stop signal: SIGRTMIN+3)

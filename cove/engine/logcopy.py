@@ -120,27 +120,56 @@ class Copier:
         `last` (its writers are gone, or the container is being finished) a partial line
         at the very end is copied too."""
         o = SLOT * STREAMS.index(stream)
-        w, j = self.writer, self.j
+        w = self.writer
         for _ in range(rounds):
             data = self.scratch.peek(fd)
             if data is None:
                 return False
             if not data:
                 return True
-            n, blob = w.entries(stream, data, last and len(data) < PEEK)
-            if not n:
+            items = w.entries(stream, data, last and len(data) < PEEK)
+            if not items:
                 return False  # a partial line: the rest comes with the next event
+            # commits that fit the log's max-size, so that it rotates between entries
+            done = i = 0
+            while i < len(items):
+                note = w.note()
+                parts = [note, items[i][1]]
+                try:
+                    w.make_room(len(note) + len(items[i][1]))  # rotate if even one won't fit
+                except OSError as e:
+                    w.dropped(items[i][0] - done, e)
+                    self._commit(fd, o, items[i][0] - done, data[items[i][0] - 1], None)
+                    done, i = items[i][0], i + 1
+                    continue
+                room, total = w.room(), len(note) + len(items[i][1])
+                i += 1
+                while i < len(items) and (room < 0 or total + len(items[i][1]) <= room):
+                    parts.append(items[i][1])
+                    total += len(items[i][1])
+                    i += 1
+                end = items[i - 1][0]
+                self._commit(fd, o, end - done, data[end - 1], b"".join(parts))
+                done = end
+        return None
+
+    def _commit(self, fd: int, o: int, n: int, last: int, blob: bytes | None) -> None:
+        """Journal, append `blob` (None: dropped already), consume `n` bytes, unjournal."""
+        w, j = self.writer, self.j
+        if blob is not None:
             try:
-                w.make_room(len(blob))
                 j[o] = 0
-                j[o + 1] = data[n - 1]
-                j[o + 2] = data[n - 1] ^ 0xFF
+                j[o + 1] = last
+                j[o + 2] = last ^ 0xFF
                 j[o + 8:o + 32] = (w.ino.to_bytes(8, "little") + w.size.to_bytes(8, "little")
                                    + n.to_bytes(4, "little") + len(blob).to_bytes(4, "little"))
                 j[o] = 1
                 w.append(blob)
             except OSError as e:
                 w.dropped(n, e)
-            self._consume(fd, o, n)
+        else:
             j[o] = 0
-        return None
+            j[o + 1] = last
+            j[o + 2] = last ^ 0xFF
+        self._consume(fd, o, n)
+        j[o] = 0

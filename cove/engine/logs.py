@@ -84,12 +84,12 @@ class JsonFileWriter:
         return (f'{{"log":{_jstr(data.decode(errors="replace"))},"stream":"{stream}",'
                 f'"time":"{now_rfc3339()}"}}\n').encode()
 
-    def entries(self, stream: str, data: bytes, last: bool) -> tuple[int, bytes]:
-        """The entries the head of `data` makes, and how many bytes of it they hold:
-        each line (a newline ends it), each 16 KiB of a longer one, and with `last` (the
-        stream has ended) the partial line at its end. A shorter partial line waits for
-        its end, in the pipe."""
-        out: list[bytes] = []
+    def entries(self, stream: str, data: bytes, last: bool) -> list[tuple[int, bytes]]:
+        """The entries the head of `data` makes, each with the offset in `data` where its
+        text ends: each line (a newline ends it), each 16 KiB of a longer one, and with
+        `last` (the stream has ended) the partial line at its end. A shorter partial line
+        waits for its end, in the pipe."""
+        out: list[tuple[int, bytes]] = []
         pos, size = 0, len(data)
         while pos < size:
             nl = data.find(b"\n", pos, pos + MAX_LINE)
@@ -101,12 +101,21 @@ class JsonFileWriter:
                 end = size
             else:
                 break
-            out.append(self._line(stream, data[pos:end]))
+            out.append((end, self._line(stream, data[pos:end])))
             pos = end
-        if out and self.lost:
-            out.insert(0, self._line("stderr", (f"cove: {self.lost} bytes of output lost: "
-                                                f"{self.lost_why}\n").encode()))
-        return pos, b"".join(out)
+        return out
+
+    def note(self) -> bytes:
+        """The entry that says how much output was dropped while writes failed, to go
+        before the next ones (b"" when none was)."""
+        if not self.lost:
+            return b""
+        return self._line("stderr", (f"cove: {self.lost} bytes of output lost: "
+                                     f"{self.lost_why}\n").encode())
+
+    def room(self) -> int:
+        """Bytes the current file takes before max-size (-1: no limit)."""
+        return self.max_size - self.size if self.max_size else -1
 
     def make_room(self, size: int) -> None:
         """Rotate first if `size` more bytes would pass max-size; then `ino` and `size`
@@ -121,7 +130,7 @@ class JsonFileWriter:
         error) raises, and leaves no half entry; the caller drops the output and counts
         it (`dropped`): a container must not block on its output, nor its monitor die,
         because the log's disk is full. Once writes succeed again, an entry says how
-        much was lost (`entries` puts it first)."""
+        much was lost (`note`, which the caller puts first)."""
         n = os.write(self.fd, blob)
         if n < len(blob):  # a short write (the disk filled): no half entry in the log
             os.ftruncate(self.fd, self.size)
@@ -296,3 +305,44 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
                 nap = min(nap * 1.5, 0.05)
     finally:
         f.close()
+
+
+class LogTail:
+    """New entries of a json-file log from the moment it is made (from the start of a
+    log that does not exist yet), across rotations."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pending = b""
+        self.f: Any = None
+        try:
+            self.f = open(path, "rb")  # held across calls
+            self.f.seek(0, os.SEEK_END)
+        except FileNotFoundError:
+            pass
+
+    def read(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.f is None:
+            try:
+                self.f = open(self.path, "rb")
+            except FileNotFoundError:
+                return out
+        while True:
+            chunk = self.f.read()
+            if chunk:
+                self.pending += chunk
+                *lines, self.pending = self.pending.split(b"\n")
+                out += [e for x in lines if x and (e := _entry(x))]
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.f.fileno()).st_ino:
+                    return out
+            except FileNotFoundError:
+                return out
+            self.f.close()  # rotated: what was left is read; on to the new file
+            self.f = open(self.path, "rb")
+            self.pending = b""
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()

@@ -13,8 +13,7 @@ import signal
 import socket
 import time
 
-from cove.engine import procs, spawn
-from cove.engine import state as S
+from cove.engine import procs, spawn, state
 from cove.errors import CoveError
 
 SOCK = "monitor.sock"
@@ -106,7 +105,7 @@ def running(root: str) -> int:
             pid = int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0
-    return pid if pid > 0 and S.pid_alive(pid) and procs.comm(pid) == "cove-monitor" else 0
+    return pid if pid > 0 and state.pid_alive(pid) and procs.comm(pid) == "cove-monitor" else 0
 
 
 def stop_monitor(root: str, timeout: float = 5.0) -> None:
@@ -120,7 +119,7 @@ def stop_monitor(root: str, timeout: float = 5.0) -> None:
                 pid = int(fh.read().strip() or 0)
         except (OSError, ValueError):
             continue
-        if pid > 0 and S.pid_alive(pid) and procs.comm(pid) == comm:
+        if pid > 0 and state.pid_alive(pid) and procs.comm(pid) == comm:
             pids.append(pid)
     for pid in pids:
         try:
@@ -128,7 +127,7 @@ def stop_monitor(root: str, timeout: float = 5.0) -> None:
         except OSError:
             pass
     deadline = time.monotonic() + timeout
-    while any(S.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(state.pid_alive(p) for p in pids) and time.monotonic() < deadline:
         for p in pids:
             try:
                 os.waitpid(p, os.WNOHANG)  # ours only when this process started it
@@ -136,7 +135,7 @@ def stop_monitor(root: str, timeout: float = 5.0) -> None:
                 pass
         time.sleep(0.02)
     for pid in pids:
-        if S.pid_alive(pid):
+        if state.pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -18,6 +18,8 @@ exit codes), the pipes keep their contents, and the keeper forks a new monitor a
 which adopts every running container (re-opening the FIFOs, a pidfd per init). SIGKILL
 of the keeper loses nothing either: the monitor starts a new one (a sibling now, which
 reads an exit status through its pidfds) and sends it what it holds. See docs/engine.md.
+A container with a terminal: its pty master instead of its stdout, and an attach
+socket (cove/engine/ttywatch.py).
 
 The monitor imports only os, select, socket, mmap, `_signal`, cove/sys/libc (ctypes,
 for tee(2)) and the engine's state, log, log-copy, event and process modules: what it
@@ -34,7 +36,7 @@ import socket
 import sys
 import time
 
-from cove.engine import logcopy, policy, procs, steps
+from cove.engine import logcopy, policy, procs, steps, ttywatch
 from cove.engine import logs as L
 from cove.engine import state as S
 
@@ -59,7 +61,7 @@ class Watch:
     """One running container: its log writer, its FIFOs' read ends, its init."""
 
     __slots__ = ("cdir", "code", "copier", "error", "exited", "finished", "hup", "name",
-                 "parent", "pid", "pidfd", "rfds", "start")
+                 "parent", "pid", "pidfd", "rfds", "start", "tty")
 
     def __init__(self, paths: S.Paths, name: str, rec: dict[str, Any],
                  scratch: logcopy.Scratch) -> None:
@@ -75,6 +77,12 @@ class Watch:
         self.pid, self.start, self.pidfd, self.parent = 0, None, -1, False
         self.code: int | None = None
         self.error, self.finished, self.exited = "", "", 0.0
+        self.tty: ttywatch.Tty | None = None  # a container with a terminal: its pty
+
+    def fds(self) -> list[int]:
+        """What the keeper holds for us: the init's pidfd, the FIFOs, the pty master."""
+        return [*([self.pidfd] if self.pidfd >= 0 else []), *self.rfds,
+                *(self.tty.fds() if self.tty else ())]
 
     def open_fifos(self, create: bool) -> None:
         for path, stream in zip(procs.fifo_paths(self.cdir), ("stdout", "stderr"),
@@ -87,8 +95,10 @@ class Watch:
 
 
 class Monitor(procs.Loop):
-    def __init__(self, root: str, keeper: socket.socket | None) -> None:
+    def __init__(self, root: str, keeper: socket.socket | None,
+                 ttys: dict[str, int] | None = None) -> None:
         self.root = root
+        self.ttys = ttys or {}  # pty masters the keeper kept for us, by container
         self.paths = S.Paths(root)
         self.keeper = keeper
         self.keeper_fd = -1  # a pidfd of the keeper
@@ -195,52 +205,72 @@ class Monitor(procs.Loop):
         if not self.preloaded and steps.in_process(env):
             steps.preload()  # once, here: every step child shares it
             self.preloaded = True
-        self.preload_network(rec)
+        self.net_loaded = self.net_loaded or steps.preload_network(rec)
         w = Watch(self.paths, name, rec, self.scratch)
         w.open_fifos(create=True)
         rfds = list(w.rfds)
         me = os.getpid()
         keeper = self.keeper_pid
+        ours = theirs = None
+        if rec.get("Config", {}).get("Tty"):  # the step child sends the pty master
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
         def child() -> int:
             os.environ.clear()
             os.environ.update(env)
-            return steps.start(self.root, name, env, rfds, sync, me, keeper)
+            return steps.start(self.root, name, env, rfds, sync, me, keeper,
+                               theirs.fileno() if theirs else -1)
+
+        def dropped() -> None:
+            for fd in w.rfds:
+                os.close(fd)
+            w.copier.close()
+            if w.tty is not None:
+                w.tty.close()
 
         def started(rc: int) -> None:
             rec = S.load(w.cdir) or {}
             st = rec.get("State") or {}
-            if rc != 0 or st.get("Status") != "running":
-                for fd in w.rfds:
-                    os.close(fd)
-                w.copier.close()
+            master = ttywatch.recv_master(ours) if ours is not None else -1
+            if rc != 0 or st.get("Status") != "running" or (ours and master < 0):
+                if master >= 0:
+                    os.close(master)
+                dropped()
                 return
             w.pid, w.start, w.parent = int(st.get("Pid") or 0), st.get("PidStart"), True
+            if master >= 0:
+                self.use_tty(w, master)
             self.watch(w)
             self.policy.running(name, rec)
         try:
+            if ours is not None:  # attach.sock before "ok": a client may come at once
+                w.tty = ttywatch.Tty(self, self.later, w.cdir, name)
             self.fork(child, started)
         except BaseException:
-            for fd in w.rfds:
-                os.close(fd)
-            w.copier.close()
+            dropped()
             raise
+        finally:
+            if theirs is not None:
+                theirs.close()
         raise Answered
 
-    def preload_network(self, rec: dict[str, Any]) -> None:
-        """Before the first container on a bridge network: import what tearing it down
-        imports (pyroute2 is ~150 ms to import), once, so that every finishing step
-        child has it. Memory the monitor then keeps, only where bridges are used."""
-        if self.net_loaded or rec.get("HostConfig", {}).get("NetworkMode") in \
-                ("host", "none", None) or os.geteuid() != 0:
-            return
-        self.net_loaded = True
-        try:
-            import pyroute2  # noqa: F401
+    def use_tty(self, w: Watch, master: int) -> None:
+        """The container's terminal: its output into stdout.fifo (and so the log), its
+        attach socket served (cove/engine/ttywatch.py)."""
+        assert w.tty is not None
+        out = next(fd for fd, stream in w.rfds.items() if stream == "stdout")
+        w.tty.pump = lambda: self.read(w, out)
+        w.tty.hangup = lambda: self.tty_hangup(w, out)
+        w.tty.use(master, out)
 
-            from cove.engine import network  # noqa: F401
-        except ImportError:
-            pass
+    def tty_hangup(self, w: Watch, out: int) -> None:
+        """No process holds the terminal any more: what it wrote is all in the FIFO."""
+        if self.watches.get(w.name) is not w or out not in w.rfds:
+            return
+        w.copier.pump(out, w.rfds.pop(out), last=True, rounds=64)
+        self.off(out, close=True)
+        if w.code is not None and not w.rfds:
+            self.finish(w)
 
     def adopt(self, name: str) -> None:
         """Watch a running container no monitor watches (its monitor was killed): its
@@ -261,13 +291,21 @@ class Monitor(procs.Loop):
         except OSError:
             pass
         w.pid, w.start = int(st.get("Pid") or 0), st.get("PidStart")
+        if rec["Config"].get("Tty"):
+            master = self.ttys.pop(name, -1)
+            w.tty = ttywatch.Tty(self, self.later, w.cdir, name)
+            if master >= 0 and any(s == "stdout" for s in w.rfds.values()):
+                self.use_tty(w, master)
+            else:
+                print(f"{COMM}: adopt {name}: its terminal was lost with its monitor and "
+                      "keeper", file=sys.stderr, flush=True)
         me = os.getpid()
 
         def mine(r: dict[str, Any]) -> None:
             if int(r["State"].get("Pid") or 0) == w.pid:
                 r["MonitorPid"] = me
         S.update(cdir, mine)
-        self.preload_network(rec)
+        self.net_loaded = self.net_loaded or steps.preload_network(rec)
         self.watch(w)
         self.policy.running(name, rec)
 
@@ -280,7 +318,7 @@ class Monitor(procs.Loop):
                     edge=True)
         w.pidfd = procs.pidfd(w.pid) if w.parent or S.pid_alive(w.pid, w.start) else -1
         self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
-                         fds=[*([w.pidfd] if w.pidfd >= 0 else []), *w.rfds])
+                         "tty" if w.tty and w.tty.fds() else "", fds=w.fds())
         if w.pidfd >= 0:
             self.on(w.pidfd, lambda _fd, w=w: self.init_exited(w))  # type: ignore[misc]
         else:
@@ -340,6 +378,8 @@ class Monitor(procs.Loop):
             w.copier.pump(fd, w.rfds.pop(fd), last=True, rounds=64)
             self.off(fd, close=True)
         w.copier.close()
+        if w.tty is not None:
+            w.tty.close()  # attached clients see the end
         del self.watches[w.name]
         self.tell_keeper("done", w.name)
         code, error, finished, pid, env = w.code or 0, w.error, w.finished, w.pid, self.env
@@ -363,23 +403,11 @@ class Monitor(procs.Loop):
         if self.stopping:
             return
         from cove.engine import spawn
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        theirs.set_inheritable(True)
-        log = os.open(os.path.join(self.root, "zygote.log"),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            pid = procs.spawn(spawn.argv("zygote", self.root, "-1", "--sibling",
-                                         str(theirs.fileno()), str(os.getpid())),
-                              null, log, log, self.env)
+            ours, pid = spawn.keeper_sibling(self.root, self.env)
         except OSError as e:
             print(f"{COMM}: cannot start a keeper: {e}", file=sys.stderr, flush=True)
-            ours.close()
             return
-        finally:
-            theirs.close()
-            os.close(log)
-            os.close(null)
         self.keeper = ours
         self.keeper_pid = pid
         self.keeper_fd = procs.pidfd(pid)
@@ -387,7 +415,7 @@ class Monitor(procs.Loop):
             self.on(self.keeper_fd, self.keeper_gone)
         for w in self.watches.values():
             self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
-                             fds=[*([w.pidfd] if w.pidfd >= 0 else []), *w.rfds])
+                             "tty" if w.tty and w.tty.fds() else "", fds=w.fds())
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -429,6 +457,9 @@ class Monitor(procs.Loop):
                     self.policy.exited(name)
             except Exception as e:
                 print(f"{COMM}: adopt {name}: {e}", file=sys.stderr, flush=True)
+        for fd in self.ttys.values():  # of containers that ended meanwhile
+            os.close(fd)
+        self.ttys.clear()
         if ready >= 0:
             try:
                 os.write(ready, b"ok\n")
@@ -472,8 +503,9 @@ class Monitor(procs.Loop):
         procs.reap_others()
 
 
-def serve(root: str, keeper: int, ready: int) -> int:
-    """The monitor's life: forked by the keeper, with its end of their socket pair."""
+def serve(root: str, keeper: int, ready: int, ttys: dict[str, int] | None = None) -> int:
+    """The monitor's life: forked by the keeper, with its end of their socket pair (and
+    the pty masters it kept, by container)."""
     import fcntl
     import resource
 
@@ -488,7 +520,7 @@ def serve(root: str, keeper: int, ready: int) -> int:
     fcntl.flock(lock, fcntl.LOCK_EX)  # a killed one's lock goes with it
     procs.subreaper()
     sock = socket.socket(fileno=keeper) if keeper >= 0 else None
-    m = Monitor(root, sock)
+    m = Monitor(root, sock, ttys)
     m.lock = lock
     return m.run(ready)
 

@@ -27,9 +27,7 @@ import os
 import subprocess
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import events
-from cove.engine import state as S
+from cove.engine import containers, events, state
 from cove.errors import CoveError
 
 LIVE = ("running", "paused")
@@ -41,8 +39,8 @@ LIVE = ("running", "paused")
 
 # -- pause / unpause --------------------------------------------------------------------
 
-def _runtime(paths: S.Paths, *args: str, input: str | None = None) -> None:
-    r = subprocess.run([*C.runtime(paths), *args], capture_output=True, text=True,
+def _runtime(paths: state.Paths, *args: str, input: str | None = None) -> None:
+    r = subprocess.run([*containers.runtime(paths), *args], capture_output=True, text=True,
                        input=input)
     if r.returncode != 0:
         why = r.stderr.strip().splitlines()[-1:] or [f"exit status {r.returncode}"]
@@ -51,9 +49,9 @@ def _runtime(paths: S.Paths, *args: str, input: str | None = None) -> None:
 
 def pause(root: str, ref: str) -> str:
     """Freeze every process of a running container (docker pause)."""
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    rec = C.refresh(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    rec = containers.refresh(paths, name)
     status = rec["State"]["Status"]
     if status == "paused":
         raise CoveError(f"container {name}", "is already paused")
@@ -64,16 +62,16 @@ def pause(root: str, ref: str) -> str:
     def paused(r: dict[str, Any]) -> None:
         if r["State"]["Status"] == "running":  # not if it exited meanwhile
             r["State"].update(Status="paused", Paused=True)
-    rec = S.update(paths.cdir(name), paused)
+    rec = state.update(paths.cdir(name), paused)
     events.emit(root, "container", "pause", rec)
     return name
 
 
 def unpause(root: str, ref: str) -> str:
     """Thaw a paused container (docker unpause)."""
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    rec = C.refresh(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    rec = containers.refresh(paths, name)
     if rec["State"]["Status"] != "paused":
         raise CoveError(f"container {name}", "is not paused")
     _resume(paths, name)
@@ -81,14 +79,14 @@ def unpause(root: str, ref: str) -> str:
     return name
 
 
-def _resume(paths: S.Paths, name: str) -> None:
+def _resume(paths: state.Paths, name: str) -> None:
     _runtime(paths, "resume", name)
 
     def thawed(r: dict[str, Any]) -> None:
         r["State"]["Paused"] = False  # (also when it exited meanwhile: a SIGKILL)
         if r["State"]["Status"] == "paused":
             r["State"]["Status"] = "running"
-    S.update(paths.cdir(name), thawed)
+    state.update(paths.cdir(name), thawed)
 
 
 # -- rename -----------------------------------------------------------------------------
@@ -96,8 +94,8 @@ def _resume(paths: S.Paths, name: str) -> None:
 def rename(root: str, ref: str, new: str) -> str:
     """Give a container a new name (docker rename); refuses a name in use."""
     from cove.engine import teardown
-    paths = S.Paths(root)
-    old = S.lookup(paths, ref)
+    paths = state.Paths(root)
+    old = state.lookup(paths, ref)
     if not new or not new.replace("-", "").replace("_", "").replace(".", "").isalnum() \
             or new.startswith((".", "-", "_")):
         raise CoveError(f"rename {old} {new}", f"invalid container name ({new}): only "
@@ -115,10 +113,11 @@ def rename(root: str, ref: str, new: str) -> str:
         if os.path.lexists(ndir) or os.path.lexists(rt_new):
             raise CoveError(f"rename {old} {new}",
                             f"the container name {new!r} is already in use")
-        with S.locked(odir):  # the monitor's record updates wait
-            rec = S.load(odir, strict=True)
+        with state.locked(odir):  # the monitor's record updates wait
+            rec = state.load(odir, strict=True)
             assert rec is not None
-            live = rec["State"]["Status"] in (*C.ACTIVE, "paused") or C._monitor_alive(rec)
+            live = rec["State"]["Status"] in (*containers.ACTIVE, "paused") \
+                or containers.monitor_alive(rec)
             if live and rec.get("Watchers"):
                 raise CoveError(f"rename {old}", "it runs attached to a terminal "
                                 "(`run -it`): rename it once it has exited")
@@ -132,7 +131,7 @@ def rename(root: str, ref: str, new: str) -> str:
             _move_log(ndir, old, new, live)
             _rebase_bundle(ndir, odir, ndir)
             rec["Name"] = new
-            S.save(ndir, rec)
+            state.save(ndir, rec)
     finally:
         os.close(lock)
     if rec["HostConfig"].get("NetworkMode") not in ("host", "none"):
@@ -177,7 +176,7 @@ def _rebase_bundle(cdir: str, old: str, new: str) -> None:
         if isinstance(v, dict):
             return {k: moved(x) for k, x in v.items()}
         return v
-    S.write_atomic(path, json.dumps(moved(spec), indent=1).encode(), 0o644)
+    state.write_atomic(path, json.dumps(moved(spec), indent=1).encode(), 0o644)
 
 
 # -- update -----------------------------------------------------------------------------
@@ -188,9 +187,9 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
     """Change a container's limits (docker update): live through the runtime when it
     runs, and in the record and bundle so that a restart keeps them."""
     from cove.engine.logs import parse_size
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    rec = C.refresh(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    rec = containers.refresh(paths, name)
     hc = rec["HostConfig"]
     res: dict[str, Any] = {}
     host: dict[str, Any] = {}
@@ -199,7 +198,7 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
             mem = parse_size(memory)
         except CoveError as e:
             raise CoveError(f"--memory {memory}", e.why) from None
-        if 0 < mem < C.MIN_MEMORY:
+        if 0 < mem < containers.MIN_MEMORY:
             raise CoveError(f"--memory {memory}", "minimum memory limit allowed is 6MB")
         host["Memory"] = mem
         res.setdefault("memory", {})["limit"] = mem if mem else -1
@@ -233,7 +232,7 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
         host["PidsLimit"] = max(pids_limit, 0)
         res["pids"] = {"limit": pids_limit if pids_limit > 0 else -1}
     if restart is not None:
-        policy = C.parse_restart(restart)
+        policy = containers.parse_restart(restart)
         if hc.get("AutoRemove") and policy["Name"] != "no":
             raise CoveError(f"--restart {restart}", "restart policy cannot be updated "
                             "because AutoRemove is enabled for the container")
@@ -248,7 +247,7 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
 
     def record(r: dict[str, Any]) -> None:
         r["HostConfig"].update(host)
-    rec = S.update(paths.cdir(name), record)
+    rec = state.update(paths.cdir(name), record)
     events.emit(root, "container", "update", rec)
     return name
 
@@ -270,4 +269,4 @@ def _update_bundle(cdir: str, res: dict[str, Any]) -> None:
             sec.pop("period", None)
         if not sec:
             cur.pop(section)
-    S.write_atomic(path, json.dumps(spec, indent=1).encode(), 0o644)
+    state.write_atomic(path, json.dumps(spec, indent=1).encode(), 0o644)

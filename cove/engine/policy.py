@@ -16,6 +16,11 @@ as events and timers of its loop: no process of their own, no poll of every reco
   CMD`, SIGKILLed (in the container, by that pid, then the runtime) past the timeout,
   recorded in `State.Health` (the last 5 results; failures within the start period do
   not count); on `unhealthy`, `--health-on-failure kill|restart` acts.
+- **Services.** While any project has a desired state (`<root>/projects/*/desired.json`),
+  a reconcile pass per project every SERVICES_TICK seconds, at once when one of its
+  containers exits or changes health, and when a monitor starts: each in a
+  child that imports cove/engine/services/ (the monitor does not), one at a time per
+  project (docs/services.md).
 """
 
 from __future__ import annotations
@@ -33,6 +38,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
+# services (cove/engine/services/): a reconcile pass per project this often while one
+# has desired state, and at once when one of its containers exits or changes health
+SERVICES_TICK = 1.5
+PROJECT_LABEL = "com.docker.compose.project"
+HEALTH_CHANGED = 3  # a check child's status when the container's health status changed
+
+
+def services_projects(root: str) -> list[str]:
+    """Projects with a desired state (`<root>/projects/<p>/desired.json`): listed with
+    plain syscalls, so that the monitor imports nothing of services/."""
+    base = os.path.join(root, "projects")
+    try:
+        return [p for p in os.listdir(base)
+                if os.path.exists(os.path.join(base, p, "desired.json"))]
+    except OSError:
+        return []
 
 
 def wants_restart(rec: dict[str, Any]) -> bool:
@@ -61,6 +82,57 @@ class Policy:
         self.restarting: set[str] = set()
         self.started: dict[str, str] = {}  # StartedAt of the run whose checks are due
         self.checking: set[str] = set()
+        self.svc_busy: set[str] = set()  # projects whose reconcile child runs
+        self.svc_again: set[str] = set()  # ... and that want another pass after it
+        self.svc_ticking = False  # a services_tick is scheduled (one at a time)
+        self.tick_soon(0.0)  # a monitor that starts reconciles every project
+
+    # -- services: the engine keeps each project's desired state --------------------------
+
+    def tick_soon(self, delay: float) -> None:
+        if not self.svc_ticking:
+            self.svc_ticking = True
+            self.later(delay, self.services_tick)
+
+    def services_tick(self) -> None:
+        self.svc_ticking = False
+        projects = services_projects(self.root)
+        if projects:  # (none: the monitor may go idle; an exit or `up` starts it again)
+            self.tick_soon(SERVICES_TICK)
+        for p in projects:
+            self.services_kick(p)
+
+    def services_kick(self, project: str) -> None:
+        """A reconcile pass for `project` in a child (which imports services/; the
+        monitor does not); one at a time per project, another after it if asked."""
+        self.tick_soon(SERVICES_TICK)
+        if project in self.svc_busy:
+            self.svc_again.add(project)
+            return
+        self.svc_busy.add(project)
+        root = self.root
+
+        def child() -> int:
+            from cove.engine.services import reconcile
+            return reconcile.engine_pass(root, project)
+
+        def done(_rc: int) -> None:
+            self.svc_busy.discard(project)
+            if project in self.svc_again:
+                self.svc_again.discard(project)
+                self.services_kick(project)
+        self.fork(child, done)
+
+    def services_changed(self, rec: dict[str, Any], kick: bool = True) -> None:
+        """A project's container exited or changed health (`kick`: a pass now), or
+        started (the ticks run while a project exists; whoever started it is at work)."""
+        project = ((rec.get("Config") or {}).get("Labels") or {}).get(PROJECT_LABEL)
+        if project and os.path.exists(os.path.join(self.root, "projects", project,
+                                                   "desired.json")):
+            if kick:
+                self.services_kick(project)
+            else:
+                self.tick_soon(SERVICES_TICK)
 
     # -- restarts -------------------------------------------------------------------------
 
@@ -72,6 +144,7 @@ class Policy:
             return
         if rec is None or rec["State"]["Status"] in ("running", "paused"):
             return  # a run is on (this call was late, or a restart raced it)
+        self.services_changed(rec)
         self.started.pop(name, None)
         if name in self.restarting:
             return
@@ -122,6 +195,7 @@ class Policy:
 
     def running(self, name: str, rec: dict[str, Any]) -> None:
         """A run began (or was adopted): its first check is due soon."""
+        self.services_changed(rec, kick=False)
         hc = rec["Config"].get("Healthcheck")
         if not hc:
             return
@@ -146,8 +220,12 @@ class Policy:
             return  # the last one still runs
         self.checking.add(name)
         root = self.root
-        self.fork(lambda: check_child(root, name, rec),
-                  lambda _rc: self.checking.discard(name))
+
+        def checked(rc: int) -> None:
+            self.checking.discard(name)
+            if rc == HEALTH_CHANGED:
+                self.services_changed(rec)
+        self.fork(lambda: check_child(root, name, rec), checked)
 
 
 # -- in the children ----------------------------------------------------------------------
@@ -272,7 +350,9 @@ def check_child(root: str, name: str, rec: dict[str, Any]) -> int:
         S.update(cdir, record)
     except Exception:
         return 1
-    if result and result["Status"] != (rec["State"].get("Health") or {}).get("Status"):
+    changed = bool(result) and \
+        result["Status"] != (rec["State"].get("Health") or {}).get("Status")
+    if changed:
         events.emit(root, "container", f"health_status: {result['Status']}", rec)
     if result.get("Status") == "unhealthy" and code != 0 and \
             result.get("FailingStreak") == hc["Retries"]:
@@ -289,4 +369,6 @@ def check_child(root: str, name: str, rec: dict[str, Any]) -> int:
                 containers.start(root, name)
         except Exception as e:
             print(f"health action {name}: {e}", file=sys.stderr, flush=True)
+    if changed and PROJECT_LABEL in (rec["Config"].get("Labels") or {}):
+        return HEALTH_CHANGED  # the monitor has the project reconciled
     return 0

@@ -22,8 +22,9 @@ PR_SET_CHILD_SUBREAPER = 36
 EXIT_FILE = "exit.code"
 
 # `run -i`: the attached client makes this FIFO and holds its write end (see
-# containers._stdin_fifo); the container's stdin is its read end, so that the container
-# reads what the client forwards and EOF when the client closes it. Absent: /dev/null.
+# _stdin_fifo in cove/engine/container/run.py); the container's stdin is its read end,
+# so that the container reads what the client forwards and EOF when the client closes
+# it. Absent: /dev/null.
 # `run -d -i` and `create -i` (docker's OpenStdin without StdinOnce: the record's
 # Config.OpenStdin) keep it: made at each start, and `cove attach` writes to it.
 STDIN_FIFO = "stdin.fifo"

@@ -38,8 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cove.engine import procs
-from cove.engine import state as S
+from cove.engine import netrecords, procs, state
 from cove.errors import CoveError
 
 TYPE_CHECKING = False
@@ -113,7 +112,7 @@ def refusal() -> str:
 
 # -- the spec ---------------------------------------------------------------------------
 
-def spec_network(spec: dict[str, Any], paths: S.Paths, rec: dict[str, Any]) -> None:
+def spec_network(spec: dict[str, Any], paths: state.Paths, rec: dict[str, Any]) -> None:
     """A network namespace of the container's own, made by the runtime (`none`, or
     slirp4netns: then the hook that attaches it).
     Rootless, the namespace is made inside the container's user namespace, so /sys can
@@ -137,12 +136,12 @@ def spec_network(spec: dict[str, Any], paths: S.Paths, rec: dict[str, Any]) -> N
 
 # -- attach, the hook, detach -----------------------------------------------------------
 
-def attach(paths: S.Paths, name: str) -> bool:
+def attach(paths: state.Paths, name: str) -> bool:
     """network.attach's part for slirp4netns (before the runtime's create): /etc/hosts,
     resolv.conf and the published ports (a free one for `-p CTR`), recorded in
     NetworkSettings for the hook. False when the container's network is not ours."""
     cdir = paths.cdir(name)
-    rec = S.load(cdir)
+    rec = state.load(cdir)
     if rec is None:
         return False
     mode = rec["HostConfig"]["NetworkMode"]
@@ -159,7 +158,7 @@ def attach(paths: S.Paths, name: str) -> bool:
         hosts.append(f"{GATEWAY if ip == 'host-gateway' else ip}\t{host}")
     _write(os.path.join(cdir, "hosts"), "\n".join(hosts) + "\n")
     _write(os.path.join(cdir, "resolv.conf"), _resolv_conf(hc))
-    ports = _ports(paths, name, rec)
+    ports = netrecords.host_ports(paths, name, rec["HostConfig"]["PortBindings"])
 
     def note(r: dict[str, Any]) -> None:
         r["NetworkSettings"] = {
@@ -167,7 +166,7 @@ def attach(paths: S.Paths, name: str) -> bool:
                                  "IPPrefixLen": PREFIX, "MacAddress": "",
                                  "NetworkID": SLIRP}},
             "IPAddress": GUEST_IP, "Gateway": GATEWAY, "Ports": ports}
-    S.update(cdir, note)
+    state.update(cdir, note)
     return True
 
 
@@ -196,37 +195,20 @@ def _resolv_conf(hc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ports(paths: S.Paths, name: str, rec: dict[str, Any]) -> dict[str, Any]:
-    """NetworkSettings.Ports: each binding with its host port (a free one for `-p CTR`,
-    docker's behaviour, that no other running container publishes)."""
-    from cove.engine import network
-    binds = rec["HostConfig"]["PortBindings"]
-    taken = {(p, pr) for _c, _i, p, pr in network._published(paths, name)}
-    taken |= {(b["HostPort"], ctr.split("/")[1]) for ctr, bs in binds.items() for b in bs
-              if b["HostPort"]}
-    out: dict[str, Any] = {}
-    for ctr, bs in binds.items():
-        proto = ctr.split("/")[1]
-        out[ctr] = [{"HostIp": b["HostIp"] or "0.0.0.0",
-                     "HostPort": b["HostPort"] or network._free_port(b["HostIp"], proto, taken)}
-                    for b in bs]
-    return out
-
-
-def hook(root: str, name: str, state: dict[str, Any]) -> None:
+def hook(root: str, name: str, oci_state: dict[str, Any]) -> None:
     """The createRuntime hook: start the container's slirp4netns on the init's network
-    namespace (`state["pid"]`), wait until it has configured tap0, add the published
+    namespace (`oci_state["pid"]`), wait until it has configured tap0, add the published
     ports. On failure nothing is left running."""
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     cdir = paths.cdir(name)
-    rec = S.load(cdir, strict=True)
+    rec = state.load(cdir, strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     mode = rec["HostConfig"]["NetworkMode"]
     opts = options(mode)
     ports = (rec.get("NetworkSettings") or {}).get("Ports") or {}
     forwards = [(ctr, b) for ctr, bs in ports.items() for b in bs]
-    _start(cdir, int(state["pid"]), opts, api=bool(forwards))
+    _start(cdir, int(oci_state["pid"]), opts, api=bool(forwards))
     try:
         for ctr, b in forwards:
             _forward(cdir, ctr, b)
@@ -269,8 +251,8 @@ def _start(cdir: str, pid: int, opts: dict[str, Any], api: bool) -> None:
     finally:
         os.close(w)
         os.close(log)
-    start = S.proc_start_time(p.pid)
-    S.write_atomic(os.path.join(cdir, PID_FILE), f"{p.pid} {start}\n".encode())
+    start = state.proc_start_time(p.pid)
+    state.write_atomic(os.path.join(cdir, PID_FILE), f"{p.pid} {start}\n".encode())
     try:
         ready = select.select([r], [], [], READY_TIMEOUT)[0] and os.read(r, 16)
     finally:
@@ -344,7 +326,7 @@ def _why_not(proto: str, b: dict[str, str]) -> str:
     return ""
 
 
-def detach(paths: S.Paths, name: str) -> bool:
+def detach(paths: state.Paths, name: str) -> bool:
     """network.detach's part: stop the container's slirp4netns and remove its files.
     True when nothing else is to be done (rootless: no bridge, veth or nft table was
     ever made; or the container's network is slirp4netns)."""
@@ -352,7 +334,7 @@ def detach(paths: S.Paths, name: str) -> bool:
     detach_dir(cdir)
     if rootless():
         return True
-    rec = S.load(cdir) or {}
+    rec = state.load(cdir) or {}
     return is_slirp(str(rec.get("HostConfig", {}).get("NetworkMode", "")))
 
 
@@ -363,7 +345,7 @@ def detach_dir(cdir: str) -> None:
         pid, start = int(parts[0]), int(parts[1])
     except (OSError, ValueError, IndexError):
         pid, start = 0, 0
-    if pid > 0 and S.pid_alive(pid, start) and procs.comm(pid) == SLIRP:
+    if pid > 0 and state.pid_alive(pid, start) and procs.comm(pid) == SLIRP:
         _stop(pid)
     for name in (PID_FILE, API_SOCKET, LOG_FILE):
         try:
@@ -399,8 +381,8 @@ def main(argv: list[str]) -> int:
         print("usage: rootless hook ROOT NAME", file=sys.stderr)
         return 2
     try:
-        state = jsonio.loads(sys.stdin.buffer.read())
-        hook(argv[1], argv[2], state)
+        oci_state = jsonio.loads(sys.stdin.buffer.read())
+        hook(argv[1], argv[2], oci_state)
     except CoveError as e:
         print(e, file=sys.stderr)
         return 1

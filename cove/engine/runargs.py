@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cove.engine.containers import RunOptions, parse_duration
+from cove.engine.options import RunOptions, parse_duration
 
 # docker-py keywords (containers.run/create) the engine has no way to honour
 UNSUPPORTED = frozenset({

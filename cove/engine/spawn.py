@@ -20,6 +20,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+
 # The `-c` program: the module search path from argv[1], then MODULE.main(argv[2:]).
 _BOOT = ("import sys; sys.path[0:0] = [p for p in sys.argv.pop(1).split(':') "
          "if p not in sys.path]; from cove.engine.{module} import main; "
@@ -58,3 +62,29 @@ def runtime_binary() -> str:
         return env
     cand = os.path.join(os.path.dirname(sys.executable), "cove-runtime")
     return cand if os.path.exists(cand) else "cove-runtime"
+
+
+def keeper_sibling(root: str, env: dict[str, str]) -> tuple[socket.socket, int]:
+    """From a monitor whose keeper died: a new keeper (`--sibling`, with a pidfd on the
+    caller) and the caller's end of their socket pair; its pid."""
+    import socket
+
+    from cove.engine import procs
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.set_inheritable(True)
+    log = os.open(os.path.join(root, "zygote.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pid = procs.spawn(argv("zygote", root, "-1", "--sibling",
+                               str(theirs.fileno()), str(os.getpid())),
+                          null, log, log, env)
+    except OSError:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+        os.close(log)
+        os.close(null)
+    return ours, pid

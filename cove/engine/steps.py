@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _signal as signal
 import os
+import socket
 import sys
 
 from cove.engine import events, procs, teardown
@@ -57,7 +58,9 @@ def in_process(env: dict[str, str], cdir: str = "") -> bool:
         try:
             with open(rt, "rb") as f:
                 head = f.read(1024)
-            _OURS[rt] = b"from cove.cli.runtime import main" in head and \
+            # (`from cove.cli.runtime import main`, or the boot shim's
+            # `main('cove.cli.runtime')`)
+            _OURS[rt] = b"cove.cli.runtime" in head and \
                 spawn.search_path()[0].encode() in head
         except OSError:
             _OURS[rt] = False
@@ -80,6 +83,23 @@ def _other_handler(paths: S.Paths, name: str) -> bool:
             return b'"handler"' in f.read()
     except OSError:
         return False
+
+
+def preload_network(rec: dict[str, Any]) -> bool:
+    """In the monitor, before its first container on a bridge network: import what
+    tearing it down imports (pyroute2 is ~150 ms to import), once, so that every
+    finishing step child has it. Memory the monitor then keeps, only where bridges are
+    used. Whether it did (the monitor calls it until it has)."""
+    if rec.get("HostConfig", {}).get("NetworkMode") in ("host", "none", None) or \
+            os.geteuid() != 0:
+        return False
+    try:
+        import pyroute2  # noqa: F401
+
+        from cove.engine import network  # noqa: F401
+    except ImportError:
+        pass
+    return True
 
 
 def preload() -> None:
@@ -142,6 +162,8 @@ def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
     if argv[0] == "create":
         o = CreateOptions(root, argv[-1], argv[argv.index("--bundle") + 1],
                           argv[argv.index("--pid-file") + 1],
+                          argv[argv.index("--console-socket") + 1]
+                          if "--console-socket" in argv else "",
                           rootless=os.geteuid() != 0)  # as the binary's --rootless auto
         fn = lambda: namespaces.create(o)  # noqa: E731
     elif argv[0] == "start":
@@ -176,11 +198,54 @@ def _fifo_text(rfds: list[int]) -> str:
     return out.decode(errors="replace").strip()
 
 
+def _console(cdir: str) -> socket.socket:
+    """`<cdir>/console.sock`, listening, for a container with a terminal: the runtime
+    connects to it during create and sends the pty's master. Bound by a relative path
+    (a socket's path has at most 107 bytes), so the caller's cwd is `cdir` from here on,
+    and the runtime (in-process or the binary) is given "console.sock"."""
+    os.chdir(cdir)
+    try:
+        os.unlink("console.sock")
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    srv.bind("console.sock")
+    srv.listen(1)
+    return srv
+
+
+def _pass_master(srv: socket.socket, to: int) -> None:
+    """The master the runtime sent (its connection is queued: create has returned) on
+    to the monitor, over `to` (SCM_RIGHTS). An fd in flight is still held: the
+    terminal is never without a holder, so never hung up."""
+    srv.settimeout(5)
+    try:
+        conn, _ = srv.accept()
+    finally:
+        srv.close()
+        try:
+            os.unlink("console.sock")
+        except OSError:
+            pass
+    with conn:
+        conn.settimeout(5)
+        _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+    if not fds:
+        raise RuntimeError("the runtime sent no terminal")
+    out = socket.socket(fileno=os.dup(to))
+    try:
+        socket.send_fds(out, [b"m"], fds)
+    finally:
+        out.close()
+        os.close(fds[0])
+
+
 def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
-          monitor: int, keeper: int) -> int:
+          monitor: int, keeper: int, tty: int = -1) -> int:
     """Create and start container `name` (its FIFOs made, their read ends `rfds` held
     by the monitor), record it running and say "ok" on `sync`; or say "error: ..." and
-    record why. The exit status: 0 once it runs."""
+    record why. The exit status: 0 once it runs. A container with a terminal (Tty)
+    gets the runtime's pty, whose master goes to the monitor over the socket `tty`."""
     paths = S.Paths(root)
     cdir = paths.cdir(name)
     try:
@@ -193,15 +258,24 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
             except FileNotFoundError:
                 pass
         pid_file = os.path.join(cdir, "init.pid")
-        stdin = procs.open_stdin(cdir, bool(rec.get("Config", {}).get("OpenStdin")))
+        console = _console(cdir) if tty >= 0 else None
+        stdin = -1 if console is not None else \
+            procs.open_stdin(cdir, bool(rec.get("Config", {}).get("OpenStdin")))
         ends = [os.open(p, os.O_RDWR | os.O_CLOEXEC) for p in procs.fifo_paths(cdir)]
         rc, _ = rt_call(paths, env, cdir, ["create", "--bundle", cdir, "--pid-file",
-                                           pid_file, name],
+                                           pid_file, *(["--console-socket", "console.sock"]
+                                                       if console else []), name],
                         stdout=ends[0], stderr=ends[1], stdin=stdin)
         for fd in (*ends, stdin) if stdin >= 0 else ends:
             os.close(fd)
         if rc != 0:
             raise RuntimeError(_fifo_text(rfds) or f"cove-runtime create: exit status {rc}")
+        if console is not None:
+            try:
+                _pass_master(console, tty)
+            except Exception:
+                rt_call(paths, env, cdir, ["delete", "--force", name])
+                raise
         with open(pid_file) as f:
             pid = int(f.read().strip())
         pstart = S.proc_start_time(pid)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import sys
 
-from cove.engine import state as S
+from cove.engine import state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 
-def cleanup(paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
+def cleanup(paths: state.Paths, name: str, rec: dict[str, Any]) -> None:
     """After a run: the network torn down, the rootfs unmounted (kept for a restart).
     Without the image modules (60 ms to import): the overlay is one umount."""
     if rec.get("HostConfig", {}).get("NetworkMode") not in ("host", "none"):
@@ -39,13 +39,13 @@ def cleanup(paths: S.Paths, name: str, rec: dict[str, Any]) -> None:
 def current_name(cdir: str, name: str) -> str:
     """The container's name now: `cove rename` may have renamed it while it ran (its
     old directory is then a symlink to the new one)."""
-    rec = S.load(cdir) or {}
+    rec = state.load(cdir) or {}
     new = rec.get("Name")
     return new if isinstance(new, str) and new and new != name \
         and os.path.isdir(os.path.join(os.path.dirname(cdir), new)) else name
 
 
-def settle_rename(paths: S.Paths, name: str) -> None:
+def settle_rename(paths: state.Paths, name: str) -> None:
     """Finish a rename done while the container ran (cove/engine/ops.py): its log file
     still has the old name (`NAME-json.log` is a symlink to it) and the old directory
     is a symlink to this one. Once the run is over, both take the new name."""

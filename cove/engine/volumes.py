@@ -8,8 +8,7 @@ import json
 import os
 from typing import Any
 
-from cove.engine import events
-from cove.engine import state as S
+from cove.engine import events, state
 from cove.errors import CoveError
 
 
@@ -21,7 +20,7 @@ def _check(name: str) -> None:
 
 def _dir(root: str, name: str) -> str:
     _check(name)
-    return os.path.join(S.Paths(root).volumes, name)
+    return os.path.join(state.Paths(root).volumes, name)
 
 
 def exists(root: str, name: str) -> bool:
@@ -42,8 +41,8 @@ def ensure(root: str, name: str, labels: dict[str, str] | None = None) -> dict[s
         return inspect(root, name)
     os.makedirs(os.path.join(d, "_data"), mode=0o755, exist_ok=True)
     info = {"Name": name, "Driver": "local", "Mountpoint": os.path.join(d, "_data"),
-            "CreatedAt": S.now_rfc3339(), "Labels": labels or {}, "Scope": "local"}
-    S.write_atomic(meta, json.dumps(info, indent=1).encode(), 0o644)
+            "CreatedAt": state.now_rfc3339(), "Labels": labels or {}, "Scope": "local"}
+    state.write_atomic(meta, json.dumps(info, indent=1).encode(), 0o644)
     events.emit(root, "volume", "create", name, driver="local")
     return info
 
@@ -58,7 +57,7 @@ def inspect(root: str, name: str) -> dict[str, Any]:
 
 
 def ls(root: str) -> list[dict[str, Any]]:
-    d = S.Paths(root).volumes
+    d = state.Paths(root).volumes
     try:
         names = sorted(os.listdir(d))
     except FileNotFoundError:
@@ -67,10 +66,10 @@ def ls(root: str) -> list[dict[str, Any]]:
 
 
 def users(root: str, name: str) -> list[str]:
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     out = []
-    for n in S.all_names(paths):
-        rec = S.load(paths.cdir(n)) or {}
+    for n in state.all_names(paths):
+        rec = state.load(paths.cdir(n)) or {}
         if any(m.get("Type") == "volume" and m.get("Name") == name
                for m in rec.get("Mounts", [])):
             out.append(n)

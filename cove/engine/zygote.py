@@ -4,15 +4,17 @@ the holder of a copy of everything the monitor holds.
 The engine starts it on demand (cove/engine/monctl.py); it forks the monitor
 (cove/engine/monitor.py) and is a child subreaper, the next one above the monitor. For
 every running container the monitor sends it (SCM_RIGHTS, over their socket pair) the
-read ends of the container's FIFOs and its init's pidfd. So, when the monitor is
-SIGKILLed:
+read ends of the container's FIFOs and its init's pidfd (and, for a container with a
+terminal, its pty master: the last close of a master hangs the terminal up, a SIGHUP
+to the container). So, when the monitor is SIGKILLed:
 
 - the inits, the monitor's children, become the keeper's: it reaps them as they exit
   and writes `exit.code` ("CODE PID"), which the next monitor records;
 - the pipes keep what the containers write (a pipe nobody holds open loses its
   contents when its last writer exits): the keeper holds them open until a monitor has
   them again;
-- the keeper forks a new monitor at once, which adopts every running container.
+- the keeper forks a new monitor at once, which adopts every running container (the
+  pty masters it holds stay open in that fork, and are the new monitor's).
 
 When the keeper is SIGKILLed, the monitor (which holds a pidfd of it) starts a new one,
 `--sibling`: not the monitor's parent, so it can't reap the inits if the monitor dies
@@ -50,12 +52,16 @@ QUICK = 0.2  # a monitor that dies within this of its start died "quickly"
 class Held:
     """A running container, as the keeper holds it."""
 
-    __slots__ = ("fds", "name", "pid", "pidfd", "start")
+    __slots__ = ("fds", "master", "name", "pid", "pidfd", "start")
 
-    def __init__(self, name: str, pid: int, start: int | None, fds: list[int]) -> None:
+    def __init__(self, name: str, pid: int, start: int | None, fds: list[int],
+                 tty: bool = False) -> None:
         self.name, self.pid, self.start = name, pid, start
         self.pidfd = fds[0] if fds and pid else -1
         self.fds = fds
+        # a container with a terminal: its pty master (the last fd). Our copy keeps the
+        # terminal from being hung up when the monitor dies, and goes to the next one.
+        self.master = fds[-1] if tty and fds else -1
 
     def close(self) -> None:
         for fd in self.fds:
@@ -95,10 +101,14 @@ class Keeper(procs.Loop):
                 signal.set_wakeup_fd(-1)
                 for s in (signal.SIGCHLD, signal.SIGTERM):
                     signal.signal(s, signal.SIG_DFL)
+                ttys = {}
                 for h in self.held.values():
+                    if h.master >= 0:  # the next monitor's: the terminal stays held
+                        ttys[h.name] = h.master
+                        h.fds.remove(h.master)
                     h.close()
                 os.setsid()
-                code = monitor.serve(self.root, theirs.detach(), ready)
+                code = monitor.serve(self.root, theirs.detach(), ready, ttys)
             except BaseException as e:
                 print(f"cove-monitor: {e}", file=sys.stderr, flush=True)
             finally:
@@ -154,7 +164,7 @@ class Keeper(procs.Loop):
             old.close()
         if op == "watch":
             pid, start = int(rest[0]), int(rest[1]) or None
-            h = Held(name, pid, start, fds)
+            h = Held(name, pid, start, fds, len(rest) > 2 and rest[2] == "tty")
             self.held[name] = h
             self.by_pid[pid] = h
             if h.pidfd >= 0:

@@ -67,10 +67,17 @@ class LayerError(CoveError):
 
 
 def detect_compression(head: bytes) -> str:
+    """The compression a stream's first bytes name: gzip, zstd, bzip2, xz or none
+    (bzip2 and xz only as docker's DecompressStream reads them: ADD's local tars, old
+    archives; no OCI media type names them)."""
     if head[:2] == b"\x1f\x8b":
         return "gzip"
     if head[:4] == b"\x28\xb5\x2f\xfd":
         return "zstd"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
     return "none"
 
 
@@ -85,13 +92,19 @@ def decompressed(f: IO[bytes], compression: str) -> IO[bytes]:
     """A reader of `f`'s tar stream; `compression` is gzip, zstd, none or auto."""
     if compression == "auto":
         buf = io.BufferedReader(f)  # type: ignore[type-var]
-        compression = detect_compression(buf.peek(4)[:4])
+        compression = detect_compression(buf.peek(6)[:6])
         f = buf
     if compression == "gzip":
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    if compression == "bzip2":
+        import bz2
+        return bz2.BZ2File(f, "rb")
+    if compression == "xz":
+        import lzma
+        return lzma.LZMAFile(f, "rb")
     if compression == "none":
         return f
     raise LayerError("layer", f"unknown compression {compression!r}")

@@ -53,8 +53,11 @@ def is_mounted(path: str) -> bool:
 
 def mount_overlay(lowers: list[str], upper: str, work: str, target: str, cwd: str) -> None:
     """Mount with lowerdirs relative to `cwd` (the snapshot dir): the option string is
-    limited to a page, and relative paths fit about twice as many layers."""
-    rel = [os.path.relpath(x, cwd) for x in lowers]
+    limited to a page, and relative paths fit about twice as many layers. A layer that
+    comes twice (two steps that made the same change, e.g. two empty RUNs) is mounted
+    once, at its topmost place: overlayfs refuses a lowerdir twice (ELOOP), and the
+    upper copy hides all the lower one would show or delete."""
+    rel = [os.path.relpath(x, cwd) for x in dict.fromkeys(lowers)]
     data = f"lowerdir={':'.join(rel)},upperdir={upper},workdir={work}"
     if len(data) >= 4096:
         raise OSError(errno.E2BIG, f"{len(lowers)} layers: overlay options too long")

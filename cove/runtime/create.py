@@ -294,6 +294,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
     console_fd = fifo_fd = -1
     bind_socks: tuple[int, int] | None = None
     helper = 0
+    plan: NsPlan | None = None
     try:
         with open(os.path.join(sdir, "config.json"), "wb") as f:
             f.write(raw)
@@ -321,6 +322,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
         elif opts.console_fd >= 0:
             console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
         plan = ns_plan(spec)
+        plan.cgroup_fds = mgr.join_fds()
+        joined = bool(plan.cgroup_fds)
         from cove.runtime.init import InitConfig, container_init
         from cove.runtime.rootfs import bind_sources, send_bind_sources
 
@@ -372,10 +375,12 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
             # init waits for "start": its mount namespace exists, untouched yet
             helper = send_bind_sources(init_pid, sources, bind_socks)
         sync.send("start")
-        # Move init into its cgroup while it sets up its mounts: the first cgroup
-        # migration waits out an RCU grace period (~12 ms here), which this overlaps.
-        # Init has no children yet and unshares its cgroup namespace only after this.
-        mgr.apply(init_pid)
+        # Init was born in its v1 cgroups (C joined them: Manager.join_fds). Move it
+        # into the rest (v2) while it sets up its mounts: that first migration waits
+        # out an RCU grace period (~12 ms here), which this overlaps. Init has no
+        # children yet and unshares its cgroup namespace only after this.
+        if mgr.needs_apply(v1=not joined):
+            mgr.apply(init_pid, v1=not joined)
         if helper:
             os.waitpid(helper, 0)
             helper = 0
@@ -395,11 +400,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
             run_hooks("prestart", spec.hooks.prestart, hs)
             run_hooks("createRuntime", spec.hooks.createRuntime, hs)
         sync.send(f"ok {hs}")
-        from cove.oci.seccomp_default import wants_notify
-
-        if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
+        if spec.linux.seccomp is not None and seccomp.wants_notify(spec.linux.seccomp):
             from cove.oci import jsonio
-            from cove.runtime import seccomp
 
             # A seccomp agent hears from init before create is done: "creating", as
             # runc tells it.
@@ -439,6 +441,8 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
         runtime_state.remove_dir(sdir)
         raise
     finally:
+        if plan is not None:
+            plan.close()  # (spawn closed P's copies already; before it, a failure)
         if sync is not None:
             sync.close()
         for fd in (console_fd, fifo_fd, *(bind_socks or ())):

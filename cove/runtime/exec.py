@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from cove.errors import CoveError, os_why
-from cove.oci.seccomp_default import wants_notify
 from cove.oci.spec import Process, Spec
 from cove.runtime import process
 from cove.runtime import state as runtime_state
@@ -119,20 +118,22 @@ def exec_process(opts: ExecOptions) -> int:
                             spec.annotations.get(seccomp.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
     if not opts.detach:
         libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    if mgr is not None:
+        plan.cgroup_fds = mgr.join_fds()  # C joins the v1 ones itself: no global lock
+    joined = bool(plan.cgroup_fds)
     child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,
                                                      userns, s))
     try:
-        if mgr is not None:
-            mgr.apply(child)
+        if mgr is not None and mgr.needs_apply(v1=not joined):
+            mgr.apply(child, v1=not joined)
         sync.send("go")
         msg = sync.expect("pid")
         gpid = int(msg.split()[1])
         os.waitpid(child, 0)
         child = 0
         sync.send("start")
-        if spec.linux.seccomp is not None and wants_notify(spec.linux.seccomp):
+        if spec.linux.seccomp is not None and seccomp.wants_notify(spec.linux.seccomp):
             from cove.oci import jsonio
-            from cove.runtime import seccomp
 
             seccomp.expect_after_notify(sync, "exec", gpid, spec.linux.seccomp or {},
                                    jsonio.loads(st.hook_state(status)))

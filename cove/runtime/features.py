@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from cove.oci import OCI_VERSION
 from cove.oci.spec import HOOK_KINDS, NAMESPACES
 from cove.runtime.rootfs import _FLAGS, _PROPAGATION
@@ -55,7 +57,12 @@ def features() -> dict[str, Any]:
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
-        "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false"},
+        # checkpoint/restore through CRIU (cove/runtime/checkpoint.py): "true" where its
+        # binary is installed, as runc says it of a build with CRIU support (whether
+        # this kernel suits CRIU is `checkpoint`'s own one-line answer)
+        "annotations": {"org.opencontainers.runc.checkpoint.enabled": "true" if any(
+            os.access(p, os.X_OK) for p in ("/usr/sbin/criu", "/sbin/criu",
+                                             "/usr/local/sbin/criu")) else "false"},
     }
     if sv:
         out["annotations"]["io.github.seccomp.libseccomp.version"] = sv

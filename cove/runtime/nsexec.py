@@ -9,7 +9,8 @@ to children, so C forks G and exits. G is then pid 1 of the new pid namespace (f
 of pipes, a line per message: see `Sync`.
 
     P: fork                          C: wait "go"
-    P: put C in the cgroup, "go" ->  C: setns(user), setns(...)
+    P: put C in the cgroup, "go" ->  C: join the v1 cgroups (cgroup_fds), setns(user),
+                                        setns(...)
                                      C: unshare(user) -> "userns"
     P: write uid/gid maps, "ok" ->   C: unshare(rest), fork G, "pid N" -> exit
     P: "start" ->                    G: set up, then messages of its own
@@ -88,6 +89,9 @@ class NsPlan:
         self.join: list[tuple[str, int]] = []   # (type, open fd), in JOIN_ORDER
         self.new: list[str] = []
         self.time_offsets: dict[str, tuple[int, int]] = {}
+        # `tasks` files of the container's v1 cgroups (Manager.join_fds): C writes "0"
+        # to each before anything else, so G is born in the cgroup.
+        self.cgroup_fds: list[int] = []
 
     def add_join(self, typ: str, path: str) -> None:
         try:
@@ -101,6 +105,9 @@ class NsPlan:
         for _, fd in self.join:
             os.close(fd)
         self.join = []
+        for fd in self.cgroup_fds:
+            os.close(fd)
+        self.cgroup_fds = []
 
 
 def spawn(plan: NsPlan, stage2: Callable[[Sync], None]) -> tuple[int, Sync]:
@@ -144,6 +151,14 @@ def _report(sync: Sync, msg: str) -> None:
 def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
     if sync.recv() != "go":
         os._exit(1)
+    for fd in plan.cgroup_fds:
+        # Single-threaded, "0" moves us without the global lock (Manager.join_fds).
+        try:
+            os.write(fd, b"0")
+        except OSError as e:
+            raise CoveError("cgroup", f"join: {os_why(e)}") from None
+        os.close(fd)
+    plan.cgroup_fds = []
     for typ, fd in plan.join:
         libc.setns(fd, NS_FLAGS[typ], f"{typ} namespace")
         os.close(fd)

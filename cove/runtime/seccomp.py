@@ -15,9 +15,8 @@ answers "ok"; only then does the container side go on to execve.
 
 from __future__ import annotations
 
-import ctypes
-
 from cove.errors import CoveError
+from cove.sys import ffi as ctypes  # ctypes' names, without its start-up (ffi.py)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -104,6 +103,14 @@ class Filter:
         if fd < 0:
             raise CoveError("seccomp", f"no notify fd: {os.strerror(-fd)}")
         return fd
+
+
+def wants_notify(sc: dict[str, Any]) -> bool:
+    """Whether a profile has SCMP_ACT_NOTIFY rules (the runtime then serves the listener).
+    Here rather than cove.oci.seccomp_default's copy: importing that module (Docker's
+    profile) costs every create and exec ~0.3 ms."""
+    return any(isinstance(r, dict) and r.get("action") == "SCMP_ACT_NOTIFY"
+               for r in sc.get("syscalls") or [])
 
 
 def hand_over(sync: Any, fd: int) -> None:

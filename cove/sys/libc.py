@@ -2,13 +2,16 @@
 
 Each wrapper raises `OSError(errno, message)` whose message names the operation and
 its path, so that a failure deep in container setup still says what it was doing.
-Only `ctypes` and `os` are imported: this module sits on cove-runtime's hot path.
+Only `_ctypes` (through cove.sys.ffi) and `os` are imported: this module sits on
+cove-runtime's hot path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+# `ctypes`' names from `_ctypes`, without ctypes/__init__'s start-up cost (ffi.py).
+from cove.sys import ffi as ctypes
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

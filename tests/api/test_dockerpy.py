@@ -74,3 +74,35 @@ def test_events_decode(api: Api) -> None:
     t.join(10)
     stream.close()
     assert {"create", "start", "die", "destroy"} <= {str(e["Action"]) for e in seen}
+
+
+def test_tty_containers(api: Api) -> None:
+    """docker-py's tty containers: `run(tty=True)` returns the terminal's raw output
+    (no frames, \\r\\n); a detached one with stdin open takes input through
+    attach_socket, is resized, and logs raw."""
+    client = api.client()
+    out = client.containers.run("busybox", ["sh", "-c", "echo hi; tty"], tty=True,
+                                network_mode="none", remove=True)
+    assert out.startswith(b"hi\r\n/dev/pts/"), out
+    c = client.containers.run("busybox", "sh", tty=True, stdin_open=True, detach=True,
+                              network_mode="none", name="pytty")
+    try:
+        sock = c.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = sock._sock
+        c.resize(height=24, width=77)
+        raw.sendall(b"stty size; echo $((6*7))\n")
+        got = b""
+        raw.settimeout(10)
+        while b"42\r\n" not in got:
+            data = raw.recv(4096)
+            assert data, got
+            got += data
+        assert b"24 77\r\n" in got, got
+        sock.close()
+        assert b"42\r\n" in c.logs()
+        c.reload()
+        assert c.attrs["Config"]["Tty"] is True and c.status == "running"
+        c.kill()
+        assert c.wait(timeout=10)["StatusCode"] == 137
+    finally:
+        c.remove(force=True)

@@ -20,14 +20,11 @@ by pid (and reported), the network namespace is deleted.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import io
 import json
 import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -37,10 +34,12 @@ from typing import Any
 
 import pytest
 
-from tests.peers.conftest import (
-    PATH_ENV,
+from tests.peerlib import (
+    REPO,
     Peer,
+    containerd_config,
     cove_runtime,
+    docker_archive,
     finish,
     need,
     sh,
@@ -52,7 +51,6 @@ except ImportError:  # pragma: no cover - an environment made before they were a
     collect_ignore_glob = ["test_*.py"]
     Kubelet = Any  # type: ignore[misc,assignment]
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUSYBOX_REF = "localhost/cove/busybox:1"
 PAUSE_REF = "localhost/cove/pause:1"
 NS = "k8s.io"
@@ -77,36 +75,6 @@ def handlers() -> dict[str, str]:
 
 # ---- images -------------------------------------------------------------------------
 
-def _image_archive(rootfs: str, dest: str, ref: str, config: dict[str, Any]) -> str:
-    """A docker-archive tar of one layer holding `rootfs`, with `config` as the image's
-    runtime config (what `ctr images import` reads)."""
-    lbuf = io.BytesIO()
-    with tarfile.open(fileobj=lbuf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name in sorted(os.listdir(rootfs)):
-            t.add(os.path.join(rootfs, name), arcname=name)
-    layer = lbuf.getvalue()
-    lsha = hashlib.sha256(layer).hexdigest()
-    created = "2024-01-01T00:00:00Z"
-    cfg = json.dumps({
-        "architecture": "amd64", "os": "linux", "created": created,
-        "config": {"Env": [PATH_ENV], **config},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{lsha}"]},
-        "history": [{"created": created, "created_by": "cove tests/cri"}],
-    }).encode()
-    csha = hashlib.sha256(cfg).hexdigest()
-    manifest = json.dumps([{"Config": f"{csha}.json", "RepoTags": [ref],
-                            "Layers": [f"{lsha}/layer.tar"]}]).encode()
-    with tarfile.open(dest, "w") as t:
-        for name, data in ((f"{lsha}/layer.tar", layer), (f"{csha}.json", cfg),
-                           ("manifest.json", manifest)):
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mode = 0o644
-            ti.mtime = 1704067200
-            t.addfile(ti, io.BytesIO(data))
-    return dest
-
-
 def make_images(d: str) -> list[str]:
     """The busybox image and the pause image (busybox's sleep as the sandbox's init:
     as pid 1 of its namespaces it ignores SIGTERM, and containerd stops a sandbox with
@@ -121,9 +89,10 @@ def make_images(d: str) -> list[str]:
     for name in ("resolv.conf", "hosts", "hostname"):
         open(os.path.join(rootfs, "etc", name), "a").close()
     return [
-        _image_archive(rootfs, os.path.join(d, "busybox.tar"), BUSYBOX_REF, {"Cmd": ["sh"]}),
-        _image_archive(rootfs, os.path.join(d, "pause.tar"), PAUSE_REF,
-                       {"Entrypoint": ["/bin/sleep", "2147483647"]}),
+        docker_archive(rootfs, os.path.join(d, "busybox.tar"), BUSYBOX_REF, {"Cmd": ["sh"]},
+                       by="cove tests/cri"),
+        docker_archive(rootfs, os.path.join(d, "pause.tar"), PAUSE_REF,
+                       {"Entrypoint": ["/bin/sleep", "2147483647"]}, by="cove tests/cri"),
     ]
 
 
@@ -197,19 +166,7 @@ class CriNode(Peer):
         Root = "{T}/rt-{name}"
 """
         with open(self.path("config.toml"), "w") as f:
-            f.write(f"""version = 2
-root = "{T}/root"
-state = "{T}/state"
-temp = "{T}/tmp"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{T}/opt"
+            f.write(containerd_config(T, self.sock, cri=True) + f"""\
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "{sandbox_image}"
     restrict_oom_score_adj = true

@@ -55,22 +55,24 @@ def test_ps_and_inspect_leave_run_it_alone(cove: Cove) -> None:
 
 
 def test_run_it_killed_client(cove: Cove) -> None:
-    """A `run -it` whose client and runtime are both gone is corrected (exit code lost),
-    not left `running` forever; the container goes with them."""
+    """A `run -it` runs under the monitor: its client SIGKILLed, the container runs on
+    (as docker's), `cove attach` takes its terminal over, and its exit is recorded."""
     t = Terminal([*_cove_cmd(cove), "run", "-it", "--name", "gone", "--network", "none",
                   "busybox", "sh"])
     t.expect(b"# ")
     rec = S.load(os.path.join(cove.root, "containers", "gone"))
-    assert rec is not None
-    pids = [int(w[0]) for w in rec["Watchers"]]
-    assert t.pid in pids and len(pids) == 2, rec["Watchers"]
-    for pid in reversed(pids):  # the runtime first: it would delete the container itself
-        os.kill(pid, signal.SIGKILL)
+    assert rec is not None and not rec.get("Watchers") and rec["MonitorPid"]
+    os.kill(t.pid, signal.SIGKILL)
     assert t.exit_code() == -signal.SIGKILL
-    wait_for(lambda: _state(cove, "gone")["Status"] == "exited", what="the record corrected")
+    assert _state(cove, "gone")["Status"] == "running"
+    t = Terminal([*_cove_cmd(cove), "attach", "gone"])
+    t.type(b"echo back $((40+2))\r")
+    t.expect(b"back 42\r\n")
+    t.type(b"exit 4\r")
+    assert t.exit_code() == 4
     st = _state(cove, "gone")
-    assert st["ExitCode"] == 255 and "exit code lost" in str(st["Error"]), st
-    cove("rm", "-f", "gone")
+    assert (st["Status"], st["ExitCode"], st["Error"]) == ("exited", 4, ""), st
+    cove("rm", "gone")
 
 
 def test_records_are_replaced_atomically(tmp_path: Path) -> None:

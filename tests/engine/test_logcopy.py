@@ -113,5 +113,5 @@ def test_a_partial_line_waits_for_its_end(tmp_path: Path) -> None:
     os.close(w)
     assert c.pump(r, "stdout", last=True) is True
     c.close()
-    logs = [json.loads(x)["log"] for x in open(L.log_path(cdir))]
+    logs = [json.loads(x)["log"] for x in Path(L.log_path(cdir)).read_text().splitlines()]
     assert logs == ["one\n", "two\n", "x" * L.MAX_LINE, "xxxxx"]

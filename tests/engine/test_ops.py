@@ -63,7 +63,13 @@ def test_create_then_start(cove: Cove) -> None:
     r = cove("start", "-a", "-i", "ci", input="one\ntwo\n")
     assert r.stdout == "got one two\n"
     _one_line_error(cove("start", "-a", "c", "ci", check=False), "multiple containers")
-    _one_line_error(cove("create", "-t", "busybox", check=False), "terminal")
+    # a terminal for a created container: the monitor holds its pty (docker's create -t)
+    cove("create", *NONE, "-t", "--name", "ct", "busybox", "sh", "-c", "echo tty; tty")
+    assert _inspect(cove, "ct")["Config"]["Tty"] is True
+    cove("start", "ct")
+    assert cove("wait", "ct").stdout.strip() == "0"
+    assert cove("logs", "ct").stdout.splitlines() == ["tty", "/dev/pts/0"]
+    cove("rm", "ct")
     _one_line_error(cove("create", "--name", "c", "busybox", check=False), "in use")
 
 

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
 import signal
+import subprocess
 import sys
 import time
 
-from tests.engine.conftest import ROOT, RUNTIME, Cove
+from tests.engine.conftest import ROOT, RUNTIME, Cove, engine_pids, wait_for
 
 
 class Terminal:
@@ -96,3 +98,80 @@ def test_exec_it_shell(cove: Cove) -> None:
     assert _session(t) == 3
     assert cove("exec", "box", "echo", "still").stdout == "still\n"
     cove("rm", "-f", "box")
+
+
+def _cmd(cove: Cove) -> list[str]:
+    return [sys.executable, "-m", "cove.cli.main", "--root", cove.root]
+
+
+def test_run_dit_attach_detach_logs(cove: Cove) -> None:
+    """`run -dit`: the terminal is the monitor's; `attach`, a command, ctrl-p ctrl-q
+    (the container runs on), `logs` (raw, as docker logs a tty), attach again, exit."""
+    cove("run", "-dit", "--name", "dit", "--network", "none", "busybox", "sh")
+    t = Terminal([*_cmd(cove), "attach", "dit"])
+    t.type(b"echo hi $((40+2))\r")
+    t.expect(b"hi 42\r\n")
+    t.type(b"\x10\x11")
+    assert t.exit_code() == 0
+    assert cove("inspect", "-f", "{{.State.Status}}", "dit").stdout == "running\n"
+    r = subprocess.run([*_cmd(cove), "logs", "dit"], capture_output=True, timeout=30,
+                       env={**os.environ, "COVE_RUNTIME": RUNTIME}, cwd=str(ROOT))
+    assert b"hi 42\r\n" in r.stdout, r
+    line = [json.loads(x) for x in open(os.path.join(
+        cove.root, "containers", "dit", "dit-json.log"))][-1]
+    assert line["stream"] == "stdout"
+    t = Terminal([*_cmd(cove), "attach", "dit"])
+    t.type(b"exit 3\r")
+    assert t.exit_code() == 3
+    assert cove("inspect", "-f", "{{.State.ExitCode}}", "dit").stdout == "3\n"
+    # a short run with a terminal, no -i: its output (raw) and its exit code
+    r = subprocess.run([*_cmd(cove), "run", "-t", "--rm", "--network", "none", "busybox",
+                        "sh", "-c", "echo hi; tty; exit 3"], capture_output=True,
+                       timeout=30, env={**os.environ, "COVE_RUNTIME": RUNTIME}, cwd=str(ROOT))
+    assert r.returncode == 3 and r.stdout.startswith(b"hi\r\n/dev/pts/"), r
+    # create -t, then start -ai: the terminal from its start
+    cove("create", "-it", "--name", "cit", "--network", "none", "busybox", "sh")
+    t = Terminal([*_cmd(cove), "start", "-ai", "cit"])
+    t.expect(b"# ")
+    t.type(b"exit 6\r")
+    assert t.exit_code() == 6
+    cove("rm", "dit", "cit")
+
+
+TICKS = "i=0; while [ $i -lt 400 ]; do echo tick $i; i=$((i+1)); sleep 0.01; done; exec sh"
+
+
+def _ticks(cove: Cove, name: str) -> list[int]:
+    r = subprocess.run([*_cmd(cove), "logs", name], capture_output=True, timeout=30,
+                       env={**os.environ, "COVE_RUNTIME": RUNTIME}, cwd=str(ROOT))
+    return [int(x.split()[1]) for x in r.stdout.decode().splitlines()
+            if x.startswith("tick ")]
+
+
+def test_tty_survives_a_killed_monitor(cove: Cove) -> None:
+    """SIGKILL of the monitor of a tty container (its keeper stopped meanwhile, so that
+    no monitor runs for a second): what the container wrote meanwhile is in its log,
+    every line once, in order; the terminal was not hung up (the keeper held its
+    master); then the keeper killed, and the monitor again: the same."""
+    cove("run", "-dit", "--name", "tk", "--network", "none", "busybox", "sh", "-c", TICKS)
+    time.sleep(0.5)
+    pids = engine_pids(cove.root)
+    os.kill(pids["zygote"], signal.SIGSTOP)
+    os.kill(pids["monitor"], signal.SIGKILL)
+    time.sleep(1.0)  # the container ticks on, into its terminal
+    os.kill(pids["zygote"], signal.SIGCONT)
+    wait_for(lambda: engine_pids(cove.root).get("monitor", pids["monitor"]) !=
+             pids["monitor"], what="a new monitor")
+    os.kill(pids["zygote"], signal.SIGKILL)  # a sibling keeper comes
+    wait_for(lambda: engine_pids(cove.root).get("zygote", pids["zygote"]) != pids["zygote"],
+             what="a new keeper")
+    os.kill(engine_pids(cove.root)["monitor"], signal.SIGKILL)
+    wait_for(lambda: _ticks(cove, "tk")[-1:] == [399], what="every tick", timeout=30)
+    assert _ticks(cove, "tk") == list(range(400))
+    assert cove("inspect", "-f", "{{.State.Status}}", "tk").stdout == "running\n"
+    t = Terminal([*_cmd(cove), "attach", "tk"])
+    t.type(b"echo alive\r")
+    t.expect(b"alive\r\n")
+    t.type(b"exit 2\r")
+    assert t.exit_code() == 2
+    cove("rm", "tk")

@@ -9,7 +9,8 @@ import pytest
 
 from cove.handlers.vm import qemu
 from tests.handlers.common import VM_RUNTIME, no_qemu_left
-from tests.peers.conftest import IMAGE_REF, PtySession, finish, image_tar, need
+from tests.peerlib import IMAGE_REF, PtySession, finish, need
+from tests.peers.conftest import image_tar
 from tests.peers.test_containerd import Containerd
 from tests.peers.test_podman import Podman
 

@@ -150,7 +150,7 @@ def test_vm_terminal_needs_console_socket(env: Env) -> None:
 def test_vm_run_on_our_terminal(env: Env) -> None:
     """`run` with process.terminal and no --console-socket relays the runtime's own
     terminal (as runc does): here a pty, as a user at a shell would have."""
-    from tests.peers.conftest import PtySession
+    from tests.peerlib import PtySession
 
     rt = runtime(env, VM_RUNTIME)
     cfg = H.base_config(["sh"])

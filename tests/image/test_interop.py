@@ -26,7 +26,7 @@ from cove.image.transfer import build_image
 from cove.oci.image import ContainerConfig, Manifest
 from tests.image.test_run import RUNTIME, _searchable, cove
 from tests.image.util import RegistryServer, d, f, write_tar
-from tests.peers.conftest import HostPaths, docker_archive, finish, need, sh
+from tests.peerlib import HostPaths, docker_archive, finish, need, sh
 from tests.peers.test_docker import Docker
 from tests.peers.test_podman import Podman
 

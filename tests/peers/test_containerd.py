@@ -11,10 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers.conftest import (
+from tests.peerlib import (
     IMAGE_REF,
     Peer,
     PtySession,
+    containerd_config,
     finish,
     need,
     sh,
@@ -31,26 +32,11 @@ class Containerd(Peer):
         # The shim's sockets always live in /run/containerd/s.
         super().__init__("containerd", [NS], ["/run/containerd"])
         self.bin = "/usr/bin/ctr"
-        T = self.dir
         self.sock = self.path("c.sock")
         self.cove_root = self.path("cove-root")
         os.makedirs(self.path("tmp"))
         with open(self.path("config.toml"), "w") as f:
-            f.write(f"""version = 2
-root = "{T}/root"
-state = "{T}/state"
-temp = "{T}/tmp"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{T}/opt"
-""")
+            f.write(containerd_config(self.dir, self.sock, cri=False))
 
     def ctr_argv(self, *args: str) -> list[str]:
         return [self.bin, "-a", self.sock, "-n", NS, *args]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers.conftest import Peer, finish, need, sh, wait_for
+from tests.peerlib import Peer, finish, need, sh, wait_for
 
 pytestmark = pytest.mark.peers
 

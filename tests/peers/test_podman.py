@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.peers.conftest import IMAGE_REF, Peer, PtySession, finish, need, sh
+from tests.peerlib import IMAGE_REF, Peer, PtySession, finish, need, sh
 
 pytestmark = pytest.mark.peers
 

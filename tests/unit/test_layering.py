@@ -51,15 +51,10 @@ IMAGE_MAY_USE_RUNTIME: dict[str, str] = {}  # none: bundles start from cove.oci.
 
 # Import cycles that are known and not yet removed, with why. A cycle found must lie
 # inside one of these sets of modules, or (KNOWN_CYCLE_PACKAGES) inside one package.
+# (The network cycle, network <-> netcontainer <-> rootless, and the cli one, ops <->
+# run, were split in issue 19: the networks' records moved below all three into
+# cove/engine/netrecords.py, run's flags into cove/cli/runflags.py.)
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"cove.cli.ops", "cove.cli.run"}):
-        "`cove create`/`cove run` share their flags (run.py) and ops.py's verbs reuse "
-        "run's parser; both are lazy, in functions; cli is the lead's part of issue 19",
-    frozenset({"cove.engine.network", "cove.engine.netcontainer", "cove.engine.rootless"}):
-        "one job in three files: a container's networking (bridge networks' records and "
-        "addresses in network.py, a container's interfaces, /etc files and connect in "
-        "netcontainer.py, slirp4netns in rootless.py) call each other both ways; the "
-        "records and allocator want a module of their own below all three",
 }
 KNOWN_CYCLE_PACKAGES: dict[str, str] = {}
 
@@ -284,3 +279,54 @@ def test_the_handler_protocol_is_for_the_type_checker_only() -> None:
     it only under TYPE_CHECKING."""
     bad = [m for m, e in graph().items() if e.get("cove.runtime.handler") is False]
     assert not bad, bad
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    """The cycle check is only as good as Tarjan's walk: a cycle of three, a self-loop
+    left alone, a module outside the cycle that imports into it."""
+    g = {"a": {"b"}, "b": {"c"}, "c": {"a", "c"}, "d": {"a"}, "e": set()}
+    assert _cycles(g) == [frozenset({"a", "b", "c"})]
+    assert _cycles({"x": {"y"}, "y": set()}) == []
+
+
+# -- module aliases ---------------------------------------------------------------------
+
+# Issue 19: a one- or two-letter alias (`S`, `L`, `C`, `NC`) meant two or three
+# different modules across the tree (`L` = logs / layers / libc). New code names
+# modules by their names (`state.Paths`, `logfile.parse_size`). These files still use
+# such aliases; each is being written by another part of the work and comes off the
+# list when its owner next passes through it. A file not listed here fails.
+ALIASES_PENDING: dict[str, str] = {
+    **dict.fromkeys((
+        "cove/engine/attach.py", "cove/engine/logcopy.py", "cove/engine/monitor.py",
+        "cove/engine/policy.py", "cove/engine/steps.py", "cove/engine/zygote.py",
+        "cove/engine/ttyattach.py"), "the monitor and terminal work"),
+    **dict.fromkeys(("cove/engine/commit.py", "cove/engine/copy.py", "cove/engine/buildnet.py",
+                     "cove/image/build/builder.py", "cove/image/build/fs.py",
+                     "cove/image/build/runner.py", "cove/image/layerwrite.py"), "the builder"),
+    **dict.fromkeys(("cove/engine/checkpoint.py", "cove/engine/checkpoint_archive.py",
+                     "cove/cli/runtime_criu.py"), "checkpoint/restore"),
+    "cove/cli/runtime.py": "the runtime's CLI (`flags as F`)",
+    "cove/cli/autoscale.py": "services", "cove/cli/compose.py": "services",
+}
+ALIAS_PENDING_DIRS: dict[str, str] = {
+    "cove/engine/dockerapi/": "the Docker API",
+    "cove/engine/services/": "services",
+}
+
+
+def test_module_aliases_say_what_they_are() -> None:
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in ALIASES_PENDING or any(rel.startswith(d) for d in ALIAS_PENDING_DIRS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                base = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+                for a in node.names:
+                    full = f"{base}.{a.name}" if base else a.name
+                    if full.startswith("cove") and a.asname and len(a.asname) <= 2 \
+                            and a.asname.isupper():
+                        bad.append(f"{rel}:{node.lineno}: {a.name} as {a.asname}")
+    assert not bad, "one-letter module aliases (name the module):\n  " + "\n  ".join(bad)

@@ -14,9 +14,11 @@ from cove.engine.dockerapi import (
     build,
     containers,
     hijack,
+    imagearchive,
     images,
     networks,
     system,
+    update,
     volumes,
 )
 from cove.engine.dockerapi.common import Ctx
@@ -26,7 +28,8 @@ from cove.errors import CoveError
 
 def router(ctx: Ctx) -> Router:
     r = Router()
-    for mod in (system, containers, hijack, archive, images, build, networks, volumes):
+    for mod in (system, containers, hijack, archive, images, imagearchive, build, networks,
+                volumes, update):
         mod.register(r, ctx)
     return r
 

@@ -30,7 +30,6 @@ from cove.engine.dockerapi.common import (
 from cove.engine.dockerapi.server import (
     ApiError,
     Request,
-    Response,
     Result,
     Router,
     Stream,
@@ -429,8 +428,8 @@ def register(r: Router, ctx: Ctx) -> None:
         return empty()
 
     async def resize(req: Request) -> Result:
-        lookup(root, req.params["id"])
-        return Response(200, b"", "text/plain")
+        from cove.engine.dockerapi import ttyhijack
+        return await ttyhijack.resize(root, req)
 
     async def prune(req: Request) -> Result:
         f = req.filters()

@@ -97,9 +97,9 @@ async def attach(ctx: Ctx, req: Request) -> Result:
     root = ctx.root
     name = lookup(root, req.params["id"])
     rec = await call(C.refresh, S.Paths(root), name)
-    if rec["Config"].get("Tty"):
-        raise ApiError(400, "attach to a container with a tty is not supported by cove "
-                            "serve yet: create it without Tty")
+    if rec["Config"].get("Tty"):  # its terminal, from the monitor's attach socket
+        from cove.engine.dockerapi import ttyhijack
+        return await ttyhijack.attach(root, req, rec)
     status = rec["State"]["Status"]
     if status == "paused":
         raise ApiError(409, "You cannot attach to a paused container, unpause it first")

@@ -87,11 +87,8 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
     o.user = cfg.get("User") or None
     o.workdir = cfg.get("WorkingDir") or None
     o.hostname = cfg.get("Hostname") or None
-    if cfg.get("Tty"):
-        # the engine's monitor runs containers without a terminal; `docker exec -it`
-        # into one has a pty (cove/engine/dockerapi/hijack.py)
-        raise ApiError(400, "Tty: containers with a terminal (run -t) are not supported by "
-                            "cove serve yet; run without -t (`docker exec -it` works)")
+    # a terminal: the monitor holds its master and serves attach (ttywatch.py)
+    o.tty = bool(cfg.get("Tty"))
     o.interactive = bool(cfg.get("OpenStdin"))
     labels = cfg.get("Labels") or {}
     if not isinstance(labels, dict):

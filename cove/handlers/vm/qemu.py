@@ -192,8 +192,12 @@ def run(script: str, *, timeout: float = 300, mem_mb: int = 1024, cpus: int = 2,
     text = "".join(out)
     rc = up = None
     for line in text.splitlines():
-        if line.startswith(EXIT_MARK):
-            rc = int(line[len(EXIT_MARK):].strip() or "-1")
+        at = line.find(EXIT_MARK)
+        if at >= 0:
+            # a kernel message may share the console line, before or after the mark
+            digits = line[at + len(EXIT_MARK):].lstrip()
+            n = len(digits) - len(digits.lstrip("0123456789"))
+            rc = int(digits[:n]) if n else -1
         elif line.startswith("vm-init: up "):
             up = float(line.split()[2].rstrip("s"))
     return Result(text, rc, wall, up)

@@ -11,10 +11,12 @@ interrupted build tags nothing and leaves no container or mount behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -23,6 +25,7 @@ from cove.image import reference
 from cove.image.build import cache as K
 from cove.image.build import copying, runner
 from cove.image.build.context import Context
+from cove.image.build.mounts import SecretMount, parse_mount
 from cove.image.build.parser import Dockerfile, Instruction, ParseError, parse
 from cove.image.build.plan import Plan, Stage, needed, plan
 from cove.image.build.steps import PREDEFINED, State, apply_config
@@ -45,6 +48,10 @@ class Options:
     labels: dict[str, str] = field(default_factory=dict)
     platform: str | None = None
     compression: str = "none"       # layers as the local store keeps them
+    secrets: dict[str, str] = field(default_factory=dict)   # id: path or env:VAR
+    # network=bridge: a context giving the path of a network namespace on the engine's
+    # default bridge (the image layer makes none itself: cove.engine.buildnet does)
+    bridge: Callable[[], AbstractContextManager[str]] | None = None
     stdin: IO[bytes] | None = None
     # a tar context unpacking past this is refused ($COVE_BUILD_MAX_CONTEXT)
     max_context: int = field(default_factory=lambda: int(
@@ -90,6 +97,8 @@ class Builder:
         self.plan: Plan
         self.ctx: Context
         self.stages: dict[int, State] = {}
+        self.netns: str | None = None
+        self.exits = contextlib.ExitStack()
 
     # -- the whole build ------------------------------------------------------------
 
@@ -124,7 +133,10 @@ class Builder:
             self.ctx.save_known(known)
             return res
         finally:
-            self.ctx.close()
+            try:
+                self.exits.close()
+            finally:
+                self.ctx.close()
 
     def _err(self, ins: Instruction, e: CoveError) -> CoveError:
         if isinstance(e, ParseError) or e.what.startswith(f"{self.df.path}:"):
@@ -212,17 +224,23 @@ class Builder:
             return
         if ins.cmd == "RUN":
             for name in ins.flags:
-                if name != "network":
+                if name not in ("network", "mount"):
                     raise CoveError(f"RUN --{name}", "not supported (BuildKit's "
-                                                     "RUN flags: only --network is)")
+                                                     "RUN flags: only --network and "
+                                                     "--mount=type=secret are)")
             net = ins.flag("network") or self.o.network
-            if net not in ("none", "host", "default"):
-                raise CoveError(f"RUN --network={net}", "expected none, host or default")
+            if net not in ("none", "host", "default", "bridge"):
+                raise CoveError(f"RUN --network={net}", "expected none, host, bridge or "
+                                                        "default")
             net = self.o.network if net == "default" else net
+            secrets = [parse_mount(x) for x in ins.flags.get("mount", [])]
             argv, text = self._run_argv(st, ins)
+            # (secret mounts only where there are some: other RUNs keep their keys)
             k = K.key(st.key, "RUN", argv, st.run_env(), st.config.user,
-                                st.config.working_dir, net)
-            self._layered(st, ins, k, text, lambda m: self._do_run(st, ins, m, argv, net))
+                      st.config.working_dir, net, *([[sm.key() for sm in secrets]]
+                                                   if secrets else []))
+            self._layered(st, ins, k, text,
+                          lambda m: self._do_run(st, ins, m, argv, net, secrets))
             return
         cp = copying.plan_copy(self, st, ins)
         k = K.key(st.key, ins.cmd, cp.key_parts)
@@ -248,12 +266,27 @@ class Builder:
         return argv, text
 
     def _do_run(self, st: State, ins: Instruction, m: runner.Mounted,
-                argv: list[str], network: str) -> None:
+                argv: list[str], network: str, secrets: list[SecretMount]) -> None:
         from cove.image.build.fs import mkdirs
+        from cove.image.build.mounts import prepare
         if st.config.working_dir:
             mkdirs(m.rootfs, st.config.working_dir)
+        mounts, made, above = prepare(secrets, self.o.secrets, m.cdir, m.rootfs)
+        m.created_mount_points |= made
+        m.copied_up.update(above)
         runner.run(self.store, m, st.config, argv, st.run_env(), network,
-                   lambda line: self.out(line), f"RUN {ins.rest.splitlines()[0][:60]}")
+                   lambda line: self.out(line), f"RUN {ins.rest.splitlines()[0][:60]}",
+                   netns=self._netns() if network == "bridge" else None, mounts=mounts)
+
+    def _netns(self) -> str:
+        """The bridge network namespace the RUN steps share, made at the first that
+        asks (`Options.bridge`, given by the engine side) and kept to the build's end."""
+        if self.netns is None:
+            if self.o.bridge is None:
+                raise CoveError("--network bridge", "this build has no bridge network "
+                                                    "(the engine gives it: cove build)")
+            self.netns = self.exits.enter_context(self.o.bridge())
+        return self.netns
 
     def _layered(self, st: State, ins: Instruction, k: str, text: str,
                  action: Callable[[runner.Mounted], None]) -> None:

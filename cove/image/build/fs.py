@@ -1,8 +1,8 @@
 """Files in a step's root filesystem: paths resolved inside it (an image's symlinks
-never lead out to the host), COPY's copying with owners and modes, and the step's
-change (the overlay's upper directory) written as an OCI layer tar: `.wh.NAME` for a
-deleted path (overlayfs's 0:0 character device), `.wh..wh..opq` for a replaced
-directory (its `trusted.overlay.opaque` xattr).
+never lead out to the host), COPY's copying with owners, modes and the xattrs a layer
+keeps (file capabilities: set after the chown, which clears them), and ADD's
+unpacking of a local tar. (The step's change becomes a layer through
+cove.image.layerwrite.)
 """
 
 from __future__ import annotations
@@ -88,83 +88,22 @@ def copy_entry(src: str, dst: str, uid: int | None, gid: int | None,
     os.lchown(dst, st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode) if mode is None else mode)
+        copy_xattrs(src if not follow else os.path.realpath(src), dst)
     with contextlib.suppress(OSError):
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _opaque(path: str) -> bool:
+def copy_xattrs(src: str, dst: str) -> None:
+    """The xattrs an image layer keeps (layerwrite.kept_xattr), `src` to `dst`."""
+    from cove.image.layerwrite import kept_xattr
     try:
-        return os.getxattr(path, L.OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        names = [n for n in os.listxattr(src, follow_symlinks=False) if kept_xattr(n)]
     except OSError:
-        return False
-
-
-def _info(rel: str, st: os.stat_result) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(rel)
-    ti.mode = stat.S_IMODE(st.st_mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.uname = ti.gname = ""
-    ti.mtime = int(st.st_mtime)
-    return ti
-
-
-def write_layer(upper: str, out: str, skip: set[str] | None = None) -> int:
-    """The upper directory as a layer tar at `out` (sorted, numeric owners); returns
-    the number of entries. `skip`: relative paths left out (mount points the runtime
-    made)."""
-    n = 0
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        links: dict[tuple[int, int], str] = {}
-        for dirpath, dirnames, filenames in os.walk(upper):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, upper)
-            rel_dir = "" if rel_dir == "." else rel_dir
-            if skip:
-                dirnames[:] = [d for d in dirnames
-                               if (f"{rel_dir}/{d}" if rel_dir else d) not in skip]
-            for name in sorted(dirnames + filenames):
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if skip and rel in skip:
-                    continue
-                full = os.path.join(dirpath, name)
-                st = os.lstat(full)
-                mode = st.st_mode
-                n += 1
-                if stat.S_ISCHR(mode) and st.st_rdev == 0:
-                    wh = tarfile.TarInfo(f"{rel_dir}/{L.WHITEOUT_PREFIX}{name}".lstrip("/"))
-                    wh.mtime = int(st.st_mtime)
-                    tf.addfile(wh)
-                    continue
-                ti = _info(rel, st)
-                if stat.S_ISDIR(mode):
-                    ti.type = tarfile.DIRTYPE
-                    tf.addfile(ti)
-                    if _opaque(full):
-                        opq = tarfile.TarInfo(f"{rel}/{L.OPAQUE}")
-                        opq.mtime = int(st.st_mtime)
-                        tf.addfile(opq)
-                elif stat.S_ISREG(mode):
-                    key = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and key in links:
-                        ti.type, ti.linkname = tarfile.LNKTYPE, links[key]
-                        tf.addfile(ti)
-                        continue
-                    links[key] = rel
-                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    with os.fdopen(fd, "rb") as f:
-                        ti.size = st.st_size
-                        tf.addfile(ti, f)
-                elif stat.S_ISLNK(mode):
-                    ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(full)
-                    tf.addfile(ti)
-                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                    ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-                    ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                    tf.addfile(ti)
-                elif stat.S_ISFIFO(mode):
-                    ti.type = tarfile.FIFOTYPE
-                    tf.addfile(ti)
-    return n
+        return
+    for n in names:
+        with contextlib.suppress(OSError):
+            os.setxattr(dst, n, os.getxattr(src, n, follow_symlinks=False),
+                        follow_symlinks=False)
 
 
 def unpack_safely(src: IO[bytes], dest: str, what: str,
@@ -172,7 +111,7 @@ def unpack_safely(src: IO[bytes], dest: str, what: str,
     """A tar stream (plain, gzip or zstd) unpacked under `dest` (which must not exist)
     by the image layer's hardened unpacker: no absolute or `..` names, nothing written
     through a symlink, no links out. Returns the directory holding the files."""
-    head = src.peek(8) if hasattr(src, "peek") else b""
+    head = src.peek(8)[:8] if hasattr(src, "peek") else b""
     comp = L.detect_compression(head) if head else "auto"
     try:
         L.unpack(src, comp, dest, what=what, overlay_markers=False, max_size=max_size)
@@ -203,8 +142,19 @@ def extract_tar(archive: str, dest_root: str, dest: str, uid: int | None,
 
 
 def is_archive(path: str) -> bool:
-    """Whether ADD unpacks this local file: a tar, plain or compressed."""
+    """Whether ADD unpacks this local file: a tar, plain or compressed (gzip, bzip2,
+    xz, zstd), known by its content as docker knows it, not by its name."""
     try:
-        return tarfile.is_tarfile(path)
-    except OSError:
+        with open(path, "rb") as raw:
+            buf = io.BufferedReader(raw)
+            comp = L.detect_compression(buf.peek(6)[:6])
+            head = L.decompressed(buf, comp).read(tarfile.BLOCKSIZE)
+    except (OSError, EOFError, ValueError, L.LayerError):
         return False
+    if len(head) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True

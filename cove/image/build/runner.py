@@ -21,7 +21,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cove.errors import CoveError
 from cove.image import layers as L
@@ -54,6 +54,9 @@ class Mounted:
     cdir: str
     rootfs: str
     created_mount_points: set[str]
+    # directories of the image that a mount point made in them copies up: (mode, uid,
+    # gid) as the image has them, to leave them out when nothing else changed them
+    copied_up: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _image(descs: list[Descriptor], diff_ids: list[str], cfg: ContainerConfig) -> Image:
@@ -86,9 +89,12 @@ def discard(store: Store, m: Mounted) -> None:
 
 def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
         env: list[str], network: str, out: Callable[[str], None],
-        what: str) -> None:
+        what: str, *, netns: str | None = None,
+        mounts: list[dict[str, object]] | None = None) -> None:
     """Run `argv` in the mounted rootfs; its output goes to `out` line by line. A
-    non-zero exit is an error naming `what` (the step), the code and the last lines."""
+    non-zero exit is an error naming `what` (the step), the code and the last lines.
+    `network` none or host; `bridge` joins the namespace at `netns` (made by the
+    caller, on the engine's default bridge). `mounts`: more OCI mounts (secrets)."""
     spec = image_spec(cfg, m.rootfs, args=argv, entrypoint="", env=env)
     lin = spec["linux"]
     proc = spec["process"]
@@ -104,8 +110,16 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
             res["devices"] += [{"allow": True, "type": t, "access": "m"} for t in "cb"]
     if network == "host":
         lin["namespaces"] = [n for n in lin["namespaces"] if n.get("type") != "network"]
+    elif network == "bridge" and netns:
+        lin["namespaces"] = [n if n.get("type") != "network" else
+                             {"type": "network", "path": netns} for n in lin["namespaces"]]
     elif network not in ("none", "default", ""):
-        raise CoveError(f"--network {network}", "a build step runs with none or host")
+        raise CoveError(f"--network {network}", "a build step runs with none, host or "
+                                                "bridge")
+    if mounts:
+        spec_mounts = spec.setdefault("mounts", [])
+        assert isinstance(spec_mounts, list)
+        spec_mounts.extend(mounts)
     bundle = os.path.join(m.cdir, "bundle")
     os.mkdir(bundle, 0o700)
     with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -147,20 +161,38 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
 def take_layer(store: Store, m: Mounted, compression: str) -> tuple[Descriptor, str]:
     """The change in `m`'s upper dir as a stored layer, unpacked as a snapshot for the
     next step; (descriptor, diffID)."""
-    from cove.image.build.fs import write_layer
+    from cove.image.layerwrite import walk_upper, write_upper
     from cove.image.transfer import add_layer
     upper = os.path.join(m.cdir, "upper")
-    skip = {p for p in m.created_mount_points if _empty(os.path.join(upper, p))}
+    # deepest first: a directory made only to hold mount points is left out too
+    skip: set[str] = set()
+    for p in sorted(m.created_mount_points, key=lambda x: x.count("/"), reverse=True):
+        full = os.path.join(upper, p)
+        if _empty(full) or (os.path.isdir(full) and not os.path.islink(full) and
+                            all(f"{p}/{c}" in skip for c in os.listdir(full))):
+            skip.add(p)
+    for p in sorted(m.copied_up, key=lambda x: x.count("/"), reverse=True):
+        full = os.path.join(upper, p)
+        with contextlib.suppress(OSError):
+            st = os.lstat(full)
+            if (st.st_mode, st.st_uid, st.st_gid) == m.copied_up[p] and \
+                    not _opaque(full) and all(f"{p}/{c}" in skip for c in os.listdir(full)):
+                skip.add(p)
     fd, tar = _tmpfile(store)
     try:
         os.close(fd)
-        write_layer(upper, tar, skip)
+        write_upper(upper, tar, walk_upper(upper, skip))
         desc, diff_id = add_layer(store, tar, compression)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tar)
     L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id)
     return desc, diff_id
+
+
+def _opaque(path: str) -> bool:
+    from cove.image.layerwrite import is_opaque
+    return is_opaque(path)
 
 
 def _empty(path: str) -> bool:

@@ -87,7 +87,7 @@ def program(rules: list[tuple[bool, str]]) -> bytes:
 
 class _Bpf:
     def __init__(self) -> None:
-        import ctypes
+        from cove.sys import ffi as ctypes  # ctypes' names without its start-up
 
         self.ct = ctypes
         self.libc = ctypes.CDLL(None, use_errno=True)

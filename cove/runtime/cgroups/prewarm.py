@@ -4,6 +4,10 @@ Moving a process between cgroups takes a global lock whose first writer in a whi
 waits out an RCU grace period (12-17 ms on this host). `prewarm()` starts that wait
 in a thread at once, by moving us into the cgroup we are already in (a no-op move);
 imports and config parsing then run meanwhile, and the real moves find it paid.
+
+Only a cgroup2 hierarchy needs it: the container joins its v1 cgroups through `tasks`,
+which skips that lock (Manager.join_fds), and a prewarm there would only hold
+cgroup_mutex through the grace period, stalling create's own cgroup mkdirs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ def _own_procs_file() -> str:
     return ""
 
 
+def _has_v2() -> bool:
+    """Whether a cgroup2 hierarchy is mounted where hosts mount it (v2 or hybrid); the
+    manager reads mountinfo later, this is only whether to start the wait early."""
+    return any(os.path.exists(f"/sys/fs/cgroup/{d}cgroup.controllers")
+               for d in ("", "unified/"))
+
+
 def prewarm() -> _thread.LockType:
     """Start the no-op move in a thread; acquire the returned lock before fork()."""
     import _thread
@@ -40,7 +51,7 @@ def prewarm() -> _thread.LockType:
     done.acquire()
     # Not root: the move would be refused (EACCES), and rootless containers are
     # rarely moved into cgroups at all.
-    target = _own_procs_file() if os.geteuid() == 0 else ""
+    target = _own_procs_file() if os.geteuid() == 0 and _has_v2() else ""
 
     def run() -> None:
         try:

@@ -1,0 +1,493 @@
+"""`cove up`, `down`, `scale`, `rollout`, `rollback` and `cove compose ps|logs|ls|config`:
+a Compose project as desired state that the engine keeps (cove/engine/services/).
+
+The commands change the desired state and then run reconcile passes themselves only
+to wait for what they asked (and to say how it went): the root's monitor keeps the
+project at that state afterwards, whether or not any CLI process lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from cove.errors import CoveError
+
+
+def _root(a: argparse.Namespace) -> str:
+    from cove.image.store import Store
+    return Store(a.root).root
+
+
+def _file(a: argparse.Namespace, required: bool = True) -> str | None:
+    from cove.engine.services import compose
+    if a.file:
+        if not os.path.exists(a.file):
+            raise CoveError(f"-f {a.file}", "no such file")
+        return str(a.file)
+    try:
+        return compose.find(os.getcwd())
+    except CoveError:
+        if required:
+            raise
+        return None
+
+
+def _project(a: argparse.Namespace) -> str:
+    """-p, else the compose file's `name`, else its directory's name."""
+    from cove.engine.services import compose
+    if a.project:
+        return compose.project_name(a.project)
+    f = _file(a, required=False)
+    if f is None:
+        raise CoveError("compose", "no compose file here: give -p PROJECT or -f FILE")
+    try:
+        import yaml
+        with open(f) as fh:
+            doc = yaml.safe_load(fh)
+        if isinstance(doc, dict) and isinstance(doc.get("name"), str):
+            return compose.project_name(doc["name"])
+    except Exception:
+        pass
+    return compose.project_name(os.path.basename(os.path.dirname(os.path.abspath(f))))
+
+
+def _check_images(root: str, model: dict[str, Any], fname: str, build: bool) -> None:
+    """Every service's image is here (pulled if missing, built for `build:`), before the
+    desired state changes."""
+    from cove.engine import images
+    from cove.image.store import Store
+    st = Store(root)
+    for svc, s in model["services"].items():
+        if s["build"] is not None:
+            try:
+                if not build:
+                    st.resolve(s["image"])
+                    continue
+            except CoveError:
+                pass
+            from cove.image.build.builder import Options
+            from cove.image.build.builder import build as do_build
+            b = s["build"]
+            print(f"building {svc} ({s['image']})", file=sys.stderr, flush=True)
+            try:
+                do_build(st, Options(context=b["context"], dockerfile=b["dockerfile"],
+                                     tags=[s["image"]], build_args=b.get("args") or {},
+                                     target=b.get("target")))
+            except CoveError as e:
+                raise CoveError(f"{fname}: services.{svc}.build", str(e)) from None
+            continue
+        try:
+            images.find_image(st, s["image"], quiet=True)
+        except CoveError as e:
+            raise CoveError(f"{fname}: services.{svc}.image", f"{s['image']}: {e.why or e}") \
+                from None
+
+
+def _check_ports(root: str, model: dict[str, Any], fname: str) -> None:
+    """Each published host port is free: not another project's of this root, not a
+    container's, no socket's in this network namespace (the load balancer's DNAT would
+    silently take it)."""
+    from cove.engine import network
+    from cove.engine import state as S
+    from cove.engine.services import state as D
+    taken: dict[tuple[int, str], tuple[str, str]] = {}
+    for p in D.projects(root):
+        if p == model["name"]:
+            continue
+        for osvc, o in ((D.load(root, p) or {}).get("services") or {}).items():
+            for pt in o["spec"]["ports"]:
+                if pt["host_port"]:
+                    taken[(pt["host_port"], pt["proto"])] = (p, osvc)
+    for svc, s in model["services"].items():
+        for i, pt in enumerate(s["ports"]):
+            if not pt["host_port"]:
+                continue
+            where = f"{fname}: services.{svc}.ports[{i}]"
+            other = taken.get((pt["host_port"], pt["proto"]))
+            if other:
+                raise CoveError(where, f"host port {pt['host_port']}/{pt['proto']} is "
+                                       f"already published by project {other[0]} "
+                                       f"(service {other[1]})")
+            try:
+                network.check_ports(S.Paths(root), {f"{pt['target']}/{pt['proto']}": [
+                    {"HostIp": pt["host_ip"], "HostPort": str(pt["host_port"])}]})
+            except CoveError as e:
+                raise CoveError(where, e.why) from None
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    from cove.engine.services import compose, reconcile
+    from cove.engine.services import project as project_ops
+    from cove.engine.services import state as D
+    root = _root(a)
+    f = _file(a)
+    assert f is not None
+    model = compose.load(f, a.project, a.profile)
+    project = model["name"]
+    fname = os.path.basename(f)
+    _check_images(root, model, fname, a.build)
+    _check_ports(root, model, fname)
+    removed: list[str] = []
+    rollouts: list[tuple[str, str]] = []
+
+    def desired(old: dict[str, Any] | None) -> dict[str, Any]:
+        svcs: dict[str, Any] = {}
+        for svc, spec in model["services"].items():
+            o = (old or {}).get("services", {}).get(svc)
+            gen = int(o.get("generation", 0)) if o else 0
+            h = compose.spec_hash(spec, gen)
+            n = spec["replicas"]
+            if o and spec.get("autoscale"):
+                n = o["replicas"]  # the autoscaler's word stands
+            s = {"spec": spec, "hash": h, "generation": gen, "replicas": n,
+                 "previous": o.get("previous") if o else None,
+                 "rollout": o.get("rollout") if o else None,
+                 "applied": o.get("applied") if o else None}
+            if o and o["hash"] != h:
+                s["previous"] = {"spec": o["spec"], "hash": o["hash"]}
+                s["rollout"] = {"state": "updating", "reason": "cove up: config changed",
+                                "at": 0}
+                rollouts.append((svc, spec["image"]))
+            svcs[svc] = s
+        removed.extend(sorted(set((old or {}).get("services", {})) - set(svcs)))
+        return {"project": project, "workdir": model["workdir"], "file": model["file"],
+                "networks": model["networks"], "volumes": model["volumes"],
+                "services": svcs}
+    with D.locked(root, project):
+        d = desired(D.load(root, project))
+        D.save(root, project, d)
+    _autoscale_specs(root, project, model)
+    for svc, image in rollouts:
+        D.emit(root, project, svc, "rollout", "cove up: config changed", image=image)
+    if removed:
+        project_ops.remove_services(root, project, removed)
+    ok = reconcile.converge(root, project, a.timeout, until="started" if a.detach
+                            else "converged")
+    _summary(root, project, compose.order(model["services"]))
+    if not ok:
+        raise CoveError(f"up {project}", f"not all replicas running after {a.timeout:g}s "
+                                         "(the engine keeps trying; `cove compose ps`)")
+    if a.detach:
+        # done: leave without the interpreter's teardown of everything a pass imported
+        # (pyroute2, the image store...): ~50 ms of a ~1 s command
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    import signal
+
+    def interrupted(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends an attached `up` as ^C does
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        _follow(root, project, [], follow=True)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+        project_ops.down(root, project, volumes=False)
+        return 130
+    return 0
+
+
+def _autoscale_specs(root: str, project: str, model: dict[str, Any]) -> None:
+    """`x-cove-autoscale` of each service, to the autoscaler (cove autoscale's store)."""
+    try:
+        from cove.engine.services import autoscale
+    except ImportError:
+        return
+    have = autoscale.specs(root, project)
+    for svc, s in model["services"].items():
+        if s.get("autoscale") and have.get(svc) != s["autoscale"]:
+            autoscale.set_spec(root, project, svc, s["autoscale"])
+
+
+def _summary(root: str, project: str, svcs: list[str]) -> None:
+    """One line per service on stderr: replicas running (and healthy) of those wanted."""
+    from cove.engine.services import replica
+    from cove.engine.services import state as D
+    d = D.load(root, project) or {"services": {}}
+    every = replica.replicas(root, project)
+    for svc in svcs:
+        s = d["services"].get(svc)
+        reps = every.get(svc, [])
+        run = sum(r["status"] == "running" for r in reps)
+        healthy = sum(r["health"] == "healthy" for r in reps)
+        want = s["replicas"] if s else 0
+        print(f"{svc}: {run}/{want} running" + (
+            f", {healthy} healthy" if s and s["spec"]["healthcheck"] else ""),
+            file=sys.stderr)
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    from cove.engine.services import project as project_ops
+    project_ops.down(_root(a), _project(a), a.volumes)
+    return 0
+
+
+def _wanted(root: str, project: str) -> dict[str, Any]:
+    from cove.engine.services import state as D
+    d = D.load(root, project)
+    if d is None:
+        raise CoveError(f"project {project}", "not up (run `cove up` first)")
+    return d
+
+
+def cmd_scale(a: argparse.Namespace) -> int:
+    from cove.engine.services import reconcile
+    from cove.engine.services import state as D
+    root, project = _root(a), _project(a)
+    d = _wanted(root, project)
+    asks: list[tuple[str, int]] = []
+    for item in a.pairs:  # every one checked before any changes
+        svc, eq, n = item.partition("=")
+        if not eq or not svc:
+            raise CoveError(f"scale {item}", "expected SERVICE=REPLICAS")
+        D.service(d, svc, project)
+        if not n.lstrip("-").isdigit():
+            raise CoveError(f"scale {item}", "replicas must be a whole number")
+        if int(n) < 0:
+            raise CoveError(f"scale {item}", "replicas must be 0 or more")
+        cname = d["services"][svc]["spec"].get("container_name")
+        if cname and int(n) > 1:
+            raise CoveError(f"scale {item}", f"service has a fixed container_name "
+                                             f"({cname}): one replica at most")
+        asks.append((svc, int(n)))
+    for svc, n in asks:
+        D.set_replicas(root, project, svc, n, "cove scale")
+    if a.no_wait:
+        return 0
+    ok = reconcile.converge(root, project, a.timeout, until="started")
+    _summary(root, project, [svc for svc, _ in asks])
+    return 0 if ok else 1
+
+
+def _wait_rollout(root: str, project: str, svc: str, timeout: float) -> int:
+    import time
+
+    from cove.engine.services import reconcile
+    from cove.engine.services import state as D
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reconcile.reconcile(root, project)
+        s = _wanted(root, project)["services"][svc]
+        ro = s.get("rollout") or {}
+        if ro.get("state") == "done":
+            print(f"{svc}: rolled out {s['spec']['image']}", file=sys.stderr)
+            return 0
+        if ro.get("state") == "rolled_back":
+            raise CoveError(f"rollout {svc}", f"rolled back to {s['spec']['image']}: "
+                                              f"{ro.get('reason', '')}")
+        if ro.get("state") == "paused":
+            raise CoveError(f"rollout {svc}", f"paused: {ro.get('reason', '')} "
+                                              "(`cove rollback` or `cove rollout` again)")
+        time.sleep(0.1)
+    D.load(root, project)
+    raise CoveError(f"rollout {svc}", f"not done after {timeout:g}s (the engine goes on)")
+
+
+def cmd_rollout(a: argparse.Namespace) -> int:
+    from cove.engine.services import compose
+    from cove.engine.services import state as D
+    root, project = _root(a), _project(a)
+    d = _wanted(root, project)
+    D.service(d, a.service, project)
+    if a.image:
+        from cove.engine import images
+        from cove.image.store import Store
+        try:
+            images.find_image(Store(root), a.image, quiet=True)
+        except CoveError as e:
+            raise CoveError(f"rollout {a.service}: --image {a.image}", e.why or str(e)) \
+                from None
+
+    def change(d: dict[str, Any]) -> None:
+        s = D.service(d, a.service, project)
+        spec = {**s["spec"], "image": a.image or s["spec"]["image"]}
+        gen = int(s.get("generation", 0)) + (0 if a.image else 1)
+        s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
+        s["spec"], s["generation"] = spec, gen
+        s["hash"] = compose.spec_hash(spec, gen)
+        s["rollout"] = {"state": "updating", "reason": f"cove rollout {spec['image']}",
+                        "at": 0}
+    d = D.update(root, project, change)
+    D.emit(root, project, a.service, "rollout", f"cove rollout {a.image or '(restart)'}",
+           image=d["services"][a.service]["spec"]["image"])
+    if a.detach:
+        return 0
+    return _wait_rollout(root, project, a.service, a.timeout)
+
+
+def cmd_rollback(a: argparse.Namespace) -> int:
+    from cove.engine.services import state as D
+    root, project = _root(a), _project(a)
+    d = _wanted(root, project)
+    if not D.service(d, a.service, project).get("previous"):
+        raise CoveError(f"rollback {a.service}", "no previous version to go back to")
+
+    def change(d: dict[str, Any]) -> None:
+        s = D.service(d, a.service, project)
+        prev = s["previous"]
+        s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
+        s["spec"], s["hash"] = prev["spec"], prev["hash"]
+        s["rollout"] = {"state": "rolling_back", "reason": "cove rollback", "at": 0}
+    d = D.update(root, project, change)
+    D.emit(root, project, a.service, "rollback", "cove rollback",
+           image=d["services"][a.service]["spec"]["image"])
+    if a.detach:
+        return 0
+    try:
+        return _wait_rollout(root, project, a.service, a.timeout)
+    except CoveError as e:
+        if "rolled back to" in str(e):  # the goal of this command
+            print(f"{a.service}: rolled back to "
+                  f"{_wanted(root, project)['services'][a.service]['spec']['image']}",
+                  file=sys.stderr)
+            return 0
+        raise
+
+
+def _follow(root: str, project: str, svcs: list[str], follow: bool,
+            tail: int = -1) -> None:
+    import threading
+
+    from cove.engine import containers
+    from cove.engine.services import replica
+    reps = replica.replicas(root, project)
+    names = [r["name"] for svc, rs in sorted(reps.items()) if not svcs or svc in svcs
+             for r in rs]
+    width = max((len(n) for n in names), default=0)
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        try:
+            for e in containers.logs(root, name, follow=follow, tail=tail):
+                with lock:
+                    out = sys.stderr if e["stream"] == "stderr" else sys.stdout
+                    out.write(f"{name:<{width}} | {e['log']}")
+                    out.flush()
+        except CoveError:
+            pass
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+
+
+def cmd_compose(a: argparse.Namespace) -> int:
+    import json
+    root = _root(a)
+    if a.what == "config":
+        from cove.engine.services import compose
+        f = _file(a)
+        assert f is not None
+        print(json.dumps(compose.load(f, a.project, a.profile), indent=2))
+        return 0
+    if a.what == "ls":
+        from cove.engine.services import replica
+        from cove.engine.services import state as D
+        print(f"{'NAME':<20} {'SERVICES':<40} FILE")
+        for p in D.projects(root):
+            d = D.load(root, p) or {"services": {}}
+            reps = replica.replicas(root, p)
+            svcs = ", ".join(f"{s}({sum(r['status'] == 'running' for r in reps.get(s, []))}"
+                             f"/{v['replicas']})" for s, v in d["services"].items())
+            print(f"{p:<20} {svcs:<40} {d.get('file', '')}")
+        return 0
+    project = _project(a)
+    if a.what == "logs":
+        _follow(root, project, a.services, a.follow,
+                int(a.tail) if a.tail not in (None, "all") else -1)
+        return 0
+    from cove.engine import containers
+    from cove.engine import state as S
+    from cove.engine.services import replica
+    from cove.engine.services import state as D
+    d = D.load(root, project) or {"services": {}}
+    rows = []
+    for svc, rs in sorted(replica.replicas(root, project).items()):
+        if a.services and svc not in a.services:
+            continue
+        s = d["services"].get(svc) or {}
+        ports = ", ".join(f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['target']}/"
+                          f"{p['proto']}" for p in (s.get("spec") or {}).get("ports", []))
+        for r in rs:
+            if not a.all and not replica.alive(r):
+                continue
+            rec = S.load(S.Paths(root).cdir(r["name"])) or {}
+            ver = "" if r["hash"] == s.get("hash") else " (old)"
+            rows.append({"Name": r["name"], "Service": svc, "Image": rec.get("Image", ""),
+                         "Status": (containers.status_line(rec) if rec else r["status"])
+                         + ver, "IP": r["ip"], "Ports": ports})
+    if a.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ["Name", "Service", "Image", "Status", "IP", "Ports"]
+    width = {k: max([len(k), *(len(r[k]) for r in rows)]) + 3 for k in cols}
+    print("".join(f"{k.upper():<{width[k]}}" for k in cols).rstrip())
+    for r in rows:
+        print("".join(f"{r[k]:<{width[k]}}" for k in cols).rstrip())
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, short: bool = True) -> None:
+    p.add_argument(*(["-f"] if short else []), "--file", metavar="FILE",
+                   help="the compose file (default: compose.yaml, compose.yml, "
+                        "docker-compose.yaml or docker-compose.yml here)")
+    p.add_argument("-p", "--project-name", dest="project", metavar="PROJECT",
+                   help="the project (default: the file's `name`, else its directory)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="create and start a compose project's services")
+    _common(p)
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="return once every replica runs (the engine keeps them)")
+    p.add_argument("--build", action="store_true", help="build images before starting")
+    p.add_argument("--profile", action="append", help="enable services of this profile")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="how long to wait for the replicas (default 120)")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop and remove a compose project")
+    _common(p)
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="also remove the project's named volumes")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("scale", help="set the number of replicas of services")
+    _common(p)
+    p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+    p.add_argument("--no-wait", action="store_true", help="return at once")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S")
+    p.set_defaults(func=cmd_scale)
+    for verb, helptext in (("rollout", "roll a service out to a new image (or restart "
+                                       "its replicas), gated on health"),
+                           ("rollback", "go back to a service's previous version")):
+        p = sub.add_parser(verb, help=helptext)
+        _common(p)
+        p.add_argument("service", metavar="SERVICE")
+        if verb == "rollout":
+            p.add_argument("--image", metavar="IMAGE", help="the new image")
+        p.add_argument("--detach", action="store_true",
+                       help="return at once (the engine rolls it out)")
+        p.add_argument("--timeout", type=float, default=300.0, metavar="S")
+        p.set_defaults(func=cmd_rollout if verb == "rollout" else cmd_rollback)
+    p = sub.add_parser("compose", help="a compose project's replicas: ps, logs, ls, "
+                                       "config")
+    c = p.add_subparsers(dest="what", required=True, metavar="COMMAND")
+    q = c.add_parser("ps", help="the project's replicas")
+    _common(q)
+    q.add_argument("-a", "--all", action="store_true", help="also stopped ones")
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q = c.add_parser("logs", help="the replicas' logs, each line after its name")
+    _common(q, short=False)  # -f is --follow here, as in `docker compose logs`
+    q.add_argument("-f", "--follow", action="store_true")
+    q.add_argument("-n", "--tail", metavar="N")
+    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q = c.add_parser("ls", help="the projects with a desired state")
+    q = c.add_parser("config", help="the compose file, validated and normalized, as JSON")
+    _common(q)
+    q.add_argument("--profile", action="append")
+    p.set_defaults(func=cmd_compose)

@@ -1,0 +1,201 @@
+"""Attach (hijacked) and resize for containers with a terminal (docker's Tty).
+
+The container runs under the monitor, which serves its terminal on
+`<container>/attach.sock` (cove/engine/ttywatch.py); the server is one more client of
+it, on the event loop. The stream is raw both ways (no frame headers with a tty): the
+terminal's output to the client, the client's bytes to the terminal, less the detach
+keys (`detachKeys`, docker's default ctrl-p,ctrl-q), which end the attach and leave the
+container running, as dockerd does. An attach made before the start (`docker run -it`
+attaches, then starts) waits for the start and asks the monitor for the output since
+it (`s`), so the first prompt is not lost. The connection is closed when the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from cove.engine import containers as C
+from cove.engine import state as S
+from cove.engine import ttyattach
+from cove.engine.attach import DEFAULT_DETACH_KEYS, LogTail, parse_detach_keys
+from cove.engine.dockerapi.common import call, lookup, nap
+from cove.engine.dockerapi.server import ApiError, Hijack, Request, Response, Result
+from cove.errors import CoveError
+
+
+async def _started(cdir: str, cid: str) -> bool:
+    """Wait (while the client is there) until the created container runs: whether it
+    does."""
+    while True:
+        rec = S.load(cdir)
+        if rec is None or rec.get("Id") != cid:
+            return False
+        st = rec["State"]["Status"]
+        if st in ("running", "paused"):
+            return True
+        if st not in ("created", "restarting"):
+            return False
+        await nap(rec, 0.02)
+
+
+async def attach(root: str, req: Request, rec: dict[str, Any]) -> Result:
+    name = rec["Name"]
+    cdir = S.Paths(root).cdir(name)
+    status = rec["State"]["Status"]
+    if status == "paused":
+        raise ApiError(409, "You cannot attach to a paused container, unpause it first")
+    try:
+        keys = parse_detach_keys(req.q("detachKeys") or DEFAULT_DETACH_KEYS)
+    except CoveError as e:
+        raise ApiError(400, str(e)) from None
+    use_stdin = req.qbool("stdin") and bool(rec["Config"].get("OpenStdin") or
+                                            (rec.get("Api") or {}).get("OpenStdin"))
+    want_out = req.qbool("stdout") or req.qbool("stderr")
+    history = b""
+    if req.qbool("logs"):
+        from cove.engine import logs as L
+        history = b"".join(e["log"].encode("utf-8", "surrogateescape") for e in
+                           await call(L.read_entries, L.log_path(cdir)))
+    cid = rec["Id"]
+    from_start = status != "running"
+    tail: LogTail | None = None
+    if from_start:
+        # a short run may be over before we connect: its log has what it wrote (held
+        # open from now: a --rm container's directory goes at its exit)
+        from cove.engine import logs as L
+        os.close(os.open(L.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+                         os.O_CLOEXEC, 0o640))
+        tail = LogTail(L.log_path(cdir))
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  early: bytes) -> None:
+        nonlocal from_start, tail
+        loop = asyncio.get_running_loop()
+
+        async def from_log() -> None:
+            nonlocal tail
+            if tail is not None and want_out:
+                writer.write(await call(ttyattach.log_since, tail))
+                await writer.drain()
+            tail = None
+        conn: list[ttyattach.Conn | None] = [None]
+        detached = asyncio.Event()
+
+        async def feed() -> None:
+            held = b""
+            data = early
+            try:
+                while True:
+                    if data:
+                        out = bytearray()
+                        for b in data:
+                            if b == keys[len(held)]:
+                                held += bytes([b])
+                                if held == keys:
+                                    await put(bytes(out))
+                                    detached.set()
+                                    return
+                                continue
+                            out += held
+                            held = b""
+                            if b == keys[0]:
+                                held = bytes([b])
+                            else:
+                                out.append(b)
+                        await put(bytes(out))
+                    data = await reader.read(65536)
+                    if not data:
+                        return  # the client's half-close: no more input
+            except (ConnectionError, OSError):
+                return
+
+        async def put(data: bytes) -> None:
+            c = conn[0]
+            if data and use_stdin and c is not None:
+                await call(c.input, data)
+
+        feeder = asyncio.ensure_future(feed())
+        detach_wait = asyncio.ensure_future(detached.wait())
+        try:
+            if history and want_out:
+                writer.write(history)
+                await writer.drain()
+            if req.qbool("stream", True) is False:
+                return
+            if from_start and not await _started(cdir, cid):
+                await from_log()
+                return
+            while True:
+                c = await call(ttyattach.connect, cdir, cid, from_start)
+                if c is None:
+                    await from_log()
+                    return
+                got = False
+                conn[0] = c
+                from_start = False
+                c.sock.setblocking(False)
+                while True:
+                    recv = asyncio.ensure_future(loop.sock_recv(c.sock, 1 << 16))
+                    done, _ = await asyncio.wait({recv, detach_wait},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if detach_wait in done:
+                        recv.cancel()
+                        return
+                    try:
+                        data = recv.result()
+                    except OSError:
+                        data = b""
+                    if not data:
+                        if not got:  # over before the monitor sent a byte
+                            await from_log()
+                        break
+                    got = True
+                    if want_out:
+                        writer.write(data)
+                        await writer.drain()
+                c.close()
+                conn[0] = None
+                # the run ended, or its monitor was killed: the next one adopts it
+                if not await call(ttyattach._still_running, cdir, cid):
+                    return
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            if tail is not None:
+                tail.close()
+            feeder.cancel()
+            detach_wait.cancel()
+            if conn[0] is not None:
+                conn[0].close()
+            with contextlib.suppress(Exception):
+                writer.close()
+    return Hijack(run)
+
+
+def _resize(cdir: str, h: int, w: int) -> None:
+    c = ttyattach.Conn(cdir, timeout=2.0)
+    try:
+        c.resize(h, w)
+    finally:
+        c.close()
+
+
+async def resize(root: str, req: Request) -> Result:
+    """POST /containers/{id}/resize: the terminal's size (the container gets SIGWINCH)."""
+    name = lookup(root, req.params["id"])
+    rec = await call(C.refresh, S.Paths(root), name)
+    h, w = req.qint("h", 0) or 0, req.qint("w", 0) or 0
+    if not rec["Config"].get("Tty"):
+        return Response(200, b"", "text/plain")  # docker: nothing to resize
+    if rec["State"]["Status"] not in ("running", "paused"):
+        raise ApiError(409, f"Container {rec['Id']} is not running")
+    if not (0 < h < 65536 and 0 < w < 65536):
+        raise ApiError(400, f"bad terminal size {h}x{w}")
+    try:
+        await call(_resize, S.Paths(root).cdir(name), h, w)
+    except (CoveError, OSError) as e:  # the client tries again (docker's CLI does)
+        raise ApiError(500, f"cannot resize the terminal of {name}: {e}") from None
+    return Response(200, b"", "text/plain")

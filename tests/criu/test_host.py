@@ -1,0 +1,80 @@
+"""`cove checkpoint` / `restore` where CRIU does not work, and their bad input (no
+CRIU needed): one line each, the container untouched, nothing half-made."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.criu import criu_broken
+from tests.engine.conftest import Cove
+
+COUNTER = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"
+
+
+def test_checkpoint_where_criu_fails(cove: Cove) -> None:
+    why = criu_broken()
+    if not why or "not installed" in why or "root" in why:
+        pytest.skip("CRIU works here (or is missing): the VM tests cover it")
+    cove("run", "-d", "--network", "none", "--name", "c", "busybox", "sh", "-c", COUNTER)
+    r = cove("checkpoint", "c", check=False)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith("cove: checkpoint c: criu dump: ") and \
+        r.stderr.count("\n") == 1, r.stderr
+    print(f"\n{r.stderr.strip()}")
+    assert "vdso" in r.stderr.lower()  # this host's reason (kernel 6.18, CRIU 3.17)
+    st = cove("inspect", "-f", "{{.State.Status}} {{.State.Checkpointed}}", "c").stdout
+    assert st.split()[0] == "running", st
+    assert not Path(cove.root, "containers", "c", "checkpoint").exists()
+    # a second try gets the same line, not "not empty"
+    r2 = cove("checkpoint", "c", check=False)
+    assert r2.stderr == r.stderr
+
+
+def _archive(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_restore_bad_input(cove: Cove, tmp_path: Path) -> None:
+    cove("create", "--network", "none", "--name", "plain", "busybox", "true")
+    cases = []
+    r = cove("restore", "plain", check=False)
+    cases.append((r, "has no checkpoint"))
+    r = cove("restore", check=False)
+    cases.append((r, "which container"))
+    r = cove("restore", "--import", str(tmp_path / "none.tar"), check=False)
+    cases.append((r, "No such file"))
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar" * 100)
+    cases.append((cove("restore", "--import", str(junk), check=False), "not a tar archive"))
+    fake = tmp_path / "fake.tar"
+    _archive(fake, {"hello": b"x"})
+    cases.append((cove("restore", "--import", str(fake), check=False),
+                   "not a Cove checkpoint archive"))
+    rec = json.loads(Path(cove.root, "containers", "plain", "container.json").read_text())
+    good = {"cove-checkpoint.json": json.dumps({"format": 1, "root": "/x", "name": "plain",
+                                                "cdir": "/x/containers/plain"}).encode(),
+            "container/container.json": json.dumps(rec).encode(),
+            "checkpoint/inventory.img": b"\0" * 64}
+    taken = tmp_path / "taken.tar"
+    _archive(taken, good)
+    cases.append((cove("restore", "--import", str(taken), check=False), "already in use"))
+    trunc = tmp_path / "trunc.tar"
+    _archive(trunc, {**good, "upper/big": b"y" * 100000})
+    trunc.write_bytes(trunc.read_bytes()[:20000])
+    cases.append((cove("restore", "--import", str(trunc), "--name", "t2", check=False),
+                  "truncated"))
+    for r, want in cases:
+        assert r.returncode != 0 and want in r.stderr and r.stderr.count("\n") == 1 and \
+            r.stderr.startswith("cove: "), (want, r.stderr)
+    names = cove("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert names == ["plain"]  # nothing half-made
+    assert sorted(p.name for p in Path(cove.root, "containers").iterdir()) == ["plain"]

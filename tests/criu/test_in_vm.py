@@ -1,0 +1,56 @@
+"""The CRIU tests where CRIU works: a qemu (TCG) VM of Debian's 6.1 kernel.
+
+This host's kernel (6.18) breaks Debian's CRIU 3.17 (`criu check`: vDSO), so, as the
+cgroup v2 tests do (tests/integration/test_cgroups_v2_vm.py), this boots the VM with
+the host's root shared read-only and runs tests/criu there with the guest's pytest
+(loopback up: CRIU's kernel probe connects to 127.0.0.1). On a host where CRIU works
+the same tests run directly instead, and this one skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import pytest
+
+from tests.criu import criu_broken
+from tests.helpers import ROOT
+from tests.integration.test_cgroups_v2_vm import _summary
+from tests.vm import qemu
+
+GUEST_TESTS = ["tests/criu/test_runtime.py", "tests/criu/test_engine.py",
+               "tests/criu/test_podman.py"]
+
+
+@pytest.mark.slow
+def test_criu_in_vm() -> None:
+    if not criu_broken():
+        pytest.skip("CRIU works on this host: tests/criu ran directly")
+    why = qemu.missing()
+    if why:
+        pytest.skip(why)
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not os.path.exists("/usr/sbin/criu"):
+        pytest.skip("criu is not installed (scripts/install-deps.sh)")
+    if not os.path.exists(ROOT / ".venv" / "bin" / "cove-runtime"):
+        from cove.cli import launcher  # the guest sees the tree read-only
+
+        launcher.write(str(ROOT / ".venv" / "bin"))
+    # dmesg -n 1: no kernel line (auto_msgmni...) cut into the exit marker on the console;
+    # a tmpfs on /var/lib/containers (read-only in the guest), where podman keeps a cache
+    script = ("dmesg -n 1; mount -t tmpfs tmpfs /var/lib/containers 2>/dev/null; "
+              f"ip link set lo up && cd {shlex.quote(str(ROOT))} && "
+              f"{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider -q -rfEs -s "
+              f"--durations=5 {' '.join(GUEST_TESTS)}")
+    r = qemu.run(script, timeout=480, mem_mb=1536)
+    tail = "\n".join(r.output.splitlines()[-60:])
+    print(f"\nvm: wall {r.wall:.1f}s, guest up at {r.guest_up}s")
+    print(tail)
+    assert r.rc is not None, f"the guest never reported back:\n{tail}"
+    counts = _summary(r.output)
+    assert counts.get("passed", 0) > 0, f"no pytest summary from the guest:\n{tail}"
+    assert r.rc == 0 and not counts.get("failed") and not counts.get("error"), tail
+    assert not counts.get("skipped"), f"CRIU did not work in the VM either:\n{tail}"
