@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("autoscale", help="scale a service's replicas with its CPU use")
     p.add_argument("-p", "--project-name", dest="project", help="project name (default: "
                    "$COMPOSE_PROJECT_NAME, else the current directory's name)")
-    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("service", metavar="SERVICE", help="the service to scale with its CPU use")
     p.add_argument("--min", type=int, help="fewest replicas")
     p.add_argument("--max", type=int, help="most replicas")
     p.add_argument("--cpu", help="target average CPU use per replica (70%%: 0.7 of a CPU)")

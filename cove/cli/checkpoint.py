@@ -32,7 +32,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add `checkpoint` and `restore` to `cove`'s sub-parsers."""
     p = sub.add_parser("checkpoint", help="checkpoint a running container (CRIU)")
-    p.add_argument("container")
+    p.add_argument("container", help="the running container to checkpoint")
     p.add_argument("--export", metavar="FILE",
                    help="also write an archive that restores elsewhere (.tar or .tar.gz)")
     p.add_argument("--leave-running", action="store_true",

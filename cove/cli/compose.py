@@ -457,7 +457,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("scale", help="set the number of replicas of services")
     _common(p)
-    p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+    p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS",
+                   help="the services and their new replica counts")
     p.add_argument("--no-wait", action="store_true", help="return at once")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S")
     p.set_defaults(func=cmd_scale)
@@ -466,7 +467,8 @@ def register(sub: Any) -> None:
                            ("rollback", "go back to a service's previous version")):
         p = sub.add_parser(verb, help=helptext)
         _common(p)
-        p.add_argument("service", metavar="SERVICE")
+        p.add_argument("service", metavar="SERVICE", help="the service, by its name in "
+                       "the compose file")
         if verb == "rollout":
             p.add_argument("--image", metavar="IMAGE", help="the new image")
         p.add_argument("--detach", action="store_true",
@@ -480,12 +482,12 @@ def register(sub: Any) -> None:
     _common(q)
     q.add_argument("-a", "--all", action="store_true", help="also stopped ones")
     q.add_argument("--format", choices=["table", "json"], default="table")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")
     q = c.add_parser("logs", help="the replicas' logs, each line after its name")
     _common(q, short=False)  # -f is --follow here, as in `docker compose logs`
     q.add_argument("-f", "--follow", action="store_true")
     q.add_argument("-n", "--tail", metavar="N")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")
     q = c.add_parser("ls", help="the projects with a desired state")
     q = c.add_parser("config", help="the compose file, validated and normalized, as JSON")
     _common(q)

@@ -70,6 +70,9 @@ def _run(a: argparse.Namespace) -> int:
     if attach and a.detach:
         raise CoveError("-a and -d", "conflicting options: cannot attach to a detached "
                                      "container")
+    if a.detach_keys:  # checked before anything is pulled or made
+        from cove.engine.detachkeys import parse_detach_keys
+        parse_detach_keys(a.detach_keys)
     root = _root(a)
     images.find_image(Store(root), a.image, lambda: registry_options(a), quiet=a.quiet,
                       pull=a.pull, platform=a.platform)
@@ -351,6 +354,8 @@ def register(sub: Any) -> None:
         r.__class__ = _RunParser  # docker's 125 for a bad flag
     add_run_flags(r)
     registry_flags(r)
+    r.add_argument("--detach-keys", help="the keys that detach from a -t container's "
+                                         "terminal (docker's syntax; default ctrl-p,ctrl-q)")
     r.add_argument("image", help="the image (pulled when missing)")
     r.add_argument("command", nargs=argparse.REMAINDER,
                    help="the command and its arguments (default: the image's)")

@@ -39,7 +39,7 @@ def run_options(a: argparse.Namespace, attach: set[str]) -> RunOptions:
         devices=a.device, device_cgroup_rules=a.device_cgroup_rule, systemd=a.systemd,
         annotations=a.annotation,
         cgroup_parent=a.cgroup_parent, ipc=a.ipc, pid=a.pid, uts=a.uts,
-        cidfile=a.cidfile)
+        cidfile=a.cidfile, detach_keys=getattr(a, "detach_keys", None))
 
 
 def add_run_flags(r: argparse.ArgumentParser) -> None:

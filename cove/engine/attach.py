@@ -33,8 +33,10 @@ from cove.engine.container import record, refresh, rtcmd, sigproxy
 from cove.engine.container import start as cstart
 from cove.engine.container import stop as cstop
 
-# (re-exported: the API's attach modules import them from here)
+# DEFAULT_DETACH_KEYS, parse_detach_keys, LogTail: re-exported (the API's attach
+# modules import them from here)
 from cove.engine.detachkeys import DEFAULT_DETACH_KEYS as DEFAULT_DETACH_KEYS
+from cove.engine.detachkeys import Matcher
 from cove.engine.detachkeys import parse_detach_keys as parse_detach_keys
 from cove.engine.logs import LogTail as LogTail
 from cove.engine.procs import STDIN_FIFO
@@ -61,25 +63,14 @@ class _Input:
             self.fifo = -1
 
     def run(self) -> None:
-        held = b""  # a prefix of the detach keys, not yet sent
+        keys = Matcher(self.keys)
         try:
             while data := os.read(self.src, 65536):
-                out = bytearray()
-                for b in data:
-                    if b == self.keys[len(held)]:
-                        held += bytes([b])
-                        if held == self.keys:
-                            self._send(bytes(out))
-                            self.detached.set()
-                            return
-                        continue
-                    out += held
-                    held = b""
-                    if b == self.keys[0]:
-                        held = bytes([b])
-                    else:
-                        out.append(b)
-                self._send(bytes(out))
+                out, detach = keys.feed(data)
+                self._send(out)
+                if detach:
+                    self.detached.set()
+                    return
         except OSError:
             pass
         finally:

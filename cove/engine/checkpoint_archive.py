@@ -212,7 +212,6 @@ def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
     rec["Name"] = name
     rec["State"].update(Status="exited", Running=False, Pid=0, Checkpointed=True)
     rec["MonitorPid"] = 0
-    rec.pop("Watchers", None)
     S.save(cdir, rec)
     for p in procs.fifo_paths(cdir):
         try:

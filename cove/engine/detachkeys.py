@@ -29,3 +29,29 @@ def parse_detach_keys(keys: str) -> bytes:
     if not out:
         raise CoveError(f"--detach-keys {keys}", "no keys given")
     return bytes(out)
+
+
+class Matcher:
+    """Finds the detach keys in a stream of input: `feed` returns what to pass on (a
+    partial match is held back until the next byte settles it) and whether the keys
+    were seen (what came after them is dropped)."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""  # a prefix of the keys, not yet passed on
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        out = bytearray()
+        for b in data:
+            if b == self.keys[len(self.held)]:
+                self.held += bytes([b])
+                if self.held == self.keys:
+                    return bytes(out), True
+                continue
+            out += self.held
+            self.held = b""
+            if b == self.keys[0]:
+                self.held = bytes([b])
+            else:
+                out.append(b)
+        return bytes(out), False

@@ -482,6 +482,13 @@ def host_config(o: RunOptions, net: str, mem: int) -> dict[str, Any]:
     if systemd != "false" and o.isolation in ("vm", "gvisor"):
         raise CoveError(f"--systemd={systemd}", f"not with --isolation {o.isolation}: "
                                                 "systemd needs the host's cgroups")
+    if "keep-groups" in o.group_add:  # podman's (crun's run.oci.keep_original_groups)
+        if len(o.group_add) > 1:
+            raise CoveError("--group-add keep-groups", "not with other --group-add values "
+                                                       "(the caller's groups are kept as is)")
+        if o.isolation in ("vm", "gvisor"):
+            raise CoveError("--group-add keep-groups", f"not with --isolation {o.isolation}:"
+                                                       " its process has no host groups")
     return {
         "CDIDevices": cdi_devices, "Systemd": systemd, "Annotations": annotations,
         "DeviceCgroupRules": [parse_device_cgroup_rule(r) for r in o.device_cgroup_rules],

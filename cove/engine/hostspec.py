@@ -185,7 +185,12 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
         proc["rlimits"] = oci_rlimits(hc["Ulimits"], proc.get("rlimits") or [])
     if hc.get("Sysctls"):
         lin["sysctl"] = {**(lin.get("sysctl") or {}), **hc["Sysctls"]}
-    if hc.get("GroupAdd"):
+    if hc.get("GroupAdd") == ["keep-groups"]:
+        # no setgroups(2) in the runtime: the process keeps the caller's supplementary
+        # groups (rootless: the user's host groups, seen as nogroup inside but granting
+        # their access), as crun does for podman
+        spec.setdefault("annotations", {})["run.oci.keep_original_groups"] = "1"
+    elif hc.get("GroupAdd"):
         from cove.image.bundle import read_in_root
         groups = [ln.split(":") for ln in (read_in_root(spec["root"]["path"],
                                                         "/etc/group") or "").splitlines()]

@@ -282,9 +282,8 @@ class Monitor(procs.Loop):
         if rec is None:
             return
         st = rec.get("State") or {}
-        if st.get("Status") not in ("running", "paused") or any(
-                S.pid_alive(int(p), s) for p, s in rec.get("Watchers") or ()):
-            return  # not running, or a foreground `run -it` watches it
+        if st.get("Status") not in ("running", "paused"):
+            return
         w = Watch(self.paths, name, rec, self.scratch)
         try:
             w.open_fifos(create=False)

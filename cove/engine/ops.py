@@ -118,9 +118,6 @@ def rename(root: str, ref: str, new: str) -> str:
             assert rec is not None
             live = rec["State"]["Status"] in (*containers.ACTIVE, "paused") \
                 or containers.monitor_alive(rec)
-            if live and rec.get("Watchers"):
-                raise CoveError(f"rename {old}", "it runs attached to a terminal "
-                                "(`run -it`): rename it once it has exited")
             if os.path.isdir(rt_old):
                 os.rename(rt_old, rt_new)
             os.rename(odir, ndir)

@@ -80,6 +80,7 @@ class RunOptions:
     pid: str | None = None                                  # host|container:N
     uts: str | None = None                                  # host
     cidfile: str | None = None                              # the ID written there at create
+    detach_keys: str | None = None   # run -t in the foreground: docker's --detach-keys
 
 def parse_duration(s: str | float) -> float:
     if isinstance(s, int | float):

@@ -519,11 +519,11 @@ def translate(image: str, cmd: object, kwargs: dict[str, Any], *, call: str,
         kw.pop(k, None)
     o.log_opts = [*_strs(call, "log_opts", kw.pop("log_opts", None) or []),
                   *log_config(call, kw.pop("log_config", None))]
-    for k in ("tty", "stdin_open"):
-        if _bool(call, k, kw.pop(k, False)):
-            raise _fail(call, k, "the API's containers get no terminal and no stdin "
-                                 "(keep one alive with a command such as "
-                                 "'sleep infinity')")
+    # a terminal: the container runs under the monitor like any other (its output, raw,
+    # in its log as docker logs a tty); stdin_open keeps its stdin (its terminal's, with
+    # tty) open for a later attach, as `run -dit` (docker-py's usual keep-alive)
+    o.tty = _bool(call, "tty", kw.pop("tty", False))
+    o.interactive = _bool(call, "stdin_open", kw.pop("stdin_open", False))
     if kw.get("stop_signal") is not None:
         o.stop_signal = _str(call, "stop_signal", kw["stop_signal"])
     kw.pop("stop_signal", None)

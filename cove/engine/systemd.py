@@ -13,6 +13,9 @@ as podman gives it (pkg/specgen/generate, libpod's setupSystemd), and nothing mo
   read-only, so the container cannot lift its own limits); on a v2 host the container's
   cgroup (its namespace's root) read-write, a delegated subtree;
 - STOPSIGNAL SIGRTMIN+3 (systemd's "halt"), unless another stop signal was asked for.
+- /dev/console: the terminal with -t; without one a pty whose output cove-runtime
+  relays into the container's log (annotation `io.cove.console=log`), so systemd's boot
+  lines show in `cove logs` as they do in podman's.
 
 `true` does this when the command is systemd or init
 (/sbin/init, /usr/sbin/init, /usr/local/sbin/init, or any path ending in /systemd, as
@@ -171,6 +174,10 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> bool:
             masked.append("/sys/fs/cgroup/unified")
     elif cg is not None:
         cg["options"] = [o for o in cg.get("options") or [] if o != "ro"] + ["rw"]
+    if not proc.get("terminal"):
+        # /dev/console: without a terminal, a pty the runtime relays into the log
+        # (cove/runtime/logconsole.py); with -t the runtime binds the terminal there
+        spec.setdefault("annotations", {})["io.cove.console"] = "log"
     cfg = rec["Config"]
     if (cfg.get("StopSignal") or "SIGTERM").upper() in ("SIGTERM", "TERM", "15"):
         cfg["StopSignal"] = STOP_SIGNAL

@@ -149,28 +149,18 @@ class _Keys:
         self.detached = threading.Event()
 
     def run(self) -> None:
-        held = b""
+        from cove.engine.detachkeys import Matcher
+        keys = Matcher(self.keys)
         try:
             while data := os.read(self.src, 65536):
-                out = bytearray()
-                for b in data:
-                    if b == self.keys[len(held)]:
-                        held += bytes([b])
-                        if held == self.keys:
-                            self._send(bytes(out))
-                            self.detached.set()
-                            if self.conn is not None:
-                                with contextlib.suppress(OSError):
-                                    self.conn.sock.shutdown(socket.SHUT_RDWR)
-                            return
-                        continue
-                    out += held
-                    held = b""
-                    if b == self.keys[0]:
-                        held = bytes([b])
-                    else:
-                        out.append(b)
-                self._send(bytes(out))
+                out, detach = keys.feed(data)
+                self._send(out)
+                if detach:
+                    self.detached.set()
+                    if self.conn is not None:
+                        with contextlib.suppress(OSError):
+                            self.conn.sock.shutdown(socket.SHUT_RDWR)
+                    return
         except OSError:
             pass
 

@@ -121,8 +121,9 @@ def exec_process(opts: ExecOptions) -> int:
     if mgr is not None:
         plan.cgroup_fds = mgr.join_fds()  # C joins the v1 ones itself: no global lock
     joined = bool(plan.cgroup_fds)
+    keep_groups = spec.annotations.get(process.KEEP_GROUPS) == "1"
     child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,
-                                                     userns, s))
+                                                     userns, s, keep_groups))
     try:
         if mgr is not None and mgr.needs_apply(v1=not joined):
             mgr.apply(child, v1=not joined)
@@ -168,7 +169,7 @@ def exec_process(opts: ExecOptions) -> int:
 
 
 def _exec_stage2(proc: Process, prog: Program | None, console_fd: int, preserve_fds: int,
-                 userns: bool, sync: Sync) -> None:
+                 userns: bool, sync: Sync, keep_groups: bool = False) -> None:
     if not userns:
         libc.prctl(libc.PR_SET_DUMPABLE, 0)  # see init.py: no ptrace of us while we hold host fds
     if proc.terminal:
@@ -176,7 +177,7 @@ def _exec_stage2(proc: Process, prog: Program | None, console_fd: int, preserve_
     process.apply_rlimits(proc)
     process.check_lsm(proc)
     process.enter_cwd(proc.cwd, create=False)
-    prep = process.prepare_exec(proc, prog, sync, userns, preserve_fds, set())
+    prep = process.prepare_exec(proc, prog, sync, userns, preserve_fds, set(), keep_groups)
     sync.send("exec")
     try:
         process.final_exec(prep)

@@ -90,6 +90,11 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         libc.unshare(libc.CLONE_NEWCGROUP)
     if spec.hooks.createContainer:
         run_hooks("createContainer", spec.hooks.createContainer, cfg.hook_state, hook_env)
+    # /dev/console as the log (cove/runtime/logconsole.py: the engine's --systemd)
+    log_console_wanted = mntns is not None and not proc.terminal and \
+        spec.annotations.get("io.cove.console") == "log"
+    if log_console_wanted:
+        from cove.runtime import logconsole  # before pivot_root: cove's files are outside
     if mntns is not None:
         builder.pivot(cfg.no_pivot)
     else:
@@ -106,6 +111,9 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         if cfg.console_fd < 0:
             raise CoveError("process.terminal", "a terminal needs --console-socket")
         process.setup_console(cfg.console_fd, proc.console_size, bind_console=mntns is not None)
+    log_console = -1
+    if log_console_wanted:
+        log_console = logconsole.make()  # before finish(): /dev may turn read-only
     if mntns is not None:
         # Before finish() remounts a read-only root: a missing cwd is made while it
         # still can be (runc and crun do the same).
@@ -125,7 +133,9 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         libc.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
     process.check_lsm(proc)
     process.enter_cwd(proc.cwd, create=mntns is None)
-    prep = process.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds, {cfg.fifo_fd})
+    prep = process.prepare_exec(proc, cfg.seccomp, sync, userns, cfg.preserve_fds,
+                                {cfg.fifo_fd, log_console} - {-1},
+                                spec.annotations.get(process.KEEP_GROUPS) == "1")
     sync.send("ready")
     sync.close()
     # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
@@ -137,6 +147,8 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     os.close(cfg.fifo_fd)
     if spec.hooks.startContainer:
         run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state, hook_env)
+    if log_console >= 0:
+        logconsole.relay(log_console)
     try:
         process.final_exec(prep)
     except OSError as e:

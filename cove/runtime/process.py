@@ -201,8 +201,13 @@ def home_of(uid: int) -> str:
     return "/"
 
 
-def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
-    """Switch to process.user keeping exactly the requested capabilities."""
+KEEP_GROUPS = "run.oci.keep_original_groups"  # crun's annotation (podman's keep-groups)
+
+
+def apply_user_caps(proc: Process, setgroups_ok: bool, keep_groups: bool = False) -> None:
+    """Switch to process.user keeping exactly the requested capabilities; with
+    `keep_groups` (the annotation above is "1") no setgroups(2): the process keeps the
+    caller's supplementary groups, as crun does for podman's --group-add keep-groups."""
     caps = proc.capabilities
     user = proc.user
     if caps is not None:
@@ -212,7 +217,9 @@ def apply_user_caps(proc: Process, setgroups_ok: bool) -> None:
                 libc.prctl(libc.PR_CAPBSET_DROP, bit)
         libc.prctl(libc.PR_SET_KEEPCAPS, 1)
     try:
-        if setgroups_ok:
+        if keep_groups:
+            pass
+        elif setgroups_ok:
             os.setgroups(user.additional_gids)
         elif user.additional_gids:
             raise CoveError("process.user.additionalGids",
@@ -350,7 +357,7 @@ class Prepared:
 
 
 def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: bool,
-                 preserve_fds: int, keep: set[int]) -> Prepared:
+                 preserve_fds: int, keep: set[int], keep_groups: bool = False) -> Prepared:
     """The steps init and exec share once inside the container, up to (not including)
     the last message to the runtime: resolve the binary, seccomp, user and
     capabilities, no_new_privs, fds, umask. `keep` names extra fds to leave open."""
@@ -367,7 +374,7 @@ def prepare_exec(proc: Process, seccomp: Program | None, sync: Sync, userns: boo
             if nfd >= 0:
                 hand_over(sync, nfd)
             seccomp = None
-    apply_user_caps(proc, setgroups_allowed())
+    apply_user_caps(proc, setgroups_allowed(), keep_groups)
     if not userns:
         # Changing uid resets the dumpable flag; stay undumpable until execve.
         libc.prctl(libc.PR_SET_DUMPABLE, 0)

@@ -135,8 +135,8 @@ def test_remove_detach_and_what_run_returns() -> None:
     ({"ports": {"80": ("::1", 80)}}, "ports"),
     ({"ports": {"80": 1.5}}, "ports"),
     ({"ports": 8080}, "ports"),
-    ({"tty": True}, "tty"),
-    ({"stdin_open": True}, "stdin_open"),
+    ({"tty": "yes"}, "tty"),                             # (tty=True: test_client_tty.py)
+    ({"stdin_open": 1}, "stdin_open"),
     ({"environment": "A=1 B=2"}, None),                  # a str is one "K=V", not refused
     ({"environment": {"A=B": "1"}}, "environment"),
     ({"volumes": {"/a": {"bind": "/b", "mode": "ro", "ro": True}}}, "volumes"),

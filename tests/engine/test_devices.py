@@ -27,7 +27,9 @@ import pytest
 from cove.engine import cdi, cdi_nvidia, hostspec
 from cove.engine.hostconfig import parse_device_cgroup_rule
 from cove.errors import CoveError
-from tests.engine.conftest import Cove
+from tests.engine.conftest import Cove, engine_pids
+from tests.engine.test_rootless_engine import Rootless, rl  # noqa: F401 (a fixture)
+from tests.security.test_rootless import User, user  # noqa: F401 (a fixture)
 
 NONE = ("run", "--rm", "--network", "none")
 FUSE = (10, 229)
@@ -370,3 +372,62 @@ def test_nvidia_generate_on_a_fake_driver_tree(tmp_path: Path, cove: Cove) -> No
     r = cove("cdi", "generate", "--nvidia", "--driver-root", str(tmp_path / "none"),
              check=False)
     assert r.returncode == 1 and "no NVIDIA driver is loaded here" in r.stderr
+
+
+# -- --group-add keep-groups (podman's; crun's run.oci.keep_original_groups) --------------
+
+
+def test_keep_groups_bad_input(cove: Cove) -> None:
+    r = cove("run", "--rm", "--network", "none", "--group-add", "keep-groups",
+             "--group-add", "10", "busybox", "true", check=False)
+    assert r.returncode == 125 and r.stderr.strip() == (
+        "cove: --group-add keep-groups: not with other --group-add values (the caller's "
+        "groups are kept as is)"), r.stderr
+    r = cove("run", "--rm", "--network", "none", "--isolation", "vm", "--group-add",
+             "keep-groups", "busybox", "true", check=False)
+    assert r.returncode == 125 and "not with --isolation vm" in r.stderr
+    assert cove("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_keep_groups_as_root(cove: Cove) -> None:
+    """As root (podman allows it too): no setgroups(2), so the process has the groups of
+    the engine that started it (its monitor, started here by a `cove` with groups 4242
+    and 4343) instead of those the image's /etc/group gives its user."""
+    cove("supervisor", "stop")
+    grouped = Cove(cove.root, prefix=["setpriv", "--groups", "4242,4343", "--"])
+    plain = grouped("run", "--rm", "--network", "none", "busybox", "id", "-G").stdout.split()
+    kept = grouped("run", "--rm", "--network", "none", "--group-add", "keep-groups",
+                   "busybox", "id", "-G").stdout.split()
+    mon = engine_pids(cove.root)["monitor"]
+    with open(f"/proc/{mon}/status") as f:
+        groups = next(ln.split()[1:] for ln in f if ln.startswith("Groups:"))
+    assert groups == ["4242", "4343"]
+    assert plain == ["0"] and kept == ["0", "4242", "4343"], (plain, kept)
+
+
+def test_keep_groups_rootless(rl: Rootless, user: User) -> None:  # noqa: F811
+    """What keep-groups is for (podman's troubleshooting, "passed-in devices or files
+    can't be accessed in rootless container"): a file only the user's supplementary
+    group may read, bound in. Without keep-groups the runtime's setgroups(2) drops the
+    group and the read is refused; with it the group (unmapped: nogroup inside) still
+    grants the read."""
+    import grp
+    gname = f"cove-kg-{user.name[-6:]}"
+    subprocess.run(["groupadd", gname], check=True, capture_output=True)
+    try:
+        gid = grp.getgrnam(gname).gr_gid
+        subprocess.run(["usermod", "-aG", gname, user.name], check=True, capture_output=True)
+        secret = user.home / "secret"
+        secret.write_text("group-only\n")
+        os.chown(secret, 0, gid)
+        secret.chmod(0o040)
+        args = ["run", "--rm", "--network", "none", "-v", f"{secret}:/secret:ro"]
+        r = rl(*args, "busybox", "cat", "/secret")
+        assert r.returncode != 0 and "Permission denied" in r.stderr + r.stdout, r
+        out = rl.ok(*args, "--group-add", "keep-groups", "busybox", "sh", "-c",
+                    "cat /secret; id -G")
+        assert out.splitlines()[0] == "group-only", out
+        assert "65534" in out.splitlines()[1].split(), out  # the host group, unmapped
+        secret.unlink()
+    finally:
+        subprocess.run(["groupdel", gname], capture_output=True)

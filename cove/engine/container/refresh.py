@@ -60,7 +60,6 @@ def refresh(paths: state.Paths, name: str) -> dict[str, Any]:
                               Error="exited while no monitor watched it; exit code lost"
                               if code is None else "")
             r["MonitorPid"] = 0
-            r.pop("Watchers", None)
         rec = state.update(cdir, lost)
         if not corrected:
             rec["LogPath"] = logfile.log_path(cdir)
@@ -88,12 +87,9 @@ def _zygote_alive(rec: dict[str, Any]) -> bool:
 
 
 def monitor_alive(rec: dict[str, Any]) -> bool:
-    """Whether a process watches the container and will record its exit: its monitor,
-    or (`Watchers`, pid and start time) the foreground `cove run -it` and the runtime
-    relaying its terminal, which run it without a monitor. While one lives the record
-    is its to finish: `ps`, `inspect` and the monitor must not correct it."""
-    if any(state.pid_alive(int(pid), start) for pid, start in rec.get("Watchers") or ()):
-        return True
+    """Whether its monitor lives and will record its exit (every container runs under
+    one, a terminal too: cove/engine/ttywatch.py). While it lives the record is its to
+    finish: `ps` and `inspect` must not correct it."""
     pid = int(rec.get("MonitorPid") or 0)
     if pid <= 0 or not state.pid_alive(pid):
         return False

@@ -2,11 +2,13 @@
 compose's `build:` work against `cove serve`. The body is the build context as a tar;
 the query is turned into build options and the build's progress into docker's JSON
 stream by cove/image/build/dockerapi.py. The server advertises no BuildKit, so clients
-use this path."""
+use this path. `networkmode=bridge` gives RUN steps the engine's default bridge network
+(cove/engine/buildnet.py), as `cove build --network bridge`."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import AsyncIterator
 
@@ -22,11 +24,22 @@ def register(r: Router, ctx: Ctx) -> None:
     async def build(req: Request) -> Result:
         from cove.image.build import dockerapi as B
         query = {k: v[-1] for k, v in req.query.items() if v}
+        # `networkmode=bridge` (docker build --network bridge): RUN on the engine's
+        # default bridge network, as `cove build --network bridge`; the image layer
+        # makes no network (it reads bridge and default as none), cove.engine.buildnet
+        # does. "default" stays none: a build reaches no network unless asked to.
+        bridged = query.get("networkmode") == "bridge"
+        if bridged:
+            del query["networkmode"]
         try:
             opts = B.options_from_query(query, io.BytesIO(req.body),
                                         tags=list(req.query.get("t") or []))
         except CoveError as e:
             raise ApiError(400, str(e)) from None
+        if bridged:
+            from cove.engine.buildnet import bridge_netns
+            opts.network = "bridge"
+            opts.bridge = functools.partial(bridge_netns, root)
         messages = B.stream(Store(root), opts, quiet=req.qbool("q"))
 
         async def chunks() -> AsyncIterator[bytes]:

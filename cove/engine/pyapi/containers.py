@@ -74,6 +74,9 @@ class ContainerCollection:
                 if plan.labels:
                     rec = state.update(state.Paths(root).cdir(name), lambda r: r[
                         "Config"].__setitem__("Labels", plan.labels))
+                if plan.options.interactive:  # stdin_open: docker's OpenStdin, as run -i
+                    rec = state.update(state.Paths(root).cdir(name), lambda r: r[
+                        "Config"].update(OpenStdin=True))
                 if run:
                     try:
                         rec = containers.start(root, name)
