@@ -86,8 +86,8 @@ def _cove(root: str, *args: str, timeout: float = 120, check: bool = True
 
 def container_boots(n: int) -> tuple[list[float], str]:
     """n boots of the systemd container; (seconds each, the last state)."""
+    from cove.image.assemble import build_image
     from cove.image.store import Store
-    from cove.image.transfer import build_image
     from cove.oci.image import ContainerConfig
 
     root = tempfile.mkdtemp(prefix="cove-bench-sd-")

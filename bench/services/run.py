@@ -32,9 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(HERE))
 
-from tests.peerlib import docker_archive, finish  # noqa: E402
+from tests.lib.daemons import Docker  # noqa: E402
+from tests.lib.peers import docker_archive, finish  # noqa: E402
 from tests.peers.test_docker import IMAGE as DOCKER_IMAGE  # noqa: E402
-from tests.peers.test_docker import Docker  # noqa: E402
 
 COMPOSE = """\
 services:
@@ -118,7 +118,12 @@ class Cove:
                 if ip in (d["services"]["web"].get("applied") or []):
                     return time.perf_counter() - t0
             time.sleep(0.01)
-        raise SystemExit("cove: no healthy replacement within 30 s")
+        d = D.load(self.root, "cove-app") or {}
+        log = Path(self.root, "zygote.log")
+        raise SystemExit("cove: no healthy replacement within 30 s: "
+                         f"{json.dumps(r.get('State'))} applied="
+                         f"{d['services']['web'].get('applied')}\n"
+                         + (log.read_text()[-2000:] if log.exists() else ""))
 
     def close(self) -> None:
         subprocess.run([*self.cmd, "supervisor", "stop"], env=self.env,

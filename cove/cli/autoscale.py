@@ -56,6 +56,8 @@ def cmd_autoscale(a: argparse.Namespace) -> int:
     except CoveError as e:
         raise CoveError(what, f"--{e.what.rpartition('.')[2]}: {e.why}") from None
     A.set_spec(root, project, a.service, spec)
+    from cove.engine.services import reconcile
+    reconcile.notify(root, project)  # the monitor samples it from now on
     return 0
 
 

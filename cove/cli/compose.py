@@ -13,45 +13,10 @@ import os
 import sys
 from typing import Any
 
+from cove.cli.composeargs import compose_file as _file
+from cove.cli.composeargs import project as _project
+from cove.cli.composeargs import state_root as _root
 from cove.errors import CoveError
-
-
-def _root(a: argparse.Namespace) -> str:
-    from cove.image.store import Store
-    return Store(a.root).root
-
-
-def _file(a: argparse.Namespace, required: bool = True) -> str | None:
-    from cove.engine.services import compose
-    if a.file:
-        if not os.path.exists(a.file):
-            raise CoveError(f"-f {a.file}", "no such file")
-        return str(a.file)
-    try:
-        return compose.find(os.getcwd())
-    except CoveError:
-        if required:
-            raise
-        return None
-
-
-def _project(a: argparse.Namespace) -> str:
-    """-p, else the compose file's `name`, else its directory's name."""
-    from cove.engine.services import compose
-    if a.project:
-        return compose.project_name(a.project)
-    f = _file(a, required=False)
-    if f is None:
-        raise CoveError("compose", "no compose file here: give -p PROJECT or -f FILE")
-    try:
-        import yaml
-        with open(f) as fh:
-            doc = yaml.safe_load(fh)
-        if isinstance(doc, dict) and isinstance(doc.get("name"), str):
-            return compose.project_name(doc["name"])
-    except Exception:
-        pass
-    return compose.project_name(os.path.basename(os.path.dirname(os.path.abspath(f))))
 
 
 def _check_images(root: str, model: dict[str, Any], fname: str, build: bool) -> None:
@@ -122,6 +87,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     from cove.engine.services import compose, reconcile
     from cove.engine.services import project as project_ops
     from cove.engine.services import state as D
+    from cove.engine.services.composekeys import spec_hash
     root = _root(a)
     f = _file(a)
     assert f is not None
@@ -138,7 +104,7 @@ def cmd_up(a: argparse.Namespace) -> int:
         for svc, spec in model["services"].items():
             o = (old or {}).get("services", {}).get(svc)
             gen = int(o.get("generation", 0)) if o else 0
-            h = compose.spec_hash(spec, gen)
+            h = spec_hash(spec, gen)
             n = spec["replicas"]
             if o and spec.get("autoscale"):
                 n = o["replicas"]  # the autoscaler's word stands
@@ -167,6 +133,7 @@ def cmd_up(a: argparse.Namespace) -> int:
     ok = reconcile.converge(root, project, a.timeout, until="started" if a.detach
                             else "converged")
     _summary(root, project, compose.order(model["services"]))
+    reconcile.notify(root, project)  # the engine goes on from here
     if not ok:
         raise CoveError(f"up {project}", f"not all replicas running after {a.timeout:g}s "
                                          "(the engine keeps trying; `cove compose ps`)")
@@ -182,7 +149,8 @@ def cmd_up(a: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # SIGTERM ends an attached `up` as ^C does
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        _follow(root, project, [], follow=True)
+        from cove.cli.composeview import follow_logs
+        follow_logs(root, project, [], follow=True)
     except KeyboardInterrupt:
         print("stopping", file=sys.stderr)
         project_ops.down(root, project, volumes=False)
@@ -255,6 +223,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
         asks.append((svc, int(n)))
     for svc, n in asks:
         D.set_replicas(root, project, svc, n, "cove scale")
+    reconcile.notify(root, project)
     if a.no_wait:
         return 0
     ok = reconcile.converge(root, project, a.timeout, until="started")
@@ -287,7 +256,7 @@ def _wait_rollout(root: str, project: str, svc: str, timeout: float) -> int:
 
 
 def cmd_rollout(a: argparse.Namespace) -> int:
-    from cove.engine.services import compose
+    from cove.engine.services import reconcile
     from cove.engine.services import state as D
     root, project = _root(a), _project(a)
     d = _wanted(root, project)
@@ -301,39 +270,26 @@ def cmd_rollout(a: argparse.Namespace) -> int:
             raise CoveError(f"rollout {a.service}: --image {a.image}", e.why or str(e)) \
                 from None
 
-    def change(d: dict[str, Any]) -> None:
-        s = D.service(d, a.service, project)
-        spec = {**s["spec"], "image": a.image or s["spec"]["image"]}
-        gen = int(s.get("generation", 0)) + (0 if a.image else 1)
-        s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
-        s["spec"], s["generation"] = spec, gen
-        s["hash"] = compose.spec_hash(spec, gen)
-        s["rollout"] = {"state": "updating", "reason": f"cove rollout {spec['image']}",
-                        "at": 0}
-    d = D.update(root, project, change)
-    D.emit(root, project, a.service, "rollout", f"cove rollout {a.image or '(restart)'}",
-           image=d["services"][a.service]["spec"]["image"])
+    s = D.rollout(root, project, a.service, a.image)
+    D.emit(root, project, a.service, "rollout", s["rollout"]["reason"],
+           image=s["spec"]["image"])
+    reconcile.notify(root, project)
     if a.detach:
         return 0
     return _wait_rollout(root, project, a.service, a.timeout)
 
 
 def cmd_rollback(a: argparse.Namespace) -> int:
+    from cove.engine.services import reconcile
     from cove.engine.services import state as D
     root, project = _root(a), _project(a)
     d = _wanted(root, project)
     if not D.service(d, a.service, project).get("previous"):
         raise CoveError(f"rollback {a.service}", "no previous version to go back to")
 
-    def change(d: dict[str, Any]) -> None:
-        s = D.service(d, a.service, project)
-        prev = s["previous"]
-        s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
-        s["spec"], s["hash"] = prev["spec"], prev["hash"]
-        s["rollout"] = {"state": "rolling_back", "reason": "cove rollback", "at": 0}
-    d = D.update(root, project, change)
-    D.emit(root, project, a.service, "rollback", "cove rollback",
-           image=d["services"][a.service]["spec"]["image"])
+    s = D.rollback(root, project, a.service)
+    D.emit(root, project, a.service, "rollback", "cove rollback", image=s["spec"]["image"])
+    reconcile.notify(root, project)
     if a.detach:
         return 0
     try:
@@ -347,89 +303,9 @@ def cmd_rollback(a: argparse.Namespace) -> int:
         raise
 
 
-def _follow(root: str, project: str, svcs: list[str], follow: bool,
-            tail: int = -1) -> None:
-    import threading
-
-    from cove.engine import containers
-    from cove.engine.services import replica
-    reps = replica.replicas(root, project)
-    names = [r["name"] for svc, rs in sorted(reps.items()) if not svcs or svc in svcs
-             for r in rs]
-    width = max((len(n) for n in names), default=0)
-    lock = threading.Lock()
-
-    def one(name: str) -> None:
-        try:
-            for e in containers.logs(root, name, follow=follow, tail=tail):
-                with lock:
-                    out = sys.stderr if e["stream"] == "stderr" else sys.stdout
-                    out.write(f"{name:<{width}} | {e['log']}")
-                    out.flush()
-        except CoveError:
-            pass
-    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.2)
-
-
 def cmd_compose(a: argparse.Namespace) -> int:
-    import json
-    root = _root(a)
-    if a.what == "config":
-        from cove.engine.services import compose
-        f = _file(a)
-        assert f is not None
-        print(json.dumps(compose.load(f, a.project, a.profile), indent=2))
-        return 0
-    if a.what == "ls":
-        from cove.engine.services import replica
-        from cove.engine.services import state as D
-        print(f"{'NAME':<20} {'SERVICES':<40} FILE")
-        for p in D.projects(root):
-            d = D.load(root, p) or {"services": {}}
-            reps = replica.replicas(root, p)
-            svcs = ", ".join(f"{s}({sum(r['status'] == 'running' for r in reps.get(s, []))}"
-                             f"/{v['replicas']})" for s, v in d["services"].items())
-            print(f"{p:<20} {svcs:<40} {d.get('file', '')}")
-        return 0
-    project = _project(a)
-    if a.what == "logs":
-        _follow(root, project, a.services, a.follow,
-                int(a.tail) if a.tail not in (None, "all") else -1)
-        return 0
-    from cove.engine import containers
-    from cove.engine import state as S
-    from cove.engine.services import replica
-    from cove.engine.services import state as D
-    d = D.load(root, project) or {"services": {}}
-    rows = []
-    for svc, rs in sorted(replica.replicas(root, project).items()):
-        if a.services and svc not in a.services:
-            continue
-        s = d["services"].get(svc) or {}
-        ports = ", ".join(f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['target']}/"
-                          f"{p['proto']}" for p in (s.get("spec") or {}).get("ports", []))
-        for r in rs:
-            if not a.all and not replica.alive(r):
-                continue
-            rec = S.load(S.Paths(root).cdir(r["name"])) or {}
-            ver = "" if r["hash"] == s.get("hash") else " (old)"
-            rows.append({"Name": r["name"], "Service": svc, "Image": rec.get("Image", ""),
-                         "Status": (containers.status_line(rec) if rec else r["status"])
-                         + ver, "IP": r["ip"], "Ports": ports})
-    if a.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    cols = ["Name", "Service", "Image", "Status", "IP", "Ports"]
-    width = {k: max([len(k), *(len(r[k]) for r in rows)]) + 3 for k in cols}
-    print("".join(f"{k.upper():<{width[k]}}" for k in cols).rstrip())
-    for r in rows:
-        print("".join(f"{r[k]:<{width[k]}}" for k in cols).rstrip())
-    return 0
+    from cove.cli import composeview
+    return composeview.cmd_compose(a)
 
 
 def _common(p: argparse.ArgumentParser, short: bool = True) -> None:

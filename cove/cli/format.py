@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from cove.cli.gofuncs import to_json
-from cove.cli.gotemplate import Method, Template, TemplateError
+from cove.cli.golex import TemplateError
+from cove.cli.gotemplate import Method, Template
 from cove.engine.units import human_duration
 
 __all__ = ["Method", "Template", "TemplateError", "ago", "ellipsis", "human_duration",

@@ -157,8 +157,8 @@ def _inspect_one(st: Store, ref: str, kind: str | None) -> dict[str, Any]:
     from cove.engine import containers
     if kind in (None, "container"):
         try:
-            return containers.inspect(
-                st.root, ref, notify=lambda m: print(f"cove: {m}", file=sys.stderr))
+            return dict(containers.inspect_record(
+                st.root, ref, notify=lambda m: print(f"cove: {m}", file=sys.stderr)))
         except CoveError as e:
             if kind == "container" or e.why != "no such container":
                 raise
@@ -218,7 +218,7 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 def cmd_save(a: argparse.Namespace) -> int:
     """To -o FILE, or to stdout (docker's): a tar on a terminal helps nobody."""
-    from cove.image.transfer import save
+    from cove.image.archive import save
     if a.output:
         save(_store(a), a.images, a.output, a.format)
         return 0
@@ -235,7 +235,7 @@ def cmd_save(a: argparse.Namespace) -> int:
 def cmd_load(a: argparse.Namespace) -> int:
     """From -i FILE, or from stdin (docker's). An image without a name is reported by
     its IMAGE ID (its config's digest), as docker's `Loaded image ID:`."""
-    from cove.image.transfer import load
+    from cove.image.archive import load
     st = _store(a)
     if a.input:
         loaded = load(st, a.input, a.name)
@@ -254,7 +254,7 @@ def cmd_load(a: argparse.Namespace) -> int:
 def cmd_import(a: argparse.Namespace) -> int:
     """A progress bar on a terminal (a large tarball takes a while), nothing otherwise:
     stdout is the digest, for scripts."""
-    from cove.image.transfer import import_rootfs
+    from cove.image.assemble import import_rootfs
     from cove.oci.image import ContainerConfig
     cfg = ContainerConfig(
         env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from cove.cli.format import Method, ago, ellipsis, human_duration, human_size
 from cove.engine.state import parse_rfc3339
 from cove.errors import CoveError
+
+# a container's record: a `Record`, or the plain dict of a caller not yet switched to it
+R = TypeVar("R", bound=Mapping[str, Any])
 
 PS_HEADERS = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
@@ -52,7 +55,7 @@ def created_at(t: float) -> str:
 
 # -- containers -------------------------------------------------------------------------
 
-def status(rec: dict[str, Any]) -> str:
+def status(rec: Mapping[str, Any]) -> str:
     """docker's human status: `Up 3 seconds (healthy)`, `Exited (0) 2 minutes ago`,
     `Restarting (1) 5 seconds ago`, `Up 1 minute (Paused)`, `Created`; a restart that
     failed adds why (cove's: the record's Error)."""
@@ -84,7 +87,7 @@ def status(rec: dict[str, Any]) -> str:
     return str(s).capitalize()
 
 
-def _ports(rec: dict[str, Any]) -> str:
+def _ports(rec: Mapping[str, Any]) -> str:
     """`0.0.0.0:8080->80/tcp, 53/udp`: what a running container publishes."""
     if rec["State"].get("Status") not in ("running", "paused"):
         return ""
@@ -126,14 +129,14 @@ def du(path: str) -> int:
     return total
 
 
-def container_size(root: str, rec: dict[str, Any]) -> int:
+def container_size(root: str, rec: Mapping[str, Any]) -> int:
     """What the container wrote: its overlay upper dir (or copied rootfs)."""
     cdir = os.path.join(root, "containers", rec["Name"])
     upper = os.path.join(cdir, "upper")
     return du(upper) if os.path.isdir(upper) else 0
 
 
-def container_item(root: str, rec: dict[str, Any], trunc: bool = True,
+def container_item(root: str, rec: Mapping[str, Any], trunc: bool = True,
                    size: dict[str, int] | None = None) -> dict[str, Any]:
     """`ps`'s fields for one record (`size`: container name -> its image's size, when
     `-s` asks for sizes)."""
@@ -232,8 +235,7 @@ def _label_match(want: str, labels: dict[str, str]) -> bool:
     return k in labels and (not eq or labels[k] == v)
 
 
-def filter_containers(root: str, recs: list[dict[str, Any]], f: dict[str, list[str]]
-                      ) -> list[dict[str, Any]]:
+def filter_containers(root: str, recs: list[R], f: dict[str, list[str]]) -> list[R]:
     """Keep the records every filter key matches (any of its values)."""
     if not f:
         return recs
@@ -256,7 +258,7 @@ def filter_containers(root: str, recs: list[dict[str, Any]], f: dict[str, list[s
     before = [when(x) for x in f.get("before", [])]
     since = [when(x) for x in f.get("since", [])]
 
-    def keep(r: dict[str, Any]) -> bool:
+    def keep(r: Mapping[str, Any]) -> bool:
         st = r["State"]
         labels = (r.get("Config") or {}).get("Labels") or {}
         health = (st.get("Health") or {}).get("Status") or "none"

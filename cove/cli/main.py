@@ -4,11 +4,14 @@ rmi, tag, inspect, image prune, save, load, import), login/logout, containers
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
 
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # argparse and typing cost ~18 ms: imported where used
+    import argparse
+    from typing import Any
 
 
 class _Skip:
@@ -50,12 +53,12 @@ def _command(argv: list[str]) -> str | None:
 # Which module registers each command, so that a run imports only its own (importing
 # them all, with what they import, cost `cove run` ~30 ms). tests/unit/test_cli_table.py
 # checks this table against what each module registers.
-MODULES = ("run", "images", "login", "ops", "system", "cdi", "build", "serve",
-           "autoscale", "compose", "checkpoint")
+MODULES = ("run", "manage", "images", "login", "ops", "system", "cdi", "build", "serve",
+           "autoscale", "compose", "checkpoint", "migrate")
 COMMANDS = {
     **dict.fromkeys(("run", "start", "stop", "restart", "kill", "rm", "wait", "ps", "logs",
-                     "exec", "top", "stats", "port", "volume", "network", "supervisor"),
-                    "run"),
+                     "exec", "top", "stats", "port"), "run"),
+    **dict.fromkeys(("volume", "network", "supervisor"), "manage"),
     **dict.fromkeys(("pull", "push", "images", "rmi", "tag", "inspect", "image", "save",
                      "load", "import"), "images"),
     **dict.fromkeys(("login", "logout"), "login"),
@@ -65,11 +68,13 @@ COMMANDS = {
     "cdi": "cdi", "build": "build", "serve": "serve",
     "autoscale": "autoscale",
     **dict.fromkeys(("checkpoint", "restore"), "checkpoint"),
+    **dict.fromkeys(("migrate", "migrate-receive"), "migrate"),
     **dict.fromkeys(("up", "down", "scale", "rollout", "rollback", "compose"), "compose"),
 }
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    import argparse
     import importlib
     p = argparse.ArgumentParser(prog="cove", description="Cove: images and containers.")
     p.add_argument("--root", help="state directory (default /var/lib/cove for root, "
@@ -94,6 +99,7 @@ COMMON = ("run", "exec", "ps", "build", "pull", "push", "images", "login", "logo
 
 def usage() -> str:
     """`cove --help`, laid out as docker's: commands in its groups, one line each."""
+    import argparse
     full = parser(None)
     sub = next(x for x in full._actions if isinstance(x, argparse._SubParsersAction))
     helps = {ca.dest: ca.help or "" for ca in sub._choices_actions}
@@ -137,6 +143,10 @@ def _global_flag(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    from cove.cli import runclient  # `cove run` in the root's warm server, when it can
+    served = runclient.client(argv)
+    if served is not None:
+        return served
     flag = _global_flag(argv)
     if flag == "help":
         sys.stdout.write(usage())

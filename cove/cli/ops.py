@@ -33,8 +33,8 @@ def cmd_create(a: argparse.Namespace) -> int:
     o.detach = True  # --rm: removed when it exits, whoever starts it (AutoRemove)
     rec = containers.create(root, o)
     if a.interactive:  # docker's OpenStdin: `start -ai` and `attach` write to it
-        state.update(state.Paths(root).cdir(rec["Name"]),
-                 lambda r: r["Config"].update(OpenStdin=True))
+        state.update_record(state.Paths(root).cdir(rec["Name"]),
+                 lambda r: r["Config"].update({"OpenStdin": True}))
     print(rec["Id"])  # (--cidfile: written by the engine's create, checked first)
     return 0
 
@@ -182,7 +182,7 @@ def _sample(root: str, ref: str) -> dict[str, Any]:
     except CoveError:
         paths = state.Paths(root)
         name = state.lookup(paths, ref)  # no such container: that error
-        rec = containers.refresh(paths, name)
+        rec = containers.refresh_record(paths, name)
         return {"Name": name, "Id": rec["Id"], "Ref": ref, "t": time.monotonic()}
 
 
@@ -219,7 +219,7 @@ def stats_command(a: argparse.Namespace) -> int:
     def targets() -> list[str]:
         if a.containers:
             return list(a.containers)
-        return [r["Name"] for r in containers.ps(root, all=a.all)]
+        return [r["Name"] for r in containers.ps_records(root, all=a.all)]
     prev: dict[str, dict[str, Any]] = {}
     first = True
     def sample_all(names: list[str]) -> list[dict[str, Any]]:
@@ -306,6 +306,11 @@ def register(sub: Any) -> None:
     p.add_argument("container", metavar="CONTAINER", help="a running container")
     p.set_defaults(func=cmd_attach)
 
+    _register_changes(sub)
+
+
+def _register_changes(sub: Any) -> None:
+    """export, commit, diff and history: a container's filesystem and its changes."""
     p = sub.add_parser("export", help="a container's filesystem as a tar")
     p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.add_argument("container", metavar="CONTAINER", help="the container to export")

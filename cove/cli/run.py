@@ -1,5 +1,5 @@
-"""Containers, volumes, networks and the monitor: thin argparse front-ends over
-cove/engine (parse, call, print)."""
+"""Containers: thin argparse front-ends over cove/engine (parse, call, print); volumes,
+networks and the monitor are cove/cli/manage.py's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from typing import Any, NoReturn
 from cove.cli.common import each, registry_flags, registry_options
 from cove.cli.runflags import add_run_flags, run_options
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (the CLI imports the engine lazily)
+    from cove.engine.container.record import Record
 
 
 def _root(a: argparse.Namespace) -> str:
@@ -83,6 +87,8 @@ def _run(a: argparse.Namespace) -> int:
     rec, code = containers.run(root, o, out, err, sig_proxy=a.sig_proxy)
     if a.detach:
         print(rec["Id"])
+    from cove.cli import runclient  # the next run, in a warm server (cove/cli/runserver.py)
+    runclient.start(root)
     return code
 
 
@@ -155,7 +161,7 @@ def cmd_ps(a: argparse.Namespace) -> int:
     if last is not None and last <= 0:  # docker: -n 0 or -1 is no limit
         last = None
     everything = a.all or last is not None or "status" in filters
-    recs = containers.ps(root, all=everything, notify=_notice)
+    recs = containers.ps_records(root, all=everything, notify=_notice)
     recs.sort(key=lambda r: str(r.get("Created", "")), reverse=True)
     recs = listing.filter_containers(root, recs, filters)
     if last is not None:
@@ -181,7 +187,7 @@ def cmd_ps(a: argparse.Namespace) -> int:
     return 0
 
 
-def _image_sizes(root: str, recs: list[dict[str, Any]]) -> dict[str, int]:
+def _image_sizes(root: str, recs: list[Record]) -> dict[str, int]:
     """`ps -s`: each container's image size, for the "virtual" size."""
     from cove.image.store import Store
     st = Store(root, create=False)
@@ -240,115 +246,20 @@ def cmd_port(a: argparse.Namespace) -> int:
     return 0
 
 
-# -- volumes, networks, monitor ---------------------------------------------------------
-
-def cmd_volume(a: argparse.Namespace) -> int:
-    from cove.engine import volumes
-    root = _root(a)
-    if a.vcmd == "create":
-        print(volumes.create(root, a.name)["Name"])
-    elif a.vcmd == "ls":
-        vols = volumes.ls(root)
-        if a.format == "json":
-            _json(vols)
-        elif a.format not in ("", "table"):
-            _templated(a.format, [_listing().volume_item(v) for v in vols], "VOLUME")
-        else:
-            print("DRIVER    VOLUME NAME")
-            for v in vols:
-                print(f"{v['Driver']:<10}{v['Name']}")
-    elif a.vcmd == "inspect":
-        _inspected([volumes.inspect(root, n) for n in a.names], a.format)
-    elif a.vcmd == "rm":
-        for n in a.names:
-            print(volumes.remove(root, n))
-    elif a.vcmd == "prune":
-        for n in volumes.prune(root):
-            print(n)
-    return 0
-
-
-def cmd_network(a: argparse.Namespace) -> int:
-    from cove.engine import network
-    root = _root(a)
-    if a.ncmd == "create":
-        print(network.create(root, a.name, subnet=a.subnet)["Id"])
-    elif a.ncmd == "ls":
-        nets = network.ls(root)
-        if a.format == "json":
-            _json(nets)
-        elif a.format not in ("", "table"):
-            _templated(a.format, [_listing().network_item(n) for n in nets], "NETWORK")
-        else:  # docker's columns: NETWORK ID, NAME, DRIVER, SCOPE
-            _templated("table", [_listing().network_item(n) for n in nets], "NETWORK")
-    elif a.ncmd == "inspect":
-        _inspected([network.inspect(root, n) for n in a.names], a.format)
-    elif a.ncmd == "rm":
-        for n in a.names:
-            print(network.remove(root, n))
-    elif a.ncmd == "connect":
-        from cove.engine import netcontainer
-        netcontainer.connect(root, a.network, a.container, a.ip)
-    elif a.ncmd == "disconnect":
-        from cove.engine import netcontainer
-        netcontainer.disconnect(root, a.network, a.container, a.force)
-    elif a.ncmd == "prune":
-        if not a.force and not _confirm("WARNING! This will remove all custom networks "
-                                        "not used by at least one container."):
-            return 0
-        gone = network.prune(root)
-        if gone:
-            print("Deleted Networks:")
-            for name in gone:
-                print(name)
-    return 0
-
-
-def _confirm(warning: str) -> bool:
-    """docker's prompt before a prune; only `y` (or `yes`) goes on."""
-    print(f"{warning}\nAre you sure you want to continue? [y/N] ", end="", flush=True)
-    answer = sys.stdin.readline().strip().lower()
-    if not sys.stdin.isatty():
-        print()
-    return answer in ("y", "yes")
-
-
-def _listing() -> Any:
-    from cove.cli import listing
-    return listing
-
-
-def _templated(fmt: str, items: list[dict[str, Any]], kind: str) -> None:
-    """`volume ls`/`network ls --format TEMPLATE` (or `table TEMPLATE`): docker's fields."""
-    from cove.cli.format import render_list
-    lst = _listing()
-    render_list(fmt, items, getattr(lst, f"{kind}_TABLE"), getattr(lst, f"{kind}_HEADERS"))
-
-
-def _inspected(objs: list[dict[str, Any]], fmt: str | None) -> None:
-    """`volume inspect`/`network inspect`: JSON, or `-f TEMPLATE` once per object."""
-    if fmt:
-        from cove.cli.format import render_each
-        render_each(fmt, objs)
-    else:
-        _json(objs)
-
-
-def cmd_supervisor(a: argparse.Namespace) -> int:
-    from cove.engine import monctl
-    root = _root(a)
-    if a.scmd == "start":
-        print(monctl.ensure(root))
-    elif a.scmd == "stop":
-        monctl.stop(root)
-    else:
-        pid = monctl.running(root)
-        print(f"running (pid {pid})" if pid else "not running")
-        return 0 if pid else 1
-    return 0
-
-
 def register(sub: Any) -> None:
+    """The containers' commands, one parser each (`volume`, `network` and `supervisor`
+    are cove/cli/manage.py's)."""
+    _register_run(sub)
+    _register_lifecycle(sub)
+    _register_ps(sub)
+    _register_logs(sub)
+    _register_exec(sub)
+    _register_top(sub)
+    _register_stats(sub)
+    _register_port(sub)
+
+
+def _register_run(sub: Any) -> None:
     r = sub.add_parser("run", help="run a command in a new container from an image")
     if isinstance(r, argparse.ArgumentParser):
         r.__class__ = _RunParser  # docker's 125 for a bad flag
@@ -361,33 +272,42 @@ def register(sub: Any) -> None:
                    help="the command and its arguments (default: the image's)")
     r.set_defaults(func=cmd_run)
 
-    def many(name: str, help: str, func: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("containers", nargs="+", metavar="CONTAINER",
-                       help="containers: names, IDs or ID prefixes")
-        p.set_defaults(func=func)
-        parser: argparse.ArgumentParser = p
-        return parser
-    p = many("start", "start stopped containers", cmd_start)
+
+def _many(sub: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    """A command over one or more containers (`start`, `stop`, `rm`, ...)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("containers", nargs="+", metavar="CONTAINER",
+                   help="containers: names, IDs or ID prefixes")
+    p.set_defaults(func=func)
+    parser: argparse.ArgumentParser = p
+    return parser
+
+
+def _register_lifecycle(sub: Any) -> None:
+    """start, stop, restart, kill, rm and wait."""
+    p = _many(sub, "start", "start stopped containers", cmd_start)
     p.add_argument("-a", "--attach", action="store_true",
                    help="follow its output (and forward signals) until it exits")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="attach its stdin too (a container created with -i)")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q",
                    help="the keys that detach (docker's syntax)")
-    many("stop", "stop containers (signal, then SIGKILL)", cmd_stop).add_argument(
+    _many(sub, "stop", "stop containers (signal, then SIGKILL)", cmd_stop).add_argument(
         "-t", "--time", type=float,
         help="seconds before SIGKILL (default: its --stop-timeout, else 10)")
-    many("restart", "stop, then start", cmd_restart).add_argument(
+    _many(sub, "restart", "stop, then start", cmd_restart).add_argument(
         "-t", "--time", type=float,
         help="seconds before SIGKILL (default: its --stop-timeout, else 10)")
-    many("kill", "send a signal (default KILL)", cmd_kill).add_argument(
+    _many(sub, "kill", "send a signal (default KILL)", cmd_kill).add_argument(
         "-s", "--signal", default="KILL")
-    p = many("rm", "remove containers", cmd_rm)
+    p = _many(sub, "rm", "remove containers", cmd_rm)
     p.add_argument("-f", "--force", action="store_true", help="kill a running one first")
     p.add_argument("-v", "--volumes", action="store_true",
                    help="remove its anonymous volumes (cove always does)")
-    many("wait", "wait for exit; print the exit code", cmd_wait)
+    _many(sub, "wait", "wait for exit; print the exit code", cmd_wait)
+
+
+def _register_ps(sub: Any) -> None:
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true",
                    help="show all containers (default shows just running)")
@@ -406,6 +326,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-s", "--size", action="store_true", help="display total file sizes")
     p.set_defaults(func=cmd_ps)
+
+
+def _register_logs(sub: Any) -> None:
     p = sub.add_parser("logs", help="a container's output")
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")
     p.add_argument("--since", help="logs since a time: RFC3339, a unix time or a duration "
@@ -418,6 +341,9 @@ def register(sub: Any) -> None:
                    help="show the extra attributes given to the log")
     p.add_argument("container", help="the container (name, ID or ID prefix)")
     p.set_defaults(func=cmd_logs)
+
+
+def _register_exec(sub: Any) -> None:
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
@@ -429,10 +355,16 @@ def register(sub: Any) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER,
                    help="the command and its arguments")
     p.set_defaults(func=cmd_exec)
+
+
+def _register_top(sub: Any) -> None:
     p = sub.add_parser("top", help="a container's processes")
     p.add_argument("container", help="a running container")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
     p.set_defaults(func=cmd_top)
+
+
+def _register_stats(sub: Any) -> None:
     p = sub.add_parser("stats", help="containers' resource usage, refreshed every second")
     p.add_argument("containers", nargs="*", help="containers (default: the running ones)")
     p.add_argument("-a", "--all", action="store_true", help="stopped containers too")
@@ -442,52 +374,9 @@ def register(sub: Any) -> None:
                    help="table (the default), json, or a Go template ({{.Name}}, "
                         "{{.CPUPerc}}, {{.MemUsage}}, ...; `table ...` adds a header)")
     p.set_defaults(func=cmd_stats)
+
+
+def _register_port(sub: Any) -> None:
     p = sub.add_parser("port", help="published ports")
     p.add_argument("container", help="the container")
     p.set_defaults(func=cmd_port)
-
-    v = sub.add_parser("volume", help="manage volumes")
-    vs = v.add_subparsers(dest="vcmd", required=True)
-    x = vs.add_parser("create")
-    x.add_argument("name", help="the volume's name")
-    _ls_inspect_rm(vs, "volume", "{{.Name}}")
-    vs.add_parser("prune")
-    v.set_defaults(func=cmd_volume)
-
-    n = sub.add_parser("network", help="manage networks")
-    ns = n.add_subparsers(dest="ncmd", required=True)
-    x = ns.add_parser("create")
-    x.add_argument("--subnet", help="IPv4, e.g. 10.90.0.0/24, overlapping no other "
-                                    "network's (default: the next free /24)")
-    x.add_argument("name", help="the network's name")
-    _ls_inspect_rm(ns, "network", "{{.ID}}")
-    x = ns.add_parser("connect", help="connect a container to a network")
-    x.add_argument("--ip", help="its IPv4 address on the network")
-    x.add_argument("network", help="the network")
-    x.add_argument("container", help="the container to connect")
-    x = ns.add_parser("disconnect", help="disconnect a container from a network")
-    x.add_argument("-f", "--force", action="store_true",
-                   help="no error when it is not connected")
-    x.add_argument("network", help="the network")
-    x.add_argument("container", help="the container to disconnect")
-    x = ns.add_parser("prune", help="remove the networks no container uses")
-    x.add_argument("-f", "--force", action="store_true", help="do not ask")
-    n.set_defaults(func=cmd_network)
-
-    s = sub.add_parser("supervisor", help="the root's monitor: logs, exit codes, restart "
-                                          "policies, health checks (started on demand)")
-    s.add_argument("scmd", choices=["start", "stop", "status"],
-                   help="start it, stop it (and its keeper), or say whether it runs")
-    s.set_defaults(func=cmd_supervisor)
-
-
-def _ls_inspect_rm(sub: Any, kind: str, column: str) -> None:
-    """`volume`'s and `network`'s ls, inspect and rm subcommands (the same flags)."""
-    x = sub.add_parser("ls")
-    x.add_argument("--format", default="table",
-                   help=f"table, json, or a Go template ('{{{{.Name}}}}', 'table {column}')")
-    for c in ("inspect", "rm"):
-        x = sub.add_parser(c)
-        x.add_argument("names", nargs="+", metavar=kind.upper(), help=f"{kind} names")
-        if c == "inspect":
-            x.add_argument("-f", "--format", help=f"a Go template, once per {kind}")

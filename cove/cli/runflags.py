@@ -43,6 +43,16 @@ def run_options(a: argparse.Namespace, attach: set[str]) -> RunOptions:
 
 
 def add_run_flags(r: argparse.ArgumentParser) -> None:
+    """`run`'s and `create`'s flags, added in the order `--help` lists them (each part
+    a run of that order, not a theme)."""
+    _container_flags(r)
+    _process_flags(r)
+    _further_flags(r)
+    _host_flags(r)
+
+
+def _container_flags(r: argparse.ArgumentParser) -> None:
+    """Detach, name, environment, storage, ports, isolation and network."""
     r.add_argument("-d", "--detach", action="store_true", help="run in the background")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
     r.add_argument("--name", help="container name")
@@ -62,6 +72,11 @@ def add_run_flags(r: argparse.ArgumentParser) -> None:
                    help="namespaces (the default), gVisor, or a micro-VM (docs/isolation.md)")
     r.add_argument("--network", "--net", default="bridge",
                    help="none, host, bridge (the default) or a network's name")
+
+
+def _process_flags(r: argparse.ArgumentParser) -> None:
+    """Limits, the process (user, workdir, entrypoint), security, restart, health,
+    logs and the terminal."""
     r.add_argument("-m", "--memory", help="memory limit (e.g. 64m; 6m at least)")
     r.add_argument("--cpus", type=float,
                    help="CPU quota in CPUs (e.g. 0.5; 0.01 up to the CPUs available)")
@@ -87,6 +102,10 @@ def add_run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--log-opt", action="append", default=[], help="max-size=S, max-file=N")
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+
+
+def _further_flags(r: argparse.ArgumentParser) -> None:
+    """Attach, pull, privileges, ports, hosts and DNS, init, ulimits, labels, stop."""
     # docker's further flags (cove/engine/hostconfig.py)
     r.add_argument("-a", "--attach", action="append", default=[], metavar="STREAM",
                    help="attach to STDIN, STDOUT or STDERR (default: stdout and stderr)")
@@ -121,6 +140,10 @@ def add_run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--stop-signal", help="the signal `stop` sends (default SIGTERM)")
     r.add_argument("--stop-timeout", type=int,
                    help="seconds `stop` waits before SIGKILL (default 10; -1: no limit)")
+
+
+def _host_flags(r: argparse.ArgumentParser) -> None:
+    """Kernel and cgroup settings, devices, systemd and namespaces."""
     r.add_argument("--shm-size", help="size of /dev/shm (default 64m)")
     r.add_argument("--sysctl", action="append", default=[],
                    help="NAME=VALUE, namespaced ones only (net.*, kernel.shm*, ...)")

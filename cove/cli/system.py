@@ -9,6 +9,7 @@ import argparse
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine.units import host_memory
@@ -164,7 +165,7 @@ def info(root: str) -> dict[str, Any]:
     counts = {"running": 0, "paused": 0, "stopped": 0}
     names = state.all_names(paths)
     for n in names:
-        rec = state.load(paths.cdir(n)) or {}
+        rec: Mapping[str, Any] = state.load_record(paths.cdir(n)) or {}
         st = (rec.get("State") or {}).get("Status", "")
         counts["running" if st in ("running", "restarting") else
                "paused" if st == "paused" else "stopped"] += 1
@@ -236,7 +237,7 @@ def _usage(root: str) -> dict[str, Any]:
     from cove.engine import state, volumes
     from cove.image.store import Store
     paths = state.Paths(root)
-    recs = [r for r in (state.load(paths.cdir(n)) for n in state.all_names(paths)) if r]
+    recs = [r for r in (state.load_record(paths.cdir(n)) for n in state.all_names(paths)) if r]
     out: dict[str, Any] = {"images": [], "containers": [], "volumes": []}
     if os.path.isdir(os.path.join(root, "blobs")):
         st = Store(root, create=False)
@@ -309,7 +310,7 @@ def cmd_prune(a: argparse.Namespace) -> int:
     reclaimed = 0
     gone: list[str] = []
     for n in state.all_names(paths):
-        rec = state.load(paths.cdir(n))
+        rec = state.load_record(paths.cdir(n))
         if not rec or rec["State"].get("Status") in ("running", "restarting", "paused"):
             continue
         size = container_size(root, rec)

@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import events
@@ -41,6 +42,10 @@ from cove.engine.detachkeys import parse_detach_keys as parse_detach_keys
 from cove.engine.logs import LogTail as LogTail
 from cove.engine.procs import STDIN_FIFO
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
 
 
 class _Input:
@@ -123,7 +128,7 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
     cdir = paths.cdir(name)
-    rec = refresh.refresh(paths, name)
+    rec = refresh.refresh_record(paths, name)
     status = rec["State"]["Status"]
     if status == "paused" and not start:
         raise CoveError(f"attach {name}", "you cannot attach to a paused container, "
@@ -164,18 +169,18 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
     cdir = paths.cdir(name)
     inp: _Input | None = None
     if stdin is not None:
-        fifo = _open_fifo(cdir) if (S.load(cdir) or {}).get("Config", {}).get("OpenStdin") \
-            else -1
+        now: Mapping[str, Any] = S.load_record(cdir) or {}
+        fifo = _open_fifo(cdir) if now.get("Config", {}).get("OpenStdin") else -1
         inp = _Input(stdin, fifo, keys)
         threading.Thread(target=inp.run, name=f"stdin {name}", daemon=True).start()
 
     def forward(signum: int, _frame: object) -> None:
         rtcmd.rt_quiet(paths, "kill", name, str(signum))
 
-    last: list[dict[str, Any]] = []
+    last: list[Record] = []
 
     def alive() -> bool:
-        rec = S.load(cdir)
+        rec = S.load_record(cdir)
         if rec is not None:
             last[:] = [rec]
         return rec is not None and (rec["State"]["Status"] in record.ACTIVE

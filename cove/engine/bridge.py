@@ -14,12 +14,14 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from cove.engine import netrecords, state
+from cove.engine import netrecords, rtnl, state
 from cove.errors import CoveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
+
+    from cove.engine.container.record import Record
 else:
     from cove.lazy import lazy
 
@@ -200,42 +202,110 @@ def drop_bridge_locked(paths: state.Paths, n: dict[str, Any]) -> None:
             f.write(old)
 
 
-def plug(paths: state.Paths, n: dict[str, Any], nsfile: str, host_if: str, ifname: str,
-         ip: str, primary: bool) -> str:
-    """A veth pair from network `n`'s bridge (`host_if`, on the bridge) into the
-    namespace at `nsfile` (`ifname`, with `ip`); the primary interface brings the
-    loopback up and the default route. Its MAC address."""
-    from pyroute2 import IPRoute, NetNS
-    subnet = ipaddress.ip_network(n["Subnet"])
-    peer_name = "ce" + host_if[2:]
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=host_if, kind="veth", peer=peer_name)
-        peer = ipr.link_lookup(ifname=peer_name)[0]
-        nsfd = os.open(nsfile, os.O_RDONLY)
+def _in_netns(nsfile: str, new: bool) -> int:
+    """A NETLINK_ROUTE socket (its fd) in the network namespace at `nsfile`; with `new`,
+    a new namespace, bind-mounted on `nsfile` (which exists), its loopback up.
+
+    A short thread enters the namespace (unshare or setns of CLONE_NEWNET change only
+    the calling thread) and opens the socket there: a netlink socket stays in the
+    namespace it was made in, whoever uses it. This is what `unshare --net=FILE` (an
+    exec, ~60 ms here) and pyroute2's NetNS (a fork of this process, which runs
+    `ldconfig -p`; unsafe in a threaded server) cost a process each for."""
+    import threading
+
+    from cove.sys import libc
+    got: list[int] = []
+    err: list[BaseException] = []
+
+    def enter() -> None:
         try:
-            ipr.link("set", index=peer, net_ns_fd=nsfd)
+            if new:
+                libc.unshare(libc.CLONE_NEWNET)
+                libc.mount("/proc/thread-self/ns/net", nsfile, None, libc.MS_BIND)
+                libc.link_up("lo")
+            else:
+                fd = os.open(nsfile, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    libc.setns(fd, libc.CLONE_NEWNET, nsfile)
+                finally:
+                    os.close(fd)
+            got.append(rtnl.open_socket())
+        except BaseException as e:
+            err.append(e)
+    t = threading.Thread(target=enter, name="cove-netns", daemon=True)
+    t.start()
+    t.join()
+    if err:
+        raise CoveError(f"network namespace {nsfile}", str(err[0]))
+    return got[0]
+
+
+def new_netns(nsfile: str) -> int:
+    """A new network namespace bind-mounted on `nsfile` (made here), loopback up; a
+    netlink socket in it (an fd, for plug's `nsock`; the caller closes it)."""
+    with open(nsfile, "w"):
+        pass
+    return _in_netns(nsfile, new=True)
+
+
+def _mac(ip: str) -> str:
+    """The container's MAC address, from its IPv4 address as docker derives it
+    (02:42 and the address's four bytes): unique on its bridge, known without asking."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def plug(paths: state.Paths, n: dict[str, Any], nsfile: str, host_if: str, ifname: str,
+         ip: str, primary: bool, nsock: int = -1) -> str:
+    """A veth pair from network `n`'s bridge (`host_if`, on the bridge) into the
+    namespace at `nsfile` (`ifname`, with `ip`: the peer is made there, no rename); the
+    primary interface brings the loopback up and the default route. `nsock`: a
+    netlink socket in that namespace (new_netns's), else one is opened. Its MAC.
+    Five requests in all (cove/engine/rtnl.py), seven with the loopback."""
+    import socket
+    subnet = ipaddress.ip_network(n["Subnet"])
+    mac = _mac(ip)
+    try:
+        br = socket.if_nametoindex(n["Bridge"])
+    except OSError:  # (its namespace's bridge went: `network rm` elsewhere, a reboot)
+        ensure_bridge(paths, n)
+        br = socket.if_nametoindex(n["Bridge"])
+    host = rtnl.open_socket()
+    try:
+        nsfd = os.open(nsfile, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                rtnl.add_veth(host, host_if, br, ifname, nsfd, mac)
+            except FileExistsError:  # a pair an engine killed mid-teardown left
+                rtnl.del_link(host, host_if)
+                rtnl.add_veth(host, host_if, br, ifname, nsfd, mac)
+        except OSError as e:
+            raise CoveError(f"veth {host_if}", e.strerror or str(e)) from None
         finally:
             os.close(nsfd)
-        hidx = ipr.link_lookup(ifname=host_if)[0]
-        br = ipr.link_lookup(ifname=n["Bridge"])
-        if not br:
-            ensure_bridge(paths, n)
-            br = ipr.link_lookup(ifname=n["Bridge"])
-        ipr.link("set", index=hidx, master=br[0], state="up")
-    with NetNS(nsfile, flags=0) as ns:
-        idx = ns.link_lookup(ifname=peer_name)[0]
-        ns.link("set", index=idx, ifname=ifname)
-        ns.addr("add", index=idx, address=ip, prefixlen=subnet.prefixlen)
-        ns.link("set", index=idx, state="up")
-        if primary:
-            lo = ns.link_lookup(ifname="lo")[0]
-            ns.link("set", index=lo, state="up")
-            ns.route("add", dst="default", gateway=n["Gateway"])
-        mac: str = ns.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+        try:
+            fd = os.dup(nsock) if nsock >= 0 else _in_netns(nsfile, new=False)
+            try:
+                idx = rtnl.link_index(fd, ifname)
+                rtnl.add_address(fd, idx, ip, subnet.prefixlen)
+                rtnl.link_up(fd, idx)
+                if primary and nsock < 0:  # (new_netns's has it up)
+                    rtnl.link_up(fd, rtnl.link_index(fd, "lo"))
+                if primary:
+                    rtnl.add_default_route(fd, n["Gateway"])
+            finally:
+                os.close(fd)
+        except BaseException as e:
+            with contextlib.suppress(OSError):  # no half-made pair left behind
+                rtnl.del_link(host, host_if)
+            if isinstance(e, OSError):
+                raise CoveError(f"{ifname} in {nsfile}", e.strerror or str(e)) from None
+            raise
+    finally:
+        os.close(host)
     return mac
 
 
-def plug_connected(paths: state.Paths, rec: dict[str, Any], net: str, want_ip: str | None,
+def plug_connected(paths: state.Paths, rec: Record, net: str, want_ip: str | None,
                    k: int, nsfile: str) -> dict[str, Any]:
     """Interface eth<k> of the container on network `net` (the caller holds the
     networks' lock); its NetworkSettings entry. A failure leaves no interface."""
@@ -259,7 +329,9 @@ def plug_connected(paths: state.Paths, rec: dict[str, Any], net: str, want_ip: s
 
 def unplug(host_if: str) -> None:
     """Delete a veth pair by its host end (the container's end goes with it)."""
-    from pyroute2 import IPRoute
-    with contextlib.suppress(Exception), IPRoute() as ipr:
-        for idx in ipr.link_lookup(ifname=host_if):
-            ipr.link("del", index=idx)
+    fd = rtnl.open_socket()
+    try:
+        with contextlib.suppress(OSError):  # (gone already: ENODEV)
+            rtnl.del_link(fd, host_if)
+    finally:
+        os.close(fd)

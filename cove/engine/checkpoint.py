@@ -32,12 +32,15 @@ import os
 import shutil
 import subprocess
 import time
-from typing import Any
 
 from cove.engine import events, monctl, procs
 from cove.engine import state as S
 from cove.engine.checkpoint_archive import CKPT
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (record.py imports the flags' parsers: not at run time)
+    from cove.engine.container.record import Record
 
 
 def _runtime_error(stderr: str) -> str:
@@ -47,14 +50,15 @@ def _runtime_error(stderr: str) -> str:
 
 
 def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = False,
-               tcp_established: bool = False) -> dict[str, Any]:
-    """Checkpoint running container `ref`; its record afterwards."""
+               tcp_established: bool = False, parent: str = "") -> Record:
+    """Checkpoint running container `ref`; its record afterwards. `parent`: a pre-dump's
+    image directory, relative to the checkpoint's (`cove migrate`'s last round)."""
     from cove.engine import containers
 
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
     cdir = paths.cdir(name)
-    rec = containers.refresh(paths, name)
+    rec = containers.refresh_record(paths, name)
     status = rec["State"]["Status"]
     if status != "running":
         raise CoveError(f"container {name}", f"is {status}: only a running container can "
@@ -67,11 +71,12 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
     shutil.rmtree(img, ignore_errors=True)
     manual = bool(rec.get("ManuallyStopped"))
     if not leave_running:  # no restart policy may bring it back meanwhile
-        S.update(cdir, lambda r: r.update(ManuallyStopped=True))
+        S.update_record(cdir, lambda r: r.update({"ManuallyStopped": True}))
     argv = [*containers.runtime(paths), "checkpoint", "--image-path", img,
             "--work-path", os.path.join(cdir, "criu.work"),  # its log outlives a failure
             *(["--leave-running"] if leave_running else []),
-            *(["--tcp-established"] if tcp_established else []), name]
+            *(["--tcp-established"] if tcp_established else []),
+            *(["--parent-path", parent] if parent else []), name]
     t0 = time.monotonic()
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True)
@@ -79,17 +84,17 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
     if r.returncode != 0:
         shutil.rmtree(img, ignore_errors=True)
         if not leave_running:
-            S.update(cdir, lambda r: r.update(ManuallyStopped=manual))
+            S.update_record(cdir, lambda r: r.update({"ManuallyStopped": manual}))
         raise CoveError(f"checkpoint {name}", _runtime_error(r.stderr))
     if not leave_running:
         containers.wait_status(paths, name, 30)  # the monitor records the exit
 
-    def done(r: dict[str, Any]) -> None:
+    def done(r: Record) -> None:
         r["Checkpoint"] = {"Created": S.now_rfc3339(), "LeaveRunning": leave_running,
                            "Seconds": round(took, 3)}
         if not leave_running:
-            r["State"].update(Checkpointed=True, ExitCode=0, Error="")
-    rec = S.update(cdir, done)
+            r["State"].update({"Checkpointed": True, "ExitCode": 0, "Error": ""})
+    rec = S.update_record(cdir, done)
     if export:
         from cove.engine.checkpoint_archive import write
 
@@ -99,7 +104,7 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
 
 
 def restore(root: str, ref: str = "", *, import_file: str = "", new_name: str = "",
-            tcp_established: bool = False) -> dict[str, Any]:
+            tcp_established: bool = False) -> Record:
     """Restore checkpointed container `ref` in place, a copy of it as `new_name`, or a
     new container from the archive `import_file`; its record, running."""
     from cove.engine import checkpoint_archive as A
@@ -125,7 +130,7 @@ def restore(root: str, ref: str = "", *, import_file: str = "", new_name: str = 
             name = src
             from cove.engine import containers
 
-            status = containers.refresh(paths, name)["State"]["Status"]
+            status = containers.refresh_record(paths, name)["State"]["Status"]
             if status in ("running", "paused", "restarting"):
                 raise CoveError(f"container {name}", f"is {status}: restore it under "
                                 "another name (--name NEW)")
@@ -137,41 +142,46 @@ def restore(root: str, ref: str = "", *, import_file: str = "", new_name: str = 
         raise
 
 
-def _restore(paths: S.Paths, name: str, tcp_established: bool) -> dict[str, Any]:
+def _restore(paths: S.Paths, name: str, tcp_established: bool) -> Record:
     from cove.engine import containers, teardown
     from cove.image import snapshots
     from cove.image.store import Store
 
     cdir = paths.cdir(name)
-    rec = S.load(cdir, strict=True) or {}
+    loaded = S.load_record(cdir, strict=True)
+    if loaded is None:
+        raise CoveError(f"container {name}", "no such container")
+    rec = loaded
     containers.rt_delete(paths, name)
     snapshots.remount(Store(paths.root), name)
-    bridged = rec.get("HostConfig", {}).get("NetworkMode") not in ("host", "none")
+    bridged = rec["HostConfig"].get("NetworkMode") not in ("host", "none")
     try:
         if bridged:
-            from cove.engine import network
+            from cove.engine import checkpoint_net, network
 
-            network.attach(paths, name)
-        pid = _hold(paths, name, bool(rec.get("Config", {}).get("OpenStdin")),
+            if not checkpoint_net.attach(paths, name, rec):  # its old IP and MAC
+                network.attach(paths, name)
+        pid = _hold(paths, name, bool(rec["Config"].get("OpenStdin")),
                     tcp_established)
     except BaseException:
         teardown.cleanup(paths, name, rec)
         raise
     pstart = S.proc_start_time(pid)
 
-    def running(r: dict[str, Any]) -> None:
-        st = r["State"]
-        st.update(Status="running", Running=True, Paused=False, Pid=pid, PidStart=pstart,
-                  ExitCode=0, Error="", StartedAt=S.now_rfc3339(),
-                  FinishedAt="0001-01-01T00:00:00Z", Checkpointed=False, Restored=True)
+    def running(r: Record) -> None:
+        r["State"].update({"Status": "running", "Running": True, "Paused": False, "Pid": pid,
+                           "PidStart": pstart, "ExitCode": 0, "Error": "",
+                           "StartedAt": S.now_rfc3339(),
+                           "FinishedAt": "0001-01-01T00:00:00Z", "Checkpointed": False,
+                           "Restored": True})
         r["ManuallyStopped"] = False
         r["MonitorPid"] = 0
-    rec = S.update(cdir, running)
+    rec = S.update_record(cdir, running)
     line = monctl.request(paths.root, "adopt", name)
     if line != "ok":
         raise CoveError(f"restore {name}", f"the monitor did not take it: {line}")
     events.emit(paths.root, "container", "restore", rec)
-    return S.load(cdir) or rec
+    return S.load_record(cdir) or rec
 
 
 def _hold(paths: S.Paths, name: str, open_stdin: bool, tcp: bool) -> int:

@@ -6,10 +6,12 @@ Paths of the source's state root inside the record and config.json (the containe
 directory, its /etc files, a netns path) are rewritten to the target's. The image must
 be in the target's store (same digest): the archive carries only the rootfs changes,
 the overlay's upper directory (whiteouts are its 0:0 device nodes, kept as such;
-overlayfs's opaque-directory xattrs are not carried). Extraction refuses members that
-would land outside their directory (by name, hard link or through a symlink); a
+opaque directories keep their `trusted.overlay.opaque` xattr, as a PAX
+`SCHILY.xattr.` header), and the named volumes it mounts (`volumes/NAME/`: made on the
+target if it has none of that name, else used as they are). Extraction refuses members
+that would land outside their directory (by name, hard link or through a symlink); a
 corrupt or truncated archive is one line, and a failed import leaves no container
-behind.
+(and no volume it made) behind.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from typing import Any
 from cove.engine import procs
 from cove.engine import state as S
 from cove.errors import CoveError, os_why
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (record.py imports the flags' parsers: not at run time)
+    from collections.abc import Mapping
+
+    from cove.engine.container.record import Record
 
 # The layout, shared with cove/engine/checkpoint.py (which imports it from here).
 CKPT = "checkpoint"  # the CRIU images' directory in a container's
@@ -47,6 +55,23 @@ def _container_files(cdir: str) -> list[str]:
 
 def write(paths: S.Paths, name: str, dest: str) -> None:
     """The archive of checkpointed container `name` at `dest` (gzip when it ends in .gz)."""
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    try:
+        with tarfile.open(tmp, "w:gz" if dest.endswith(".gz") else "w") as tar:
+            write_into(tar, paths, name)
+        os.rename(tmp, dest)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CoveError(f"--export {dest}", os_why(e)) from None
+
+
+def write_into(tar: tarfile.TarFile, paths: S.Paths, name: str) -> None:
+    """The archive's members into `tar` (a file, or `cove migrate`'s stream)."""
+    import io
+
     cdir = paths.cdir(name)
     try:
         with open(os.path.join(cdir, "rootfs.json")) as f:
@@ -55,28 +80,58 @@ def write(paths: S.Paths, name: str, dest: str) -> None:
         mode = "overlay"
     manifest = {"format": FORMAT, "root": paths.root, "name": name, "cdir": cdir,
                 "rootfs": mode}
-    tmp = f"{dest}.tmp-{os.getpid()}"
+    data = json.dumps(manifest).encode()
+    info = tarfile.TarInfo(MANIFEST)
+    info.size = len(data)
+    info.mtime = int(os.path.getmtime(cdir))
+    tar.addfile(info, io.BytesIO(data))
+    for n in _container_files(cdir):
+        tar.add(os.path.join(cdir, n), f"container/{n}", recursive=False)
+    tar.add(os.path.join(cdir, CKPT), CKPT)
+    changes = os.path.join(cdir, "upper" if mode == "overlay" else "merged")
+    if os.path.isdir(changes):
+        tar.add(changes, "upper", filter=_with_xattrs(changes, "upper"))
     try:
-        with tarfile.open(tmp, "w:gz" if dest.endswith(".gz") else "w") as tar:
-            data = json.dumps(manifest).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size = len(data)
-            info.mtime = int(os.path.getmtime(cdir))
-            import io
-            tar.addfile(info, io.BytesIO(data))
-            for n in _container_files(cdir):
-                tar.add(os.path.join(cdir, n), f"container/{n}", recursive=False)
-            tar.add(os.path.join(cdir, CKPT), CKPT)
-            changes = os.path.join(cdir, "upper" if mode == "overlay" else "merged")
-            if os.path.isdir(changes):
-                tar.add(changes, "upper")
-        os.rename(tmp, dest)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CoveError(f"--export {dest}", os_why(e)) from None
+        rec: Mapping[str, Any] = S.load_record(cdir) or {}
+    except (OSError, ValueError):
+        rec = {}
+    for vname in _volume_names(rec):
+        vdir = os.path.join(paths.volumes, vname)
+        if os.path.isdir(os.path.join(vdir, "_data")):
+            tar.add(os.path.join(vdir, "volume.json"), f"volumes/{vname}/volume.json")
+            tar.add(os.path.join(vdir, "_data"), f"volumes/{vname}/_data",
+                    filter=_with_xattrs(os.path.join(vdir, "_data"),
+                                        f"volumes/{vname}/_data"))
+
+
+# overlayfs's directory xattrs that the upper directory needs to mean the same thing
+# elsewhere: an opaque directory hides the lower one's entries (`rm -rf /d; mkdir /d`).
+# (trusted.* as root, user.* with the userxattr option of rootless mounts.)
+OVERLAY_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+PAX_XATTR = "SCHILY.xattr."
+
+
+def _with_xattrs(top: str, arcname: str) -> Any:
+    """tar.add's filter that carries OVERLAY_XATTRS of directories as PAX headers (GNU
+    tar's and podman's SCHILY.xattr.NAME)."""
+    def f(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if info.isdir():
+            path = os.path.join(top, info.name[len(arcname):].lstrip("/"))
+            for key in OVERLAY_XATTRS:
+                try:
+                    val = os.getxattr(path, key, follow_symlinks=False)
+                except OSError:
+                    continue
+                info.pax_headers = {**info.pax_headers,
+                                    PAX_XATTR + key: val.decode("utf-8", "replace")}
+        return info
+    return f
+
+
+def _volume_names(rec: Mapping[str, Any]) -> list[str]:
+    """The named volumes the container mounts (their data travels in the archive)."""
+    return [str(m["Name"]) for m in rec.get("Mounts") or []
+            if m.get("Type") == "volume" and m.get("Name")]
 
 
 def _members(tar: tarfile.TarFile, prefix: str) -> list[tarfile.TarInfo]:
@@ -116,6 +171,10 @@ def _extract(tar: tarfile.TarFile, prefix: str, dest: str) -> None:
                 raise CoveError("archive", f"member {m.name!r}: a hard link out of "
                                 "its directory")
         tar.extract(m, top, numeric_owner=True)
+        for key, val in m.pax_headers.items():
+            if key.startswith(PAX_XATTR) and key[len(PAX_XATTR):] in OVERLAY_XATTRS:
+                os.setxattr(os.path.join(top, m.name), key[len(PAX_XATTR):], val.encode(),
+                            follow_symlinks=False)
 
 
 def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
@@ -134,7 +193,7 @@ def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
             f = tar.extractfile(MANIFEST)
             manifest = json.loads(f.read()) if f else None
             rf = tar.extractfile("container/container.json")
-            rec: dict[str, Any] = json.loads(rf.read()) if rf else {}
+            rec: Record = json.loads(rf.read() if rf else b"{}")  # checked below
             names = set(tar.getnames())
         except (KeyError, ValueError, OSError, tarfile.TarError, EOFError) as e:
             raise CoveError(f"--import {archive}", f"not a Cove checkpoint archive, or "
@@ -164,11 +223,13 @@ def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
                             f"({digest[:19]}) is not in this store: pull it first "
                             f"({e})") from None
         rootfs = snapshots.prepare(st, img, name)
+        made_volumes: list[str] = []
         try:
             snapshots.release(st, name, remove=False)  # unmounted: fill upper/ first
             upper = os.path.join(cdir, "upper" if rootfs.mode == "overlay" else "merged")
             try:
                 _extract(tar, "upper", upper)
+                made_volumes = _import_volumes(paths, tar, rec)
                 _extract(tar, CKPT, os.path.join(cdir, CKPT))
                 stage = os.path.join(cdir, ".import")
                 _extract(tar, "container", stage)
@@ -179,12 +240,44 @@ def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
             snapshots.remount(st, name)
         except BaseException:
             discard(paths, name)
+            _drop_volumes(paths, made_volumes)
             raise
     return name
 
 
+def _import_volumes(paths: S.Paths, tar: tarfile.TarFile, rec: Record
+                    ) -> list[str]:
+    """The archive's named volumes made here, with their data; one that exists here
+    already (a copy on the same root, or the user's) is used as it is. Those made."""
+    from cove.engine import volumes
+
+    made: list[str] = []
+    names = set(tar.getnames())
+    for vname in _volume_names(rec):
+        if volumes.exists(paths.root, vname) or f"volumes/{vname}/_data" not in names:
+            continue
+        labels: dict[str, str] | None = None
+        f = tar.extractfile(f"volumes/{vname}/volume.json")
+        if f is not None:
+            labels = json.loads(f.read()).get("Labels") or None
+        vol = volumes.ensure(paths.root, vname, labels)
+        made.append(vname)
+        _extract(tar, f"volumes/{vname}/_data", vol["Mountpoint"])
+    return made
+
+
+def _drop_volumes(paths: S.Paths, names: list[str]) -> None:
+    from cove.engine import volumes
+
+    for vname in names:
+        try:
+            volumes.remove(paths.root, vname, force=True)
+        except (OSError, CoveError):
+            pass
+
+
 def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
-            rec: dict[str, Any], name: str) -> None:
+            rec: Record, name: str) -> None:
     """The staged container files moved in, the source's paths rewritten to ours."""
     old_cdir, old_root = str(manifest.get("cdir", "")), str(manifest.get("root", ""))
 
@@ -210,7 +303,7 @@ def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
     if name != rec.get("Name"):
         rec["Id"] = os.urandom(32).hex()
     rec["Name"] = name
-    rec["State"].update(Status="exited", Running=False, Pid=0, Checkpointed=True)
+    rec["State"].update({"Status": "exited", "Running": False, "Pid": 0, "Checkpointed": True})
     rec["MonitorPid"] = 0
     S.save(cdir, rec)
     for p in procs.fifo_paths(cdir):

@@ -96,7 +96,7 @@ class Client:
                 "Components": [{"Name": "cove", "Version": cove.__version__}]}
 
     def info(self) -> dict[str, Any]:
-        recs = containers.ps(self.root, all=True)
+        recs = containers.ps_records(self.root, all=True)
         running = sum(r["State"]["Status"] == "running" for r in recs)
         return {"Containers": len(recs), "ContainersRunning": running,
                 "ContainersStopped": len(recs) - running,

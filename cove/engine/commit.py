@@ -35,6 +35,10 @@ from cove.engine import state as S
 from cove.errors import CoveError
 from cove.image import layers as L
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
+
 # paths the engine mounts over (besides the spec's mounts): created when missing
 _ENGINE_MOUNTS = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 
@@ -124,7 +128,7 @@ def diff(root: str, ref: str) -> list[tuple[str, str]]:
     """docker diff: (A|C|D, path) for each change, sorted by path."""
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
-    C.refresh(paths, name)
+    C.refresh_record(paths, name)
     return [(k, p) for k, p, _ in Changes(root, name).walk()]
 
 
@@ -199,7 +203,7 @@ def apply_change(cfg: Any, change: str) -> None:
 
 # -- commit -----------------------------------------------------------------------------
 
-def _container_config(rec: dict[str, Any], base: Any, cdir: str) -> Any:
+def _container_config(rec: Record, base: Any, cdir: str) -> Any:
     """The new image's config: the container's (docker commit's), from its image's."""
     import copy as _copy
     cfg = _copy.deepcopy(base)
@@ -226,8 +230,8 @@ def commit(root: str, ref: str, repo: str | None = None, *, message: str = "",
     """docker commit: a new image, the container's image plus its changes as one layer;
     its id (the config's digest, as docker's and `cove images`'s IMAGE ID)."""
     from cove.image import reference
+    from cove.image.assemble import add_layer
     from cove.image.store import Store
-    from cove.image.transfer import add_layer
     from cove.oci.image import (
         DOCKER_LAYER_GZIP,
         DOCKER_MANIFEST,
@@ -238,7 +242,7 @@ def commit(root: str, ref: str, repo: str | None = None, *, message: str = "",
     )
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
-    rec = C.refresh(paths, name)
+    rec = C.refresh_record(paths, name)
     names = [str(reference.parse(repo))] if repo else []
     store = Store(root)
     base = store.image(rec["ImageDigest"])

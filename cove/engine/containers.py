@@ -17,11 +17,11 @@ from __future__ import annotations
 from cove.engine.container.create import create as create
 from cove.engine.container.execute import exec_ as exec_
 from cove.engine.container.queries import REVIVED as REVIVED
-from cove.engine.container.queries import inspect as inspect
+from cove.engine.container.queries import inspect_record as inspect_record
 from cove.engine.container.queries import logs as logs
 from cove.engine.container.queries import needs_monitor as needs_monitor
 from cove.engine.container.queries import port as port
-from cove.engine.container.queries import ps as ps
+from cove.engine.container.queries import ps_records as ps_records
 from cove.engine.container.queries import revive_monitor as revive_monitor
 from cove.engine.container.queries import stats as stats
 from cove.engine.container.queries import status_line as status_line
@@ -29,11 +29,12 @@ from cove.engine.container.queries import top as top
 from cove.engine.container.queries import up_line as up_line
 from cove.engine.container.record import ACTIVE as ACTIVE
 from cove.engine.container.record import MIN_MEMORY as MIN_MEMORY
+from cove.engine.container.record import Record as Record
 from cove.engine.container.record import check_name as check_name
 from cove.engine.container.refresh import cleanup as cleanup
 from cove.engine.container.refresh import dispose as dispose
 from cove.engine.container.refresh import monitor_alive as monitor_alive
-from cove.engine.container.refresh import refresh as refresh
+from cove.engine.container.refresh import refresh_record as refresh_record
 from cove.engine.container.refresh import teardown as teardown
 from cove.engine.container.rtcmd import exec_argv as exec_argv
 from cove.engine.container.rtcmd import rt_delete as rt_delete

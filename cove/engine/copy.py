@@ -36,7 +36,7 @@ import sys
 import tarfile
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from cove.engine import containers as C
 from cove.engine import events
@@ -44,6 +44,10 @@ from cove.engine import state as S
 from cove.errors import CoveError, os_why
 from cove.image.layerwrite import LayerWriter, kept_xattr
 from cove.sys import libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
 
 RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -101,7 +105,7 @@ def in_child(fn: Callable[[], None]) -> None:
         raise CoveError(msg["what"] or "cp", msg["why"])
 
 
-def container_root(paths: S.Paths, name: str, rec: dict[str, Any], view: bool) -> int:
+def container_root(paths: S.Paths, name: str, rec: Record, view: bool) -> int:
     """An O_PATH fd of the container's root: with `view`, what its processes see while
     it runs; else (and when stopped) its rootfs, mounted in this process's own mount
     namespace when it is not mounted (call in a child: see in_child)."""
@@ -374,7 +378,7 @@ def copy(root: str, src: str, dest: str, *, archive: bool = False, follow: bool 
         raise CoveError(f"cp {src} {dest}", "a container path must not be empty")
     paths = S.Paths(root)
     name = S.lookup(paths, str(sctr if sctr is not None else dctr))
-    rec = C.refresh(paths, name)
+    rec = C.refresh_record(paths, name)
     if sctr is not None:
         in_child(lambda: _copy_out(paths, name, rec, spath, dpath, archive, follow, stdout,
                                    src))
@@ -401,7 +405,7 @@ def _transfer(pfd: int, sname: str, is_dir: bool, base: str, contents: bool, des
     _through_pipe(produce, consume)
 
 
-def _copy_out(paths: S.Paths, name: str, rec: dict[str, Any], spath: str, dest: str,
+def _copy_out(paths: S.Paths, name: str, rec: Record, spath: str, dest: str,
               archive: bool, follow: bool, stdout: int, shown: str) -> None:
     rootfd = container_root(paths, name, rec, view=True)
     pfd, sname, st = -1, "", None
@@ -427,7 +431,7 @@ def _copy_out(paths: S.Paths, name: str, rec: dict[str, Any], spath: str, dest: 
               None if archive else (os.getuid(), os.getgid()))
 
 
-def _copy_in(paths: S.Paths, name: str, rec: dict[str, Any], src: str, dpath: str,
+def _copy_in(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
              archive: bool, follow: bool, stdin: int, shown: str) -> None:
     try:
         _copy_in_(paths, name, rec, src, dpath, archive, follow, stdin, shown)
@@ -439,7 +443,7 @@ def _copy_in(paths: S.Paths, name: str, rec: dict[str, Any], src: str, dpath: st
                         "system (the container's rootfs or volume)") from None
 
 
-def _copy_in_(paths: S.Paths, name: str, rec: dict[str, Any], src: str, dpath: str,
+def _copy_in_(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
               archive: bool, follow: bool, stdin: int, shown: str) -> None:
     pfd, sname, st = -1, "", None
     if src != "-":
@@ -473,7 +477,7 @@ def export(root: str, ref: str, out: int = 1) -> None:
     not its volumes or the mounts it runs with)."""
     paths = S.Paths(root)
     name = S.lookup(paths, ref)
-    rec = C.refresh(paths, name)
+    rec = C.refresh_record(paths, name)
 
     def work() -> None:
         rootfd = container_root(paths, name, rec, view=False)

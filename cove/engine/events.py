@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
 LOG = "events.log"
@@ -37,13 +37,13 @@ def path(root: str) -> str:
     return os.path.join(root, LOG)
 
 
-def emit(root: str, kind: str, action: str, actor: str | dict[str, Any], /,
+def emit(root: str, kind: str, action: str, actor: str | Mapping[str, Any], /,
          **attrs: object) -> None:
     """Append one event. `actor` is a container's record (its id, and its image, name
     and labels as attributes) or an object's id (an image's name, a network's or a
     volume's name); `attrs` are further attributes (exitCode, signal, ...)."""
     try:
-        if isinstance(actor, dict):
+        if not isinstance(actor, str):
             aid = str(actor.get("Id", ""))
             labels = (actor.get("Config") or {}).get("Labels") or {}
             attrs = {**{str(k): v for k, v in labels.items()},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import hostconfig
@@ -91,7 +92,7 @@ def _container_pid(root: str, flag: str, name: str) -> int:
     from cove.engine import state
     paths = state.Paths(root)
     try:
-        rec = state.current(paths, state.lookup(paths, name))
+        rec = state.current_record(paths, state.lookup(paths, name))
     except CoveError:
         raise CoveError(flag, f"no such container: {name}") from None
     if rec["State"]["Status"] != "running" or not rec["State"].get("Pid"):
@@ -138,10 +139,36 @@ def cgroup_rule(rule: str) -> dict[str, Any]:
     return out
 
 
-def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
+def apply(root: str, spec: dict[str, Any], rec: Mapping[str, Any]) -> None:
     """The HostConfig of these flags onto the spec (after the capabilities and seccomp
     profile are made: --privileged undoes them)."""
     hc = rec["HostConfig"]
+    proc = spec["process"]
+    lin = spec.setdefault("linux", {})
+    res = lin.setdefault("resources", {})
+    mounts: list[dict[str, Any]] = spec["mounts"]
+    _devices(spec, hc)
+    if hc.get("Ulimits"):
+        proc["rlimits"] = oci_rlimits(hc["Ulimits"], proc.get("rlimits") or [])
+    if hc.get("Sysctls"):
+        lin["sysctl"] = {**(lin.get("sysctl") or {}), **hc["Sysctls"]}
+    _groups(spec, hc)
+    _resources(res, hc)
+    if hc.get("CgroupParent"):
+        lin["cgroupsPath"] = os.path.join(hc["CgroupParent"], rec["Id"])
+    _ipc_pid_uts(root, spec, hc)
+    if hc.get("Init"):
+        mounts.append({"destination": hostconfig.INIT_PATH, "type": "bind",
+                       "source": hostconfig.init_binary(),
+                       "options": ["rbind", "ro", "nosuid", "nodev"]})
+        proc["args"] = [hostconfig.INIT_PATH, "--", *proc["args"]]
+    if hc.get("Systemd") not in (None, "false"):
+        from cove.engine import systemd
+        systemd.apply(root, spec, rec)  # (also the record's stop signal: SIGRTMIN+3)
+
+
+def _devices(spec: dict[str, Any], hc: dict[str, Any]) -> None:
+    """--privileged, --device, --device-cgroup-rule, --annotation and CDI devices."""
     proc = spec["process"]
     lin = spec.setdefault("linux", {})
     res = lin.setdefault("resources", {})
@@ -181,10 +208,11 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
     if cdi_names:
         from cove.engine import cdi
         cdi.apply(spec, cdi_names)
-    if hc.get("Ulimits"):
-        proc["rlimits"] = oci_rlimits(hc["Ulimits"], proc.get("rlimits") or [])
-    if hc.get("Sysctls"):
-        lin["sysctl"] = {**(lin.get("sysctl") or {}), **hc["Sysctls"]}
+
+
+def _groups(spec: dict[str, Any], hc: dict[str, Any]) -> None:
+    """--group-add: gids (or names from the image's /etc/group), or keep-groups."""
+    proc = spec["process"]
     if hc.get("GroupAdd") == ["keep-groups"]:
         # no setgroups(2) in the runtime: the process keeps the caller's supplementary
         # groups (rootless: the user's host groups, seen as nogroup inside but granting
@@ -207,6 +235,10 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
             if gid not in gids:
                 gids.append(gid)
         proc["user"]["additionalGids"] = gids
+
+
+def _resources(res: dict[str, Any], hc: dict[str, Any]) -> None:
+    """The CPU and memory knobs beyond --cpus and --memory."""
     cpu = res.get("cpu") or {}
     if hc.get("CpusetCpus"):
         cpu["cpus"] = hc["CpusetCpus"]
@@ -223,8 +255,12 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
         mem["disableOOMKiller"] = True
     if mem:
         res["memory"] = mem
-    if hc.get("CgroupParent"):
-        lin["cgroupsPath"] = os.path.join(hc["CgroupParent"], rec["Id"])
+
+
+def _ipc_pid_uts(root: str, spec: dict[str, Any], hc: dict[str, Any]) -> None:
+    """--ipc (and /dev/shm with it), --pid, --uts."""
+    lin = spec.setdefault("linux", {})
+    mounts: list[dict[str, Any]] = spec["mounts"]
     # /dev/shm: its size, none at all (--ipc none) or the host's (--ipc host), as
     # docker. With --ipc container:NAME the container joins NAME's IPC namespace (SysV
     # shared memory, semaphores, message queues, /dev/mqueue) but keeps a /dev/shm of
@@ -246,11 +282,3 @@ def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> None:
     if hc.get("UTSMode") == "host":
         _set_ns(lin, "uts", "host", root, "--uts")
         spec.pop("hostname", None)  # the host's: not ours to set
-    if hc.get("Init"):
-        mounts.append({"destination": hostconfig.INIT_PATH, "type": "bind",
-                       "source": hostconfig.init_binary(),
-                       "options": ["rbind", "ro", "nosuid", "nodev"]})
-        proc["args"] = [hostconfig.INIT_PATH, "--", *proc["args"]]
-    if hc.get("Systemd") not in (None, "false"):
-        from cove.engine import systemd
-        systemd.apply(root, spec, rec)  # (also the record's stop signal: SIGRTMIN+3)

@@ -113,7 +113,8 @@ def stop_monitor(root: str, timeout: float = 5.0) -> None:
     so that neither restarts the other). Running containers carry on; the next command
     that needs a monitor starts one, which adopts them."""
     pids = []
-    for f, comm in (("zygote.pid", "cove-zygote"), ("monitor.pid", "cove-monitor")):
+    for f, comm in (("zygote.pid", "cove-zygote"), ("monitor.pid", "cove-monitor"),
+                    ("run.pid", "cove-runserver")):  # (and `cove run`'s warm server)
         try:
             with open(os.path.join(root, f)) as fh:
                 pid = int(fh.read().strip() or 0)
@@ -140,7 +141,7 @@ def stop_monitor(root: str, timeout: float = 5.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    for f in ("zygote.pid", "monitor.pid", SOCK):
+    for f in ("zygote.pid", "monitor.pid", SOCK, "run.pid", "run.sock"):
         try:
             os.unlink(os.path.join(root, f))
         except OSError:

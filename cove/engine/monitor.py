@@ -37,13 +37,15 @@ import sys
 import time
 
 from cove.engine import logcopy, policy, procs, steps, ttywatch
-from cove.engine import logs as L
 from cove.engine import state as S
+from cove.engine.monwatch import Watch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
+
+    from cove.engine.container.record import Record
 
 COMM = "cove-monitor"
 EPOLLHUP = 0x10
@@ -55,43 +57,6 @@ LOST = 3.0  # seconds to wait for the keeper's exit.code of an adopted init
 
 class Answered(Exception):
     """The step child answers the client; the monitor must not."""
-
-
-class Watch:
-    """One running container: its log writer, its FIFOs' read ends, its init."""
-
-    __slots__ = ("cdir", "code", "copier", "error", "exited", "finished", "hup", "name",
-                 "parent", "pid", "pidfd", "rfds", "start", "tty")
-
-    def __init__(self, paths: S.Paths, name: str, rec: dict[str, Any],
-                 scratch: logcopy.Scratch) -> None:
-        self.name = name
-        self.cdir = paths.cdir(name)
-        lc = rec.get("HostConfig", {}).get("LogConfig", {}).get("Config", {})
-        writer = L.JsonFileWriter(L.log_path(self.cdir),
-                                  L.parse_size(lc["max-size"]) if lc.get("max-size")
-                                  else 0, int(lc.get("max-file", "1")))
-        self.copier = logcopy.Copier(self.cdir, writer, scratch)
-        self.rfds: dict[int, str] = {}
-        self.hup: set[int] = set()  # FIFOs whose writers have all gone
-        self.pid, self.start, self.pidfd, self.parent = 0, None, -1, False
-        self.code: int | None = None
-        self.error, self.finished, self.exited = "", "", 0.0
-        self.tty: ttywatch.Tty | None = None  # a container with a terminal: its pty
-
-    def fds(self) -> list[int]:
-        """What the keeper holds for us: the init's pidfd, the FIFOs, the pty master."""
-        return [*([self.pidfd] if self.pidfd >= 0 else []), *self.rfds,
-                *(self.tty.fds() if self.tty else ())]
-
-    def open_fifos(self, create: bool) -> None:
-        for path, stream in zip(procs.fifo_paths(self.cdir), ("stdout", "stderr"),
-                                strict=True):
-            if create and not os.path.exists(path):
-                os.mkfifo(path, 0o600)
-            fd = procs.open_fifo_reader(path)
-            self.rfds[fd] = stream
-            self.copier.recover(fd, stream)  # what a killed monitor left half done
 
 
 class Monitor(procs.Loop):
@@ -182,6 +147,8 @@ class Monitor(procs.Loop):
                 self.start(name, dict(kv.split("=", 1) for kv in env if "=" in kv), sync)
             elif op == "adopt":
                 self.adopt(name)
+            elif op == "reconcile":  # a project's desired state changed (services/)
+                self.policy.services_kick(name)
             os.write(sync, b"ok\n")
         except Answered:
             pass
@@ -199,7 +166,7 @@ class Monitor(procs.Loop):
         old = self.watches.get(name)
         if old is not None and old.code is None:
             return  # it runs: "ok"
-        rec = S.load(self.paths.cdir(name))
+        rec = S.load_record(self.paths.cdir(name))
         if rec is None:
             raise RuntimeError("no such container")
         if not self.preloaded and steps.in_process(env):
@@ -229,7 +196,7 @@ class Monitor(procs.Loop):
                 w.tty.close()
 
         def started(rc: int) -> None:
-            rec = S.load(w.cdir) or {}
+            rec: Mapping[str, Any] = S.load_record(w.cdir) or {}
             st = rec.get("State") or {}
             master = ttywatch.recv_master(ours) if ours is not None else -1
             if rc != 0 or st.get("Status") != "running" or (ours and master < 0):
@@ -278,7 +245,7 @@ class Monitor(procs.Loop):
         if name in self.watches:
             return
         cdir = self.paths.cdir(name)
-        rec = S.load(cdir)
+        rec = S.load_record(cdir)
         if rec is None:
             return
         st = rec.get("State") or {}
@@ -300,10 +267,10 @@ class Monitor(procs.Loop):
                       "keeper", file=sys.stderr, flush=True)
         me = os.getpid()
 
-        def mine(r: dict[str, Any]) -> None:
+        def mine(r: Record) -> None:
             if int(r["State"].get("Pid") or 0) == w.pid:
                 r["MonitorPid"] = me
-        S.update(cdir, mine)
+        S.update_record(cdir, mine)
         self.net_loaded = self.net_loaded or steps.preload_network(rec)
         self.watch(w)
         self.policy.running(name, rec)

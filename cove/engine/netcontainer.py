@@ -25,6 +25,10 @@ from cove.engine.netetc import write_etc as write_etc
 from cove.engine.netetc import write_resolv_conf as write_resolv_conf
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
+
 
 def _ifnames(paths: state.Paths, name: str) -> set[str]:
     nets = (netrecords.load(paths, x) for x in netrecords.names(paths))
@@ -32,10 +36,10 @@ def _ifnames(paths: state.Paths, name: str) -> set[str]:
             if n for cn, c in n["Containers"].items() if cn == name}
 
 
-def _container(root: str, container: str) -> tuple[state.Paths, str, dict[str, Any]]:
+def _container(root: str, container: str) -> tuple[state.Paths, str, Record]:
     paths = state.Paths(root)
     name = state.lookup(paths, container)
-    return paths, name, state.current(paths, name)
+    return paths, name, state.current_record(paths, name)
 
 
 def connect(root: str, net: str, container: str, ip: str | None = None) -> None:
@@ -72,15 +76,15 @@ def connect(root: str, net: str, container: str, ip: str | None = None) -> None:
             if not k:
                 raise CoveError(what, "the container is on 10 networks already")
             ep = plug_connected(paths, rec, net, ip, k, nsfile)
-            refresh_hosts(paths)
+            refresh_hosts(paths, {net}, also=name)
         elif ip:
             netrecords.free_ip(n, ip)  # checked now; taken when it starts
 
-    def note(r: dict[str, Any]) -> None:
+    def note(r: Record) -> None:
         r.setdefault("Connected", {})[net] = {"IPAddress": ip or ""}
         if ep is not None:
-            r.setdefault("NetworkSettings", {}).setdefault("Networks", {})[net] = ep
-    state.update(paths.cdir(name), note)
+            r["NetworkSettings"].setdefault("Networks", {})[net] = ep
+    state.update_record(paths.cdir(name), note)
 
 
 def disconnect(root: str, net: str, container: str, force: bool = False) -> None:
@@ -104,9 +108,9 @@ def disconnect(root: str, net: str, container: str, force: bool = False) -> None
             c = n["Containers"].pop(name)
             bridge.unplug(c["Veth"])
             netrecords.save(paths, n)
-        refresh_hosts(paths)
+        refresh_hosts(paths, {net}, also=name)
 
-    def note(r: dict[str, Any]) -> None:
+    def note(r: Record) -> None:
         (r.get("Connected") or {}).pop(net, None)
         ((r.get("NetworkSettings") or {}).get("Networks") or {}).pop(net, None)
-    state.update(paths.cdir(name), note)
+    state.update_record(paths.cdir(name), note)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from cove.engine import netrecords, state
@@ -42,7 +43,7 @@ LOCALHOST = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"
 DEFAULT_DNS = ["8.8.8.8", "8.8.4.4"]
 
 
-def resolv_conf(rec: dict[str, Any], host_text: str | None = None) -> str:
+def resolv_conf(rec: Mapping[str, Any], host_text: str | None = None) -> str:
     """The container's resolv.conf: the host's lines with --dns, --dns-search and
     --dns-option in place of theirs (`--dns-search .` means no search line)."""
     hc = rec["HostConfig"]
@@ -78,13 +79,13 @@ def resolv_conf(rec: dict[str, Any], host_text: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_resolv_conf(cdir: str, rec: dict[str, Any]) -> None:
+def write_resolv_conf(cdir: str, rec: Mapping[str, Any]) -> None:
     # in place (truncated, not replaced): the file may be bind-mounted already
     with open(os.path.join(cdir, "resolv.conf"), "w") as f:
         f.write(resolv_conf(rec))
 
 
-def host_gateway(paths: state.Paths, rec: dict[str, Any]) -> str:
+def host_gateway(paths: state.Paths, rec: Mapping[str, Any]) -> str:
     """`host-gateway` of --add-host: the host's address on the container's network (its
     gateway), else on the default network, as docker uses docker0's."""
     mode = rec["HostConfig"]["NetworkMode"]
@@ -95,7 +96,7 @@ def host_gateway(paths: state.Paths, rec: dict[str, Any]) -> str:
     return str(next(ipaddress.ip_network(netrecords.DEFAULT_SUBNET).hosts()))
 
 
-def hosts_text(paths: state.Paths, rec: dict[str, Any], nets: list[dict[str, Any]]) -> str:
+def hosts_text(paths: state.Paths, rec: Mapping[str, Any], nets: list[dict[str, Any]]) -> str:
     name, hostname = rec["Name"], rec["Config"]["Hostname"]
     if rec["HostConfig"]["NetworkMode"] == "host":
         try:
@@ -139,19 +140,31 @@ def _aliases(paths: state.Paths, name: str, net: str) -> list[str]:
     """A member's further names on `net`: the aliases the Docker API gave it
     (NetworkingConfig / network connect, kept under the record's "Api" by
     cove/engine/dockerapi): compose reaches a service by its name that way."""
-    rec = state.load(paths.cdir(name)) or {}
-    got = ((rec.get("Api") or {}).get("Aliases") or {}).get(net) or []
+    rec = state.load_record(paths.cdir(name))
+    api = rec.get("Api") if rec else None
+    got = ((api or {}).get("Aliases") or {}).get(net) or []
     return [a for a in got if isinstance(a, str) and a and a != name
             and all(c.isalnum() or c in "-_." for c in a)]
 
 
-def refresh_hosts(paths: state.Paths) -> None:
+def refresh_hosts(paths: state.Paths, changed: Collection[str] | None = None,
+                  also: str = "") -> None:
     """Rewrite the /etc/hosts of every container on this root's networks, in place (the
     file is bind-mounted: a rename would leave the container with the old one). The
-    caller holds the networks' lock."""
+    caller holds the networks' lock.
+
+    `changed`: only the networks whose members changed (a container joined or left
+    them), and `also` (the container that joined): the others' files stay as they
+    are. The default network lists no names, so a container that joins or leaves it
+    rewrites only its own file, not every member's (a run per container on a root of
+    hundreds). None: every member's, as after a rename or a service's change."""
     nets = [n for n in (netrecords.load(paths, x) for x in netrecords.names(paths)) if n]
-    for cname in sorted({c for n in nets for c in n["Containers"]}):
-        rec = state.load(paths.cdir(cname))
+    members = {c for n in nets for c in n["Containers"]}
+    if changed is not None:
+        members &= {also, *(c for n in nets if n["Name"] in changed
+                            and n["Name"] != netrecords.DEFAULT for c in n["Containers"])}
+    for cname in sorted(members):
+        rec = state.load_record(paths.cdir(cname))
         if rec is None:
             continue
         text = hosts_text(paths, rec, nets)
@@ -161,7 +174,7 @@ def refresh_hosts(paths: state.Paths) -> None:
                 f.write(text)
 
 
-def write_etc(paths: state.Paths, rec: dict[str, Any], cdir: str) -> None:
+def write_etc(paths: state.Paths, rec: Mapping[str, Any], cdir: str) -> None:
     """hosts and resolv.conf of a container on `none` or `host` that asked for its own
     (--add-host, --dns...): written once, at create."""
     with open(os.path.join(cdir, "hosts"), "w") as f:

@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cove.engine import state
@@ -114,7 +114,7 @@ def published(paths: state.Paths, me: str | None) -> Iterator[tuple[str, str, st
     other than `me` publish; for a binding without a host port, the one picked when it
     started (its NetworkSettings.Ports)."""
     for other in state.all_names(paths):
-        rec = state.load(paths.cdir(other)) or {}
+        rec: Mapping[str, Any] = state.load_record(paths.cdir(other)) or {}
         if other == me or rec.get("State", {}).get("Status") not in ("running", "restarting"):
             continue
         actual = (rec.get("NetworkSettings") or {}).get("Ports") or {}

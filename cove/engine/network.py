@@ -1,6 +1,9 @@
-"""Networks: none, host, and bridge networks built with pyroute2 (a Linux bridge, one veth
-pair per container, addresses from the network's subnet) and nftables (masquerade out
-of the subnet, DNAT for published ports), in the network namespace the engine runs in.
+"""Networks: none, host, and bridge networks (a Linux bridge made with pyroute2; one veth
+pair per container, addresses from the network's subnet, made with a few rtnetlink
+requests of cove/engine/rtnl.py) and nftables (masquerade out of the subnet, DNAT for
+published ports), in the network namespace the engine runs in. A run costs no process:
+the container's namespace is made by a thread (cove/engine/bridge.py: new_netns), and
+`nft` runs only for a network's creation and for containers that publish ports.
 
     <root>/networks/<name>.json   the network: subnet, gateway, bridge, its containers
     <container>/netns             the container's network namespace (an nsfs bind mount)
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import bridge, events, netetc, netrecords, rootless, state
@@ -44,6 +47,8 @@ from cove.errors import CoveError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
+
+    from cove.engine.container.record import Record
 else:
     from cove.lazy import lazy
 
@@ -130,7 +135,7 @@ def prune(root: str) -> list[str]:
     paths = state.Paths(root)
     used = set()
     for cname in state.all_names(paths):
-        rec = state.load(paths.cdir(cname)) or {}
+        rec: Mapping[str, Any] = state.load_record(paths.cdir(cname)) or {}
         used.add((rec.get("HostConfig") or {}).get("NetworkMode"))
         used.update(rec.get("Connected") or {})
     gone = []
@@ -184,7 +189,7 @@ def attach(paths: state.Paths, name: str) -> None:
     if rootless.attach(paths, name):  # slirp4netns (rootless): no bridge, veth or nft
         return
     cdir = paths.cdir(name)
-    rec = state.load(cdir)
+    rec = state.load_record(cdir)
     assert rec is not None
     net = rec["HostConfig"]["NetworkMode"]
     detach(paths, name)
@@ -192,9 +197,25 @@ def attach(paths: state.Paths, name: str) -> None:
         with contextlib.suppress(CoveError):
             create(paths.root, DEFAULT)
     nsfile = netns_path(paths, name)
-    with open(nsfile, "w"):
-        pass
-    subprocess.run(["unshare", f"--net={nsfile}", "true"], check=True)
+    nsock = bridge.new_netns(nsfile)
+    try:
+        networks, ip, gateway = _plug_all(paths, name, rec, nsfile, nsock)
+    finally:
+        os.close(nsock)
+    ports = _publish(paths, name, rec, ip)
+
+    def note(r: Record) -> None:
+        r["NetworkSettings"] = {"Networks": networks, "IPAddress": ip,
+                                "Gateway": gateway, "Ports": ports}
+    state.update_record(cdir, note)
+
+
+def _plug_all(paths: state.Paths, name: str, rec: Record, nsfile: str, nsock: int
+              ) -> tuple[dict[str, Any], str, str]:
+    """attach's interfaces: eth0 on the container's network, eth1... on those it was
+    connected to; the members' /etc/hosts. Its Networks, address and gateway."""
+    cdir = paths.cdir(name)
+    net = rec["HostConfig"]["NetworkMode"]
     netetc.write_resolv_conf(cdir, rec)
     with open(os.path.join(cdir, "hosts"), "a"):
         pass
@@ -205,7 +226,8 @@ def attach(paths: state.Paths, name: str) -> None:
             raise CoveError(f"network {net}", "no such network")
         ip = netrecords.free_ip(n)
         host_if = "cv" + rec["Id"][:10]
-        mac = bridge.plug(paths, n, nsfile, host_if, "eth0", ip, primary=True)
+        mac = bridge.plug(paths, n, nsfile, host_if, "eth0", ip, primary=True,
+                          nsock=nsock)
         subnet = ipaddress.ip_network(n["Subnet"])
         n["Containers"][name] = {"IPv4Address": f"{ip}/{subnet.prefixlen}",
                                  "MacAddress": mac, "Veth": host_if,
@@ -216,16 +238,11 @@ def attach(paths: state.Paths, name: str) -> None:
         for k, (other, conf) in enumerate(sorted((rec.get("Connected") or {}).items()), 1):
             networks[other] = bridge.plug_connected(paths, rec, other,
                                                     conf.get("IPAddress"), k, nsfile)
-        netetc.refresh_hosts(paths)
-    ports = _publish(paths, name, rec, ip)
-
-    def note(r: dict[str, Any]) -> None:
-        r["NetworkSettings"] = {"Networks": networks, "IPAddress": ip,
-                                "Gateway": primary["Gateway"], "Ports": ports}
-    state.update(cdir, note)
+        netetc.refresh_hosts(paths, networks, also=name)
+    return networks, ip, str(primary["Gateway"])
 
 
-def _publish(paths: state.Paths, name: str, rec: dict[str, Any], ip: str
+def _publish(paths: state.Paths, name: str, rec: Record, ip: str
              ) -> dict[str, Any]:
     """The container's published ports (NetworkSettings.Ports, a free host port for
     `-p CTR`) and their DNAT rules to `ip`, in its own nft table."""
@@ -263,10 +280,13 @@ def detach(paths: state.Paths, name: str) -> None:
     """Undo attach: ports, veth, address, netns; the hosts of the others."""
     if rootless.detach(paths, name):  # its slirp4netns stopped; rootless, nothing else
         return
-    rec = state.load(paths.cdir(name)) or {}
-    if rec.get("Id"):
+    rec: Mapping[str, Any] = state.load_record(paths.cdir(name)) or {}
+    # its DNAT table exists only if it publishes ports (_publish): no `nft` (an exec,
+    # ~60 ms) for the others
+    if rec.get("Id") and ((rec.get("HostConfig") or {}).get("PortBindings")
+                          or (rec.get("NetworkSettings") or {}).get("Ports")):
         drop_port_table(rec["Id"])
-    changed = False
+    left = []
     with netrecords.locked(paths):
         for net in netrecords.names(paths):
             n = netrecords.load(paths, net)
@@ -274,9 +294,9 @@ def detach(paths: state.Paths, name: str) -> None:
                 c = n["Containers"].pop(name)
                 bridge.unplug(c["Veth"])
                 netrecords.save(paths, n)
-                changed = True
-        if changed:
-            netetc.refresh_hosts(paths)
+                left.append(net)
+        if left:
+            netetc.refresh_hosts(paths, left)
     nsfile = netns_path(paths, name)
     if os.path.exists(nsfile):
         from cove.sys import libc

@@ -30,6 +30,10 @@ from typing import Any
 from cove.engine import containers, events, state
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import HostConfig, Record
+
 LIVE = ("running", "paused")
 
 
@@ -51,7 +55,7 @@ def pause(root: str, ref: str) -> str:
     """Freeze every process of a running container (docker pause)."""
     paths = state.Paths(root)
     name = state.lookup(paths, ref)
-    rec = containers.refresh(paths, name)
+    rec = containers.refresh_record(paths, name)
     status = rec["State"]["Status"]
     if status == "paused":
         raise CoveError(f"container {name}", "is already paused")
@@ -59,10 +63,10 @@ def pause(root: str, ref: str) -> str:
         raise CoveError(f"container {name}", "is not running")
     _runtime(paths, "pause", name)
 
-    def paused(r: dict[str, Any]) -> None:
+    def paused(r: Record) -> None:
         if r["State"]["Status"] == "running":  # not if it exited meanwhile
-            r["State"].update(Status="paused", Paused=True)
-    rec = state.update(paths.cdir(name), paused)
+            r["State"].update({"Status": "paused", "Paused": True})
+    rec = state.update_record(paths.cdir(name), paused)
     events.emit(root, "container", "pause", rec)
     return name
 
@@ -71,7 +75,7 @@ def unpause(root: str, ref: str) -> str:
     """Thaw a paused container (docker unpause)."""
     paths = state.Paths(root)
     name = state.lookup(paths, ref)
-    rec = containers.refresh(paths, name)
+    rec = containers.refresh_record(paths, name)
     if rec["State"]["Status"] != "paused":
         raise CoveError(f"container {name}", "is not paused")
     _resume(paths, name)
@@ -82,11 +86,11 @@ def unpause(root: str, ref: str) -> str:
 def _resume(paths: state.Paths, name: str) -> None:
     _runtime(paths, "resume", name)
 
-    def thawed(r: dict[str, Any]) -> None:
+    def thawed(r: Record) -> None:
         r["State"]["Paused"] = False  # (also when it exited meanwhile: a SIGKILL)
         if r["State"]["Status"] == "paused":
             r["State"]["Status"] = "running"
-    state.update(paths.cdir(name), thawed)
+    state.update_record(paths.cdir(name), thawed)
 
 
 # -- rename -----------------------------------------------------------------------------
@@ -114,7 +118,7 @@ def rename(root: str, ref: str, new: str) -> str:
             raise CoveError(f"rename {old} {new}",
                             f"the container name {new!r} is already in use")
         with state.locked(odir):  # the monitor's record updates wait
-            rec = state.load(odir, strict=True)
+            rec = state.load_record(odir, strict=True)
             assert rec is not None
             live = rec["State"]["Status"] in (*containers.ACTIVE, "paused") \
                 or containers.monitor_alive(rec)
@@ -186,10 +190,10 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
     from cove.engine.logs import parse_size
     paths = state.Paths(root)
     name = state.lookup(paths, ref)
-    rec = containers.refresh(paths, name)
+    rec = containers.refresh_record(paths, name)
     hc = rec["HostConfig"]
     res: dict[str, Any] = {}
-    host: dict[str, Any] = {}
+    host: HostConfig = {}
     if memory is not None:
         try:
             mem = parse_size(memory)
@@ -242,9 +246,9 @@ def update(root: str, ref: str, *, memory: str | None = None, memory_swap: str |
     if res:
         _update_bundle(paths.cdir(name), res)
 
-    def record(r: dict[str, Any]) -> None:
+    def record(r: Record) -> None:
         r["HostConfig"].update(host)
-    rec = state.update(paths.cdir(name), record)
+    rec = state.update_record(paths.cdir(name), record)
     events.emit(root, "container", "update", rec)
     return name
 

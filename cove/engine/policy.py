@@ -16,11 +16,13 @@ as events and timers of its loop: no process of their own, no poll of every reco
   CMD`, SIGKILLed (in the container, by that pid, then the runtime) past the timeout,
   recorded in `State.Health` (the last 5 results; failures within the start period do
   not count); on `unhealthy`, `--health-on-failure kill|restart` acts.
-- **Services.** While any project has a desired state (`<root>/projects/*/desired.json`),
-  a reconcile pass per project every SERVICES_TICK seconds, at once when one of its
-  containers exits or changes health, and when a monitor starts: each in a
-  child that imports cove/engine/services/ (the monitor does not), one at a time per
-  project (docs/services.md).
+- **Services.** A reconcile pass for a project with a desired state
+  (`<root>/projects/*/desired.json`) when one of its containers exits or changes
+  health, when the CLI changed it (a "reconcile" request), when a monitor starts, and
+  then only when the last pass asked for one (its exit status: a rollout's delay, a
+  deadline, an autoscaled service's next sample): a quiet project costs nothing. Each
+  in a child that imports cove/engine/services/ (the monitor does not), one at a time
+  per project (docs/services.md).
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from cove.engine import state as S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
 
+    from cove.engine.container.record import Healthcheck, HealthState, Record
+
 BACKOFF_MIN, BACKOFF_MAX, RESET_AFTER = 0.1, 60.0, 10.0
-# services (cove/engine/services/): a reconcile pass per project this often while one
-# has desired state, and at once when one of its containers exits or changes health
-SERVICES_TICK = 1.5
+# services (cove/engine/services/): a pass that failed is tried again this much later
+SERVICES_RETRY = 5.0
 PROJECT_LABEL = "com.docker.compose.project"
 HEALTH_CHANGED = 3  # a check child's status when the container's health status changed
 
@@ -56,7 +59,7 @@ def services_projects(root: str) -> list[str]:
         return []
 
 
-def wants_restart(rec: dict[str, Any]) -> bool:
+def wants_restart(rec: Mapping[str, Any]) -> bool:
     pol = rec["HostConfig"]["RestartPolicy"]
     if rec.get("ManuallyStopped") or rec["HostConfig"].get("AutoRemove"):
         return False
@@ -85,6 +88,7 @@ class Policy:
         self.svc_busy: set[str] = set()  # projects whose reconcile child runs
         self.svc_again: set[str] = set()  # ... and that want another pass after it
         self.svc_ticking = False  # a services_tick is scheduled (one at a time)
+        self.svc_due: dict[str, float] = {}  # the pass a project's last one asked for
         self.tick_soon(0.0)  # a monitor that starts reconciles every project
 
     # -- services: the engine keeps each project's desired state --------------------------
@@ -95,17 +99,15 @@ class Policy:
             self.later(delay, self.services_tick)
 
     def services_tick(self) -> None:
+        """When a monitor starts: a pass for every project (one killed meanwhile)."""
         self.svc_ticking = False
-        projects = services_projects(self.root)
-        if projects:  # (none: the monitor may go idle; an exit or `up` starts it again)
-            self.tick_soon(SERVICES_TICK)
-        for p in projects:
+        for p in services_projects(self.root):
             self.services_kick(p)
 
     def services_kick(self, project: str) -> None:
         """A reconcile pass for `project` in a child (which imports services/; the
-        monitor does not); one at a time per project, another after it if asked."""
-        self.tick_soon(SERVICES_TICK)
+        monitor does not); one at a time per project, another after it if asked, and
+        the next when its exit status says (services/reconcile.py's wake_code)."""
         if project in self.svc_busy:
             self.svc_again.add(project)
             return
@@ -116,30 +118,42 @@ class Policy:
             from cove.engine.services import reconcile
             return reconcile.engine_pass(root, project)
 
-        def done(_rc: int) -> None:
+        def done(rc: int) -> None:
             self.svc_busy.discard(project)
             if project in self.svc_again:
                 self.svc_again.discard(project)
                 self.services_kick(project)
+            elif rc != 0:
+                delay = SERVICES_RETRY if rc == 1 else (rc - 2) / 10
+                due = time.monotonic() + delay
+                self.svc_due[project] = due
+                self.later(delay, lambda: self.services_due(project, due))
+            else:
+                self.svc_due.pop(project, None)  # converged: events only
         self.fork(child, done)
 
-    def services_changed(self, rec: dict[str, Any], kick: bool = True) -> None:
-        """A project's container exited or changed health (`kick`: a pass now), or
-        started (the ticks run while a project exists; whoever started it is at work)."""
-        project = ((rec.get("Config") or {}).get("Labels") or {}).get(PROJECT_LABEL)
-        if project and os.path.exists(os.path.join(self.root, "projects", project,
-                                                   "desired.json")):
-            if kick:
+    def services_due(self, project: str, due: float) -> None:
+        if self.svc_due.get(project) == due:  # (not superseded by a later pass)
+            del self.svc_due[project]
+            if os.path.exists(os.path.join(self.root, "projects", project,
+                                           "desired.json")):
                 self.services_kick(project)
-            else:
-                self.tick_soon(SERVICES_TICK)
+
+    def services_changed(self, rec: Mapping[str, Any], kick: bool = True) -> None:
+        """A project's container exited or changed health (`kick`: a pass now), or
+        started (nothing: whoever started it is at work, and its pass said when the
+        next is due)."""
+        project = ((rec.get("Config") or {}).get("Labels") or {}).get(PROJECT_LABEL)
+        if kick and project and os.path.exists(os.path.join(
+                self.root, "projects", project, "desired.json")):
+            self.services_kick(project)
 
     # -- restarts -------------------------------------------------------------------------
 
     def exited(self, name: str) -> None:
         """A run ended (or was found ended): schedule a restart if the policy wants one."""
         try:
-            rec = S.load(self.paths.cdir(name))
+            rec = S.load_record(self.paths.cdir(name))
         except Exception:
             return
         if rec is None or rec["State"]["Status"] in ("running", "paused"):
@@ -160,8 +174,8 @@ class Policy:
         due = (S.parse_rfc3339(st["FinishedAt"]) if failed is None else failed) + delay
         self.restart_at[name] = due
         try:
-            S.update(self.paths.cdir(name), lambda r: r["State"].update(
-                Status="restarting") if r["State"]["Status"] == "exited" else None)
+            S.update_record(self.paths.cdir(name), lambda r: r["State"].update(
+                {"Status": "restarting"}) if r["State"]["Status"] == "exited" else None)
         except Exception:
             pass
         self.later(max(0.0, due - time.time()), lambda: self.restart(name, due))
@@ -171,7 +185,7 @@ class Policy:
             return  # superseded, or one runs
         del self.restart_at[name]
         try:
-            rec = S.load(self.paths.cdir(name))
+            rec = S.load_record(self.paths.cdir(name))
         except Exception:
             return
         if rec is None or rec["State"]["Status"] not in ("exited", "restarting") \
@@ -193,7 +207,7 @@ class Policy:
 
     # -- health checks --------------------------------------------------------------------
 
-    def running(self, name: str, rec: dict[str, Any]) -> None:
+    def running(self, name: str, rec: Mapping[str, Any]) -> None:
         """A run began (or was adopted): its first check is due soon."""
         self.services_changed(rec, kick=False)
         hc = rec["Config"].get("Healthcheck")
@@ -208,13 +222,15 @@ class Policy:
         if self.started.get(name) != started or not self.watching(name):
             return  # that run is over
         try:
-            rec = S.load(self.paths.cdir(name))
+            rec = S.load_record(self.paths.cdir(name))
         except Exception:
             rec = None
         if rec is None or rec["State"]["Status"] != "running" \
                 or rec["State"]["StartedAt"] != started:
             return
         hc = rec["Config"]["Healthcheck"]
+        if hc is None:
+            return  # (never: `running` scheduled checks for one that has it)
         self.later(hc["Interval"], lambda: self.check(name, started))
         if name in self.checking:
             return  # the last one still runs
@@ -236,10 +252,11 @@ def restart_child(root: str, name: str, delay: float) -> int:
     the same write, so that a reader never sees one without the other."""
     paths = S.Paths(root)
     cdir = paths.cdir(name)
-    rec = S.load(cdir) or {}
-    entry = {"ExitedAt": rec.get("State", {}).get("FinishedAt"),
-             "RestartedAt": S.now_rfc3339(), "Delay": delay,
-             "ExitCode": rec.get("State", {}).get("ExitCode")}
+    rec = S.load_record(cdir)
+    st = rec["State"] if rec else None
+    entry: dict[str, Any] = {"ExitedAt": st.get("FinishedAt") if st else None,
+                             "RestartedAt": S.now_rfc3339(), "Delay": delay,
+                             "ExitCode": st.get("ExitCode") if st else None}
     try:
         from cove.engine import containers
         containers.start(root, name, policy_restart=True)
@@ -248,19 +265,19 @@ def restart_child(root: str, name: str, delay: float) -> int:
         err = f"restart failed: {e}"
         print(f"{name}: {err}", file=sys.stderr, flush=True)
 
-        def failure(r: dict[str, Any]) -> None:
-            r["State"].update(Status="exited", Error=err)
+        def failure(r: Record) -> None:
+            r["State"].update({"Status": "exited", "Error": err})
             r["RestartLog"] = [*r.get("RestartLog", []), {**entry, "Error": err}][-10:]
         try:
-            S.update(cdir, failure)
+            S.update_record(cdir, failure)
         except Exception:
             pass
         return 1
 
-    def ran(r: dict[str, Any]) -> None:
+    def ran(r: Record) -> None:
         r["RestartCount"] = int(r.get("RestartCount", 0)) + 1
         r["RestartLog"] = [*r.get("RestartLog", []), entry][-10:]
-    S.update(cdir, ran)
+    S.update_record(cdir, ran)
     return 0
 
 
@@ -282,14 +299,58 @@ def _kill_check(pid: int, pid_file: str) -> None:
         pass
 
 
-def check_child(root: str, name: str, rec: dict[str, Any]) -> int:
+def check_child(root: str, name: str, rec: Record) -> int:
     """Run one health check, record it, and act on `unhealthy`."""
+    cdir = S.Paths(root).cdir(name)
+    hc = rec["Config"]["Healthcheck"]
+    if hc is None:
+        return 0  # (never: `check` runs it for a container that has one)
+    code, text, begin = _run_check(root, name, hc)
+    in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
+    result: dict[str, Any] = {}
+
+    def record(r: Record) -> None:
+        if r["State"]["StartedAt"] != rec["State"]["StartedAt"]:
+            return  # a new run since the check began
+        if r["State"]["Status"] != "running" or r.get("ManuallyStopped"):
+            return  # it failed because the container is being stopped or removed
+        h: HealthState = r["State"].get("Health") or {"Status": "starting",
+                                                      "FailingStreak": 0, "Log": []}
+        h["Log"] = [*h["Log"], {"Start": begin, "End": S.now_rfc3339(),
+                                "ExitCode": code, "Output": text[-4096:]}][-5:]
+        if code == 0:
+            h["Status"], h["FailingStreak"] = "healthy", 0
+        elif not (in_start and h["Status"] == "starting"):
+            h["FailingStreak"] += 1
+            if h["FailingStreak"] >= hc["Retries"]:
+                h["Status"] = "unhealthy"
+        r["State"]["Health"] = h
+        result.update(h)
+    try:
+        S.update_record(cdir, record)
+    except Exception:
+        return 1
+    changed = bool(result) and \
+        result["Status"] != (rec["State"].get("Health") or {}).get("Status")
+    if changed:
+        events.emit(root, "container", f"health_status: {result['Status']}", rec)
+    if result.get("Status") == "unhealthy" and code != 0 and \
+            result.get("FailingStreak") == hc["Retries"] and \
+            not _act_on_unhealthy(root, name, rec["HostConfig"].get("HealthOnFailure", "none")):
+        return 0
+    if changed and PROJECT_LABEL in (rec["Config"].get("Labels") or {}):
+        return HEALTH_CHANGED  # the monitor has the project reconciled
+    return 0
+
+
+def _run_check(root: str, name: str, hc: Healthcheck) -> tuple[int, str, str]:
+    """Run the check's command in the container (`cove-runtime exec`), killed at its
+    timeout: (its exit code or -1, its output or why it failed, when it began)."""
     import select
 
     from cove.engine.spawn import runtime_binary
     paths = S.Paths(root)
     cdir = paths.cdir(name)
-    hc = rec["Config"]["Healthcheck"]
     test = hc["Test"]
     argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
     begin = S.now_rfc3339()
@@ -326,49 +387,22 @@ def check_child(root: str, name: str, rec: dict[str, Any]) -> int:
             os.unlink(pid_file)
         except FileNotFoundError:
             pass
-    in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
-    result: dict[str, Any] = {}
+    return code, text, begin
 
-    def record(r: dict[str, Any]) -> None:
-        if r["State"]["StartedAt"] != rec["State"]["StartedAt"]:
-            return  # a new run since the check began
-        if r["State"]["Status"] != "running" or r.get("ManuallyStopped"):
-            return  # it failed because the container is being stopped or removed
-        h = r["State"].get("Health") or {"Status": "starting", "FailingStreak": 0,
-                                         "Log": []}
-        h["Log"] = [*h["Log"], {"Start": begin, "End": S.now_rfc3339(),
-                                "ExitCode": code, "Output": text[-4096:]}][-5:]
-        if code == 0:
-            h["Status"], h["FailingStreak"] = "healthy", 0
-        elif not (in_start and h["Status"] == "starting"):
-            h["FailingStreak"] += 1
-            if h["FailingStreak"] >= hc["Retries"]:
-                h["Status"] = "unhealthy"
-        r["State"]["Health"] = h
-        result.update(h)
+
+def _act_on_unhealthy(root: str, name: str, action: str) -> bool:
+    """--health-on-failure: kill or restart a container that just became unhealthy.
+    False (nothing done) when the user stopped or removed it meanwhile."""
+    now: Mapping[str, Any] = S.load_record(S.Paths(root).cdir(name)) or {}
+    if now.get("ManuallyStopped") or (now.get("State") or {}).get("Status") != "running":
+        return False  # `stop`/`rm -f` since: the user's word wins
     try:
-        S.update(cdir, record)
-    except Exception:
-        return 1
-    changed = bool(result) and \
-        result["Status"] != (rec["State"].get("Health") or {}).get("Status")
-    if changed:
-        events.emit(root, "container", f"health_status: {result['Status']}", rec)
-    if result.get("Status") == "unhealthy" and code != 0 and \
-            result.get("FailingStreak") == hc["Retries"]:
-        action = rec["HostConfig"].get("HealthOnFailure", "none")
-        now = S.load(cdir) or {}
-        if now.get("ManuallyStopped") or (now.get("State") or {}).get("Status") != "running":
-            return 0  # `stop`/`rm -f` since: the user's word wins
-        try:
-            from cove.engine import containers
-            if action == "kill":
-                containers.kill(root, name, "KILL", manual=False)
-            elif action == "restart":
-                containers.stop(root, name, 5)
-                containers.start(root, name)
-        except Exception as e:
-            print(f"health action {name}: {e}", file=sys.stderr, flush=True)
-    if changed and PROJECT_LABEL in (rec["Config"].get("Labels") or {}):
-        return HEALTH_CHANGED  # the monitor has the project reconciled
-    return 0
+        from cove.engine import containers
+        if action == "kill":
+            containers.kill(root, name, "KILL", manual=False)
+        elif action == "restart":
+            containers.stop(root, name, 5)
+            containers.start(root, name)
+    except Exception as e:
+        print(f"health action {name}: {e}", file=sys.stderr, flush=True)
+    return True

@@ -43,7 +43,10 @@ from cove.errors import CoveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from cove.engine.container.record import Record
 
 SLIRP = "slirp4netns"
 GUEST_IP = "10.0.2.100"
@@ -112,7 +115,7 @@ def refusal() -> str:
 
 # -- the spec ---------------------------------------------------------------------------
 
-def spec_network(spec: dict[str, Any], paths: state.Paths, rec: dict[str, Any]) -> None:
+def spec_network(spec: dict[str, Any], paths: state.Paths, rec: Mapping[str, Any]) -> None:
     """A network namespace of the container's own, made by the runtime (`none`, or
     slirp4netns: then the hook that attaches it).
     Rootless, the namespace is made inside the container's user namespace, so /sys can
@@ -141,7 +144,7 @@ def attach(paths: state.Paths, name: str) -> bool:
     resolv.conf and the published ports (a free one for `-p CTR`), recorded in
     NetworkSettings for the hook. False when the container's network is not ours."""
     cdir = paths.cdir(name)
-    rec = state.load(cdir)
+    rec = state.load_record(cdir)
     if rec is None:
         return False
     mode = rec["HostConfig"]["NetworkMode"]
@@ -160,13 +163,13 @@ def attach(paths: state.Paths, name: str) -> bool:
     _write(os.path.join(cdir, "resolv.conf"), _resolv_conf(hc))
     ports = netrecords.host_ports(paths, name, rec["HostConfig"]["PortBindings"])
 
-    def note(r: dict[str, Any]) -> None:
+    def note(r: Record) -> None:
         r["NetworkSettings"] = {
             "Networks": {SLIRP: {"IPAddress": GUEST_IP, "Gateway": GATEWAY,
                                  "IPPrefixLen": PREFIX, "MacAddress": "",
                                  "NetworkID": SLIRP}},
             "IPAddress": GUEST_IP, "Gateway": GATEWAY, "Ports": ports}
-    state.update(cdir, note)
+    state.update_record(cdir, note)
     return True
 
 
@@ -177,7 +180,7 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def _resolv_conf(hc: dict[str, Any]) -> str:
+def _resolv_conf(hc: Mapping[str, Any]) -> str:
     """slirp4netns's DNS forwarder (or --dns), and the host's search domains and
     options (or --dns-search, --dns-option)."""
     host: list[str] = []
@@ -201,7 +204,7 @@ def hook(root: str, name: str, oci_state: dict[str, Any]) -> None:
     ports. On failure nothing is left running."""
     paths = state.Paths(root)
     cdir = paths.cdir(name)
-    rec = state.load(cdir, strict=True)
+    rec = state.load_record(cdir, strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     mode = rec["HostConfig"]["NetworkMode"]
@@ -334,7 +337,7 @@ def detach(paths: state.Paths, name: str) -> bool:
     detach_dir(cdir)
     if rootless():
         return True
-    rec = state.load(cdir) or {}
+    rec: Mapping[str, Any] = state.load_record(cdir) or {}
     return is_slirp(str(rec.get("HostConfig", {}).get("NetworkMode", "")))
 
 

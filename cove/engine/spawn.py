@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # The `-c` program: the module search path from argv[1], then MODULE.main(argv[2:]).
 _BOOT = ("import sys; sys.path[0:0] = [p for p in sys.argv.pop(1).split(':') "
-         "if p not in sys.path]; from cove.engine.{module} import main; "
+         "if p not in sys.path]; from {pkg}.{module} import main; "
          "sys.exit(main(sys.argv[1:]))")
 
 
@@ -47,10 +47,10 @@ def search_path() -> list[str]:
     return out
 
 
-def argv(module: str, *args: str) -> list[str]:
-    """The command line that runs `cove.engine.<module>.main(args)` in a new
-    `python -I -S` with this process's module search path."""
-    return [sys.executable, "-I", "-S", "-c", _BOOT.format(module=module),
+def argv(module: str, *args: str, pkg: str = "cove.engine") -> list[str]:
+    """The command line that runs `<pkg>.<module>.main(args)` (cove.engine's by
+    default) in a new `python -I -S` with this process's module search path."""
+    return [sys.executable, "-I", "-S", "-c", _BOOT.format(pkg=pkg, module=module),
             os.pathsep.join(search_path()), *args]
 
 

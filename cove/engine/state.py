@@ -20,8 +20,10 @@ from cove.runtime.state import proc_start_time as proc_start_time  # the engine'
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the monitor imports this module: no typing, no contextlib
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
+
+    from cove.engine.container.record import Record
 
 RECORD = "container.json"
 
@@ -161,12 +163,17 @@ class CorruptRecord(CoveError):
     such, never as "no such container", so that `rm -f` can still remove it."""
 
 
-def load(cdir: str, strict: bool = False) -> dict[str, Any] | None:
+def load_record(cdir: str, strict: bool = False) -> Record | None:
     """The record in `cdir`; None when there is none. A corrupt record is None too,
     unless `strict`: then CorruptRecord."""
+    rec: Record | None = _load(cdir, strict)  # JSON this module wrote: not re-checked
+    return rec
+
+
+def _load(cdir: str, strict: bool) -> Any:
     try:
         with open(os.path.join(cdir, RECORD), "rb") as f:
-            data: dict[str, Any] = jsonio.loads(f.read())
+            data = jsonio.loads(f.read())
             if not isinstance(data, dict) or not isinstance(data.get("State"), dict):
                 raise ValueError("not a container record")
             return data
@@ -181,19 +188,43 @@ def load(cdir: str, strict: bool = False) -> dict[str, Any] | None:
                             f"removes the container") from None
 
 
-def save(cdir: str, rec: dict[str, Any]) -> None:
+def save(cdir: str, rec: Mapping[str, Any]) -> None:
+    """Write the record (a `Record`; `update` and tests pass a plain dict)."""
     write_atomic(os.path.join(cdir, RECORD), jsonio.dumps(rec, indent=1).encode())
 
 
-def update(cdir: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def update_record(cdir: str, fn: Callable[[Record], None]) -> Record:
     """Read-modify-write a record under its lock; returns the new record."""
+    rec: Record = _update(cdir, fn)
+    return rec
+
+
+def _update(cdir: str, fn: Callable[[Any], None]) -> Any:
     with locked(cdir):
-        rec = load(cdir, strict=True)
+        rec = _load(cdir, strict=True)
         if rec is None:
             raise CoveError(f"container {os.path.basename(cdir)}", "no such container")
         fn(rec)
         save(cdir, rec)
         return rec
+
+
+# -- untyped twins ------------------------------------------------------------------------
+# (issue 19: the engine moved to `Record` a module at a time, as mypy takes neither for
+# the other; every module of cove/ has.) Left only for what reads or writes a record
+# file whose keys are not a Record's: tests/engine/test_attach.py (its atomic-replace
+# test writes "Pad" and "N") and bench/services/run.py (outside mypy's files).
+
+def load(cdir: str, strict: bool = False) -> dict[str, Any] | None:
+    """`load_record` as a plain dict."""
+    rec: dict[str, Any] | None = _load(cdir, strict)
+    return rec
+
+
+def update(cdir: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """`update_record` with a plain dict."""
+    rec: dict[str, Any] = _update(cdir, fn)
+    return rec
 
 
 def all_names(paths: Paths) -> list[str]:
@@ -214,7 +245,7 @@ def lookup(paths: Paths, ref: str) -> str:
         return ref
     hits = []
     for n in all_names(paths):
-        rec = load(paths.cdir(n))
+        rec = load_record(paths.cdir(n))
         if rec and ref and str(rec.get("Id", "")).startswith(ref):
             hits.append(n)
     if len(hits) == 1:
@@ -234,11 +265,16 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
     return start_time is None or st == start_time
 
 
-def current(paths: Paths, name: str) -> dict[str, Any]:
+def current_record(paths: Paths, name: str) -> Record:
     """The container's record as it stands: a running one whose init is gone reads as
-    exited (the engine's `refresh` corrects the record itself; this only reads, for
-    code below the lifecycle that needs to know whether it runs)."""
-    rec = load(paths.cdir(name), strict=True)
+    exited (the engine's `refresh_record` corrects the record itself; this only reads,
+    for code below the lifecycle that needs to know whether it runs)."""
+    rec: Record = _current(paths, name)
+    return rec
+
+
+def _current(paths: Paths, name: str) -> Any:
+    rec = _load(paths.cdir(name), strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     st = rec["State"]

@@ -23,7 +23,8 @@ from cove.engine import state as S
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+
+    from cove.engine.container.record import Record
 
 
 def runtime_cmd(paths: S.Paths, env: dict[str, str]) -> list[str]:
@@ -85,18 +86,18 @@ def _other_handler(paths: S.Paths, name: str) -> bool:
         return False
 
 
-def preload_network(rec: dict[str, Any]) -> bool:
+def preload_network(rec: Record) -> bool:
     """In the monitor, before its first container on a bridge network: import what
-    tearing it down imports (pyroute2 is ~150 ms to import), once, so that every
-    finishing step child has it. Memory the monitor then keeps, only where bridges are
-    used. Whether it did (the monitor calls it until it has)."""
+    tearing it down imports (the network modules; no longer pyroute2, ~150 ms and
+    ~10 MiB), once, so that every finishing step child has it. Memory the monitor
+    then keeps, only where bridges are used. Whether it did (the monitor calls it until it has)."""
     if rec.get("HostConfig", {}).get("NetworkMode") in ("host", "none", None) or \
             os.geteuid() != 0:
         return False
     try:
-        import pyroute2  # noqa: F401
-
-        from cove.engine import network  # noqa: F401
+        # (not pyroute2: a run's veth, address, route and teardown are
+        # cove/engine/rtnl.py's few requests; pyroute2 only makes a missing bridge)
+        from cove.engine import bridge, network, rtnl  # noqa: F401
     except ImportError:
         pass
     return True
@@ -104,14 +105,39 @@ def preload_network(rec: dict[str, Any]) -> bool:
 
 def preload() -> None:
     """Import what the runtime's create, start and delete import (in the monitor, once:
-    its step children then share it)."""
+    its step children then share it). cove.runtime.preload() leaves out what create
+    imports only once it runs (the cgroup managers, the container's init, its rootfs
+    and seccomp): ~3.5 ms of imports in every create child, paid here once instead."""
     import cove.runtime
     cove.runtime.preload()
+    for mod in ("cgroups.resolve", "cgroups.v1", "cgroups.v2", "cgroups.hybrid",
+                "bindsources", "init", "rootfs", "seccomp"):
+        try:
+            __import__(f"cove.runtime.{mod}")
+        except ImportError:  # pragma: no cover - a runtime without it: loaded when used
+            pass
 
 
-def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, int]) -> int:
-    """Run `fn` (a runtime verb) in a child with `fds` as its stdin, stdout and stderr,
-    as the cove-runtime binary would; its exit status. Errors are the binary's line."""
+def _call(fn: Callable[[], object]) -> int:
+    """Run `fn` (a runtime verb) as the binary would; its exit status. Errors are the
+    binary's line on fd 2."""
+    from cove.errors import CoveError, os_why
+    try:
+        fn()
+        return 0
+    except CoveError as e:
+        os.write(2, f"cove-runtime: {e}\n".encode(errors="replace"))
+        return e.code
+    except OSError as e:
+        os.write(2, f"cove-runtime: {os_why(e)}\n".encode(errors="replace"))
+    return 1
+
+
+def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, int],
+          then: Callable[[], int] | None = None) -> int:
+    """Run `fn` in a child with `fds` as its stdin, stdout and stderr, as the
+    cove-runtime binary would; once it succeeded, `then()` in the same child (create,
+    then start: one fork less). The child's exit status."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
@@ -127,15 +153,9 @@ def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, in
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts
             os.environ.clear()
             os.environ.update(env)
-            from cove.errors import CoveError, os_why
-            try:
-                fn()
-                code = 0
-            except CoveError as e:
-                os.write(2, f"cove-runtime: {e}\n".encode(errors="replace"))
-                code = e.code
-            except OSError as e:
-                os.write(2, f"cove-runtime: {os_why(e)}\n".encode(errors="replace"))
+            code = _call(fn)
+            if code == 0 and then is not None:
+                code = then()
         except BaseException as e:
             try:
                 os.write(2, f"cove-runtime: {type(e).__name__}: {e}\n".encode())
@@ -147,6 +167,33 @@ def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, in
     return os.waitstatus_to_exitcode(status)
 
 
+def _verb_fn(paths: S.Paths, argv: list[str]) -> Callable[[], object]:
+    """The in-process runtime verb of `cove-runtime --root R ARGV...`."""
+    from cove.runtime import CreateOptions, namespaces
+    root = paths.runtime_root
+    if argv[0] == "create":
+        o = CreateOptions(root, argv[-1], argv[argv.index("--bundle") + 1],
+                          argv[argv.index("--pid-file") + 1],
+                          argv[argv.index("--console-socket") + 1]
+                          if "--console-socket" in argv else "",
+                          rootless=os.geteuid() != 0)  # as the binary's --rootless auto
+        return lambda: namespaces.create(o)
+    if argv[0] == "start":
+        return lambda: namespaces.start(root, argv[-1])
+    return lambda: namespaces.delete(root, argv[-1], True)
+
+
+def _drain(r: int) -> str:
+    try:
+        os.set_blocking(r, False)
+        got = os.read(r, 65536)
+    except OSError:
+        got = b""
+    finally:
+        os.close(r)
+    return got.decode(errors="replace").strip()
+
+
 def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
             stdin: int = -1, stdout: int = -1, stderr: int = -1) -> tuple[int, str]:
     """`cove-runtime --root R ARGV...` (create, start, delete --force): in-process when
@@ -156,36 +203,48 @@ def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
             (argv[0] != "create" and _other_handler(paths, argv[-1])):
         return procs.call([*runtime_cmd(paths, env), *argv], stdout=stdout, stderr=stderr,
                           stdin=stdin, env=env)
-    from cove.runtime import CreateOptions, namespaces
-    root = paths.runtime_root
-    fn: Callable[[], object]
-    if argv[0] == "create":
-        o = CreateOptions(root, argv[-1], argv[argv.index("--bundle") + 1],
-                          argv[argv.index("--pid-file") + 1],
-                          argv[argv.index("--console-socket") + 1]
-                          if "--console-socket" in argv else "",
-                          rootless=os.geteuid() != 0)  # as the binary's --rootless auto
-        fn = lambda: namespaces.create(o)  # noqa: E731
-    elif argv[0] == "start":
-        fn = lambda: namespaces.start(root, argv[-1])  # noqa: E731
-    else:
-        fn = lambda: namespaces.delete(root, argv[-1], True)  # noqa: E731
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     r, w = os.pipe()
     try:
-        code = _verb(fn, env, (null if stdin < 0 else stdin, null if stdout < 0 else stdout,
-                               w if stderr < 0 else stderr))
+        code = _verb(_verb_fn(paths, argv), env,
+                     (null if stdin < 0 else stdin, null if stdout < 0 else stdout,
+                      w if stderr < 0 else stderr))
     finally:
         os.close(w)
         os.close(null)
+    return code, _drain(r)
+
+
+def rt_create_start(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
+                    fds: tuple[int, int, int]) -> tuple[int, int, str, int | None]:
+    """In-process only: `create ARGV` with `fds` as its stdio (a stdin of -1: /dev/null),
+    then `start` in the same
+    child (a fork and a wait less than two rt_calls). The init's start time is read
+    between the two (after start a short-lived init may be gone, reaped by the
+    monitor). (create's status, start's, start's stderr, the init's start time)."""
+    name = argv[-1]
+    pid_file = argv[argv.index("--pid-file") + 1]
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    r, w = os.pipe()
+    mr, mw = os.pipe()
+
+    def start() -> int:
+        with open(pid_file) as f:
+            pstart = S.proc_start_time(int(f.read().strip()))
+        os.write(mw, f"c {pstart or ''}".encode())
+        for i, fd in enumerate((null, null, w)):
+            os.dup2(fd, i)
+        return _call(_verb_fn(paths, ["start", name]))
     try:
-        os.set_blocking(r, False)
-        err = os.read(r, 65536)
-    except OSError:
-        err = b""
+        code = _verb(_verb_fn(paths, argv), env, (null if fds[0] < 0 else fds[0], *fds[1:]),
+                     then=start)
     finally:
-        os.close(r)
-    return code, err.decode(errors="replace").strip()
+        for fd in (w, mw, null):
+            os.close(fd)
+    mark = _drain(mr)
+    if not mark.startswith("c"):
+        return code, -1, _drain(r), None
+    return 0, code, _drain(r), int(mark[2:]) if mark[2:].isdigit() else None
 
 
 def _fifo_text(rfds: list[int]) -> str:
@@ -240,6 +299,48 @@ def _pass_master(srv: socket.socket, to: int) -> None:
         os.close(fds[0])
 
 
+def _create_start(paths: S.Paths, env: dict[str, str], name: str, rfds: list[int],
+                  stdin: int, console: socket.socket | None, tty: int
+                  ) -> tuple[int, int | None]:
+    """The runtime's create, then (a terminal's master passed on to the monitor first)
+    its start: in one child when the runtime runs in-process and there is no terminal.
+    The init's pid and start time; RuntimeError with the runtime's words if it failed
+    (nothing of it left)."""
+    cdir = paths.cdir(name)
+    pid_file = os.path.join(cdir, "init.pid")
+    argv = ["create", "--bundle", cdir, "--pid-file", pid_file,
+            *(["--console-socket", "console.sock"] if console else []), name]
+    ends = [os.open(p, os.O_RDWR | os.O_CLOEXEC) for p in procs.fifo_paths(cdir)]
+    started: int | None = None
+    try:
+        if console is None and in_process(env, cdir):
+            rc, started, err, pstart = rt_create_start(paths, env, cdir, argv,
+                                                       (stdin, ends[0], ends[1]))
+        else:
+            rc, _ = rt_call(paths, env, cdir, argv, stdout=ends[0], stderr=ends[1],
+                            stdin=stdin)
+    finally:
+        for fd in (*ends, stdin) if stdin >= 0 else ends:
+            os.close(fd)
+    if rc != 0:
+        raise RuntimeError(_fifo_text(rfds) or f"cove-runtime create: exit status {rc}")
+    if console is not None:
+        try:
+            _pass_master(console, tty)
+        except Exception:
+            rt_call(paths, env, cdir, ["delete", "--force", name])
+            raise
+    with open(pid_file) as f:
+        pid = int(f.read().strip())
+    if started is None:
+        pstart = S.proc_start_time(pid)
+        started, err = rt_call(paths, env, cdir, ["start", name])
+    if started != 0:
+        rt_call(paths, env, cdir, ["delete", "--force", name])
+        raise RuntimeError(err or "cove-runtime start failed")
+    return pid, pstart
+
+
 def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
           monitor: int, keeper: int, tty: int = -1) -> int:
     """Create and start container `name` (its FIFOs made, their read ends `rfds` held
@@ -249,7 +350,7 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
     paths = S.Paths(root)
     cdir = paths.cdir(name)
     try:
-        rec = S.load(cdir)
+        rec = S.load_record(cdir)
         if rec is None:
             raise RuntimeError("its record is gone")
         for old in (procs.EXIT_FILE, "init.pid"):
@@ -257,43 +358,21 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
                 os.unlink(os.path.join(cdir, old))
             except FileNotFoundError:
                 pass
-        pid_file = os.path.join(cdir, "init.pid")
         console = _console(cdir) if tty >= 0 else None
         stdin = -1 if console is not None else \
             procs.open_stdin(cdir, bool(rec.get("Config", {}).get("OpenStdin")))
-        ends = [os.open(p, os.O_RDWR | os.O_CLOEXEC) for p in procs.fifo_paths(cdir)]
-        rc, _ = rt_call(paths, env, cdir, ["create", "--bundle", cdir, "--pid-file",
-                                           pid_file, *(["--console-socket", "console.sock"]
-                                                       if console else []), name],
-                        stdout=ends[0], stderr=ends[1], stdin=stdin)
-        for fd in (*ends, stdin) if stdin >= 0 else ends:
-            os.close(fd)
-        if rc != 0:
-            raise RuntimeError(_fifo_text(rfds) or f"cove-runtime create: exit status {rc}")
-        if console is not None:
-            try:
-                _pass_master(console, tty)
-            except Exception:
-                rt_call(paths, env, cdir, ["delete", "--force", name])
-                raise
-        with open(pid_file) as f:
-            pid = int(f.read().strip())
-        pstart = S.proc_start_time(pid)
-        rc, err = rt_call(paths, env, cdir, ["start", name])
-        if rc != 0:
-            rt_call(paths, env, cdir, ["delete", "--force", name])
-            raise RuntimeError(err or "cove-runtime start failed")
+        pid, pstart = _create_start(paths, env, name, rfds, stdin, console, tty)
 
-        def running(r: dict[str, Any]) -> None:
+        def running(r: Record) -> None:
             st = r["State"]
             r["ZygotePid"], r["ZygoteStart"] = keeper, S.proc_start_time(keeper)
-            st.update(Status="running", Running=True, Pid=pid, PidStart=pstart,
-                      ExitCode=0, Error="", StartedAt=S.now_rfc3339(),
-                      FinishedAt="0001-01-01T00:00:00Z")
+            st.update({"Status": "running", "Running": True, "Pid": pid,
+                       "PidStart": pstart, "ExitCode": 0, "Error": "",
+                       "StartedAt": S.now_rfc3339(), "FinishedAt": "0001-01-01T00:00:00Z"})
             if r["Config"].get("Healthcheck"):
                 st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
             r["MonitorPid"] = monitor
-        rec = S.update(cdir, running)
+        rec = S.update_record(cdir, running)
         events.emit(root, "container", "start", rec)
     except Exception as e:
         msg = str(e).replace("\n", " ") or type(e).__name__
@@ -323,23 +402,29 @@ def finish(root: str, name: str, code: int, error: str, finished: str, pid: int,
     # (cleanup settles the rest: cove/engine/ops.py)
     name = teardown.current_name(paths.cdir(name), name)
     cdir = paths.cdir(name)
-    rt_call(paths, env, cdir, ["delete", "--force", name])
-    teardown.cleanup(paths, name, S.load(cdir) or {})
+    if in_process(env) and not _other_handler(paths, name):
+        # in this child itself, which ends after this step: a fork and a wait less
+        # (its environment is already `env`: the monitor's own)
+        _call(_verb_fn(paths, ["delete", "--force", name]))
+    else:
+        rt_call(paths, env, cdir, ["delete", "--force", name])
+    teardown.cleanup(paths, name, S.load_record(cdir) or {})
     changed = False
 
-    def done(r: dict[str, Any]) -> None:
+    def done(r: Record) -> None:
         nonlocal changed
         st = r["State"]
         if pid and int(st.get("Pid") or 0) not in (pid, 0):
             return  # started again meanwhile: not ours to finish
         changed = True
-        st.update(Status="exited", Running=False, Pid=0, ExitCode=code,
-                  FinishedAt=finished, Error=error)
-        if st.get("Health"):
-            st["Health"]["Status"] = "unhealthy" if st["Health"]["Status"] == "unhealthy" \
+        st.update({"Status": "exited", "Running": False, "Pid": 0, "ExitCode": code,
+                   "FinishedAt": finished, "Error": error})
+        health = st.get("Health")
+        if health:
+            health["Status"] = "unhealthy" if health["Status"] == "unhealthy" \
                 else "starting"
         r["MonitorPid"] = 0
-    rec = S.update(cdir, done)
+    rec = S.update_record(cdir, done)
     if not changed:
         return
     events.emit(paths.root, "container", "die", rec, exitCode=code)

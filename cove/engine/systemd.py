@@ -31,6 +31,10 @@ from typing import Any
 
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 MODES = ("true", "false", "always")
 INIT_COMMANDS = ("/sbin/init", "/usr/sbin/init", "/usr/local/sbin/init")
 SYSTEMD_BINARIES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd")
@@ -129,7 +133,7 @@ def _named_systemd_dir(cgroups_path: str, name: str) -> str | None:
     return h.mountpoint.rstrip("/") + path
 
 
-def apply(root: str, spec: dict[str, Any], rec: dict[str, Any]) -> bool:
+def apply(root: str, spec: dict[str, Any], rec: Mapping[str, Any]) -> bool:
     """Make `spec` a systemd container's when the record's mode asks for it; returns
     whether it did. The record's stop signal becomes SIGRTMIN+3 (unless set)."""
     hc = rec["HostConfig"]

@@ -12,10 +12,11 @@ from cove.engine import state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
-def cleanup(paths: state.Paths, name: str, rec: dict[str, Any]) -> None:
+def cleanup(paths: state.Paths, name: str, rec: Mapping[str, Any]) -> None:
     """After a run: the network torn down, the rootfs unmounted (kept for a restart).
     Without the image modules (60 ms to import): the overlay is one umount."""
     if rec.get("HostConfig", {}).get("NetworkMode") not in ("host", "none"):
@@ -39,8 +40,8 @@ def cleanup(paths: state.Paths, name: str, rec: dict[str, Any]) -> None:
 def current_name(cdir: str, name: str) -> str:
     """The container's name now: `cove rename` may have renamed it while it ran (its
     old directory is then a symlink to the new one)."""
-    rec = state.load(cdir) or {}
-    new = rec.get("Name")
+    rec = state.load_record(cdir)
+    new = rec.get("Name") if rec else None
     return new if isinstance(new, str) and new and new != name \
         and os.path.isdir(os.path.join(os.path.dirname(cdir), new)) else name
 

@@ -22,11 +22,16 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import state as S
 from cove.engine import ttywatch
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (record.py imports the flags' parsers: not at run time)
+    from cove.engine.container.record import Record
 
 ACTIVE = ("running", "paused", "restarting")
 
@@ -90,7 +95,7 @@ def connect(cdir: str, cid: str | None, from_start: bool = False,
         try:
             return Conn(cdir, from_start, timeout=0)
         except CoveError:
-            rec = S.load(cdir)
+            rec = S.load_record(cdir)
             if rec is None or rec.get("Id") != cid or \
                     rec["State"]["Status"] not in (*ACTIVE, "created") or \
                     time.monotonic() > deadline:
@@ -178,7 +183,7 @@ def relay(root: str, name: str, *, stdin: int | None, out: int, keys: bytes,
     from_start = tail is not None
     paths = S.Paths(root)
     cdir = paths.cdir(name)
-    rec = S.load(cdir) or {}
+    rec: Mapping[str, Any] = S.load_record(cdir) or {}
     k = _Keys(stdin, keys, bool(rec.get("Config", {}).get("OpenStdin"))) \
         if stdin is not None else None
     first = connect(cdir, rec.get("Id"), from_start)
@@ -239,7 +244,7 @@ def _still_running(cdir: str, cid: str | None, wait: float = 0.5) -> bool:
     record an exit that came with the end of the connection."""
     deadline = time.monotonic() + wait
     while True:
-        rec = S.load(cdir)
+        rec = S.load_record(cdir)
         if rec is None or rec.get("Id") != cid:
             return False
         st = rec["State"]
@@ -258,14 +263,14 @@ def exit_code(root: str, name: str) -> int:
     had when it was removed meanwhile)."""
     from cove.engine.container.stop import wait
     cdir = S.Paths(root).cdir(name)
-    last = S.load(cdir)
+    last = S.load_record(cdir)
     try:
         return wait(root, name)
     except CoveError:
         return int(last["State"]["ExitCode"]) if last else 0
 
 
-def run(root: str, o: Any) -> tuple[dict[str, Any], int]:
+def run(root: str, o: Any) -> tuple[Record, int]:
     """`cove run -t` in the foreground: create, start under the monitor, relay its
     terminal from its start; its exit code (0 when detached: it runs on, and `--rm`
     removes it when it exits)."""
@@ -279,7 +284,7 @@ def run(root: str, o: Any) -> tuple[dict[str, Any], int]:
     name = rec["Name"]
     cdir = paths.cdir(name)
     if o.interactive:
-        S.update(cdir, lambda r: r["Config"].update(OpenStdin=True))
+        S.update_record(cdir, lambda r: r["Config"].update({"OpenStdin": True}))
     from cove.engine import logs as L
     from cove.engine.logs import LogTail
     tail = LogTail(L.log_path(cdir))  # (no log yet: from its start)
@@ -288,7 +293,7 @@ def run(root: str, o: Any) -> tuple[dict[str, Any], int]:
         got = relay(root, name, stdin=0 if o.interactive else None, out=1, keys=keys,
                     tail=tail)
     except BaseException:
-        cur = S.load(cdir)
+        cur = S.load_record(cdir)
         if cur is None or cur["State"]["Status"] not in ACTIVE:
             with contextlib.suppress(Exception):
                 remove(root, name, force=True)
@@ -297,8 +302,8 @@ def run(root: str, o: Any) -> tuple[dict[str, Any], int]:
         tail.close()
     if got is not None:  # detached: --rm now falls to the monitor, as docker's
         if o.rm:
-            S.update(cdir, lambda r: r["HostConfig"].update(AutoRemove=True))
-            cur = S.load(cdir)
+            S.update_record(cdir, lambda r: r["HostConfig"].update({"AutoRemove": True}))
+            cur = S.load_record(cdir)
             if cur is not None and cur["State"]["Status"] not in ACTIVE:
                 with contextlib.suppress(CoveError):
                     remove(root, name, force=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import events, state
@@ -69,7 +70,7 @@ def users(root: str, name: str) -> list[str]:
     paths = state.Paths(root)
     out = []
     for n in state.all_names(paths):
-        rec = state.load(paths.cdir(n)) or {}
+        rec: Mapping[str, Any] = state.load_record(paths.cdir(n)) or {}
         if any(m.get("Type") == "volume" and m.get("Name") == name
                for m in rec.get("Mounts", [])):
             out.append(n)

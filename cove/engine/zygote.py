@@ -41,7 +41,8 @@ from cove.engine import state as S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    pass
+    from collections.abc import Mapping
+    from typing import Any
 
 COMM = "cove-zygote"
 PID_FILE, LOCK = "zygote.pid", "zygote.lock"
@@ -185,7 +186,7 @@ class Keeper(procs.Loop):
             # an init the monitor had not told us about yet (it died while starting it)
             status = procs.REAPED.pop(pid)
             for name in S.all_names(self.paths):
-                rec = S.load(self.paths.cdir(name)) or {}
+                rec: Mapping[str, Any] = S.load_record(self.paths.cdir(name)) or {}
                 if int((rec.get("State") or {}).get("Pid") or 0) == pid:
                     self.exited(Held(name, pid, None, []), status)
                     break

@@ -4,7 +4,8 @@ lifecycle record, the state output and the CLI contract.
 runsc keeps its own state under `<root>/runsc` (Cove's --root), so two Cove roots never
 see each other's sandboxes; Cove's `<root>/<id>/state.json` records the handler, which
 later verbs dispatch on. runsc runs with the ptrace platform (no KVM needed) and, unless
-the annotation io.cove.gvisor.network says `sandbox` or `host`, without a network.
+the annotation io.cove.gvisor.network says `sandbox` or `host`, without a network; a
+CRI pod with a network namespace gets `sandbox` (the pod's CNI interface).
 """
 
 from __future__ import annotations
@@ -33,9 +34,22 @@ def _runsc() -> str:
     return path
 
 
+# runsc (2022) refuses --network=sandbox when /proc/sys/net/core/rmem_default exists,
+# its mark of the node's own network namespace ("cannot run with network enabled in
+# root network namespace"); kernels since 6.x show that file in every namespace, the
+# pod's too. So runsc runs, with that network, in a mount namespace of its own (every
+# mount a slave: nothing reaches the node) where an empty tmpfs covers /proc/sys/net:
+# the check then sees the pod's namespace for what it is. runsc reads nothing else
+# there (it takes the pod's interfaces, addresses and routes over netlink).
+_HIDE_PROC_NET = ["unshare", "--mount", "--propagation", "slave", "sh", "-c",
+                  'mount -t tmpfs -o size=4k,mode=0555 cove-gvisor /proc/sys/net && '
+                  'exec "$@"', "runsc"]
+
+
 def _base(root: str, net: str = "none") -> list[str]:
-    return [_runsc(), "--root", os.path.join(root, "runsc"), "--platform=ptrace",
-            f"--network={net}"]
+    cmd = [_runsc(), "--root", os.path.join(root, "runsc"), "--platform=ptrace",
+           f"--network={net}"]
+    return _HIDE_PROC_NET + cmd if net == "sandbox" else cmd
 
 
 def _recorded_net(root: str, cid: str) -> str:
@@ -59,7 +73,11 @@ def _call(root: str, args: list[str], what: str, net: str = "",
 
 
 def _network(raw: dict[str, Any]) -> str:
-    net = (raw.get("annotations") or {}).get(NET_ANNOTATION, "none")
+    """runsc's --network: the annotation's; without one, `sandbox` for a CRI pod with a
+    network namespace of its own (the sandbox takes over the pod's CNI interface, so
+    the pod's IP and port mappings reach it), else `none` (gVisor's loopback only)."""
+    ann = raw.get("annotations") or {}
+    net = ann.get(NET_ANNOTATION) or ("sandbox" if _pod_netns(raw) else "none")
     if net not in ("none", "sandbox", "host"):
         raise CoveError(f"annotation {NET_ANNOTATION}={net}", "expected none, sandbox or host")
     return str(net)
@@ -295,6 +313,16 @@ def features() -> dict[str, Any]:
 
 _MEMBER_TYPES = {"io.kubernetes.cri.container-type": "container",
                  "io.kubernetes.cri-o.ContainerType": "container"}
+
+
+def _pod_netns(raw: dict[str, Any]) -> bool:
+    """A CRI pod's container (sandbox or member) in a network namespace it joins by path
+    (the one containerd made for CNI), not the node's."""
+    ann = raw.get("annotations") or {}
+    if not any(k in ann for k in _MEMBER_TYPES):
+        return False
+    nss = (raw.get("linux") or {}).get("namespaces") or []
+    return any(ns.get("type") == "network" and ns.get("path") for ns in nss)
 
 
 def _pod_member(raw: dict[str, Any]) -> bool:

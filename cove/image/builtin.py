@@ -24,8 +24,8 @@ def ensure_busybox(store: Store) -> str:
     """The built-in image's digest, building and importing it when missing. (The
     import machinery is imported here, when needed: `is_builtin` is on `cove run`'s
     path, and the registry client that comes with it costs ~75 ms to import.)"""
+    from cove.image.assemble import import_rootfs, tar_directory
     from cove.image.busybox import build_rootfs
-    from cove.image.transfer import import_rootfs, tar_directory
     from cove.oci.image import ContainerConfig
     fd = os.open(os.path.join(store.root, "builtin.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:

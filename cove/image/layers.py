@@ -12,6 +12,11 @@ links to outside the layer, symlinks whose relative target climbs out of the roo
 device nodes when not root, and a tar bomb (decompressed stream or written bytes past
 `max_size`). Files are created with O_NOFOLLOW|O_EXCL and parents are checked with
 lstat, so nothing the layer creates is ever followed.
+
+The layer's stream, names and whiteouts record are cove/image/layerio.py's, the copy
+fallback cove/image/layercopy.py's. The names of theirs imported below are also what
+other modules reach as `layers.X` (the build's cove/image/build/fs.py and tests/build,
+another change's this round, use detect_compression and apply_snapshots so).
 """
 
 from __future__ import annotations
@@ -22,17 +27,22 @@ import fcntl
 import io
 import json
 import os
-import queue
-import shutil
 import stat
 import threading
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from cove.errors import CoveError
 from cove.image import userns
-from cove.oci.image import LAYER_COMPRESSION
-from cove.oci.record import field, record
+from cove.image.layercopy import apply_snapshot as apply_snapshot
+from cove.image.layercopy import apply_snapshots as apply_snapshots
+from cove.image.layerio import CHUNK, Prefetched
+from cove.image.layerio import LayerError as LayerError
+from cove.image.layerio import Whiteouts as Whiteouts
+from cove.image.layerio import compression_of as compression_of
+from cove.image.layerio import decompressed as decompressed
+from cove.image.layerio import detect_compression as detect_compression
+from cove.image.layerio import remove_tree as remove_tree
+from cove.image.layerio import safe_name as safe_name
 
 if TYPE_CHECKING:
     import base64
@@ -54,159 +64,10 @@ DEFAULT_MAX_SIZE = 64 << 30          # 64 GiB of decompressed tar per layer
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-_CHUNK = 1 << 20
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITERS = 4                 # threads creating files while the tar stream is parsed
 _ASYNC_MAX = 1 << 20         # files up to this size go to them (as bytes in memory)
 _ASYNC_SLOTS = 64            # files in flight at most
-_PREFETCH = 8                # decompressed chunks read ahead
-
-
-class LayerError(CoveError):
-    """A layer that cannot (or must not) be unpacked."""
-
-
-def detect_compression(head: bytes) -> str:
-    """The compression a stream's first bytes name: gzip, zstd, bzip2, xz or none
-    (bzip2 and xz only as docker's DecompressStream reads them: ADD's local tars, old
-    archives; no OCI media type names them)."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
-    if head[:3] == b"BZh":
-        return "bzip2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    return "none"
-
-
-def compression_of(media_type: str) -> str:
-    try:
-        return LAYER_COMPRESSION[media_type]
-    except KeyError:
-        raise LayerError(f"layer media type {media_type!r}", "unsupported") from None
-
-
-def decompressed(f: IO[bytes], compression: str) -> IO[bytes]:
-    """A reader of `f`'s tar stream; `compression` is gzip, zstd, none or auto."""
-    if compression == "auto":
-        buf = io.BufferedReader(f)  # type: ignore[type-var]
-        compression = detect_compression(buf.peek(6)[:6])
-        f = buf
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    if compression == "zstd":
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    if compression == "bzip2":
-        import bz2
-        return bz2.BZ2File(f, "rb")
-    if compression == "xz":
-        import lzma
-        return lzma.LZMAFile(f, "rb")
-    if compression == "none":
-        return f
-    raise LayerError("layer", f"unknown compression {compression!r}")
-
-
-class _Counted(io.RawIOBase):
-    """Hashes (the diffID) and counts what tarfile reads; refuses past the limit."""
-
-    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
-        self.f = f
-        self.limit = limit
-        self.what = what
-        self.n = 0
-        self.h = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        try:
-            data = self.f.read(len(b))
-        except (OSError, EOFError) as e:
-            raise LayerError(self.what, f"corrupt compressed stream: {e}") from None
-        except Exception as e:  # zstandard.ZstdError
-            raise LayerError(self.what, f"corrupt compressed stream: {e}") from None
-        n = len(data)
-        self.n += n
-        if self.n > self.limit:
-            raise LayerError(self.what, f"decompresses past the size limit of "
-                                        f"{self.limit} bytes (a tar bomb?)")
-        self.h.update(data)
-        b[:n] = data
-        return n
-
-    def drain(self) -> None:
-        buf = bytearray(_CHUNK)
-        while self.readinto(buf):
-            pass
-
-
-class _Prefetched(_Counted):
-    """`_Counted`, with decompressing, hashing and counting done ahead by a thread
-    (zlib, zstd and sha256 release the GIL) while tarfile parses and files are written."""
-
-    def __init__(self, f: IO[bytes], limit: int, what: str) -> None:
-        super().__init__(f, limit, what)
-        self._q: queue.Queue[bytes | BaseException] = queue.Queue(_PREFETCH)
-        self._buf = memoryview(b"")
-        self._eof = False
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, name="unpack-read", daemon=True)
-        self._t.start()
-
-    def _put(self, item: bytes | BaseException) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        buf = bytearray(_CHUNK)
-        try:
-            while True:
-                n = _Counted.readinto(self, buf)
-                if not self._put(bytes(buf[:n])) or not n:
-                    return
-        except BaseException as e:
-            self._put(e)
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf and not self._eof:
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if not item:
-                self._eof = True
-            self._buf = memoryview(item)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._stop.set()
-        self._t.join()
-        super().close()
-
-
-def safe_name(name: str, what: str) -> str:
-    """A member name as a clean relative path; refuses absolute paths and `..`."""
-    if name.startswith("/"):
-        raise LayerError(what, f"absolute path {name!r} in layer")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise LayerError(what, f"path {name!r} climbs out of the layer with '..'")
-    if "\0" in name:
-        raise LayerError(what, f"NUL byte in path {name!r}")
-    return "/".join(parts)
 
 
 def _escapes(parent: str, target: str) -> bool:
@@ -219,24 +80,6 @@ def _escapes(parent: str, target: str) -> bool:
         if depth < 0:
             return True
     return False
-
-
-@record
-class Whiteouts:
-    whiteouts: list[str] = field(default_factory=list)
-    opaque: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"whiteouts": sorted(self.whiteouts), "opaque": sorted(self.opaque)}
-
-    @classmethod
-    def load(cls, path: str) -> Whiteouts:
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except FileNotFoundError:
-            return cls()
-        return cls(list(d.get("whiteouts", [])), list(d.get("opaque", [])))
 
 
 class _Unpacker:
@@ -427,7 +270,7 @@ class _Unpacker:
             return
         fd = os.open(path, _CREATE, 0o600)
         with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_CHUNK):
+            while chunk := src.read(CHUNK):
                 self._count(len(chunk))
                 out.write(chunk)
             out.flush()
@@ -526,10 +369,10 @@ def unpack(src: IO[bytes], compression: str, dest: str, *, max_size: int = DEFAU
     try:
         fs = os.path.join(tmp, "fs")
         os.mkdir(fs, 0o755)
-        counted = _Prefetched(decompressed(src, compression), max_size, what)
+        counted = Prefetched(decompressed(src, compression), max_size, what)
         u = _Unpacker(fs, what, max_size, overlay_markers)
         try:
-            with tarfile.open(fileobj=io.BufferedReader(counted, _CHUNK), mode="r|") as tf:
+            with tarfile.open(fileobj=io.BufferedReader(counted, CHUNK), mode="r|") as tf:
                 for m in tf:
                     u.entry(tf, m)
             counted.drain()
@@ -584,134 +427,8 @@ def diff_id_of(f: IO[bytes], compression: str = "auto") -> str:
     """The diffID (digest of the uncompressed tar) of a layer stream."""
     h = hashlib.sha256()
     d = decompressed(f, compression)
-    while chunk := d.read(_CHUNK):
+    while chunk := d.read(CHUNK):
         h.update(chunk)
     return "sha256:" + h.hexdigest()
 
 
-def remove_tree(path: str) -> None:
-    """rm -rf that also gets through directories without write/search permission."""
-    def onerror(func: Callable[..., Any], p: str, exc: Any) -> None:
-        parent = os.path.dirname(p)
-        with contextlib.suppress(OSError):
-            os.chmod(parent, 0o700)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p)
-                return
-        if func in (os.open, os.scandir):  # a directory it could not enter: no retry
-            if not isinstance(exc[1], FileNotFoundError):
-                raise exc[1]
-            return
-        try:
-            func(p)
-        except FileNotFoundError:
-            pass
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        os.unlink(path)
-        return
-    if os.path.isdir(path):
-        try:
-            shutil.rmtree(path, onerror=onerror)
-        except PermissionError:
-            # Rootless: directories owned by subordinate ids (unpacked or written by a
-            # container through its user namespace) yield only to that namespace's root.
-            if not userns.mapped():
-                raise
-            userns.call(remove_tree, path)
-
-
-# -- the copy fallback: apply snapshots in order into one plain directory -------------
-
-def apply_snapshots(snapshots: list[str], dest: str) -> None:
-    """`apply_snapshot` of each, in order; rootless with subordinate ids, in the
-    containers' user namespace (the copies keep the layers' owners)."""
-    userns.call(_apply_all, snapshots, dest)
-
-
-def _apply_all(snapshots: list[str], dest: str) -> None:
-    for s in snapshots:
-        apply_snapshot(s, dest)
-
-
-def apply_snapshot(snapshot: str, dest: str) -> None:
-    """Merge one snapshot (a layer) onto `dest` as overlayfs would show it."""
-    src = os.path.join(snapshot, "fs")
-    wh = Whiteouts.load(os.path.join(snapshot, "whiteouts.json"))
-    is_root = os.geteuid() == 0
-    for d in wh.opaque:
-        target = os.path.join(dest, d) if d else dest
-        if os.path.isdir(target) and not os.path.islink(target):
-            for name in os.listdir(target):
-                remove_tree(os.path.join(target, name))
-    skip = set(wh.whiteouts)
-    for w in wh.whiteouts:
-        target = os.path.join(dest, w)
-        if _safe_under(dest, w) and os.path.lexists(target):
-            remove_tree(target)
-    inodes: dict[tuple[int, int], str] = {}
-    dirs: list[tuple[str, os.stat_result, str]] = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = os.path.relpath(dirpath, src)
-        rel_dir = "" if rel_dir == "." else rel_dir
-        for name in dirnames + filenames:
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            s = os.path.join(dirpath, name)
-            d = os.path.join(dest, rel)
-            st = os.lstat(s)
-            if rel in skip and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if os.path.islink(d) or (os.path.lexists(d) and not os.path.isdir(d)):
-                    os.unlink(d)
-                if not os.path.isdir(d):
-                    os.mkdir(d, 0o700)
-                dirs.append((d, st, s))
-                continue
-            if os.path.lexists(d):
-                remove_tree(d)
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in inodes:
-                os.link(inodes[key], d, follow_symlinks=False)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(s), d)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(s, d, follow_symlinks=False)
-            elif stat.S_ISFIFO(st.st_mode):
-                os.mkfifo(d, 0o600)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                os.mknod(d, st.st_mode, st.st_rdev)
-            else:
-                continue
-            inodes[key] = d
-            _copy_meta(s, d, st, is_root)
-    for d, st, s in reversed(dirs):
-        _copy_meta(s, d, st, is_root)
-
-
-def _safe_under(root: str, rel: str) -> bool:
-    cur = root
-    for part in rel.split("/")[:-1]:
-        cur = os.path.join(cur, part)
-        if os.path.islink(cur) or not os.path.isdir(cur):
-            return False
-    return True
-
-
-def _copy_meta(s: str, d: str, st: os.stat_result, is_root: bool) -> None:
-    link = stat.S_ISLNK(st.st_mode)
-    if is_root:
-        os.lchown(d, st.st_uid, st.st_gid)
-    if not link:
-        os.chmod(d, stat.S_IMODE(st.st_mode))
-    with contextlib.suppress(OSError):
-        for name in os.listxattr(s, follow_symlinks=False):
-            if name.startswith("trusted.overlay."):
-                continue
-            with contextlib.suppress(OSError):
-                os.setxattr(d, name, os.getxattr(s, name, follow_symlinks=False),
-                            follow_symlinks=False)
-    with contextlib.suppress(OSError):
-        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

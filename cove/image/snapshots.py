@@ -18,7 +18,7 @@ import os
 import time
 
 from cove.errors import CoveError
-from cove.image import layers
+from cove.image import layercopy, layers
 from cove.image.store import Image, Store
 from cove.oci.record import record
 from cove.sys import libc
@@ -102,7 +102,7 @@ def prepare(store: Store, image: Image, cid: str, *, max_size: int = layers.DEFA
                                    errno.EACCES, errno.ENOTSUP):
                     raise
         if mode == "copy":
-            layers.apply_snapshots(snaps, merged)
+            layercopy.apply_snapshots(snaps, merged)
         with open(os.path.join(cdir, "rootfs.json"), "w") as f:
             f.write(json.dumps({"mode": mode, "image": image.digest}))
         return Rootfs(cdir, merged, mode)

@@ -22,6 +22,7 @@ import os
 
 from cove.errors import CoveError, os_why
 from cove.runtime import state as runtime_state
+from cove.runtime.criu import Flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,23 +34,26 @@ EXT_NETNS = "extRootNetNS"
 EXT_PIDNS = "extRootPidNS"
 
 
-class CheckpointOptions:
-    """runc's checkpoint flags."""
+class CheckpointOptions(Flags):
+    """runc's checkpoint flags (the ones restore shares are criu.Flags')."""
 
     def __init__(self, image_path: str = "", work_path: str = "") -> None:
-        self.image_path = image_path
-        self.work_path = work_path
+        super().__init__(image_path, work_path)
         self.leave_running = False
-        self.tcp_established = False
-        self.ext_unix_sk = False
-        self.shell_job = False
-        self.file_locks = False
         self.pre_dump = False
         self.parent_path = ""
-        self.manage_cgroups_mode = ""
-        self.empty_ns = ""
-        self.auto_dedup = False
-        self.lazy_pages = False
+
+
+def joined_namespaces(spec: Spec) -> list[tuple[str, str, str]]:
+    """(CRIU's kind, external key, path) of each network or pid namespace the config
+    joins by path: external to the image (`checkpoint` names it by inode, `restore`
+    hands it over as an inherited fd)."""
+    out = []
+    for kind, key in (("network", EXT_NETNS), ("pid", EXT_PIDNS)):
+        ns = spec.linux.ns(kind)
+        if ns is not None and ns.path:
+            out.append(("net" if kind == "network" else "pid", key, ns.path))
+    return out
 
 
 def external_mounts(spec: Spec, mgr: Manager | None, pid: int = 0,
@@ -105,9 +109,7 @@ def _open_dir(path: str, what: str, create: bool) -> int:
 
 
 def checkpoint(root: str, cid: str, o: CheckpointOptions) -> None:
-    from cove.oci.spec import Spec
-    from cove.runtime import criu
-
+    """Dump (or pre-dump) container `cid` into o.image_path; see the module's doc."""
     st = runtime_state.load(root, cid)
     status = st.status()
     if status not in ("running", "paused"):
@@ -120,78 +122,13 @@ def checkpoint(root: str, cid: str, o: CheckpointOptions) -> None:
     if os.path.isdir(image) and any(n.endswith(".img") for n in os.listdir(image)):
         raise CoveError(f"--image-path {image}", "not empty: a checkpoint would mix with "
                         "what is there")
-    spec = Spec.parse(st.config_bytes())
-    mgr: Manager | None = None
-    if st.data.get("cgroup"):
-        from cove.runtime.cgroups import open_manager_from_state
-
-        mgr = open_manager_from_state(st.data["cgroup"])
-    m = criu.rpc()
     img_fd = _open_dir(image, "--image-path", True)
     work = os.path.abspath(o.work_path) if o.work_path else image
     work_fd = _open_dir(work, "--work-path", True) if work != image else img_fd
-    fds = sorted({img_fd, work_fd})
     try:
-        req = m.criu_req()
-        req.type = m.PRE_DUMP if o.pre_dump else m.DUMP
-        opts = req.opts
-        opts.images_dir_fd = img_fd
-        opts.work_dir_fd = work_fd
-        opts.log_level = 4
-        opts.log_file = "pre-dump.log" if o.pre_dump else "dump.log"
-        opts.root = st.data.get("rootfs") or spec.root.path  # type: ignore[union-attr]
-        opts.manage_cgroups = True
-        opts.notify_scripts = True
-        opts.pid = st.pid
-        opts.shell_job = o.shell_job
-        opts.leave_running = o.leave_running or o.pre_dump
-        opts.tcp_established = o.tcp_established
-        opts.ext_unix_sk = o.ext_unix_sk
-        opts.file_locks = o.file_locks
-        opts.orphan_pts_master = True
-        opts.auto_dedup = o.auto_dedup
-        if o.empty_ns:
-            opts.empty_ns = criu.empty_ns_flag(o.empty_ns)
-        if o.manage_cgroups_mode:
-            opts.manage_cgroups_mode = criu.cg_mode(o.manage_cgroups_mode)
-        fz = _freeze_dir(mgr)
-        if fz:
-            opts.freeze_cgroup = fz
-        if o.parent_path:
-            opts.parent_img = o.parent_path
-            opts.track_mem = True
-        elif o.pre_dump:
-            opts.track_mem = True
-        for kind, key in (("network", EXT_NETNS), ("pid", EXT_PIDNS)):
-            ns = spec.linux.ns(kind)
-            if ns is not None and ns.path:
-                try:
-                    ino = os.stat(ns.path).st_ino
-                except OSError as e:
-                    raise CoveError(f"linux.namespaces {kind} {ns.path}", os_why(e)) from None
-                opts.external.append(f"{'net' if kind == 'network' else 'pid'}[{ino}]:{key}")
-        if not o.pre_dump:
-            for key, val in external_mounts(spec, mgr, st.pid):
-                ext = opts.ext_mnt.add()
-                ext.key, ext.val = key, val
-            keys, ext_files = _stdio(st.pid)
-            opts.external.extend(ext_files)
-            _write_descriptors(image, keys)
-        s = criu.Swrk(extra_fds=fds)
-        try:
-            resp = s.call(req)
-        finally:
-            s.close()
-        if not resp.success:
-            if not o.pre_dump:
-                try:
-                    os.unlink(os.path.join(image, DESCRIPTORS))
-                except OSError:
-                    pass
-            raise criu.failure("pre-dump" if o.pre_dump else "dump", resp,
-                               os.path.join(work, opts.log_file))
+        _dump(st, o, image, img_fd, work, work_fd)
     finally:
-        for fd in fds:
+        for fd in {img_fd, work_fd}:
             os.close(fd)
     if not o.pre_dump and not o.leave_running:
         from cove.runtime.delete import delete
@@ -202,6 +139,59 @@ def checkpoint(root: str, cid: str, o: CheckpointOptions) -> None:
             # whoever reaped the init (an engine's monitor) may have deleted it first
             if os.path.exists(os.path.join(root, cid, "state.json")):
                 raise
+
+
+def _dump(st: runtime_state.State, o: CheckpointOptions, image: str, img_fd: int,
+          work: str, work_fd: int) -> None:
+    """The DUMP (or PRE_DUMP) request and its answer; a failure leaves no
+    descriptors.json behind (the tree runs on: CRIU thaws it)."""
+    from cove.oci.spec import Spec
+    from cove.runtime import criu
+
+    spec = Spec.parse(st.config_bytes())
+    mgr: Manager | None = None
+    if st.data.get("cgroup"):
+        from cove.runtime.cgroups import open_manager_from_state
+
+        mgr = open_manager_from_state(st.data["cgroup"])
+    log = "pre-dump.log" if o.pre_dump else "dump.log"
+    req = criu.request("PRE_DUMP" if o.pre_dump else "DUMP", o, img_fd, work_fd, log)
+    opts = req.opts
+    opts.root = st.data.get("rootfs") or spec.root.path  # type: ignore[union-attr]
+    opts.pid = st.pid
+    opts.leave_running = o.leave_running or o.pre_dump
+    fz = _freeze_dir(mgr)
+    if fz:
+        opts.freeze_cgroup = fz
+    if o.parent_path:
+        opts.parent_img = o.parent_path
+    opts.track_mem = bool(o.parent_path or o.pre_dump)
+    for flavor, key, path in joined_namespaces(spec):
+        try:
+            ino = os.stat(path).st_ino
+        except OSError as e:
+            raise CoveError(f"linux.namespaces {flavor} {path}", os_why(e)) from None
+        opts.external.append(f"{flavor}[{ino}]:{key}")
+    if not o.pre_dump:
+        for key, val in external_mounts(spec, mgr, st.pid):
+            ext = opts.ext_mnt.add()
+            ext.key, ext.val = key, val
+        keys, ext_files = _stdio(st.pid)
+        opts.external.extend(ext_files)
+        _write_descriptors(image, keys)
+    s = criu.Swrk(extra_fds=sorted({img_fd, work_fd}))
+    try:
+        resp = s.call(req)
+    finally:
+        s.close()
+    if not resp.success:
+        if not o.pre_dump:
+            try:
+                os.unlink(os.path.join(image, DESCRIPTORS))
+            except OSError:
+                pass
+        raise criu.failure("pre-dump" if o.pre_dump else "dump", resp,
+                           os.path.join(work, log))
 
 
 def _mount_ids(pid: int) -> set[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from cove.errors import CoveError, os_why
+from cove.errors import CoveError
 from cove.oci.spec import Spec
 from cove.runtime import process
 from cove.runtime import state as runtime_state
@@ -20,92 +20,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from cove.oci.spec import IDMap, Namespace
+    from cove.oci.spec import Namespace
     from cove.runtime import CreateOptions
     from cove.runtime.cgroups import Manager
+    from cove.runtime.init import InitConfig
     from cove.runtime.nsexec import Sync
-
-
-def write_id_maps(pid: int, spec: Spec) -> None:
-    """Write the uid/gid maps of the user namespace `pid` just created.
-
-    Root writes them directly. Anyone else may write one line mapping its own uid
-    (gid) directly (for gids, only once /proc/PID/setgroups says "deny"); several
-    ranges, or other ids, go through the setuid helpers newuidmap/newgidmap, which
-    allow the ranges /etc/subuid and /etc/subgid grant the caller."""
-    lin = spec.linux
-    if os.geteuid() == 0:
-        for key, file, maps in (("gidMappings", "gid_map", lin.gid_mappings),
-                                ("uidMappings", "uid_map", lin.uid_mappings)):
-            if maps:
-                try:
-                    _write(f"/proc/{pid}/{file}", _map_lines(maps))
-                except OSError as e:
-                    raise CoveError(f"linux.{key}", os_why(e)) from None
-        return
-    for key, file, maps, own in (("gidMappings", "gid_map", lin.gid_mappings, os.getegid()),
-                                 ("uidMappings", "uid_map", lin.uid_mappings, os.geteuid())):
-        if not maps:
-            continue
-        if len(maps) == 1 and maps[0].host_id == own and maps[0].size == 1:
-            try:
-                if file == "gid_map":
-                    _write(f"/proc/{pid}/setgroups", "deny")
-                _write(f"/proc/{pid}/{file}", _map_lines(maps))
-            except OSError as e:
-                raise CoveError(f"linux.{key}", os_why(e)) from None
-        else:
-            _newidmap("newuidmap" if file == "uid_map" else "newgidmap", pid, maps,
-                      f"linux.{key}")
-
-
-def _map_lines(maps: list[IDMap]) -> str:
-    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
-
-
-_HELPER_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin")
-
-
-def _newidmap(helper: str, pid: int, maps: list[IDMap], what: str) -> None:
-    """Run newuidmap/newgidmap PID ID HOSTID SIZE...; its complaint becomes the error."""
-    exe = next((p for p in (os.path.join(d, helper) for d in _HELPER_DIRS)
-                if os.access(p, os.X_OK)), "")
-    if not exe:
-        raise CoveError(what, f"{len(maps)} ranges (or ids other than our own) need "
-                        f"{helper}, which is not installed (Debian: the uidmap package)")
-    argv = [helper, str(pid)]
-    for m in maps:
-        argv += [str(m.container_id), str(m.host_id), str(m.size)]
-    r, w = os.pipe()
-    try:
-        try:
-            child = os.posix_spawn(exe, argv, {"PATH": "/usr/bin:/bin"}, file_actions=[
-                (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
-        except OSError as e:
-            raise CoveError(what, f"{exe}: {os_why(e)}") from None
-        os.close(w)
-        w = -1
-        out = b""
-        while chunk := os.read(r, 4096):
-            out += chunk
-        _, status = os.waitpid(child, 0)
-    finally:
-        os.close(r)
-        if w >= 0:
-            os.close(w)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        lines = out.decode(errors="replace").strip().splitlines()
-        why = lines[-1] if lines else f"exit status {code}"
-        raise CoveError(what, f"{helper} failed: {why} (see /etc/sub{helper[3:6]})")
-
-
-def _write(path: str, data: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
 
 
 def ns_plan(spec: Spec) -> NsPlan:
@@ -181,7 +100,10 @@ def check_id_maps(spec: Spec) -> None:
     page = os.sysconf("SC_PAGE_SIZE")
     for key, maps in (("uidMappings", spec.linux.uid_mappings),
                       ("gidMappings", spec.linux.gid_mappings)):
-        n = len(_map_lines(maps).encode()) if maps else 0
+        if not maps:
+            continue
+        from cove.runtime.idmaps import map_lines  # only with a user namespace
+        n = len(map_lines(maps).encode())
         if n >= page:
             raise CoveError(f"linux.{key}", f"{len(maps)} ranges make {n} bytes in one "
                             f"write; the kernel takes fewer than {page} (use fewer, "
@@ -248,12 +170,211 @@ def check_preserve_fds(opts: CreateOptions) -> None:
 
 
 def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
-    """Create the container; return its state (status created)."""
+    """Create the container; return its state (status created).
+
+    The fork and its handshake with init stay here in protocol order (go, pid, start,
+    hooks, ready): each step's locals (child, helper, the sockets) are what the
+    cleanup below undoes, and reading the sequence whole is how it is checked."""
     from cove.runtime.cgroups import open_manager
 
     check_preserve_fds(opts)
     runtime_state.check_id(opts.id)
     bundle, raw, spec, rootfs = load_bundle(opts.bundle)
+    _check_spec(spec, opts)
+    sdir, st = _state_dir(opts, bundle, rootfs, spec)
+    mgr: Manager | None = None
+    child = 0
+    sync: Sync | None = None
+    console_fd = fifo_fd = -1
+    bind_socks: tuple[int, int] | None = None
+    helper = 0
+    plan: NsPlan | None = None
+    try:
+        fifo_fd = _state_files(sdir, st, raw)
+        mgr = open_manager(spec.linux.cgroups_path or None, opts.id, rootless=opts.rootless,
+                           systemd=opts.systemd_cgroup)
+        _setup_cgroup(mgr, spec, st)
+        console_fd = _console_fd(opts)
+        plan = ns_plan(spec)
+        plan.cgroup_fds = mgr.join_fds()
+        joined = bool(plan.cgroup_fds)
+        from cove.runtime.init import container_init
+
+        cfg, sources = _init_config(opts, spec, rootfs, fifo_fd, console_fd, mgr)
+        bind_socks = cfg.bind_socks
+        if subreaper:
+            _become_subreaper()
+        if opts.warm is not None:
+            opts.warm.acquire()  # no thread may be running across fork()
+        child, sync = spawn(plan, lambda s: container_init(cfg, s))
+        sync.send("go")
+        init_pid = _init_pid(sync, child, spec)
+        os.waitpid(child, 0)
+        child = 0
+        _save_init(st, init_pid)
+        if bind_socks is not None:
+            # init waits for "start": its mount namespace exists, untouched yet
+            from cove.runtime.bindsources import send_bind_sources
+            helper = send_bind_sources(init_pid, sources, bind_socks)
+        sync.send("start")
+        # Init was born in its v1 cgroups (C joined them: Manager.join_fds). Move it
+        # into the rest (v2) while it sets up its mounts: that first migration waits
+        # out an RCU grace period (~12 ms here), which this overlaps. Init has no
+        # children yet and unshares its cgroup namespace only after this.
+        if mgr.needs_apply(v1=not joined):
+            mgr.apply(init_pid, v1=not joined)
+        if helper:
+            os.waitpid(helper, 0)
+            helper = 0
+        if bind_socks is not None:
+            # Our copies closed, init sees the end of the channel if the helper died
+            # without a word (bindsources.recv_bind_sources).
+            for fd in bind_socks:
+                os.close(fd)
+            bind_socks = None
+        _hooks_and_ready(sync, st, spec, init_pid)
+        del st.data["creating"]
+        st.save()
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, init_pid)
+        return st
+    except BaseException:
+        _undo(child, helper, st, mgr, sdir, subreaper)
+        raise
+    finally:
+        if plan is not None:
+            plan.close()  # (spawn closed P's copies already; before it, a failure)
+        if sync is not None:
+            sync.close()
+        for fd in (console_fd, fifo_fd, *(bind_socks or ())):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _save_init(st: runtime_state.State, init_pid: int) -> None:
+    """Init's pid (and its start time: is it still ours) in the state, which says
+    "creating" until init is ready."""
+    st.data["pid"] = init_pid
+    st.data["init_start"] = runtime_state.proc_start_time(init_pid)
+    st.data["creating"] = True
+    st.save()
+
+
+def _become_subreaper() -> None:
+    """`run` waits for init itself: orphans of the container come to us, not to 1."""
+    from cove.sys import libc
+
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _console_fd(opts: CreateOptions) -> int:
+    """The terminal's master for init: from --console-socket's receiver, or `run`'s own
+    pty relay; -1 without a terminal."""
+    if opts.console_socket:
+        from cove.runtime.caller import connect_console
+
+        return connect_console(opts.console_socket)
+    return os.dup(opts.console_fd) if opts.console_fd >= 0 else -1
+
+
+def _state_files(sdir: str, st: runtime_state.State, raw: bytes) -> int:
+    """config.json and the exec FIFO in the state dir; a handle on the dir, which init
+    opens the FIFO relative to (0711, as runc's: init may be unprivileged by then)."""
+    with open(os.path.join(sdir, "config.json"), "wb") as f:
+        f.write(raw)
+    os.mkfifo(st.fifo, 0o622)
+    os.chmod(st.fifo, 0o622)  # init may write to it as an unprivileged user
+    return os.open(sdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _init_pid(sync: Sync, child: int, spec: Spec) -> int:
+    """Init's pid, once the first child has forked it (writing its user namespace's id
+    maps when it asks)."""
+    msg = sync.recv()
+    if msg == "userns":
+        from cove.runtime.idmaps import write_id_maps
+        write_id_maps(child, spec)
+        sync.send("ok")
+        msg = sync.recv()
+    if msg is None or not msg.startswith("pid "):
+        _fail(msg)
+    return int(msg.split()[1])  # type: ignore[union-attr]
+
+
+def _setup_cgroup(mgr: Manager, spec: Spec, st: runtime_state.State) -> None:
+    """The container's cgroup made, kept in its state, with the spec's limits."""
+    mgr.create()
+    if mgr.skipped and spec.linux.ns("pid") is None:
+        from cove.runtime.cgroups.fs import warn
+
+        # As runc: without a cgroup or a pid namespace nothing can find (and kill)
+        # every process of the container.
+        warn("a rootless container with no cgroup and no private pid namespace: "
+             "`kill --all` and `delete` cannot reach processes that leave init")
+    st.data["cgroup"] = mgr.to_state()
+    mgr.set(cgroup_resources(spec))
+
+
+def _init_config(opts: CreateOptions, spec: Spec, rootfs: str, fifo_fd: int,
+                 console_fd: int, mgr: Manager) -> tuple[InitConfig, list[tuple[int, str]]]:
+    """What the container's init is handed across the fork (its seccomp program built
+    here, before it), and the bind sources to open for it on the host's side."""
+    from cove.runtime.init import InitConfig
+    from cove.runtime.rootfs import bind_sources
+
+    process.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
+
+    cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
+                     mgr.mounts(), "")
+    if spec.linux.seccomp is not None:
+        from cove.runtime import seccomp
+
+        cfg.seccomp = seccomp.program(
+            spec.linux.seccomp, os.path.join(opts.root, seccomp.CACHE_DIR),
+            spec.annotations.get(seccomp.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
+    # In a user namespace init is not the host's root: the bind sources are opened
+    # on the host's side and handed over (bindsources.send_bind_sources). Not rootless:
+    # joining the container's mount namespace takes the host's CAP_SYS_ADMIN, and
+    # there the container's root is the caller, who can reach what the caller can.
+    sources = bind_sources(spec) if spec.linux.ns("user") is not None and \
+        os.geteuid() == 0 else []
+    if sources:
+        import _socket
+
+        a, b = _socket.socketpair(_socket.AF_UNIX,
+                                  _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+        cfg.bind_socks = (a.detach(), b.detach())
+    return cfg, sources
+
+
+def _hooks_and_ready(sync: Sync, st: runtime_state.State, spec: Spec, init_pid: int) -> None:
+    """Init has made the environment: the prestart and createRuntime hooks run, then
+    wait for init to be ready (a seccomp agent hears from it first)."""
+    sync.expect("hooks")
+    # The environment is made (the spec's step 2): the hooks read "created"
+    # (state.hook_state), though `state` says "creating" until init is ready.
+    hs = st.hook_state("created")
+    if spec.hooks.prestart or spec.hooks.createRuntime:
+        from cove.runtime.hooks import run_hooks  # most containers have none
+
+        run_hooks("prestart", spec.hooks.prestart, hs)
+        run_hooks("createRuntime", spec.hooks.createRuntime, hs)
+    sync.send(f"ok {hs}")
+    if spec.linux.seccomp is not None:
+        from cove.runtime import seccomp  # imported already: the program was built
+    if spec.linux.seccomp is not None and seccomp.wants_notify(spec.linux.seccomp):
+        from cove.oci import jsonio
+
+        # A seccomp agent hears from init before create is done: "creating", as
+        # runc tells it.
+        seccomp.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
+                               jsonio.loads(st.hook_state("creating")))
+    else:
+        sync.expect("ready")
+
+
+def _check_spec(spec: Spec, opts: CreateOptions) -> None:
+    """What create refuses before anything is made, each in one line."""
     # Refused by design (README, cove-runtime): in the host's mount namespace, be it
     # none asked for or the runtime's own joined by path, the container's mounts,
     # masked and read-only paths, /dev and pivot_root would all land on the host, for
@@ -269,13 +390,17 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
                         "namespace: a container needs a mount namespace of its own, not "
                         "the host's")
     check_sysctl(spec)
-    rootless = opts.rootless or os.geteuid() != 0
-    if rootless:
+    if opts.rootless or os.geteuid() != 0:
         check_rootless(spec)
     check_id_maps(spec)
     process.check_unknown_caps(spec.process, spec.annotations)
     if spec.linux.intel_rdt:
         raise CoveError("linux.intelRdt", "not supported on this host")
+
+
+def _state_dir(opts: CreateOptions, bundle: str, rootfs: str,
+               spec: Spec) -> tuple[str, runtime_state.State]:
+    """The container's state dir (refused if it exists) and its first state."""
     os.makedirs(opts.root, 0o700, exist_ok=True)
     sdir = os.path.join(opts.root, opts.id)
     try:
@@ -288,166 +413,37 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
         "created": runtime_state.rfc3339(time.time_ns()), "owner": "root" if os.geteuid() == 0 else
         str(os.geteuid()), "annotations": spec.annotations, "rootless": opts.rootless,
     })
-    mgr: Manager | None = None
-    child = 0
-    sync: Sync | None = None
-    console_fd = fifo_fd = -1
-    bind_socks: tuple[int, int] | None = None
-    helper = 0
-    plan: NsPlan | None = None
-    try:
-        with open(os.path.join(sdir, "config.json"), "wb") as f:
-            f.write(raw)
-        os.mkfifo(st.fifo, 0o622)
-        os.chmod(st.fifo, 0o622)  # init may write to it as an unprivileged user
-        # init opens the fifo relative to this handle on the state dir (0711, as runc's:
-        # init may be an unprivileged user by then).
-        fifo_fd = os.open(sdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        mgr = open_manager(spec.linux.cgroups_path or None, opts.id, rootless=opts.rootless,
-                           systemd=opts.systemd_cgroup)
-        mgr.create()
-        if mgr.skipped and spec.linux.ns("pid") is None:
-            from cove.runtime.cgroups.fs import warn
+    return sdir, st
 
-            # As runc: without a cgroup or a pid namespace nothing can find (and kill)
-            # every process of the container.
-            warn("a rootless container with no cgroup and no private pid namespace: "
-                 "`kill --all` and `delete` cannot reach processes that leave init")
-        st.data["cgroup"] = mgr.to_state()
-        mgr.set(cgroup_resources(spec))
-        if opts.console_socket:
-            from cove.runtime.caller import connect_console
 
-            console_fd = connect_console(opts.console_socket)
-        elif opts.console_fd >= 0:
-            console_fd = os.dup(opts.console_fd)  # `run`'s own pty relay
-        plan = ns_plan(spec)
-        plan.cgroup_fds = mgr.join_fds()
-        joined = bool(plan.cgroup_fds)
-        from cove.runtime.init import InitConfig, container_init
-        from cove.runtime.rootfs import bind_sources, send_bind_sources
-
-        process.preload(spec.process, spec.linux.seccomp is not None)  # type: ignore[arg-type]
-
-        cfg = InitConfig(spec, rootfs, fifo_fd, console_fd, opts.preserve_fds, opts.no_pivot,
-                         mgr.mounts(), "")
-        # In a user namespace init is not the host's root: the bind sources are opened
-        # on the host's side and handed over (rootfs.send_bind_sources). Not rootless:
-        # joining the container's mount namespace takes the host's CAP_SYS_ADMIN, and
-        # there the container's root is the caller, who can reach what the caller can.
-        sources = bind_sources(spec) if spec.linux.ns("user") is not None and \
-            os.geteuid() == 0 else []
-        if sources:
-            import _socket
-
-            a, b = _socket.socketpair(_socket.AF_UNIX,
-                                      _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-            cfg.bind_socks = bind_socks = (a.detach(), b.detach())
-        if spec.linux.seccomp is not None:
-            from cove.runtime import seccomp
-
-            cfg.seccomp = seccomp.program(
-                spec.linux.seccomp, os.path.join(opts.root, seccomp.CACHE_DIR),
-                spec.annotations.get(seccomp.UNKNOWN_SYSCALLS_ANNOTATION) == "ignore")
-        if subreaper:
-            from cove.sys import libc
-
-            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-        if opts.warm is not None:
-            opts.warm.acquire()  # no thread may be running across fork()
-        child, sync = spawn(plan, lambda s: container_init(cfg, s))
-        sync.send("go")
-        msg = sync.recv()
-        if msg == "userns":
-            write_id_maps(child, spec)
-            sync.send("ok")
-            msg = sync.recv()
-        if msg is None or not msg.startswith("pid "):
-            _fail(msg)
-        init_pid = int(msg.split()[1])  # type: ignore[union-attr]
-        os.waitpid(child, 0)
-        child = 0
-        st.data["pid"] = init_pid
-        st.data["init_start"] = runtime_state.proc_start_time(init_pid)
-        st.data["creating"] = True  # `state` says "creating" until init is ready
-        st.save()
-        if bind_socks is not None:
-            # init waits for "start": its mount namespace exists, untouched yet
-            helper = send_bind_sources(init_pid, sources, bind_socks)
-        sync.send("start")
-        # Init was born in its v1 cgroups (C joined them: Manager.join_fds). Move it
-        # into the rest (v2) while it sets up its mounts: that first migration waits
-        # out an RCU grace period (~12 ms here), which this overlaps. Init has no
-        # children yet and unshares its cgroup namespace only after this.
-        if mgr.needs_apply(v1=not joined):
-            mgr.apply(init_pid, v1=not joined)
-        if helper:
-            os.waitpid(helper, 0)
-            helper = 0
-        if bind_socks is not None:
-            # Our copies closed, init sees the end of the channel if the helper died
-            # without a word (rootfs.recv_bind_sources).
-            for fd in bind_socks:
-                os.close(fd)
-            bind_socks = None
-        sync.expect("hooks")
-        # The environment is made (the spec's step 2): the hooks read "created"
-        # (state.hook_state), though `state` says "creating" until init is ready.
-        hs = st.hook_state("created")
-        if spec.hooks.prestart or spec.hooks.createRuntime:
-            from cove.runtime.hooks import run_hooks  # most containers have none
-
-            run_hooks("prestart", spec.hooks.prestart, hs)
-            run_hooks("createRuntime", spec.hooks.createRuntime, hs)
-        sync.send(f"ok {hs}")
-        if spec.linux.seccomp is not None and seccomp.wants_notify(spec.linux.seccomp):
-            from cove.oci import jsonio
-
-            # A seccomp agent hears from init before create is done: "creating", as
-            # runc tells it.
-            seccomp.expect_after_notify(sync, "ready", init_pid, spec.linux.seccomp or {},
-                                   jsonio.loads(st.hook_state("creating")))
-        else:
-            sync.expect("ready")
-        del st.data["creating"]
-        st.save()
-        if opts.pid_file:
-            write_pid_file(opts.pid_file, init_pid)
-        return st
-    except BaseException:
-        for c in (child, helper):
-            if c:
-                try:
-                    os.kill(c, 9)
-                    os.waitpid(c, 0)
-                except OSError:
-                    pass
-        pid = st.pid
-        if pid:
+def _undo(child: int, helper: int, st: runtime_state.State, mgr: Manager | None,
+          sdir: str, subreaper: bool) -> None:
+    """A failed create leaves nothing: its processes killed, its cgroup and state dir
+    removed."""
+    for c in (child, helper):
+        if c:
             try:
-                os.kill(pid, 9)
+                os.kill(c, 9)
+                os.waitpid(c, 0)
             except OSError:
                 pass
-            if subreaper:
-                try:
-                    os.waitpid(pid, 0)
-                except OSError:
-                    pass
-        if mgr is not None:
+    pid = st.pid
+    if pid:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        if subreaper:
             try:
-                mgr.destroy()
-            except (OSError, CoveError):
+                os.waitpid(pid, 0)
+            except OSError:
                 pass
-        runtime_state.remove_dir(sdir)
-        raise
-    finally:
-        if plan is not None:
-            plan.close()  # (spawn closed P's copies already; before it, a failure)
-        if sync is not None:
-            sync.close()
-        for fd in (console_fd, fifo_fd, *(bind_socks or ())):
-            if fd >= 0:
-                os.close(fd)
+    if mgr is not None:
+        try:
+            mgr.destroy()
+        except (OSError, CoveError):
+            pass
+    runtime_state.remove_dir(sdir)
 
 
 def _fail(msg: str | None) -> None:

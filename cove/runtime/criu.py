@@ -168,6 +168,50 @@ class Swrk:
             self.proc.wait()
 
 
+class Flags:
+    """The flags runc's checkpoint and restore share (CheckpointOptions and
+    RestoreOptions add their own)."""
+
+    def __init__(self, image_path: str = "", work_path: str = "") -> None:
+        self.image_path = image_path
+        self.work_path = work_path
+        self.tcp_established = False
+        self.ext_unix_sk = False
+        self.shell_job = False
+        self.file_locks = False
+        self.manage_cgroups_mode = ""
+        self.empty_ns = ""
+        self.auto_dedup = False
+        self.lazy_pages = False
+
+
+def request(kind: str, o: Flags, img_fd: int, work_fd: int, log_file: str) -> Any:
+    """A criu_req of type `kind` (DUMP, PRE_DUMP, RESTORE) with the options dump and
+    restore set alike: image and work directories, log, cgroups, NOTIFY scripts, the
+    shared flags. The caller adds what is its own."""
+    m = rpc()
+    req = m.criu_req()
+    req.type = getattr(m, kind)
+    opts = req.opts
+    opts.images_dir_fd = img_fd
+    opts.work_dir_fd = work_fd
+    opts.log_level = 4
+    opts.log_file = log_file
+    opts.manage_cgroups = True
+    opts.notify_scripts = True
+    opts.shell_job = o.shell_job
+    opts.ext_unix_sk = o.ext_unix_sk
+    opts.tcp_established = o.tcp_established
+    opts.file_locks = o.file_locks
+    opts.orphan_pts_master = True
+    opts.auto_dedup = o.auto_dedup
+    if o.empty_ns:
+        opts.empty_ns = empty_ns_flag(o.empty_ns)
+    if o.manage_cgroups_mode:
+        opts.manage_cgroups_mode = cg_mode(o.manage_cgroups_mode)
+    return req
+
+
 def last_error(log_path: str) -> str:
     """CRIU's reason, from its log: the first `Error (file:line): ...` line, which names
     the cause (the later ones are its consequences), without the source position."""

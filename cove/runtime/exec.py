@@ -79,6 +79,25 @@ def _same_ns(pid: int, name: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _join_plan(spec: Spec, pid: int) -> NsPlan:
+    """Join each of the container's namespaces that is not already ours."""
+    plan = NsPlan()
+    for ns in spec.linux.namespaces:
+        name = NS_PROC[ns.type]
+        if not _same_ns(pid, name):
+            plan.add_join(ns.type, f"/proc/{pid}/ns/{name}")
+    return plan
+
+
+def _expect_eof(sync: Sync) -> None:
+    """After "exec", the process's side closes: a message instead is why it failed."""
+    msg = sync.recv()
+    if msg is not None:
+        if msg.startswith("error "):
+            raise CoveError(msg[6:])
+        raise CoveError("exec", f"unexpected message {msg!r}")
+
+
 def exec_process(opts: ExecOptions) -> int:
     """Start the process; return its exit code (or 0 once started, with --detach)."""
     if opts.preserve_fds:
@@ -93,11 +112,7 @@ def exec_process(opts: ExecOptions) -> int:
     if proc.terminal and not opts.console_socket:
         raise CoveError("exec --tty", "needs --console-socket")
     pid = st.pid
-    plan = NsPlan()
-    for ns in spec.linux.namespaces:
-        name = NS_PROC[ns.type]
-        if not _same_ns(pid, name):
-            plan.add_join(ns.type, f"/proc/{pid}/ns/{name}")
+    plan = _join_plan(spec, pid)
     mgr = None
     if st.data.get("cgroup"):
         from cove.runtime.cgroups import open_manager_from_state
@@ -140,11 +155,7 @@ def exec_process(opts: ExecOptions) -> int:
                                    jsonio.loads(st.hook_state(status)))
         else:
             sync.expect("exec")
-        msg2 = sync.recv()
-        if msg2 is not None:
-            if msg2.startswith("error "):
-                raise CoveError(msg2[6:])
-            raise CoveError("exec", f"unexpected message {msg2!r}")
+        _expect_eof(sync)
     except BaseException:
         if child:
             try:

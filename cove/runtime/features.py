@@ -42,7 +42,7 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": list(NAMESPACES),
             "capabilities": sorted(CAPS, key=CAPS.__getitem__),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False,
                        "rdma": False},
             "seccomp": {
                 "enabled": sv is not None,

@@ -12,12 +12,12 @@ import os
 from cove.errors import CoveError, os_why
 from cove.oci import jsonio
 from cove.runtime import process
-from cove.runtime.rootfs import RootfsBuilder, bind_sources, open_proc, recv_bind_sources
+from cove.runtime.rootfs import RootfsBuilder, bind_sources, open_proc
 from cove.sys import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cove.oci.spec import Spec
+    from cove.oci.spec import Linux, Spec
     from cove.runtime.nsexec import Sync
     from cove.runtime.seccomp import Program
 
@@ -38,7 +38,7 @@ class InitConfig:
         self.hook_state = hook_state
         self.seccomp: Program | None = None  # compiled (or cached) by the runtime
         # (init's end, the runtime's end) of the pair the bind sources come over, when
-        # the runtime opens them on the host's side (rootfs.send_bind_sources).
+        # the runtime opens them on the host's side (bindsources.send_bind_sources).
         self.bind_socks: tuple[int, int] | None = None
 
 
@@ -49,27 +49,12 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     lin = spec.linux
     os.setsid()
     userns = lin.ns("user") is not None
-    if not userns:
-        # Keep the container's processes from ptracing or reading /proc of an init
-        # that still holds host fds (CVE-2016-9962). In a user namespace (rootless
-        # always) it would make our own /proc/self files unwritable to us: until
-        # execve our mm belongs to the host's user namespace, so an undumpable init's
-        # /proc files are owned by the host's root, unmapped here. The fds are CLOEXEC
-        # there anyway, and the fifo handle is O_PATH on a 0711 state dir.
-        libc.prctl(libc.PR_SET_DUMPABLE, 0)
-    netns = lin.ns("network")
-    if netns is not None and not netns.path:
-        # A network namespace we created has only `lo`, and down: runc brings it up
-        # (libcontainer's "loopback" network), so services on 127.0.0.1 answer inside
-        # a container without networking. A joined namespace is its owner's business.
-        try:
-            libc.link_up("lo")
-        except OSError as e:
-            raise CoveError("network namespace", f"bring up lo: {os_why(e)}") from None
+    _undumpable_and_lo(lin, userns)
     mntns = lin.ns("mount")
     builder = RootfsBuilder(spec, cfg.rootfs, cfg.cgroup_mounts, userns,
                             lin.ns("cgroup") is not None and not lin.ns("cgroup").path)  # type: ignore[union-attr]
-    if cfg.bind_socks is not None:
+    if cfg.bind_socks is not None:  # a user namespace's bind sources (not on run's path)
+        from cove.runtime.bindsources import recv_bind_sources
         builder.sources = recv_bind_sources(*cfg.bind_socks, bind_sources(spec))
         cfg.bind_socks = None
     if mntns is not None:
@@ -100,13 +85,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     else:
         os.chroot(cfg.rootfs)
         os.chdir("/")
-    if lin.ns("uts") is not None and not lin.ns("uts").path:  # type: ignore[union-attr]
-        if spec.hostname:
-            libc.sethostname(spec.hostname)
-        if spec.domainname:
-            libc.setdomainname(spec.domainname)
-    for key, value in lin.sysctl.items():
-        _sysctl(key, value)
+    _names_and_sysctls(spec)
     if proc.terminal:
         if cfg.console_fd < 0:
             raise CoveError("process.terminal", "a terminal needs --console-socket")
@@ -120,14 +99,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
         process.make_cwd(proc.cwd)
         builder.finish()
     if proc.oom_score_adj is not None:
-        try:
-            fd = open_proc("self/oom_score_adj", os.O_WRONLY)
-            try:
-                os.write(fd, str(proc.oom_score_adj).encode())
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise CoveError("process.oomScoreAdj", os_why(e)) from None
+        _oom_score_adj(proc.oom_score_adj)
     process.apply_rlimits(proc)
     if lin.personality is not None:
         libc.personality(0x0008 if lin.personality["domain"] == "LINUX32" else 0)
@@ -138,13 +110,7 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
                                 spec.annotations.get(process.KEEP_GROUPS) == "1")
     sync.send("ready")
     sync.close()
-    # Blocks until `start` opens the read end. The fifo is reached through an O_PATH
-    # handle on the state dir taken before pivot_root: not through /proc/self/fd, which
-    # a non-dumpable process that changed uid may no longer traverse.
-    fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cfg.fifo_fd)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(cfg.fifo_fd)
+    _wait_for_start(cfg.fifo_fd)
     if spec.hooks.startContainer:
         run_hooks("startContainer", spec.hooks.startContainer, cfg.hook_state, hook_env)
     if log_console >= 0:
@@ -154,6 +120,60 @@ def container_init(cfg: InitConfig, sync: Sync) -> None:
     except OSError as e:
         os.write(2, f"cove-runtime: exec {proc.args[0]}: {os_why(e)}\n".encode())
         os._exit(127)
+
+
+def _undumpable_and_lo(lin: Linux, userns: bool) -> None:
+    """First things in the new namespaces: init made undumpable, `lo` brought up."""
+    if not userns:
+        # Keep the container's processes from ptracing or reading /proc of an init
+        # that still holds host fds (CVE-2016-9962). In a user namespace (rootless
+        # always) it would make our own /proc/self files unwritable to us: until
+        # execve our mm belongs to the host's user namespace, so an undumpable init's
+        # /proc files are owned by the host's root, unmapped here. The fds are CLOEXEC
+        # there anyway, and the fifo handle is O_PATH on a 0711 state dir.
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    netns = lin.ns("network")
+    if netns is not None and not netns.path:
+        # A network namespace we created has only `lo`, and down: runc brings it up
+        # (libcontainer's "loopback" network), so services on 127.0.0.1 answer inside
+        # a container without networking. A joined namespace is its owner's business.
+        try:
+            libc.link_up("lo")
+        except OSError as e:
+            raise CoveError("network namespace", f"bring up lo: {os_why(e)}") from None
+
+
+def _names_and_sysctls(spec: Spec) -> None:
+    """After pivot_root: the UTS namespace's host and domain names, the sysctls."""
+    lin = spec.linux
+    if lin.ns("uts") is not None and not lin.ns("uts").path:  # type: ignore[union-attr]
+        if spec.hostname:
+            libc.sethostname(spec.hostname)
+        if spec.domainname:
+            libc.setdomainname(spec.domainname)
+    for key, value in lin.sysctl.items():
+        _sysctl(key, value)
+
+
+def _oom_score_adj(value: int) -> None:
+    try:
+        fd = open_proc("self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CoveError("process.oomScoreAdj", os_why(e)) from None
+
+
+def _wait_for_start(fifo_fd: int) -> None:
+    """Block until `start` opens the FIFO's read end. It is reached through an O_PATH
+    handle on the state dir taken before pivot_root: not through /proc/self/fd, which
+    a non-dumpable process that changed uid may no longer traverse."""
+    fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fifo_fd)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
 
 
 def _container_view(hook_state: str) -> str:

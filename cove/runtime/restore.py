@@ -23,35 +23,29 @@ import time
 
 from cove.errors import CoveError, os_why
 from cove.runtime import state as runtime_state
-from cove.runtime.checkpoint import DESCRIPTORS, EXT_NETNS, EXT_PIDNS, external_mounts
+from cove.runtime.checkpoint import DESCRIPTORS, external_mounts, joined_namespaces
+from cove.runtime.criu import Flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.oci.spec import Spec
     from cove.runtime.cgroups import Manager
 
 
-class RestoreOptions:
-    """runc's restore flags."""
+class RestoreOptions(Flags):
+    """runc's restore flags (the ones checkpoint shares are criu.Flags')."""
 
     def __init__(self, root: str, cid: str, bundle: str = "") -> None:
+        super().__init__()
         self.root = root
         self.id = cid
         self.bundle = bundle
-        self.image_path = ""
-        self.work_path = ""
         self.detach = False
         self.pid_file = ""
         self.console_socket = ""
         self.no_pivot = False
-        self.tcp_established = False
-        self.ext_unix_sk = False
-        self.shell_job = False
-        self.file_locks = False
-        self.manage_cgroups_mode = ""
-        self.empty_ns = ""
-        self.auto_dedup = False
-        self.lazy_pages = False
         self.rootless = False
         self.systemd_cgroup = False
 
@@ -112,11 +106,9 @@ def _cg_roots(pid: int) -> list[tuple[str, str]]:
 
 
 def restore(o: RestoreOptions) -> int:
-    from cove.runtime import criu
-    from cove.runtime.caller import load_bundle, write_pid_file
-    from cove.runtime.cgroups import open_manager
-    from cove.runtime.create import cgroup_resources
-    from cove.sys import libc
+    """Restore container o.id from o.image_path; see the module's doc. Detached: 0 once
+    it runs; else the restored init's exit code."""
+    from cove.runtime.caller import load_bundle
 
     runtime_state.check_id(o.id)
     if o.lazy_pages:
@@ -126,7 +118,6 @@ def restore(o: RestoreOptions) -> int:
         raise CoveError(f"--image-path {image}", "no checkpoint there (inventory.img is "
                         "missing)")
     bundle, raw, spec, rootfs = load_bundle(o.bundle)
-    m = criu.rpc()
     os.makedirs(o.root, 0o700, exist_ok=True)
     sdir = os.path.join(o.root, o.id)
     try:
@@ -139,121 +130,14 @@ def restore(o: RestoreOptions) -> int:
         "owner": "root" if os.geteuid() == 0 else str(os.geteuid()),
         "annotations": spec.annotations, "rootless": o.rootless, "restored": True,
         "creating": True})
-    mgr: Manager | None = None
-    criu_root = os.path.join(sdir, "criu-root")
-    mounted = False
-    fds: list[int] = []
-    console = None
-    swrk = None
+    r = _Restoring(o, st, spec, rootfs, image)
     try:
-        with open(os.path.join(sdir, "config.json"), "wb") as f:
-            f.write(raw)
-        mgr = open_manager(spec.linux.cgroups_path or None, o.id, rootless=o.rootless,
-                           systemd=o.systemd_cgroup)
-        mgr.create()
-        st.data["cgroup"] = mgr.to_state()
-        mgr.set(cgroup_resources(spec))
-        st.save()
-        _mount_points(spec, rootfs)
-        os.mkdir(criu_root, 0o755)
-        libc.mount(rootfs, criu_root, None, libc.MS_BIND | libc.MS_REC)
-        mounted = True
-        img_fd = os.open(image, os.O_DIRECTORY | os.O_RDONLY)
-        fds.append(img_fd)
-        work = os.path.abspath(o.work_path) if o.work_path else image
-        if work != image:
-            os.makedirs(work, 0o700, exist_ok=True)
-            fds.append(os.open(work, os.O_DIRECTORY | os.O_RDONLY))
-        work_fd = fds[-1]
-        req = m.criu_req()
-        req.type = m.RESTORE
-        opts = req.opts
-        opts.images_dir_fd = img_fd
-        opts.work_dir_fd = work_fd
-        opts.evasive_devices = True
-        opts.log_level = 4
-        opts.log_file = "restore.log"
-        opts.rst_sibling = True
-        opts.root = criu_root
-        opts.manage_cgroups = True
-        opts.notify_scripts = True
-        opts.shell_job = o.shell_job
-        opts.ext_unix_sk = o.ext_unix_sk
-        opts.tcp_established = o.tcp_established
-        opts.file_locks = o.file_locks
-        opts.orphan_pts_master = True
-        opts.auto_dedup = o.auto_dedup
-        if o.empty_ns:
-            opts.empty_ns = criu.empty_ns_flag(o.empty_ns)
-        if o.manage_cgroups_mode:
-            opts.manage_cgroups_mode = criu.cg_mode(o.manage_cgroups_mode)
-        for kind, key in (("network", EXT_NETNS), ("pid", EXT_PIDNS)):
-            ns = spec.linux.ns(kind)
-            if ns is not None and ns.path:
-                try:
-                    nfd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError as e:
-                    raise CoveError(f"linux.namespaces {kind} {ns.path}", os_why(e)) from None
-                fds.append(nfd)
-                inh = opts.inherit_fd.add()
-                inh.key, inh.fd = key, nfd
-        for key, val in external_mounts(spec, mgr, restoring=True):
-            ext = opts.ext_mnt.add()
-            ext.key, ext.val = key, val
-        for key, fd in _inherit(image):
-            inh = opts.inherit_fd.add()
-            inh.key, inh.fd = key, fd
-        if o.console_socket:
-            from cove.runtime.caller import connect_console
-
-            console = connect_console(o.console_socket)
-            fds.append(console)
-
-        def notify(script: str, pid: int, got: list[int]) -> None:
-            if script == "post-restore":
-                st.data["pid"] = pid
-                st.data["init_start"] = runtime_state.proc_start_time(pid)
-                st.save()
-            elif script == "orphan-pts-master" and console is not None and got:
-                import socket
-
-                s = socket.socket(fileno=os.dup(console))
-                try:
-                    socket.send_fds(s, [b"/dev/ptmx"], [got[0]])
-                finally:
-                    s.close()
-
-        swrk = criu.Swrk(extra_fds=fds)
-        mgr.apply(swrk.pid)  # CRIU restores the tree into the cgroup it runs in
-        if any(h.version == 1 for h in mgr.hierarchies):
-            for ctrl, path in _cg_roots(swrk.pid):
-                cg = opts.cg_root.add()
-                cg.ctrl, cg.path = ctrl, path
-        resp = swrk.call(req, notify)
-        swrk.close()
-        swrk = None
-        if not resp.success:
-            raise criu.failure("restore", resp, os.path.join(work, "restore.log"))
-        pid = int(resp.restore.pid) if resp.HasField("restore") else st.pid
-        if pid != st.pid:
-            st.data["pid"] = pid
-            st.data["init_start"] = runtime_state.proc_start_time(pid)
-        st.data.pop("creating", None)
-        st.save()
-        if o.pid_file:
-            write_pid_file(o.pid_file, pid)
+        r.run(raw)
     except BaseException:
-        if swrk is not None:
-            swrk.proc.kill()
-            swrk.close()
-        _unmount(criu_root, mounted)
-        mounted = False  # before _undo removes the state directory: not the rootfs
-        _undo(st, mgr)
+        r.undo()
         raise
     finally:
-        _unmount(criu_root, mounted)
-        for fd in fds:
-            os.close(fd)
+        r.close()
     if o.detach:
         return 0
     from cove.runtime.caller import wait_forwarding
@@ -263,6 +147,137 @@ def restore(o: RestoreOptions) -> int:
         return wait_forwarding(st.pid)
     finally:
         delete(o.root, o.id, force=True)
+
+
+class _Restoring:
+    """One restore's steps and what they made (undone on failure, in reverse): the
+    cgroup, the rootfs bind at criu-root, the fds handed to CRIU, its service."""
+
+    def __init__(self, o: RestoreOptions, st: runtime_state.State, spec: Spec,
+                 rootfs: str, image: str) -> None:
+        self.o, self.st, self.spec, self.rootfs, self.image = o, st, spec, rootfs, image
+        self.mgr: Manager | None = None
+        self.criu_root = os.path.join(st.dir, "criu-root")
+        self.mounted = False
+        self.fds: list[int] = []
+        self.console: int | None = None
+        self.swrk: Any = None
+        self.work = os.path.abspath(o.work_path) if o.work_path else image
+
+    def run(self, raw: bytes) -> None:
+        from cove.runtime import criu
+        from cove.runtime.caller import write_pid_file
+
+        self._prepare(raw)
+        req = self._request()
+        self.swrk = criu.Swrk(extra_fds=self.fds)
+        assert self.mgr is not None
+        self.mgr.apply(self.swrk.pid)  # CRIU restores the tree into the cgroup it runs in
+        if any(h.version == 1 for h in self.mgr.hierarchies):
+            for ctrl, path in _cg_roots(self.swrk.pid):
+                cg = req.opts.cg_root.add()
+                cg.ctrl, cg.path = ctrl, path
+        resp = self.swrk.call(req, self._notify)
+        self.swrk.close()
+        self.swrk = None
+        if not resp.success:
+            raise criu.failure("restore", resp, os.path.join(self.work, "restore.log"))
+        st = self.st
+        pid = int(resp.restore.pid) if resp.HasField("restore") else st.pid
+        if pid != st.pid:
+            st.data["pid"] = pid
+            st.data["init_start"] = runtime_state.proc_start_time(pid)
+        st.data.pop("creating", None)
+        st.save()
+        if self.o.pid_file:
+            write_pid_file(self.o.pid_file, pid)
+
+    def _prepare(self, raw: bytes) -> None:
+        """The state file, the cgroup made and set as by `create`, the mount points,
+        the rootfs bound at criu-root, the image and work directories opened."""
+        from cove.runtime.cgroups import open_manager
+        from cove.runtime.create import cgroup_resources
+        from cove.sys import libc
+
+        o, st, spec = self.o, self.st, self.spec
+        with open(os.path.join(st.dir, "config.json"), "wb") as f:
+            f.write(raw)
+        self.mgr = open_manager(spec.linux.cgroups_path or None, o.id, rootless=o.rootless,
+                                systemd=o.systemd_cgroup)
+        self.mgr.create()
+        st.data["cgroup"] = self.mgr.to_state()
+        self.mgr.set(cgroup_resources(spec))
+        st.save()
+        _mount_points(spec, self.rootfs)
+        os.mkdir(self.criu_root, 0o755)
+        libc.mount(self.rootfs, self.criu_root, None, libc.MS_BIND | libc.MS_REC)
+        self.mounted = True
+        self.fds.append(os.open(self.image, os.O_DIRECTORY | os.O_RDONLY))
+        if self.work != self.image:
+            os.makedirs(self.work, 0o700, exist_ok=True)
+            self.fds.append(os.open(self.work, os.O_DIRECTORY | os.O_RDONLY))
+
+    def _request(self) -> Any:
+        """The RESTORE request: external namespaces, mounts and stdio handed over."""
+        from cove.runtime import criu
+
+        req = criu.request("RESTORE", self.o, self.fds[0], self.fds[-1], "restore.log")
+        opts = req.opts
+        opts.evasive_devices = True
+        opts.rst_sibling = True
+        opts.root = self.criu_root
+        for flavor, key, path in joined_namespaces(self.spec):
+            try:
+                nfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise CoveError(f"linux.namespaces {flavor} {path}", os_why(e)) from None
+            self.fds.append(nfd)
+            inh = opts.inherit_fd.add()
+            inh.key, inh.fd = key, nfd
+        for key, val in external_mounts(self.spec, self.mgr, restoring=True):
+            ext = opts.ext_mnt.add()
+            ext.key, ext.val = key, val
+        for key, fd in _inherit(self.image):
+            inh = opts.inherit_fd.add()
+            inh.key, inh.fd = key, fd
+        if self.o.console_socket:
+            from cove.runtime.caller import connect_console
+
+            self.console = connect_console(self.o.console_socket)
+            self.fds.append(self.console)
+        return req
+
+    def _notify(self, script: str, pid: int, got: list[int]) -> None:
+        """post-restore: the state file gets the new init's pid (so `state`, `kill`,
+        `exec` work at once); orphan-pts-master: the pty master to --console-socket."""
+        if script == "post-restore":
+            self.st.data["pid"] = pid
+            self.st.data["init_start"] = runtime_state.proc_start_time(pid)
+            self.st.save()
+        elif script == "orphan-pts-master" and self.console is not None and got:
+            import socket
+
+            s = socket.socket(fileno=os.dup(self.console))
+            try:
+                socket.send_fds(s, [b"/dev/ptmx"], [got[0]])
+            finally:
+                s.close()
+
+    def undo(self) -> None:
+        if self.swrk is not None:
+            self.swrk.proc.kill()
+            self.swrk.close()
+            self.swrk = None
+        _unmount(self.criu_root, self.mounted)
+        self.mounted = False  # before _undo removes the state directory: not the rootfs
+        _undo(self.st, self.mgr)
+
+    def close(self) -> None:
+        _unmount(self.criu_root, self.mounted)
+        self.mounted = False
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def _unmount(criu_root: str, mounted: bool) -> None:

@@ -11,7 +11,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tests.api.conftest import Api
+from tests.lib.api import Api
 
 
 def _alive(api: Api) -> None:

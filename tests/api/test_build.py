@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.api.conftest import Api
+from tests.lib.api import Api
 
 
 def test_docker_build_through_the_api(api: Api, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.api.conftest import DOCKER, Api
+from tests.lib.api import DOCKER, Api
 
 
 def test_ping_and_version_are_negotiated(api: Api) -> None:
@@ -171,7 +171,7 @@ def test_push_pull_local_registry(api: Api, tmp_path: Path) -> None:
 def test_stdin_health_and_the_engine_sees_it(api: Api) -> None:
     import sys
 
-    from tests.api.conftest import ROOT, RUNTIME
+    from tests.lib.paths import ROOT, RUNTIME
     r = api.docker("run", "-i", "--rm", "busybox", "wc", "-l", input="a\nb\nc\n")
     assert r.stdout.strip() == "3"
     api.docker("run", "-d", "--name", "hc", "--health-cmd", "true", "--health-interval",

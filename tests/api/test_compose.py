@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.lib.api import Api
 
 COMPOSE = """\
 version: "2.4"

@@ -4,11 +4,9 @@ ctrl-q become plain input."""
 
 from __future__ import annotations
 
-import os
 import time
 
-from tests.api.conftest import Api
-from tests.api.test_tty import _exit, _read_until, _spawn
+from tests.lib.api import Api
 
 
 def _running(api: Api, name: str) -> bool:
@@ -18,29 +16,29 @@ def _running(api: Api, name: str) -> bool:
 
 def test_attach_and_run_with_detach_keys(api: Api) -> None:
     api.docker("run", "-dit", "--name", "dka", "--network", "none", "busybox", "cat")
-    pid, fd = _spawn(api, "attach", "--detach-keys", "ctrl-x,x", "dka")
+    t = api.terminal("attach", "--detach-keys", "ctrl-x,x", "dka")
     try:
         time.sleep(0.3)
-        os.write(fd, b"one\r")
-        _read_until(fd, b"one\r\n")
-        os.write(fd, b"\x10\x11two\r")   # not the keys now: input for the container
-        _read_until(fd, b"two\r\n")
-        os.write(fd, b"\x18x")
-        _exit(pid, fd)
+        t.send(b"one\r")
+        t.expect(b"one\r\n")
+        t.send(b"\x10\x11two\r")   # not the keys now: input for the container
+        t.expect(b"two\r\n")
+        t.send(b"\x18x")
+        t.wait()
     finally:
-        os.close(fd)
+        t.close()
     assert _running(api, "dka")
     api.docker("rm", "-f", "dka")
     # run -it: the CLI's create, attach (with the keys), start
-    pid, fd = _spawn(api, "run", "-it", "--detach-keys", "ctrl-a", "--name", "dkr",
+    t = api.terminal("run", "-it", "--detach-keys", "ctrl-a", "--name", "dkr",
                      "--network", "none", "busybox", "cat")
     try:
         time.sleep(0.3)
-        os.write(fd, b"three\r")
-        _read_until(fd, b"three\r\n")
-        os.write(fd, b"\x01")
-        _exit(pid, fd)
+        t.send(b"three\r")
+        t.expect(b"three\r\n")
+        t.send(b"\x01")
+        t.wait()
     finally:
-        os.close(fd)
+        t.close()
     assert _running(api, "dkr")
     api.docker("rm", "-f", "dkr")

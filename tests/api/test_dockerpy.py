@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.api.conftest import Api
+from tests.lib.api import Api
 
 
 def test_containers(api: Api) -> None:

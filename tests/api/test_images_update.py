@@ -9,7 +9,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from tests.api.conftest import Api
+from tests.lib.api import Api
 
 
 def test_save_and_load(api: Api, tmp_path: Path) -> None:

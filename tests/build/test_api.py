@@ -11,7 +11,7 @@ import pytest
 
 import cove as cove_api
 from cove.errors import CoveError
-from tests.build.conftest import Cove, write
+from tests.lib.build import Cove, write
 
 
 def test_images_build(cove: Cove, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.build.conftest import RUNTIME, Cove, mounts_under, write
+from tests.lib.build import Cove, write
+from tests.lib.host import mounts_under
+from tests.lib.paths import RUNTIME
 
 
 def _fails(cove: Cove, ctx: Path, *extra: str) -> str:
@@ -133,31 +135,3 @@ def test_huge_tar_context(cove: Cove, tmp_path: Path) -> None:
     assert r.stderr.startswith("cove: context -: ") and "size limit of 50000" in r.stderr
     assert len(r.stderr.splitlines()) == 1
     assert os.listdir(os.path.join(cove.root, "tmp")) == []
-
-
-def test_rootless_build_refused_in_one_line() -> None:
-    """Not built yet: a build as an ordinary user (which needs an overlay in a user
-    namespace of its own) says so in one line and leaves nothing behind."""
-    import shutil
-    import tempfile
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root to become another user (setpriv)")
-    top = Path(tempfile.mkdtemp(prefix="cove-rootless-build-"))   # (tmp_path is 0700)
-    try:
-        top.chmod(0o777)
-        ctx = write(top / "ctx", {"Dockerfile": "FROM busybox\nRUN true\n"})
-        ctx.chmod(0o755)
-        root = top / "root"
-        env = {**os.environ, "HOME": str(top), "COVE_RUNTIME": RUNTIME,
-               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534",
-                            "--clear-groups", sys.executable, "-m", "cove.cli.main",
-                            "--root", str(root), "build", str(ctx)],
-                           capture_output=True, text=True, env=env, timeout=120)
-        assert r.returncode == 1
-        assert r.stderr == "cove: Dockerfile:2: build: needs overlayfs (run as root)\n"
-        cdir = root / "containers"
-        assert not (cdir.exists() and os.listdir(cdir))
-        assert mounts_under(str(root)) == []
-    finally:
-        shutil.rmtree(top, ignore_errors=True)

@@ -9,7 +9,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from tests.build.conftest import Cove, write
+from tests.lib.build import Cove, write
 
 FULL = """\
 # escape=\\

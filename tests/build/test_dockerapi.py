@@ -13,7 +13,7 @@ import pytest
 
 from cove.errors import CoveError
 from cove.image.build.dockerapi import options_from_query, stream
-from tests.build.conftest import Cove
+from tests.lib.build import Cove
 
 
 def _tar(files: dict[str, str]) -> io.BytesIO:

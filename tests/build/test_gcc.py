@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.build import hostgcc
-from tests.build.conftest import Cove, write
+from tests.lib.build import Cove, write
 
 DOCKERFILE = """\
 FROM localhost/hostgcc AS builder

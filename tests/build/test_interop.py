@@ -18,7 +18,8 @@ import pytest
 
 from cove.image import layers as L
 from cove.image.store import Store
-from tests.build.conftest import Cove, mounts_under, write
+from tests.lib.build import Cove, write
+from tests.lib.host import mounts_under
 
 pytestmark = pytest.mark.peers
 

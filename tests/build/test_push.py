@@ -8,19 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.build.conftest import Cove, write
-from tests.image.conftest import plain  # noqa: F401 - a fixture
-from tests.image.test_interop import docker, docker_run, podman  # noqa: F401 - fixtures
-from tests.image.util import RegistryServer
-from tests.peers.test_docker import Docker
-from tests.peers.test_podman import Podman
+from tests.lib.build import Cove, write
+from tests.lib.daemons import Docker, Podman, docker_run
+from tests.lib.images import RegistryServer
 
 pytestmark = pytest.mark.peers
 
 
 def test_push_then_podman_and_docker_run(cove: Cove, tmp_path: Path,
-                                         plain: RegistryServer,  # noqa: F811
-                                         podman: Podman, docker: Docker  # noqa: F811
+                                         plain: RegistryServer,
+                                         podman: Podman, docker: Docker
                                          ) -> None:
     ref = f"{plain.host}/build/app:1"
     ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY hello.sh /srv/\n"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.build.conftest import ROOT, RUNTIME, Cove, write
+from tests.lib.build import Cove, write
+from tests.lib.paths import ROOT, RUNTIME
 
 SECRET = b"s3cr3t-t0ken-8d1f"
 CAP_NET_BIND_SERVICE = 10

@@ -20,7 +20,7 @@ import grpc
 from cri_api.v1 import api_pb2 as pb
 from cri_api.v1 import api_pb2_grpc as rpc
 
-from tests.peerlib import cgroup_dirs, rm_cgroups
+from tests.lib.host import cgroup_dirs, rm_cgroups
 
 POD = pb.POD
 NODE = pb.NODE

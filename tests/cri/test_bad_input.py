@@ -11,8 +11,8 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.conftest import BUSYBOX_REF, PAUSE_REF, CriNode
 from tests.cri.kubelet import Kubelet, error_of
+from tests.lib.cri import BUSYBOX_REF, PAUSE_REF, CriNode
 
 pytestmark = pytest.mark.peers
 

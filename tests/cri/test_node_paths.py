@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.conftest import BUSYBOX_REF, CriNode, netns_socket
 from tests.cri.kubelet import EXITED, RUNNING, Kubelet
 from tests.cri.stream import Stream
+from tests.lib.cri import BUSYBOX_REF, CriNode, netns_socket
 
 pytestmark = pytest.mark.peers
 
@@ -97,6 +97,29 @@ def test_oom_killed(kubelet: Kubelet, handler: str) -> None:
     kubelet.remove_pod(pod.id)
 
 
+def fetch(node: CriNode, host: str, port: int) -> bytes:
+    """What a server in a pod sends, from the node's network namespace (retried while
+    the server starts)."""
+    deadline = time.monotonic() + 10
+    while True:
+        s = netns_socket(node.netns)
+        s.settimeout(5)
+        try:
+            s.connect((host, port))
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            if data:
+                return data
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing from {host}:{port}")
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_host_port_and_port_forward(kubelet: Kubelet, node: CriNode, handler: str) -> None:
     """A hostPort (CNI portmap's DNAT in the node's namespace) and PortForward (the
@@ -109,37 +132,28 @@ def test_host_port_and_port_forward(kubelet: Kubelet, node: CriNode, handler: st
     kubelet.wait_state(cid, RUNNING)
     ip = kubelet.pod_status(pod.id).status.network.ip
 
-    def fetch(host: str, port: int) -> bytes:
-        deadline = time.monotonic() + 10
-        while True:
-            s = netns_socket(node.netns)
-            s.settimeout(5)
-            try:
-                s.connect((host, port))
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-                if data:
-                    return data
-            except OSError:
-                pass
-            finally:
-                s.close()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing from {host}:{port}")
-            time.sleep(0.1)
-
-    assert fetch(ip, 8080).startswith(b"served-")
+    assert fetch(node, ip, 8080).startswith(b"served-")
     # portmap DNATs traffic for the host port; from the node itself, through the
     # bridge's address (the OUTPUT chain's rule)
-    assert fetch("10.77.0.1", 18081).startswith(b"served-")
+    assert fetch(node, "10.77.0.1", 18081).startswith(b"served-")
 
     # PortForward: channel 0 data, 1 errors; each starts with the port (2 bytes, LE)
-    url = kubelet.rt.PortForward(pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080]),
-                                 timeout=kubelet.timeout).url
-    s = Stream(netns_socket(node.netns), url + "?port=8080")
-    s.out = {0: b"", 1: b""}
-    s.read_until(b"served-", channel=0, timeout=20)
+    # The server is a `nc -l` loop: between two clients nothing listens for a moment,
+    # and containerd's dial is refused (its error on channel 1): ask again.
+    for attempt in range(20):
+        url = kubelet.rt.PortForward(
+            pb.PortForwardRequest(pod_sandbox_id=pod.id, port=[8080]),
+            timeout=kubelet.timeout).url
+        s = Stream(netns_socket(node.netns), url + "?port=8080")
+        s.out = {0: b"", 1: b""}
+        try:
+            s.read_until(b"served-", channel=0, timeout=20)
+            break
+        except AssertionError:
+            if b"connection refused" not in s.out[1] or attempt == 19:
+                raise
+            time.sleep(0.1)
+        finally:
+            s.sock.close()
     assert s.out[0][:2] == struct.pack("<H", 8080), s.out
-    s.sock.close()
     kubelet.remove_pod(pod.id)

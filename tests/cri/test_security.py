@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.conftest import BUSYBOX_REF, CriNode
 from tests.cri.kubelet import EXITED, NODE, Kubelet, Pod
+from tests.lib.cri import BUSYBOX_REF, CriNode
 
 pytestmark = pytest.mark.peers
 
@@ -95,9 +95,13 @@ def test_host_network_and_pid(kubelet: Kubelet, node: CriNode, handler: str) -> 
     """A host-network pod sees the node's interfaces (here: containerd's network
     namespace, with the CNI bridge); a host-pid pod sees the node's processes."""
     pod = kubelet.run_pod(handler, f"hostns-{handler}", network=NODE, pid=NODE)
-    _code, out = run_to_end(kubelet, pod, "c", "ip -o link show covecri0 >/dev/null && "
-                           "echo bridge; ps -o args | grep -c '[c]ontainerd --config'")
-    assert out == ["bridge", "1"], out
+    # The network namespace by its inode (the CNI bridge exists only after a first
+    # CNI pod); this node's containerd by its config path (other tests' may be running).
+    netns = os.stat(f"/run/netns/{node.netns}").st_ino
+    conf = node.path("config.toml")
+    _code, out = run_to_end(kubelet, pod, "c", "readlink /proc/self/ns/net; "
+                           f"ps -o args | grep -c '[c]ontainerd --config {conf}'")
+    assert out == [f"net:[{netns}]", "1"], out
     kubelet.remove_pod(pod.id)
 
 

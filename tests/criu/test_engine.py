@@ -19,7 +19,8 @@ import pytest
 
 from cove.image.store import Store
 from tests.criu import criu_broken
-from tests.engine.conftest import Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.wait import wait_for
 
 pytestmark = pytest.mark.skipif(bool(criu_broken()), reason=criu_broken() or "ok")
 
@@ -71,8 +72,10 @@ def test_checkpoint_restore_counter(cove: Cove) -> None:
 def test_leave_running_export_import_other_root(cove: Cove, tmp_path: Path,
                                                 busybox_blobs: Store) -> None:
     """--leave-running --export on one root, --import on another: both copies run."""
-    cove("run", "-d", "--network", "none", "--name", "src", "busybox", "sh", "-c",
-         "echo changed > /data.txt; rm /etc/group; " + COUNT.format(n=100000))
+    cove("run", "-d", "--network", "none", "-v", "mvol:/vol", "--name", "src", "busybox",
+         "sh", "-c", "echo changed > /data.txt; rm /etc/group; echo v > /vol/in-volume; "
+         "rm -rf /usr/sbin; mkdir /usr/sbin; echo x > /usr/sbin/only; "
+         + COUNT.format(n=100000))
     _until(cove, "src", 2)
     archive = str(tmp_path / "src.tar")
     cove("checkpoint", "--leave-running", "--export", archive, "src", timeout=180)
@@ -84,6 +87,10 @@ def test_leave_running_export_import_other_root(cove: Cove, tmp_path: Path,
         c2("restore", "--import", archive, "--name", "moved", timeout=180)
         assert c2("exec", "moved", "cat", "/data.txt").stdout == "changed\n"
         assert c2("exec", "moved", "ls", "/etc/group", check=False).returncode != 0
+        # the named volume came along, and /usr/sbin is still opaque (its lower
+        # entries hidden: the xattr travelled with the upper directory)
+        assert c2("exec", "moved", "cat", "/vol/in-volume").stdout == "v\n"
+        assert c2("exec", "moved", "ls", "/usr/sbin").stdout.split() == ["only"]
         n_src, n_moved = len(_numbers(cove, "src")), len(_numbers(c2, "moved"))
         _until(cove, "src", n_src + 2)
         _until(c2, "moved", n_moved + 2)  # both count on
@@ -93,4 +100,5 @@ def test_leave_running_export_import_other_root(cove: Cove, tmp_path: Path,
             "already in use" in r.stderr, r.stderr
     finally:
         c2("rm", "-f", "moved", check=False)
+        c2("volume", "rm", "mvol", check=False)
         c2("supervisor", "stop", check=False)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from cove.image.store import Store
 from tests.criu import criu_broken
-from tests.engine.conftest import Cove
+from tests.lib.engine import Cove
 
 COUNTER = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"
 
@@ -78,3 +80,44 @@ def test_restore_bad_input(cove: Cove, tmp_path: Path) -> None:
     names = cove("ps", "-a", "--format", "{{.Names}}").stdout.split()
     assert names == ["plain"]  # nothing half-made
     assert sorted(p.name for p in Path(cove.root, "containers").iterdir()) == ["plain"]
+
+
+def test_archive_carries_volumes_and_opaque_dirs(cove: Cove, tmp_path: Path,
+                                                 busybox_blobs: Store) -> None:
+    """The export archive holds the named volumes a container mounts and the opaque
+    xattr of its overlay's directories; an import on another root brings both back
+    (no CRIU needed: the archive alone, around a stand-in image directory)."""
+    import os
+
+    from cove.engine import checkpoint_archive as A
+    from cove.engine import state as S
+
+    cove("create", "--network", "none", "-v", "mvol:/vol", "--name", "c", "busybox", "true")
+    cdir = Path(cove.root, "containers", "c")
+    Path(cove.root, "volumes", "mvol", "_data", "in-volume").write_text("v\n")
+    odir = cdir / "upper" / "usr" / "sbin"
+    odir.mkdir(parents=True, exist_ok=True)
+    os.setxattr(odir, "trusted.overlay.opaque", b"y")
+    (odir / "only").write_text("x\n")
+    (cdir / "checkpoint").mkdir()
+    (cdir / "checkpoint" / "inventory.img").write_bytes(b"\0" * 16)  # a stand-in
+    archive = str(tmp_path / "c.tar")
+    A.write(S.Paths(cove.root), "c", archive)
+    other = str(tmp_path / "root2")
+    shutil.copytree(busybox_blobs.root, other, symlinks=True)
+    p2 = S.Paths(other)
+    try:
+        assert A.unpack(p2, archive, "c2") == "c2"
+        up2 = Path(other, "containers", "c2", "upper", "usr", "sbin")
+        assert os.getxattr(up2, "trusted.overlay.opaque") == b"y"
+        assert (up2 / "only").read_text() == "x\n"
+        assert Path(other, "volumes", "mvol", "_data", "in-volume").read_text() == "v\n"
+        merged = Path(other, "containers", "c2", "merged", "usr", "sbin")
+        if merged.is_dir() and any(merged.iterdir()):
+            assert sorted(p.name for p in merged.iterdir()) == ["only"]  # opaque here too
+    finally:
+        A.discard(p2, "c2")
+        c2 = Cove(other)
+        c2("rm", "-f", "c2", check=False)
+        c2("volume", "rm", "-f", "mvol", check=False)
+        c2("supervisor", "stop", check=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.criu import criu_broken
-from tests.helpers import RUNTIME
+from tests.lib.paths import RUNTIME
 
 pytestmark = [
     pytest.mark.peers,

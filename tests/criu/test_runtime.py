@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from tests.conftest import Env
 from tests.criu import criu_broken
-from tests.helpers import base_config
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 pytestmark = pytest.mark.skipif(bool(criu_broken()), reason=criu_broken() or "ok")
 

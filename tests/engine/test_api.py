@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.engine.conftest import Cove
+from tests.lib.engine import Cove
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 
 from cove.engine import state as S
-from tests.engine.conftest import ROOT, RUNTIME, Cove, wait_for
-from tests.engine.test_tty import Terminal
+from tests.lib.engine import Cove, cove_terminal
+from tests.lib.paths import ROOT, RUNTIME
+from tests.lib.wait import wait_for
 
 TRAP_INT = ("n=0; trap 'n=$((n+1)); echo got INT $n; [ $n = 2 ] && exit 7' INT; "
             "echo ready; while :; do sleep 0.1; done")
@@ -36,40 +37,40 @@ def test_ps_and_inspect_leave_run_it_alone(cove: Cove) -> None:
     """`cove ps` in another terminal used to find no monitor for a `run -it` container,
     record it as lost (255) and delete its runtime state under the running session."""
     cove("supervisor", "start")  # it looks at every running record, every 0.2 s
-    t = Terminal([*_cove_cmd(cove), "run", "-it", "--name", "fg", "--network", "none",
-                  "busybox", "sh"])
+    t = cove_terminal([*_cove_cmd(cove), "run", "-it", "--name", "fg", "--network", "none",
+                       "busybox", "sh"])
     t.expect(b"# ")
     for _ in range(3):
         assert "fg" in cove("ps").stdout
         st = _state(cove, "fg")
         assert st["Status"] == "running", st
-    t.type(b"echo still $((40+2))\r")
+    t.send(b"echo still $((40+2))\r")
     t.expect(b"still 42\r\n")
     t.expect(b"# ")
-    t.type(b"exit 5\r")
-    assert t.exit_code() == 5
+    t.send(b"exit 5\r")
+    assert t.wait() == 5
     st = _state(cove, "fg")
     assert (st["Status"], st["ExitCode"], st["Error"]) == ("exited", 5, ""), st
-    assert b"warning" not in t.out, t.out
+    assert b"warning" not in t.buf, t.buf
     cove("rm", "fg")
 
 
 def test_run_it_killed_client(cove: Cove) -> None:
     """A `run -it` runs under the monitor: its client SIGKILLed, the container runs on
     (as docker's), `cove attach` takes its terminal over, and its exit is recorded."""
-    t = Terminal([*_cove_cmd(cove), "run", "-it", "--name", "gone", "--network", "none",
-                  "busybox", "sh"])
+    t = cove_terminal([*_cove_cmd(cove), "run", "-it", "--name", "gone", "--network", "none",
+                       "busybox", "sh"])
     t.expect(b"# ")
     rec = S.load(os.path.join(cove.root, "containers", "gone"))
     assert rec is not None and rec["MonitorPid"]
     os.kill(t.pid, signal.SIGKILL)
-    assert t.exit_code() == -signal.SIGKILL
+    assert t.wait() == -signal.SIGKILL
     assert _state(cove, "gone")["Status"] == "running"
-    t = Terminal([*_cove_cmd(cove), "attach", "gone"])
-    t.type(b"echo back $((40+2))\r")
+    t = cove_terminal([*_cove_cmd(cove), "attach", "gone"])
+    t.send(b"echo back $((40+2))\r")
     t.expect(b"back 42\r\n")
-    t.type(b"exit 4\r")
-    assert t.exit_code() == 4
+    t.send(b"exit 4\r")
+    assert t.wait() == 4
     st = _state(cove, "gone")
     assert (st["Status"], st["ExitCode"], st["Error"]) == ("exited", 4, ""), st
     cove("rm", "gone")
@@ -124,12 +125,12 @@ def test_run_i_forwards_stdin(cove: Cove) -> None:
 
 def test_run_i_from_a_terminal(cove: Cove) -> None:
     """`cove run -i IMAGE cat` typed at: each line goes through, ^D ends it."""
-    t = Terminal([*_cove_cmd(cove), "run", "-i", "--rm", "--network", "none", "busybox",
-                  "cat"])
-    t.type(b"hello\n")
+    t = cove_terminal([*_cove_cmd(cove), "run", "-i", "--rm", "--network", "none", "busybox",
+                       "cat"])
+    t.send(b"hello\n")
     t.expect(b"hello\r\nhello\r\n")  # the terminal's echo, then cat's
-    t.type(b"\x04")
-    assert t.exit_code() == 0
+    t.send(b"\x04")
+    assert t.wait() == 0
     assert cove("ps", "-a", "-q").stdout == ""
 
 
@@ -158,26 +159,26 @@ def test_run_it_needs_a_terminal(cove: Cove) -> None:
 def test_ctrl_c_is_proxied_without_tty(cove: Cove) -> None:
     """^C on the terminal of an attached `cove run` (no -t) is the container's SIGINT,
     every time; the run returns the container's exit code and --rm removes it."""
-    t = Terminal([*_cove_cmd(cove), "run", "--rm", "--network", "none", "busybox", "sh",
-                  "-c", TRAP_INT])
+    t = cove_terminal([*_cove_cmd(cove), "run", "--rm", "--network", "none", "busybox", "sh",
+                       "-c", TRAP_INT])
     t.expect(b"ready")
-    t.type(b"\x03")
+    t.send(b"\x03")
     t.expect(b"got INT 1")
-    t.type(b"\x03")
+    t.send(b"\x03")
     t.expect(b"got INT 2")
-    assert t.exit_code() == 7
-    assert b"Traceback" not in t.out
+    assert t.wait() == 7
+    assert b"Traceback" not in t.buf
     assert cove("ps", "-a", "-q").stdout == ""
 
 
 def test_sigterm_is_proxied_without_tty(cove: Cove) -> None:
-    t = Terminal([*_cove_cmd(cove), "run", "--name", "term", "--network", "none", "busybox",
-                  "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; "
-                  "while :; do sleep 0.1; done"])
+    t = cove_terminal([*_cove_cmd(cove), "run", "--name", "term", "--network", "none", "busybox",
+                       "sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo ready; "
+                       "while :; do sleep 0.1; done"])
     t.expect(b"ready")
     os.kill(t.pid, signal.SIGTERM)
     t.expect(b"got TERM")
-    assert t.exit_code() == 9
+    assert t.wait() == 9
     st = _state(cove, "term")
     assert (st["Status"], st["ExitCode"]) == ("exited", 9), st
     cove("rm", "term")
@@ -186,27 +187,27 @@ def test_sigterm_is_proxied_without_tty(cove: Cove) -> None:
 def test_ctrl_c_with_tty_reaches_the_shell(cove: Cove) -> None:
     """With -t the terminal is raw: ^C is a byte the container's terminal turns into
     SIGINT for its foreground job."""
-    t = Terminal([*_cove_cmd(cove), "run", "-it", "--rm", "--network", "none", "busybox",
-                  "sh", "-c", TRAP_INT])
+    t = cove_terminal([*_cove_cmd(cove), "run", "-it", "--rm", "--network", "none", "busybox",
+                       "sh", "-c", TRAP_INT])
     t.expect(b"ready")
-    t.type(b"\x03")
+    t.send(b"\x03")
     t.expect(b"got INT 1")
-    t.type(b"\x03")
+    t.send(b"\x03")
     t.expect(b"got INT 2")
-    assert t.exit_code() == 7
+    assert t.wait() == 7
     assert cove("ps", "-a", "-q").stdout == ""
     # and in an interactive shell, ^C ends the foreground command, not the shell
-    t = Terminal([*_cove_cmd(cove), "run", "-it", "--rm", "--name", "sh", "--network",
-                  "none", "busybox", "sh"])
+    t = cove_terminal([*_cove_cmd(cove), "run", "-it", "--rm", "--name", "sh", "--network",
+                       "none", "busybox", "sh"])
     t.expect(b"# ")
-    t.type(b"sleep 100\r")
+    t.send(b"sleep 100\r")
     t.expect(b"sleep 100\r\n")
     # (a ^C typed before ash has run the command is lost in its line editor, as anywhere)
     wait_for(lambda: "sleep 100" in cove("top", "sh").stdout, what="sleep running")
-    t.type(b"\x03")
+    t.send(b"\x03")
     t.expect(b"# ")
-    t.type(b"echo $?\r")
+    t.send(b"echo $?\r")
     t.expect(b"130\r\n")
-    t.type(b"exit\r")
-    assert t.exit_code() == 0  # echo's status
+    t.send(b"exit\r")
+    assert t.wait() == 0  # echo's status
     assert cove("ps", "-a", "-q").stdout == ""

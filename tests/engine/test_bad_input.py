@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.engine.conftest import Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.wait import wait_for
 
 
 def _fails(cove: Cove, *args: str, says: str) -> str:

@@ -19,7 +19,8 @@ import pytest
 from cove.cli.format import Template, render_list, tabwrite
 from cove.engine.state import parse_rfc3339
 from cove.errors import CoveError
-from tests.engine.conftest import ROOT, RUNTIME, Cove
+from tests.lib.engine import Cove
+from tests.lib.paths import ROOT, RUNTIME
 
 DATA = {"Name": "web", "State": {"Status": "running", "Pid": 7, "Health": None},
         "Config": {"Env": ["A=1", "B=2"], "Labels": {"tier": "front", "x": "y"}},

@@ -17,7 +17,9 @@ import pytest
 
 from cove.engine import runargs
 from cove.errors import CoveError
-from tests.engine.conftest import ROOT, Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.paths import ROOT
+from tests.lib.wait import wait_for
 
 
 def _t(**kw: Any) -> runargs.Plan:
@@ -366,7 +368,7 @@ def test_images_pull_from_a_registry(client: Any, tmp_path: Path) -> None:
     import cove as api
     from cove.image.store import Store
     from cove.image.transfer import push
-    from tests.image.util import RegistryServer
+    from tests.lib.images import RegistryServer
     reg = RegistryServer(tmp_path / "reg").start()
     try:
         ref = f"{reg.host}/api/busybox"

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.engine.conftest import Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.wait import wait_for
 
 
 @pytest.fixture

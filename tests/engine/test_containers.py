@@ -9,7 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.engine.conftest import Cove, engine_pids, kill_engine, wait_for
+from tests.lib.engine import Cove, engine_pids, kill_engine
+from tests.lib.wait import wait_for
 
 LOOP = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from cove.sys.caps import CAPS, last_cap
-from tests.engine.conftest import Cove
+from tests.lib.engine import Cove
 
 DOCKER_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
                "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP",

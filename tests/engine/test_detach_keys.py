@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.engine.conftest import Cove
-from tests.engine.test_tty import Terminal
+from tests.lib.engine import Cove, cove_terminal
 
 
 def _cmd(cove: Cove) -> list[str]:
@@ -19,30 +18,30 @@ def _status(cove: Cove, name: str) -> str:
 
 
 def test_detach_keys_run_attach_start(cove: Cove) -> None:
-    t = Terminal([*_cmd(cove), "run", "-it", "--detach-keys", "ctrl-x,x", "--name", "dk",
-                  "--network", "none", "busybox", "cat"])
-    t.type(b"one\r")
+    t = cove_terminal([*_cmd(cove), "run", "-it", "--detach-keys", "ctrl-x,x", "--name", "dk",
+                       "--network", "none", "busybox", "cat"])
+    t.send(b"one\r")
     t.expect(b"one\r\n")          # (the terminal's echo, then cat's copy)
     t.expect(b"one\r\n")
-    t.type(b"\x10\x11two\r")      # the default keys are plain input now
+    t.send(b"\x10\x11two\r")      # the default keys are plain input now
     t.expect(b"two\r\n")
-    t.type(b"\x18y three\r")      # half the sequence: both bytes go on to the container
+    t.send(b"\x18y three\r")      # half the sequence: both bytes go on to the container
     t.expect(b"y three\r\n")
-    t.type(b"\x18x")
-    assert t.exit_code() == 0
+    t.send(b"\x18x")
+    assert t.wait() == 0
     assert _status(cove, "dk") == "running"
-    t = Terminal([*_cmd(cove), "attach", "--detach-keys", "ctrl-a", "dk"])
-    t.type(b"four\r")
+    t = cove_terminal([*_cmd(cove), "attach", "--detach-keys", "ctrl-a", "dk"])
+    t.send(b"four\r")
     t.expect(b"four\r\n")
-    t.type(b"\x01")
-    assert t.exit_code() == 0
+    t.send(b"\x01")
+    assert t.wait() == 0
     assert _status(cove, "dk") == "running"
     cove("stop", "-t", "0", "dk")
-    t = Terminal([*_cmd(cove), "start", "-ai", "--detach-keys", "ctrl-b,b", "dk"])
-    t.type(b"five\r")
+    t = cove_terminal([*_cmd(cove), "start", "-ai", "--detach-keys", "ctrl-b,b", "dk"])
+    t.send(b"five\r")
     t.expect(b"five\r\n")
-    t.type(b"\x02b")
-    assert t.exit_code() == 0
+    t.send(b"\x02b")
+    assert t.wait() == 0
     assert _status(cove, "dk") == "running"
     cove("rm", "-f", "dk")
 

@@ -25,11 +25,10 @@ from typing import Any
 import pytest
 
 from cove.engine import cdi, cdi_nvidia, hostspec
-from cove.engine.hostconfig import parse_device_cgroup_rule
+from cove.engine.devflags import parse_device_cgroup_rule
 from cove.errors import CoveError
-from tests.engine.conftest import Cove, engine_pids
-from tests.engine.test_rootless_engine import Rootless, rl  # noqa: F401 (a fixture)
-from tests.security.test_rootless import User, user  # noqa: F401 (a fixture)
+from tests.lib.engine import Cove, engine_pids
+from tests.lib.rootless import Rootless, User
 
 NONE = ("run", "--rm", "--network", "none")
 FUSE = (10, 229)
@@ -405,7 +404,7 @@ def test_keep_groups_as_root(cove: Cove) -> None:
     assert plain == ["0"] and kept == ["0", "4242", "4343"], (plain, kept)
 
 
-def test_keep_groups_rootless(rl: Rootless, user: User) -> None:  # noqa: F811
+def test_keep_groups_rootless(rl: Rootless, user: User) -> None:
     """What keep-groups is for (podman's troubleshooting, "passed-in devices or files
     can't be accessed in rootless container"): a file only the user's supplementary
     group may read, bound in. Without keep-groups the runtime's setgroups(2) drops the

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cove.engine.state import parse_rfc3339, pid_alive
-from tests.engine.conftest import Cove, engine_pids, kill_engine, wait_for
+from tests.lib.engine import Cove, engine_pids, kill_engine
+from tests.lib.wait import wait_for
 
 TICKS = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"
 

@@ -20,7 +20,9 @@ import pytest
 
 from cove.engine.state import pid_alive
 from cove.image.store import Store
-from tests.engine.conftest import Cove, _mounts, _ours, wait_for
+from tests.lib.engine import Cove, engine_leftovers
+from tests.lib.host import mounts_under
+from tests.lib.wait import wait_for
 
 
 @pytest.fixture
@@ -39,10 +41,10 @@ def small(tmp_path: Path, busybox_blobs: Store) -> Iterator[Cove]:
         for name in c("ps", "-a", "-q", check=False).stdout.split():
             c("rm", "-f", name, check=False)
         c("supervisor", "stop", check=False)
-        assert not _ours(root), _ours(root)
-        assert not _mounts(root), _mounts(root)
+        assert not engine_leftovers(root), engine_leftovers(root)
+        assert not mounts_under(root), mounts_under(root)
     finally:
-        for m in reversed(_mounts(str(mnt))):
+        for m in reversed(mounts_under(str(mnt))):
             subprocess.call(["umount", "-l", m])
         subprocess.call(["umount", "-l", str(mnt)])
 
@@ -117,7 +119,7 @@ def test_a_corrupt_record(cove: Cove) -> None:
     wait_for(lambda: not pid_alive(pid), what="the container's process gone")
     assert "bad" not in os.listdir(Path(cove.root, "containers"))
     assert "bad" not in os.listdir(Path(cove.root, "runtime"))
-    assert not [m for m in _mounts(cove.root) if "/bad/" in m]
+    assert not [m for m in mounts_under(cove.root) if "/bad/" in m]
     assert "good" in cove("ps").stdout
     cove("rm", "-f", "good")
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 
 from cove.image.store import Store
-from tests.engine.conftest import RUNTIME, Cove, _mounts, _ours, wait_for
-from tests.engine.test_tty import Terminal
-from tests.image.util import RegistryServer
+from tests.lib.engine import Cove, cove_terminal, engine_leftovers
+from tests.lib.host import mounts_under
+from tests.lib.images import RegistryServer
+from tests.lib.paths import RUNTIME
+from tests.lib.wait import wait_for
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def _clean(*roots: str) -> None:
             for name in os.listdir(os.path.join(root, "containers")):
                 c("rm", "-f", name, check=False)
         c("supervisor", "stop", check=False)
-        for m in reversed(_mounts(root)):
+        for m in reversed(mounts_under(root)):
             subprocess.call(["umount", "-l", m])
 
 
@@ -84,20 +86,20 @@ def _first_hour(tmp_path: Path, netns: str, ref: str, root: str, other: str) -> 
     assert c("ps", "-a", "-q").stdout == ""
 
     # run -it: type, Ctrl-C a foreground command, leave with a status
-    t = Terminal([*inns, sys.executable, "-m", "cove.cli.main", "--root", root, "run", "-it",
-                  "--rm", "--name", "it1", ref, "sh"])
+    t = cove_terminal([*inns, sys.executable, "-m", "cove.cli.main", "--root", root, "run", "-it",
+                       "--rm", "--name", "it1", ref, "sh"])
     t.expect(b"# ")
-    t.type(b"echo $((6*7))\r")
+    t.send(b"echo $((6*7))\r")
     t.expect(b"42\r\n")
     t.expect(b"# ")
-    t.type(b"sleep 100\r")
+    t.send(b"sleep 100\r")
     wait_for(lambda: "sleep 100" in c("top", "it1", check=False).stdout,
              what="sleep running")
     time.sleep(0.3)
-    t.type(b"\x03")  # Ctrl-C ends sleep, not the session
+    t.send(b"\x03")  # Ctrl-C ends sleep, not the session
     t.expect(b"# ")
-    t.type(b"exit 3\r")
-    assert t.exit_code() == 3
+    t.send(b"exit 3\r")
+    assert t.wait() == 3
     assert c("ps", "-a", "-q").stdout == ""  # --rm: gone
 
     # a detached web server on the default network, with a published port
@@ -176,7 +178,7 @@ def _first_hour(tmp_path: Path, netns: str, ref: str, root: str, other: str) -> 
     c("supervisor", "stop")
     Cove(other)("supervisor", "stop")
     for x in (root, other):
-        assert not _ours(x) and not _mounts(x)
+        assert not engine_leftovers(x) and not mounts_under(x)
 
 
 def test_first_hour_full_disk(tmp_path: Path, busybox_blobs: Store) -> None:
@@ -199,8 +201,8 @@ def test_first_hour_full_disk(tmp_path: Path, busybox_blobs: Store) -> None:
         assert c("rm", "-f", "fill").stdout == "fill\n"
         assert c("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout == "ok\n"
         c("supervisor", "stop")
-        assert not _ours(root) and not _mounts(root)
+        assert not engine_leftovers(root) and not mounts_under(root)
     finally:
-        for m in reversed(_mounts(str(mnt))):
+        for m in reversed(mounts_under(str(mnt))):
             subprocess.call(["umount", "-l", m])
         subprocess.call(["umount", "-l", str(mnt)])

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.engine.conftest import Cove
+from tests.lib.engine import Cove
 
 N = 200
 

@@ -11,11 +11,15 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from cove.engine import logcopy
 from cove.engine import logs as L
+
+REPO = Path(__file__).resolve().parents[2]
 
 N = 20000
 
@@ -56,9 +60,12 @@ def _copier_child(cdir: str, fifo: str, stop_at_end: bool) -> None:  # pragma: n
         os._exit(code)
 
 
-def test_a_copier_killed_at_any_moment_copies_each_line_once(tmp_path: Path) -> None:
-    cdir = tmp_path / "c"
-    cdir.mkdir()
+def _scenario(where: str) -> int:  # pragma: no cover - in a fresh interpreter
+    """The writer and the copiers killed again and again, until the writer is done and
+    a last copier finishes: the count of kills. Run by a small interpreter of its own:
+    a fork of pytest's process (hundreds of MiB in a full run) takes long enough to use
+    up a copier's few-ms window, and the test then took minutes instead of seconds."""
+    cdir = Path(where)
     fifo = str(cdir / "stdout.fifo")
     os.mkfifo(fifo, 0o600)
     keep = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the keeper's copy
@@ -94,6 +101,18 @@ def test_a_copier_killed_at_any_moment_copies_each_line_once(tmp_path: Path) -> 
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(keep)
+    return kills
+
+
+def test_a_copier_killed_at_any_moment_copies_each_line_once(tmp_path: Path) -> None:
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path[0:0] = [sys.argv[1]]; "
+         "from tests.engine.test_logcopy import _scenario; print(_scenario(sys.argv[2]))",
+         str(REPO), str(cdir)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    kills = int(r.stdout.split()[-1])
     entries = [json.loads(x) for x in Path(L.log_path(str(cdir))).read_text().splitlines()]
     text = [e["log"] for e in entries]
     assert text[-1] == "tail without a newline"

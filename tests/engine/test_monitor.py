@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from cove.engine.state import pid_alive
-from tests.engine.conftest import Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.wait import wait_for
 
 N = 20
 

@@ -8,7 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.engine.conftest import Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.wait import wait_for
 
 
 def test_bridge_network_in_netns(cove: Cove, netns: str) -> None:

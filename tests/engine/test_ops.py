@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.engine.conftest import ROOT, RUNTIME, Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.paths import ROOT, RUNTIME
+from tests.lib.wait import wait_for
 
 NONE = ("--network", "none")
 LOOP = "trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.1; done"
@@ -393,16 +395,16 @@ def test_attach_from_a_terminal(cove: Cove) -> None:
     """From a terminal (line mode, as docker's without -t): a line goes when typed
     with Enter, Ctrl-P Ctrl-Q detaches at once (no Enter: flow control is off and the
     last key ends a line), and the terminal's settings come back."""
-    from tests.engine.test_tty import Terminal
+    from tests.lib.engine import cove_terminal
     cove("run", "-d", "-i", *NONE, "--name", "a", "busybox", "sh", "-c",
          "while :; do if read l; then echo got $l; fi; done")
-    t = Terminal([sys.executable, "-m", "cove.cli.main", "--root", cove.root, "attach",
-                  "a"])
+    t = cove_terminal([sys.executable, "-m", "cove.cli.main", "--root", cove.root, "attach",
+                       "a"])
     time.sleep(0.5)
-    t.type(b"hi there\r")
+    t.send(b"hi there\r")
     t.expect(b"got hi there")
-    t.type(b"\x10\x11")
-    assert t.exit_code() == 0
+    t.send(b"\x10\x11")
+    assert t.wait() == 0
     assert _inspect(cove, "a")["State"]["Status"] == "running"
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.engine.conftest import Cove, kill_engine, wait_for
+from tests.lib.engine import Cove, kill_engine
+from tests.lib.wait import wait_for
 
 NETWORKS = ["none", "default", "user"]
 
@@ -153,12 +154,17 @@ def test_failed_restart_is_recorded_not_counted(cove: Cove, netns: str) -> None:
     and ps, is not counted, leaves nothing half-made, and is retried with backoff."""
     inns = ["nsenter", f"--net={netns}"]
     c = Cove(cove.root, inns)
-    c("run", "-d", "--name", "gone", "--restart", "always", "busybox", "sh", "-c",
-      "sleep 0.5; exit 5")
+    ctl = Path(cove.root) / "ctl"
+    ctl.mkdir()
+    # the app exits only once told to (a file in a bind mount), so the layers are gone
+    # before its first restart however slow this machine is
+    c("run", "-d", "--name", "gone", "--restart", "always", "-v", f"{ctl}:/ctl",
+      "busybox", "sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.05; done; exit 5")
     snaps = Path(cove.root) / "snapshots"
     moved = Path(cove.root) / "snapshots.away"
     pid = _inspect(c, "gone")["State"]["Pid"]
     os.rename(snaps, moved)  # the rootfs stays mounted; the next mount fails
+    (ctl / "go").touch()
     try:
         wait_for(lambda: "restart failed" in _inspect(c, "gone")["State"]["Error"],
                  timeout=15, what="the failure recorded")

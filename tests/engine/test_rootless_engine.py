@@ -19,9 +19,7 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,92 +28,14 @@ import pytest
 from cove.engine import rootless
 from cove.errors import CoveError
 from cove.image import userns
-from tests.conftest import Env
-from tests.engine.conftest import Cove
-from tests.security.test_rootless import User, _wait, user  # noqa: F401 (a fixture)
-
-ROOT = Path(__file__).resolve().parents[2]
-COVE = str(ROOT / ".venv" / "bin" / "cove")
-
-
-class Rootless:
-    """The user's `cove`, in the test's network namespace."""
-
-    def __init__(self, u: User, netns: str) -> None:
-        self.u = u
-        self.netns = netns
-        self.root = u.home / ".local" / "share" / "cove"
-
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        u = self.u
-        argv = ["nsenter", f"--net=/run/netns/{self.netns}", "runuser", "-u", u.name, "--",
-                "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={u.home}",
-                f"USER={u.name}", f"XDG_RUNTIME_DIR={u.xdg}", COVE, *args]
-        # Files, not pipes: a detached container's processes must not hold our pipe.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            r = subprocess.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                               text=True, timeout=timeout)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(argv, r.returncode, out.read(), err.read())
-
-    def ok(self, *args: str) -> str:
-        r = self(*args)
-        assert r.returncode == 0, f"cove {' '.join(args)}: {r.stderr}"
-        return r.stdout
-
-    def in_netns(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """A command of root's in the test's network namespace."""
-        return subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", *argv],
-                              capture_output=True, text=True, timeout=timeout)
-
-
-def _slirps(u: User) -> list[int]:
-    out = []
-    for pid in u.pids():
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "slirp4netns":
-                    out.append(pid)
-        except OSError:
-            pass
-    return out
-
-
-@pytest.fixture
-def rl(env: Env, user: User) -> Iterator[Rootless]:  # noqa: F811 (the fixture above)
-    if not os.access(COVE, os.X_OK) or any(
-            (os.stat(p).st_mode & 0o005) != 0o005 for p in (ROOT, *ROOT.parents)):
-        pytest.skip("the checkout is not readable by other users")
-    if not rootless.binary() or not userns.helper("newuidmap"):
-        pytest.skip("needs slirp4netns and newuidmap/newgidmap")
-    netns = f"cove-rl-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"],
-                       check=True, capture_output=True)
-        r = Rootless(user, netns)
-        yield r
-        left = r("ps", "-aq").stdout.split()
-        if left:
-            r("rm", "-f", *left)
-        r("supervisor", "stop")  # ends the root's zygote too
-        assert not left, f"containers left: {left}"
-        assert _wait(lambda: not _slirps(user), 5), "a slirp4netns outlived its container"
-        assert _mounted(f"/run/netns/{netns}"), "the host's mounts were touched"
-    finally:
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-
-
-def _mounted(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
-
+from tests.lib.engine import Cove
+from tests.lib.rootless import Rootless, User, mounted, slirp_pids
+from tests.lib.wait import wait_for
 
 # -- ids ----------------------------------------------------------------------------------
 
 
-def test_subordinate_ids_are_mapped(rl: Rootless, user: User) -> None:  # noqa: F811
+def test_subordinate_ids_are_mapped(rl: Rootless, user: User) -> None:
     out = rl.ok("run", "--name", "ids", "--network", "none", "busybox", "sh", "-c",
                 "id; cat /proc/self/uid_map /proc/self/gid_map; touch /tmp/x; "
                 "chown 1000:1000 /tmp/x; ls -ln /tmp/x; stat -c '%u %g' /bin/busybox; "
@@ -141,7 +61,7 @@ def test_subordinate_ids_are_mapped(rl: Rootless, user: User) -> None:  # noqa: 
     assert out.splitlines()[2].split()[2:4] == ["1000", "1000"]
 
 
-def test_a_user_outside_the_ranges_is_refused(rl: Rootless, user: User) -> None:  # noqa: F811
+def test_a_user_outside_the_ranges_is_refused(rl: Rootless, user: User) -> None:
     n = user.subuid[1] + 1
     r = rl("run", "--rm", "--network", "none", "-u", str(n), "busybox", "true")
     assert r.returncode == 125  # docker's code for a run that never started
@@ -174,7 +94,7 @@ def _owned_tar(path: Path) -> None:
         add("srv", data=b"x\n", uid=4242, gid=4343, mode=0o640)
 
 
-def test_layer_owners_are_kept(rl: Rootless, user: User) -> None:  # noqa: F811
+def test_layer_owners_are_kept(rl: Rootless, user: User) -> None:
     tar = user.home / "owned.tar"
     _owned_tar(tar)
     os.chown(tar, user.uid, user.gid)
@@ -230,7 +150,7 @@ GET = ("import socket, sys, time\n"
 
 
 def test_slirp4netns_default_network_and_published_port(rl: Rootless,
-                                                        user: User) -> None:  # noqa: F811
+                                                        user: User) -> None:
     rl.ok("run", "-d", "--name", "web", "-p", "18080:80", "busybox", "sh", "-c",
           "mkdir /www; echo hello-from-the-container > /www/index.html; "
           "exec httpd -f -p 80 -h /www")
@@ -248,34 +168,34 @@ def test_slirp4netns_default_network_and_published_port(rl: Rootless,
     assert "inet 10.0.2.100/24" in out
     assert "default via 10.0.2.2 dev tap0" in out
     assert "nameserver 10.0.2.3" in out
-    slirps = _slirps(user)
+    slirps = slirp_pids(user)
     assert len(slirps) == 1
     cdir = rl.root / "containers" / "web"
     assert (cdir / "slirp4netns.pid").read_text().split()[0] == str(slirps[0])
 
     rl.ok("rm", "-f", "web")
-    assert _wait(lambda: not _slirps(user), 5)
+    wait_for(lambda: not slirp_pids(user), 5, "slirp4netns gone", interval=0.05)
     assert not cdir.exists()
     got = rl.in_netns(sys.executable, "-c", GET.replace("+ 10", "+ 0"), "18080")
     assert got.stdout == "error: Connection refused\n"
 
 
 def test_slirp4netns_per_container_and_after_a_restart(rl: Rootless,
-                                                       user: User) -> None:  # noqa: F811
+                                                       user: User) -> None:
     for n in ("a", "b"):
         rl.ok("run", "-d", "--name", n, "-p", "80", "busybox", "sleep", "600")
     ports = {json.loads(rl.ok("inspect", n))[0]["NetworkSettings"]["Ports"]["80/tcp"][0]
              ["HostPort"] for n in ("a", "b")}
     assert len(ports) == 2  # a free host port each, as docker's -p CTR
-    assert len(_slirps(user)) == 2
+    assert len(slirp_pids(user)) == 2
     rl.ok("stop", "-t", "1", "a")
-    assert _wait(lambda: len(_slirps(user)) == 1, 5)
+    wait_for(lambda: len(slirp_pids(user)) == 1, 5, "one slirp4netns", interval=0.05)
     assert not (rl.root / "containers" / "a" / "slirp4netns.pid").exists()
     rl.ok("start", "a")
     assert rl.ok("exec", "a", "cat", "/sys/class/net/tap0/mtu") == "65520\n"
-    assert len(_slirps(user)) == 2
+    assert len(slirp_pids(user)) == 2
     rl.ok("rm", "-f", "a", "b")
-    assert _wait(lambda: not _slirps(user), 5)
+    wait_for(lambda: not slirp_pids(user), 5, "slirp4netns gone", interval=0.05)
 
 
 SERVE = ("import socket, sys\n"
@@ -346,7 +266,7 @@ def test_root_may_use_slirp4netns_too(cove: Cove) -> None:
         out = c("run", "--rm", "--network", "slirp4netns", "busybox", "sh", "-c",
                 "ip route | head -1; cat /etc/resolv.conf | head -1").stdout
         assert out == "default via 10.0.2.2 dev tap0 \nnameserver 10.0.2.3\n"
-        assert _mounted(f"/run/netns/{netns}")
+        assert mounted(f"/run/netns/{netns}")
         left = [p for p in os.listdir("/proc") if p.isdigit()
                 and _cwd(p).startswith(cove.root)]
         assert not left

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.engine.conftest import RUNTIME, Cove, wait_for
+from tests.lib.engine import Cove
+from tests.lib.paths import RUNTIME
+from tests.lib.wait import wait_for
 
 NONE = ("run", "--rm", "--network", "none")
 

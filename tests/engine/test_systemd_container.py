@@ -22,11 +22,11 @@ import pytest
 
 from cove.engine.systemd import is_systemd_command, parse_mode, wanted
 from cove.errors import CoveError
+from cove.image.assemble import build_image
 from cove.image.store import Store
-from cove.image.transfer import build_image
 from cove.oci.image import ContainerConfig
-from tests.engine.conftest import Cove
 from tests.image.debian import MIRROR, PATH_ENV, Unavailable
+from tests.lib.engine import Cove
 
 CACHE = os.environ.get("COVE_TEST_DEBIAN_SYSTEMD",
                        "/var/cache/cove-tests/debian-bookworm-systemd")

@@ -5,96 +5,47 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
 import time
 
-from tests.engine.conftest import ROOT, RUNTIME, Cove, engine_pids, wait_for
+from tests.lib.engine import Cove, cove_terminal, engine_pids
+from tests.lib.paths import ROOT, RUNTIME
+from tests.lib.terminal import PtySession
+from tests.lib.wait import wait_for
 
 
-class Terminal:
-    def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "COVE_RUNTIME": RUNTIME, "TERM": "xterm"}
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # pragma: no cover - the child
-            try:
-                os.chdir(str(ROOT))
-                os.execvpe(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.out = b""
-        self.seen = 0  # where the next expect starts looking
-
-    def expect(self, token: bytes, timeout: float = 20) -> None:
-        """Wait for `token` in what came after the last one expected."""
-        deadline = time.monotonic() + timeout
-        while token not in self.out[self.seen:]:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {token!r} on the terminal; got {self.out!r}"
-            r, _, _ = select.select([self.fd], [], [], min(left, 0.2))
-            if r:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:
-                    chunk = b""
-                assert chunk, f"terminal closed before {token!r}; got {self.out!r}"
-                self.out += chunk
-        self.seen = self.out.index(token, self.seen) + len(token)
-
-    def type(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def exit_code(self, timeout: float = 20) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            got, status = os.waitpid(self.pid, os.WNOHANG)
-            if got == self.pid:
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-            if select.select([self.fd], [], [], 0.1)[0]:
-                try:
-                    self.out += os.read(self.fd, 4096)
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"did not exit; got {self.out!r}")
-
-
-def _session(t: Terminal) -> int:
+def _session(t: PtySession) -> int:
     t.expect(b"# ")  # busybox sh's prompt for root
-    t.type(b"echo $((6*7)); tty\r")
+    t.send(b"echo $((6*7)); tty\r")
     t.expect(b"42\r\n/dev/pts/")
     t.expect(b"# ")  # (typed ahead of the prompt, input would meet a cooked terminal)
-    t.type(b"(exit 3)\r")
+    t.send(b"(exit 3)\r")
     t.expect(b"(exit 3)\r\n")
     t.expect(b"# ")
-    t.type(b"\x04")  # Ctrl-D: the shell exits with the last status
-    return t.exit_code()
+    t.send(b"\x04")  # Ctrl-D: the shell exits with the last status
+    return t.wait()
 
 
 def test_run_it_shell(cove: Cove) -> None:
     cove_cmd = [sys.executable, "-m", "cove.cli.main", "--root", cove.root]
-    t = Terminal([*cove_cmd, "run", "-it", "--rm", "--network", "none", "busybox", "sh"])
+    t = cove_terminal([*cove_cmd, "run", "-it", "--rm", "--network", "none", "busybox", "sh"])
     assert _session(t) == 3
     assert cove("ps", "-a", "-q").stdout == ""
-    t = Terminal([*cove_cmd, "run", "-it", "--network", "none", "--name", "i",
-                  "busybox", "sh"])
+    t = cove_terminal([*cove_cmd, "run", "-it", "--network", "none", "--name", "i",
+                       "busybox", "sh"])
     t.expect(b"# ")
-    t.type(b"\x04")
-    assert t.exit_code() == 0
+    t.send(b"\x04")
+    assert t.wait() == 0
     assert "Exited (0)" in cove("ps", "-a").stdout
     cove("rm", "i")
 
 
 def test_exec_it_shell(cove: Cove) -> None:
     cove("run", "-d", "--name", "box", "--network", "none", "busybox", "sleep", "1000")
-    t = Terminal([sys.executable, "-m", "cove.cli.main", "--root", cove.root, "exec", "-it",
-                  "box", "sh"])
+    t = cove_terminal([sys.executable, "-m", "cove.cli.main", "--root", cove.root, "exec", "-it",
+                       "box", "sh"])
     assert _session(t) == 3
     assert cove("exec", "box", "echo", "still").stdout == "still\n"
     cove("rm", "-f", "box")
@@ -108,11 +59,11 @@ def test_run_dit_attach_detach_logs(cove: Cove) -> None:
     """`run -dit`: the terminal is the monitor's; `attach`, a command, ctrl-p ctrl-q
     (the container runs on), `logs` (raw, as docker logs a tty), attach again, exit."""
     cove("run", "-dit", "--name", "dit", "--network", "none", "busybox", "sh")
-    t = Terminal([*_cmd(cove), "attach", "dit"])
-    t.type(b"echo hi $((40+2))\r")
+    t = cove_terminal([*_cmd(cove), "attach", "dit"])
+    t.send(b"echo hi $((40+2))\r")
     t.expect(b"hi 42\r\n")
-    t.type(b"\x10\x11")
-    assert t.exit_code() == 0
+    t.send(b"\x10\x11")
+    assert t.wait() == 0
     assert cove("inspect", "-f", "{{.State.Status}}", "dit").stdout == "running\n"
     r = subprocess.run([*_cmd(cove), "logs", "dit"], capture_output=True, timeout=30,
                        env={**os.environ, "COVE_RUNTIME": RUNTIME}, cwd=str(ROOT))
@@ -120,9 +71,9 @@ def test_run_dit_attach_detach_logs(cove: Cove) -> None:
     line = [json.loads(x) for x in open(os.path.join(
         cove.root, "containers", "dit", "dit-json.log"))][-1]
     assert line["stream"] == "stdout"
-    t = Terminal([*_cmd(cove), "attach", "dit"])
-    t.type(b"exit 3\r")
-    assert t.exit_code() == 3
+    t = cove_terminal([*_cmd(cove), "attach", "dit"])
+    t.send(b"exit 3\r")
+    assert t.wait() == 3
     assert cove("inspect", "-f", "{{.State.ExitCode}}", "dit").stdout == "3\n"
     # a short run with a terminal, no -i: its output (raw) and its exit code
     r = subprocess.run([*_cmd(cove), "run", "-t", "--rm", "--network", "none", "busybox",
@@ -131,10 +82,10 @@ def test_run_dit_attach_detach_logs(cove: Cove) -> None:
     assert r.returncode == 3 and r.stdout.startswith(b"hi\r\n/dev/pts/"), r
     # create -t, then start -ai: the terminal from its start
     cove("create", "-it", "--name", "cit", "--network", "none", "busybox", "sh")
-    t = Terminal([*_cmd(cove), "start", "-ai", "cit"])
+    t = cove_terminal([*_cmd(cove), "start", "-ai", "cit"])
     t.expect(b"# ")
-    t.type(b"exit 6\r")
-    assert t.exit_code() == 6
+    t.send(b"exit 6\r")
+    assert t.wait() == 6
     cove("rm", "dit", "cit")
 
 
@@ -169,9 +120,9 @@ def test_tty_survives_a_killed_monitor(cove: Cove) -> None:
     wait_for(lambda: _ticks(cove, "tk")[-1:] == [399], what="every tick", timeout=30)
     assert _ticks(cove, "tk") == list(range(400))
     assert cove("inspect", "-f", "{{.State.Status}}", "tk").stdout == "running\n"
-    t = Terminal([*_cmd(cove), "attach", "tk"])
-    t.type(b"echo alive\r")
+    t = cove_terminal([*_cmd(cove), "attach", "tk"])
+    t.send(b"echo alive\r")
     t.expect(b"alive\r\n")
-    t.type(b"exit 2\r")
-    assert t.exit_code() == 2
+    t.send(b"exit 2\r")
+    assert t.wait() == 2
     cove("rm", "tk")

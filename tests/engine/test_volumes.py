@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.engine.conftest import Cove
+from tests.lib.engine import Cove
 
 
 def test_named_volume_outlives_container(cove: Cove, tmp_path: Path) -> None:

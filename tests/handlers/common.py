@@ -6,16 +6,16 @@ import os
 import subprocess
 import time
 
-from tests import helpers as H
-from tests.conftest import Env
+from tests.lib.paths import ROOT
+from tests.lib.runtime import Env, Runtime
 
-VM_RUNTIME = str(H.ROOT / ".venv" / "bin" / "cove-runtime-vm")
-GVISOR_RUNTIME = str(H.ROOT / ".venv" / "bin" / "cove-runtime-gvisor")
+VM_RUNTIME = str(ROOT / ".venv" / "bin" / "cove-runtime-vm")
+GVISOR_RUNTIME = str(ROOT / ".venv" / "bin" / "cove-runtime-gvisor")
 
 
-def runtime(env: Env, binary: str) -> H.Runtime:
+def runtime(env: Env, binary: str) -> Runtime:
     """A driver for `binary` on the env's state root (so env.cleanup deletes with it too)."""
-    return H.Runtime(binary, env.tmp / "state")
+    return Runtime(binary, env.tmp / "state")
 
 
 def pgrep(pattern: str, under: str) -> list[str]:

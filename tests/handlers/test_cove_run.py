@@ -13,7 +13,7 @@ import pytest
 
 from cove.handlers.vm import qemu
 from tests.handlers.common import live_qemus
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 
 
 def _cove(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, runtime
+from tests.lib.bundles import base_config
+from tests.lib.paths import ROOT
+from tests.lib.runtime import Env
 
 
 def test_unknown_handler_annotation(env: Env) -> None:
-    cfg = H.base_config(["true"])
+    cfg = base_config(["true"])
     cfg["annotations"] = {"io.cove.isolation": "bogus"}
     b = env.bundle(cfg)
     r = env.rt("create", "--bundle", str(b.path), env.id())
@@ -21,7 +22,7 @@ def test_unknown_handler_annotation(env: Env) -> None:
 
 
 def test_entry_point_refuses_weaker_annotation(env: Env) -> None:
-    cfg = H.base_config(["true"])
+    cfg = base_config(["true"])
     cfg["annotations"] = {"io.cove.isolation": "container"}
     b = env.bundle(cfg)
     r = runtime(env, VM_RUNTIME)("create", "--bundle", str(b.path), env.id())
@@ -29,7 +30,7 @@ def test_entry_point_refuses_weaker_annotation(env: Env) -> None:
 
 
 def test_container_handler_by_annotation(env: Env) -> None:
-    cfg = H.base_config(["sh", "-c", "echo plain"])
+    cfg = base_config(["sh", "-c", "echo plain"])
     cfg["annotations"] = {"io.cove.isolation": "container"}
     b = env.bundle(cfg)
     r = env.rt("run", "--bundle", str(b.path), env.id())
@@ -41,5 +42,5 @@ def test_default_path_does_not_import_handlers() -> None:
             "runtime.main(); print(sorted(m for m in sys.modules if m.startswith('cove.handlers')"
             " or m == 'cove.cli.isolation'))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, "
-                          f"{str(H.ROOT)!r}); {code}"], capture_output=True, text=True).stdout
+                          f"{str(ROOT)!r}); {code}"], capture_output=True, text=True).stdout
     assert out.strip().endswith("[]"), out

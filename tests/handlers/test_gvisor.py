@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import GVISOR_RUNTIME, pgrep, runtime
+from tests.lib.bundles import base_config
+from tests.lib.host import cgroups_named
+from tests.lib.runtime import Env
 
 pytestmark = pytest.mark.skipif(shutil.which("runsc") is None, reason="runsc not installed")
 
@@ -19,9 +20,9 @@ def test_gvisor_run(env: Env) -> None:
     data = env.tmp / "data"
     data.mkdir()
     (data / "in.txt").write_text("from-host\n")
-    cfg = H.base_config(["sh", "-c", "echo foo=$FOO; echo cwd=$(pwd); echo id=$(id -u); "
-                                     "echo bind=$(cat /data/in.txt); echo uname=$(uname -r); "
-                                     "touch /x 2>/dev/null || echo ro=yes; exit 7"])
+    cfg = base_config(["sh", "-c", "echo foo=$FOO; echo cwd=$(pwd); echo id=$(id -u); "
+                                   "echo bind=$(cat /data/in.txt); echo uname=$(uname -r); "
+                                   "touch /x 2>/dev/null || echo ro=yes; exit 7"])
     cfg["process"]["env"].append("FOO=bar")
     cfg["process"]["cwd"] = "/tmp"
     cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
@@ -38,7 +39,7 @@ def test_gvisor_run(env: Env) -> None:
 
 def test_gvisor_lifecycle(env: Env) -> None:
     rt = runtime(env, GVISOR_RUNTIME)
-    b = env.bundle(H.base_config(["sleep", "1000"]))
+    b = env.bundle(base_config(["sleep", "1000"]))
     cid = env.id("gv")
     rt("create", "--bundle", str(b.path), cid, check=True, timeout=60)
     assert rt.status(cid) == "created"
@@ -59,7 +60,7 @@ def test_gvisor_lifecycle(env: Env) -> None:
 
 def test_gvisor_force_delete(env: Env) -> None:
     rt = runtime(env, GVISOR_RUNTIME)
-    b = env.bundle(H.base_config(["sleep", "1000"]))
+    b = env.bundle(base_config(["sleep", "1000"]))
     cid = env.id("gv")
     rt("run", "--detach", "--bundle", str(b.path), cid, check=True, timeout=60)
     rt("delete", "--force", cid, check=True)
@@ -72,7 +73,7 @@ def test_gvisor_host_network_lifecycle(env: Env) -> None:
     host (in a network namespace of the container's own), create + start + exec + kill
     + delete work and leave nothing (no runsc, no cgroup)."""
     rt = runtime(env, GVISOR_RUNTIME)
-    cfg = H.base_config(["sleep", "1000"])
+    cfg = base_config(["sleep", "1000"])
     cfg["annotations"] = {"io.cove.gvisor.network": "host"}
     b = env.bundle(cfg)
     cid = env.id("gv")
@@ -85,4 +86,4 @@ def test_gvisor_host_network_lifecycle(env: Env) -> None:
     rt.wait_status(cid, "stopped", timeout=20)
     rt("delete", cid, check=True)
     assert not pgrep("runsc", str(env.tmp))
-    assert not H.cgroup_dirs(cid)
+    assert not cgroups_named(cid)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from cove.handlers.vm import qemu
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(qemu.missing() is not None, reason=str(qemu.missing()))]
@@ -39,7 +39,7 @@ def test_vm_run_isolation(env: Env) -> None:
     data.mkdir()
     data.chmod(0o777)
     (data / "in.txt").write_text("from-host\n")
-    cfg = H.base_config(["sh", "-c", SCRIPT.replace("@TMP@", str(env.tmp))])
+    cfg = base_config(["sh", "-c", SCRIPT.replace("@TMP@", str(env.tmp))])
     cfg["process"]["env"].append("FOO=bar")
     cfg["process"]["cwd"] = "/tmp"
     cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
@@ -78,8 +78,8 @@ def test_vm_lifecycle(env: Env) -> None:
     rootfs; the hooks: prestart, createRuntime, poststart and poststop on the host,
     createContainer and startContainer in the guest."""
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["sh", "-c", "trap 'echo got-term; exit 42' TERM; "
-                                     "while :; do sleep 0.2; done"])
+    cfg = base_config(["sh", "-c", "trap 'echo got-term; exit 42' TERM; "
+                                   "while :; do sleep 0.2; done"])
     cfg["root"]["readonly"] = True
     hooks = env.tmp / "hooks"
     hooks.mkdir()
@@ -145,7 +145,7 @@ def test_vm_lifecycle(env: Env) -> None:
 
 def test_vm_kill_and_force_delete(env: Env) -> None:
     rt = runtime(env, VM_RUNTIME)
-    b = env.bundle(H.base_config(["sleep", "1000"]))
+    b = env.bundle(base_config(["sleep", "1000"]))
     cid = env.id("vm")
     rt("run", "--detach", "--bundle", str(b.path), cid, timeout=180, check=True)
     assert rt.status(cid) == "running"
@@ -159,7 +159,7 @@ def test_vm_kill_and_force_delete(env: Env) -> None:
 def test_vm_bad_input(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """No qemu, no kernel, a guest that hangs: one clear line, nothing left running."""
     rt = runtime(env, VM_RUNTIME)
-    b = env.bundle(H.base_config(["true"]))
+    b = env.bundle(base_config(["true"]))
     monkeypatch.setenv("PATH", "/nonexistent")
     r = rt("create", "--bundle", str(b.path), env.id("vm"))
     assert r.returncode == 1 and "qemu-system-x86_64 not installed" in r.stderr, r.stderr
@@ -177,7 +177,7 @@ def test_vm_bad_input(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not list((env.tmp / "state").iterdir())
     monkeypatch.undo()
     # A failing create-time hook (on the host, after the boot) takes the VM down with it.
-    cfg = H.base_config(["true"])
+    cfg = base_config(["true"])
     cfg["hooks"] = {"createRuntime": [{"path": "/bin/false", "args": ["false"]}]}
     b = env.bundle(cfg, name="hooked")
     r = rt("create", "--bundle", str(b.path), env.id("vm"), timeout=180)

@@ -16,9 +16,9 @@ import pytest
 
 from cove.errors import CoveError
 from cove.handlers.vm import accel, machine, qemu
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 FAKE = """#!/bin/sh
 echo "$*" >> {log}
@@ -135,7 +135,7 @@ def test_vm_boots_on_q35(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real boot on q35 (what a host without a working microvm gets): PCI devices."""
     monkeypatch.setenv("COVE_VM_MACHINE", "q35")
     rt = runtime(env, VM_RUNTIME)
-    b = env.bundle(H.base_config(["sleep", "1000"]))
+    b = env.bundle(base_config(["sleep", "1000"]))
     cid = env.id("vm")
     rt("run", "--detach", "--bundle", str(b.path), cid, timeout=180, check=True)
     st = json.loads((env.tmp / "state" / cid / "state.json").read_text())

@@ -9,12 +9,9 @@ import pytest
 
 from cove.handlers.vm import qemu
 from tests.handlers.common import VM_RUNTIME, no_qemu_left
-from tests.peerlib import IMAGE_REF, PtySession, finish, need
-from tests.peers.conftest import image_tar
-from tests.peers.test_containerd import Containerd
-from tests.peers.test_podman import Podman
-
-__all__ = ["image_tar"]  # the session fixture, shared with the peer tests
+from tests.lib.daemons import Containerd, Podman
+from tests.lib.peers import IMAGE_REF, finish, need
+from tests.lib.terminal import PtySession
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow,
               pytest.mark.skipif(qemu.missing() is not None, reason=str(qemu.missing()))]
@@ -54,9 +51,9 @@ def test_podman_run_it_in_vm(podman_vm: Podman) -> None:
     `podman exec -t` one for an exec (`exec --detach --tty --console-socket`)."""
     s = PtySession([podman_vm.bin, "run", "-it", "--rm", "--name", "peervm-it", IMAGE_REF,
                     "sh"], env=podman_vm.env)
-    s.read_until(b"# ", timeout=180)
+    s.expect(b"# ", timeout=180)
     s.send(b"tty; echo MARK$((6*7))\r")
-    out = s.read_until(b"MARK42", timeout=60)
+    out = s.expect(b"MARK42", timeout=60)
     assert b"/dev/pts/" in out
     r = podman_vm("exec", "-t", "peervm-it", "sh", "-c", "tty; exit 4", check=False,
                   timeout=90)
@@ -100,9 +97,9 @@ def test_ctr_run_tty_in_vm(ctd_vm: Containerd) -> None:
     """`ctr run -t`: the shim hands cove-runtime-vm a --console-socket for the init."""
     s = PtySession(ctd_vm.ctr_argv("run", "-t", "--rm", *ctd_vm.run_args(), IMAGE_REF,
                                    "peervm-tty", "sh"))
-    s.read_until(b"# ", timeout=180)
+    s.expect(b"# ", timeout=180)
     s.send(b"tty; echo MARK$((6*7))\r")
-    out = s.read_until(b"MARK42", timeout=60)
+    out = s.expect(b"MARK42", timeout=60)
     assert b"/dev/pts/" in out
     s.send(b"exit 5\r")
     assert s.wait(timeout=60) == 5

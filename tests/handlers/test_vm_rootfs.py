@@ -10,9 +10,9 @@ import pytest
 
 from cove.handlers.vm import qemu, rootimg
 from cove.handlers.vm.guestcfg import cache_dir
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
+from tests.lib.bundles import base_config, template_rootfs
+from tests.lib.runtime import Env
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(qemu.missing() is not None, reason=str(qemu.missing()))]
@@ -34,7 +34,7 @@ def test_vm_rootfs_image(env: Env) -> None:
     except Exception as e:
         pytest.skip(str(e))
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["sh", "-c", SCRIPT])
+    cfg = base_config(["sh", "-c", SCRIPT])
     cfg["annotations"] = {rootimg.ANNOTATION: "image"}
     b = env.bundle(cfg)
     (b.rootfs / "etc" / "marker").write_text("from-image\n")
@@ -90,7 +90,7 @@ def test_vm_rootfs_image_cache_key(tmp_path: Path) -> None:
         rootimg.tool()
     except Exception as e:
         pytest.skip(str(e))
-    root = H.template_rootfs(tmp_path)
+    root = template_rootfs(tmp_path)
     tree = tmp_path / "tree"
     import shutil
 
@@ -133,7 +133,7 @@ def test_vm_rootfs_image_cache_key(tmp_path: Path) -> None:
 
 def test_vm_rootfs_bad_mode(env: Env) -> None:
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["true"])
+    cfg = base_config(["true"])
     cfg["annotations"] = {rootimg.ANNOTATION: "nfs"}
     b = env.bundle(cfg)
     r = rt("create", "--bundle", str(b.path), env.id("vm"))

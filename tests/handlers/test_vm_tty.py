@@ -7,7 +7,6 @@ on a pty in the guest; bytes, the window size and the exit code make the round t
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import time
 from typing import Any
@@ -16,43 +15,16 @@ import pytest
 
 from cove.handlers.vm import qemu
 from cove.handlers.vm.console import set_winsize
-from tests import helpers as H
-from tests.conftest import Env
 from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env, console_server
+from tests.lib.terminal import PtyMaster, PtySession
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(qemu.missing() is not None, reason=str(qemu.missing()))]
 
 
-class Pty:
-    """The engine's side of a pty master: read with a deadline, keep what came."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = b""
-
-    def until(self, token: bytes, timeout: float = 60) -> bytes:
-        deadline = time.monotonic() + timeout
-        while token not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {token!r} on the pty; got {self.buf!r}")
-            if select.select([self.fd], [], [], min(left, 0.2))[0]:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:  # EIO: the other side closed
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"pty closed before {token!r}; got {self.buf!r}")
-                self.buf += chunk
-        out, _, self.buf = self.buf.partition(token)
-        return out + token
-
-    def send(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-
-def _master(sock_thread: Any, got: dict[str, Any], proc: subprocess.Popen[bytes]) -> Pty:
+def _master(sock_thread: Any, got: dict[str, Any], proc: subprocess.Popen[bytes]) -> PtyMaster:
     deadline = time.monotonic() + 180
     while "fd" not in got:
         if proc.poll() is not None:
@@ -60,21 +32,21 @@ def _master(sock_thread: Any, got: dict[str, Any], proc: subprocess.Popen[bytes]
                                  f"{proc.stderr.read() if proc.stderr else b''!r}")
         assert time.monotonic() < deadline, "no pty master came over the console socket"
         sock_thread.join(0.1)
-    return Pty(got["fd"])
+    return PtyMaster(got["fd"])
 
 
 def test_vm_terminal_run_and_exec_tty(env: Env) -> None:
     """`run --console-socket` of `sh` on a terminal: 6*7, the window size and its
     changes, ^C, an `exec -t` with a resize and ^D, then `exit 3` as the exit code."""
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["sh"])
+    cfg = base_config(["sh"])
     cfg["process"]["terminal"] = True
     cfg["process"]["consoleSize"] = {"height": 30, "width": 100}
     b = env.bundle(cfg)
     cid = env.id("vm")
     sock = env.tmp / "console.sock"
     got: dict[str, Any] = {}
-    t = H.console_server(sock, got)
+    t = console_server(sock, got)
     p = subprocess.Popen([VM_RUNTIME, "--root", str(rt.root), "run", "--bundle", str(b.path),
                           "--console-socket", str(sock), cid],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -83,22 +55,22 @@ def test_vm_terminal_run_and_exec_tty(env: Env) -> None:
         con = _master(t, got, p)
         assert got["name"].startswith("/dev/pts/")
         con.send(b"echo $((6*7)); tty; stty size\n")
-        out = con.until(b"30 100")
+        out = con.expect(b"30 100", timeout=60)
         assert b"\r\n42\r\n" in out, out  # the guest's line discipline: onlcr
         assert b"/dev/pts/0" in out or b"/dev/console" in out, out
         set_winsize(con.fd, 50, 132)  # the engine resizes: SIGWINCH -> the guest's pty
         time.sleep(0.5)
         con.send(b"stty size\n")
-        con.until(b"50 132")
+        con.expect(b"50 132", timeout=60)
         con.send(b"sleep 1000\n")
         time.sleep(1)
         con.send(b"\x03")  # ^C: the guest's line discipline interrupts sleep, not sh
         con.send(b"echo after-$((1+1))\n")
-        con.until(b"after-2")
+        con.expect(b"after-2", timeout=60)
 
         sock2 = env.tmp / "exec.sock"
         got2: dict[str, Any] = {}
-        t2 = H.console_server(sock2, got2)
+        t2 = console_server(sock2, got2)
         e = subprocess.Popen([VM_RUNTIME, "--root", str(rt.root), "exec", "-t",
                               "--console-socket", str(sock2), cid, "sh"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -108,9 +80,9 @@ def test_vm_terminal_run_and_exec_tty(env: Env) -> None:
             set_winsize(econ.fd, 40, 120)
             time.sleep(0.5)
             econ.send(b"tty; stty size; (exit 4)\n")
-            out = econ.until(b"40 120")
+            out = econ.expect(b"40 120", timeout=60)
             assert b"/dev/pts/" in out, out
-            econ.until(b"# ")  # the next prompt: sh reads its terminal again
+            econ.expect(b"# ", timeout=60)  # the next prompt: sh reads its terminal again
             time.sleep(0.5)
             econ.send(b"\x04")  # ^D: sh reads EOF, exits with the last status
             assert e.wait(timeout=60) == 4, e.stderr.read() if e.stderr else b""
@@ -137,7 +109,7 @@ def test_vm_terminal_run_and_exec_tty(env: Env) -> None:
 
 def test_vm_terminal_needs_console_socket(env: Env) -> None:
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["sh"])
+    cfg = base_config(["sh"])
     cfg["process"]["terminal"] = True
     b = env.bundle(cfg)
     r = rt("create", "--bundle", str(b.path), env.id("vm"))
@@ -150,18 +122,17 @@ def test_vm_terminal_needs_console_socket(env: Env) -> None:
 def test_vm_run_on_our_terminal(env: Env) -> None:
     """`run` with process.terminal and no --console-socket relays the runtime's own
     terminal (as runc does): here a pty, as a user at a shell would have."""
-    from tests.peerlib import PtySession
 
     rt = runtime(env, VM_RUNTIME)
-    cfg = H.base_config(["sh"])
+    cfg = base_config(["sh"])
     cfg["process"]["terminal"] = True
     b = env.bundle(cfg)
     cid = env.id("vm")
     s = PtySession([VM_RUNTIME, "--root", str(rt.root), "run", "--bundle", str(b.path), cid])
     try:
-        s.read_until(b"# ", timeout=180)
+        s.expect(b"# ", timeout=180)
         s.send(b"echo MARK$((6*7))\r")
-        s.read_until(b"MARK42", timeout=60)
+        s.expect(b"MARK42", timeout=60)
         s.send(b"exit 3\r")
         assert s.wait(timeout=60) == 3
     finally:

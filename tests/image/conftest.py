@@ -1,4 +1,5 @@
-"""Fixtures for image tests: registries (plain HTTP; TLS + htpasswd) per module, stores
+"""Fixtures for image tests: a TLS + htpasswd registry per module (the plain HTTP one,
+`plain`, is tests/conftest.py's: the build tests use it too), stores
 with their own temp roots, and a check that nothing is left mounted or running."""
 
 from __future__ import annotations
@@ -11,22 +12,12 @@ import pytest
 
 from cove.image.builtin import ensure_busybox
 from cove.image.store import Store
-from tests.image.util import RegistryServer, overlay_mounts
-
-USER, PASSWORD = "alice", "s3cret"
+from tests.lib.images import PASSWORD, USER, RegistryServer, overlay_mounts
 
 
 def _need(tool: str) -> None:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} not installed (scripts/install-deps.sh)")
-
-
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    _need("docker-registry")
-    r = RegistryServer(tmp_path_factory.mktemp("reg-plain")).start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cove.image.assemble import build_image
 from cove.image.store import Store
-from cove.image.transfer import build_image
 from cove.oci.image import ContainerConfig
 
 CACHE = os.environ.get("COVE_TEST_DEBIAN", "/var/cache/cove-tests/debian-bookworm")

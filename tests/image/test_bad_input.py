@@ -34,8 +34,8 @@ from cove.oci.image import (
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
 )
-from tests.image.test_run import COVE, RUNTIME, cove
-from tests.image.util import f, store_files, tar_bytes
+from tests.lib.images import COVE, cove_at, f, store_files, tar_bytes
+from tests.lib.paths import RUNTIME
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, runs cove: root")
 
@@ -196,7 +196,7 @@ def consistent(root: str, images: int = 0, partials: int = 0, orphans: bool = Fa
     """`cove images` works and lists `images`; no half-written blob or snapshot; every
     blob and snapshot belongs to a recorded image (a killed pull may leave complete,
     verified blobs that the next pull reuses and `cove image prune` removes)."""
-    r = cove(root, "images", "--format", "json")
+    r = cove_at(root, "images", "--format", "json")
     assert len(json.loads(r.stdout)) == images
     if not os.path.isdir(root):
         return
@@ -212,7 +212,7 @@ def consistent(root: str, images: int = 0, partials: int = 0, orphans: bool = Fa
 
 
 def pull(root: str, ref: str) -> subprocess.CompletedProcess[str]:
-    return cove(root, "pull", "-q", ref, check=False)
+    return cove_at(root, "pull", "-q", ref, check=False)
 
 
 def small_layer(tag: str = "x") -> bytes:
@@ -236,7 +236,7 @@ def small_layer(tag: str = "x") -> bytes:
 def test_malformed_references(root: str, ref: str, why: str) -> None:
     for verb in ("pull", "push", "run"):
         args = (verb, ref) if verb != "run" else ("run", "--rm", ref, "true")
-        one_line_error(cove(root, *args, check=False), why)
+        one_line_error(cove_at(root, *args, check=False), why)
     consistent(root)
 
 
@@ -428,7 +428,7 @@ def test_killed_pull_resumes(fake: FakeRegistry, root: str, tmp_path: Path) -> N
     consistent(root, images=1)
     # prune removes a stale partial nobody resumes
     partial.write_bytes(b"left over")
-    cove(root, "image", "prune")
+    cove_at(root, "image", "prune")
     consistent(root, images=1)
 
 
@@ -459,12 +459,12 @@ def test_full_disk(fake: FakeRegistry, tiny: str) -> None:
     consistent(tiny)
     # A load that does not fit either.
     src = Path(tiny).parent.parent / "big.tar"
-    r = cove(str(Path(tiny).parent.parent / "src"), "import", "--compression", "none",
-             str(_rootfs_tar(src)), "localhost/big:1")
+    r = cove_at(str(Path(tiny).parent.parent / "src"), "import", "--compression", "none",
+                str(_rootfs_tar(src)), "localhost/big:1")
     assert r.returncode == 0
     out = Path(tiny).parent.parent / "big-saved.tar"
-    cove(str(Path(tiny).parent.parent / "src"), "save", "-o", str(out), "localhost/big:1")
-    one_line_error(cove(tiny, "load", "-i", str(out), check=False),
+    cove_at(str(Path(tiny).parent.parent / "src"), "save", "-o", str(out), "localhost/big:1")
+    one_line_error(cove_at(tiny, "load", "-i", str(out), check=False),
                    "no space left in the store")
     consistent(tiny)
     # The store still works: a small image fits.

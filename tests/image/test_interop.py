@@ -6,7 +6,8 @@
 - `cove save` → `docker load` / `podman load` → run;
 - `podman save` / `docker save` → `cove load` → run.
 
-podman and dockerd run with private roots (the classes of tests/peers), with
+podman and dockerd run with private roots (tests/lib/daemons.py; the fixtures are
+tests/conftest.py's, shared with tests/build), with
 cove-runtime as their OCI runtime; dockerd without iptables or a bridge.
 """
 
@@ -21,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from cove.image.assemble import build_image
 from cove.image.store import Store
-from cove.image.transfer import build_image
 from cove.oci.image import ContainerConfig, Manifest
-from tests.image.test_run import RUNTIME, _searchable, cove
-from tests.image.util import RegistryServer, d, f, write_tar
-from tests.peerlib import HostPaths, docker_archive, finish, need, sh
-from tests.peers.test_docker import Docker
-from tests.peers.test_podman import Podman
+from tests.lib.daemons import Docker, Podman, docker_run
+from tests.lib.host import HostPaths
+from tests.lib.images import RegistryServer, cove_at, d, f, searchable, write_tar
+from tests.lib.paths import RUNTIME
+from tests.lib.peers import docker_archive, need, sh
 
 pytestmark = [
     pytest.mark.peers,
@@ -57,46 +58,6 @@ def skopeo_cache() -> Iterator[None]:
     host.cleanup()
 
 
-@pytest.fixture(scope="module")
-def podman(plain: RegistryServer) -> Iterator[Podman]:
-    need("/usr/bin/podman")
-    need("conmon")
-    p = Podman()
-    with open(p.path("registries.conf"), "a") as fh:
-        fh.write(f'[[registry]]\nlocation = "{plain.host}"\ninsecure = true\n')
-    try:
-        p.mark_baseline()
-        yield p
-        p("rm", "-af", check=False)
-        p("rmi", "-af", check=False)
-        p("system", "reset", "-f", check=False, timeout=60)
-    finally:
-        finish(p)
-
-
-@pytest.fixture(scope="module")
-def docker(plain: RegistryServer) -> Iterator[Docker]:
-    need("dockerd")
-    need("/usr/bin/docker")
-    dk = Docker()
-    cfg = json.loads(Path(dk.path("daemon.json")).read_text())
-    cfg["insecure-registries"] = [plain.host]     # 127.0.0.0/8 is, but say so
-    Path(dk.path("daemon.json")).write_text(json.dumps(cfg))
-    try:
-        dk.start(["dockerd", "--config-file", dk.path("daemon.json")], ready=dk.ready,
-                 env={**os.environ, "TMPDIR": dk.path("tmp")}, timeout=60)
-        yield dk
-        dk("rm", "-f", *dk("ps", "-aq").stdout.split(), check=False)
-        dk("rmi", "-f", *dk("images", "-aq").stdout.split(), check=False)
-    finally:
-        finish(dk)
-
-
-def docker_run(dk: Docker, image: str, *cmd: str) -> str:
-    return str(dk("run", "--rm", "--runtime", "cove", "--network", "none", image, *cmd,
-                  timeout=120).stdout)
-
-
 # -- images ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -111,14 +72,14 @@ def image_tar(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def root(tmp_path: Path) -> str:
-    _searchable(tmp_path)
+    searchable(tmp_path)
     return str(tmp_path / "cove")
 
 
 def app_image(tmp: Path, image_tar: str, st: Store, name: str, compression: str) -> str:
     """busybox (the peers' docker-archive, loaded by Cove) plus a layer with a script and
     a whiteout, with Entrypoint/Cmd/Env/WorkingDir."""
-    cove(st.root, "load", "-i", image_tar, "localhost/interop-base:1")
+    cove_at(st.root, "load", "-i", image_tar, "localhost/interop-base:1")
     base = st.image("localhost/interop-base:1")
     bb = tmp / "bb.tar"
     with st.open_blob(base.manifest.layers[0].digest) as src, open(bb, "wb") as out:
@@ -145,11 +106,11 @@ def test_skopeo_push_cove_pull_run(plain: RegistryServer, image_tar: str, root: 
     skopeo(*args, f"docker-archive:{image_tar}", f"docker://{ref}")
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").stdout
     want = json.loads(raw)
-    digest = cove(root, "pull", "-q", ref).stdout.strip()
+    digest = cove_at(root, "pull", "-q", ref).stdout.strip()
     m = Manifest.parse(cove_blob(root, digest))
     assert m.media_type == want["mediaType"]
     assert [x.media_type for x in m.layers] == [x["mediaType"] for x in want["layers"]]
-    assert cove(root, "run", "--rm", ref, "echo", "hi", "from", "skopeo").stdout == \
+    assert cove_at(root, "run", "--rm", ref, "echo", "hi", "from", "skopeo").stdout == \
         "hi from skopeo\n"
     # The registry's view of the digest is Cove's.
     insp = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}").stdout)
@@ -169,8 +130,8 @@ def test_cove_push_peers_pull_run(plain: RegistryServer, image_tar: str, root: s
     ref = f"{plain.host}/interop/cove-{comp}:1"
     st = Store(root)
     digest = app_image(tmp_path, image_tar, st, ref, comp)
-    assert cove(root, "push", "-q", ref).stdout.strip() == digest
-    cove(root, "run", "--rm", ref, "x")
+    assert cove_at(root, "push", "-q", ref).stdout.strip() == digest
+    cove_at(root, "run", "--rm", ref, "x")
 
     # skopeo: same digest; copy into an OCI layout, unpack with umoci, run the bundle.
     insp = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}").stdout)
@@ -217,7 +178,7 @@ def test_cove_save_peers_load_run(image_tar: str, root: str, tmp_path: Path,
     app_image(tmp_path, image_tar, st, name, "gzip")
     for fmt in ("docker-archive", "oci-archive"):
         out = tmp_path / f"saved-{fmt}.tar"
-        cove(root, "save", "--format", fmt, "-o", str(out), name)
+        cove_at(root, "save", "--format", fmt, "-o", str(out), name)
         r = podman("load", "-i", str(out), timeout=120)
         assert name in r.stdout, r.stdout
         assert podman("run", "--rm", name, fmt).stdout == f"hello from /srv: {fmt}\n"
@@ -237,7 +198,7 @@ def test_peers_save_cove_load_run(image_tar: str, root: str, tmp_path: Path,
     st = Store(str(tmp_path / "build"))
     app_image(tmp_path, image_tar, st, name, "gzip")
     src = tmp_path / "src.tar"
-    cove(st.root, "save", "-o", str(src), name)
+    cove_at(st.root, "save", "-o", str(src), name)
     podman("load", "-i", str(src), timeout=120)
     docker("load", "-i", str(src), timeout=120)
     saved = {}
@@ -250,15 +211,15 @@ def test_peers_save_cove_load_run(image_tar: str, root: str, tmp_path: Path,
     podman("rmi", name)
     docker("rmi", name)
     for what, path in saved.items():
-        r = cove(root, "load", "-i", str(path))
+        r = cove_at(root, "load", "-i", str(path))
         assert r.stdout.startswith("Loaded image: "), r.stdout
         loaded = r.stdout.split(": ", 1)[1].strip()
-        out = cove(root, "run", "--rm", loaded, what).stdout
+        out = cove_at(root, "run", "--rm", loaded, what).stdout
         assert out == f"hello from /srv: {what}\n", (what, loaded)
-        img = json.loads(cove(root, "inspect", "--type", "image", loaded).stdout)[0]
+        img = json.loads(cove_at(root, "inspect", "--type", "image", loaded).stdout)[0]
         assert img["Config"]["Entrypoint"] == ["/srv/hello.sh"]
-        cove(root, "rmi", loaded)
-    assert json.loads(cove(root, "images", "--format", "json").stdout) == []
+        cove_at(root, "rmi", loaded)
+    assert json.loads(cove_at(root, "images", "--format", "json").stdout) == []
     podman.check_clean()
     docker.check_clean()
 
@@ -268,25 +229,25 @@ def test_archives_and_index_through_skopeo(plain: RegistryServer, image_tar: str
     """`cove save --format oci-archive` → skopeo → registry → Cove pull (same digest);
     skopeo's docker-archive and oci-archive → `cove load`; a multi-platform index pushed
     by Cove is read by skopeo and podman (which pick the host's platform)."""
+    from cove.image.assemble import build_index
     from cove.image.platforms import host_platform
-    from cove.image.transfer import build_index
     from cove.oci.image import Platform
 
     st = Store(str(tmp_path / "build"))
     name = "localhost/interop/arch:1"
     digest = app_image(tmp_path, image_tar, st, name, "gzip")
     oci = tmp_path / "app-oci.tar"
-    cove(st.root, "save", "--format", "oci-archive", "-o", str(oci), name)
+    cove_at(st.root, "save", "--format", "oci-archive", "-o", str(oci), name)
     ref = f"{plain.host}/interop/via-skopeo:1"
     skopeo("copy", "--dest-tls-verify=false", f"oci-archive:{oci}", f"docker://{ref}")
-    assert cove(root, "pull", "-q", ref).stdout.strip() == digest
+    assert cove_at(root, "pull", "-q", ref).stdout.strip() == digest
     for kind in ("docker-archive", "oci-archive"):
         out = tmp_path / f"skopeo-{kind}.tar"
         skopeo("copy", "--src-tls-verify=false", f"docker://{ref}",
                f"{kind}:{out}:localhost/interop/from-skopeo:{kind}")
-        loaded = cove(root, "load", "-i", str(out)).stdout.split(": ", 1)[1].strip()
+        loaded = cove_at(root, "load", "-i", str(out)).stdout.split(": ", 1)[1].strip()
         assert loaded == f"localhost/interop/from-skopeo:{kind}"
-        assert cove(root, "run", "--rm", loaded, kind).stdout == f"hello from /srv: {kind}\n"
+        assert cove_at(root, "run", "--rm", loaded, kind).stdout == f"hello from /srv: {kind}\n"
 
     host = host_platform()
     other = Platform("linux", "arm64" if host.architecture != "arm64" else "amd64")
@@ -294,7 +255,7 @@ def test_archives_and_index_through_skopeo(plain: RegistryServer, image_tar: str
     theirs = build_image(st, [l1], ContainerConfig(cmd=["true"]), platform=other)
     iref = f"{plain.host}/interop/multi:1"
     idx = build_index(st, [digest, theirs], names=(iref,))
-    assert cove(st.root, "push", "-q", iref).stdout.strip() == idx
+    assert cove_at(st.root, "push", "-q", iref).stdout.strip() == idx
     raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
                             f"docker://{iref}").stdout)
     assert {m["platform"]["architecture"] for m in raw["manifests"]} == \

@@ -15,9 +15,9 @@ import pytest
 
 from cove.image import layers as L
 from cove.image import snapshots
+from cove.image.assemble import build_image
 from cove.image.store import Store
-from cove.image.transfer import build_image
-from tests.image.util import compress, d, entry, f, hard, sym, tar_bytes, write_tar
+from tests.lib.images import compress, d, entry, f, hard, sym, tar_bytes, write_tar
 
 ROOT = os.geteuid() == 0
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from cove.errors import CoveError
+from cove.image.assemble import build_image, build_index
 from cove.image.registry import Registry
 from cove.image.store import Store
-from cove.image.transfer import RegistryOptions, build_image, build_index, pull, push
+from cove.image.transfer import RegistryOptions, pull, push
 from cove.oci.image import ContainerConfig, Manifest, Platform
-from tests.image.conftest import PASSWORD, USER
-from tests.image.util import RegistryServer, d, f, store_files, sym, write_tar
+from tests.lib.images import PASSWORD, USER, RegistryServer, d, f, store_files, sym, write_tar
 
 COVE = [sys.executable, "-m", "cove.cli.main"]
 

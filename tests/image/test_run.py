@@ -6,40 +6,28 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from cove.image import snapshots
+from cove.image.assemble import build_image
 from cove.image.store import Store
-from cove.image.transfer import build_image, push
+from cove.image.transfer import push
 from cove.oci.image import ContainerConfig
-from tests.image.util import RegistryServer, d, f, overlay_mounts, write_tar
-
-COVE = [sys.executable, "-m", "cove.cli.main"]
-RUNTIME = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "cove-runtime")
+from tests.lib.images import (
+    COVE,
+    RegistryServer,
+    cove_at,
+    d,
+    f,
+    overlay_mounts,
+    searchable,
+    write_tar,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs containers: needs root")
-
-
-def cove(root: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COVE_RUNTIME": RUNTIME}
-    if args[:1] == ("run",):  # no bridge on the host: the default network is a bridge
-        args = ("run", "--network", "none", *args[1:])
-    r = subprocess.run([*COVE, "--root", root, *args], capture_output=True, text=True,
-                       env=env, timeout=60)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def _searchable(p: Path) -> None:
-    for x in (p, *p.parents):
-        if str(x) in ("/", "/tmp"):
-            break
-        x.chmod(x.stat().st_mode | 0o111)
 
 
 def app_image(busybox: Store, tmp: Path, st: Store, name: str) -> str:
@@ -62,60 +50,60 @@ def app_image(busybox: Store, tmp: Path, st: Store, name: str) -> str:
 
 def test_run_pulled_image(plain: RegistryServer, busybox_store: Store, tmp_path: Path,
                           stores: dict[str, Store]) -> None:
-    _searchable(tmp_path)
+    searchable(tmp_path)
     ref = f"{plain.host}/apps/greet:1"
     digest = app_image(busybox_store, tmp_path, stores["src"], ref)
     push(stores["src"], ref)
     root = str(tmp_path / "run-root")
-    assert cove(root, "pull", "-q", ref).stdout.strip() == digest
-    r = cove(root, "run", "--rm", ref)
+    assert cove_at(root, "pull", "-q", ref).stdout.strip() == digest
+    r = cove_at(root, "run", "--rm", ref)
     assert r.stdout == "hello from /srv as daemon: default args\n"
-    r = cove(root, "run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "0", ref, "x", "y")
+    r = cove_at(root, "run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "0", ref, "x", "y")
     assert r.stdout == "hi from /tmp as root: x y\n"
-    r = cove(root, "run", "--rm", "--entrypoint", "/bin/echo", ref, "plain", "echo")
+    r = cove_at(root, "run", "--rm", "--entrypoint", "/bin/echo", ref, "plain", "echo")
     assert r.stdout == "plain echo\n"
-    r = cove(root, "run", "--rm", ref.replace(":1", ":1"), check=False)
+    r = cove_at(root, "run", "--rm", ref.replace(":1", ":1"), check=False)
     assert r.returncode == 0
-    r = cove(root, "run", "--rm", "--entrypoint", "", ref, "sh", "-c", "exit 7", check=False)
+    r = cove_at(root, "run", "--rm", "--entrypoint", "", ref, "sh", "-c", "exit 7", check=False)
     assert r.returncode == 7
     # without --rm the container's dir stays (unmounted) until `cove rm`
-    r = cove(root, "run", "--name", "keep", "-u", "0", "--entrypoint", "", ref, "sh", "-c",
-             "echo kept > /srv/file")
+    r = cove_at(root, "run", "--name", "keep", "-u", "0", "--entrypoint", "", ref, "sh", "-c",
+                "echo kept > /srv/file")
     kept = Path(root) / "containers" / "keep"
     assert (kept / "upper" / "srv" / "file").read_text() == "kept\n"
     assert not snapshots.is_mounted(str(kept / "merged"))
-    r = cove(root, "rmi", ref, check=False)
+    r = cove_at(root, "rmi", ref, check=False)
     assert "in use by container keep" in r.stderr
-    cove(root, "rm", "keep")
-    cove(root, "rmi", ref)
+    cove_at(root, "rm", "keep")
+    cove_at(root, "rmi", ref)
     assert os.listdir(Path(root) / "containers") == []
     assert os.listdir(Path(root) / "snapshots") == []
     assert os.listdir(Path(root) / "blobs" / "sha256") == []
     assert overlay_mounts(tmp_path) == []
-    assert json.loads(cove(root, "images", "--format", "json").stdout) == []
+    assert json.loads(cove_at(root, "images", "--format", "json").stdout) == []
 
 
 def test_builtin_busybox_and_save_load(tmp_path: Path) -> None:
-    _searchable(tmp_path)
+    searchable(tmp_path)
     root = str(tmp_path / "root")
-    r = cove(root, "run", "--rm", "busybox", "sh", "-c", "echo hi from $(hostname)")
+    r = cove_at(root, "run", "--rm", "busybox", "sh", "-c", "echo hi from $(hostname)")
     assert r.stdout.startswith("hi from ")
-    imgs = json.loads(cove(root, "images", "--format", "json").stdout)
+    imgs = json.loads(cove_at(root, "images", "--format", "json").stdout)
     assert imgs[0]["Names"] == ["localhost/busybox:latest"]
     digest = imgs[0]["Digest"]
     for fmt in ("docker-archive", "oci-archive"):
         out = str(tmp_path / f"bb-{fmt}.tar")
-        cove(root, "save", "--format", fmt, "-o", out, "busybox")
+        cove_at(root, "save", "--format", fmt, "-o", out, "busybox")
         with tarfile.open(out) as tf:
             names = tf.getnames()
         assert ("manifest.json" if fmt == "docker-archive" else "index.json") in names
         other = str(tmp_path / f"root-{fmt}")
-        r = cove(other, "load", "-i", out)
+        r = cove_at(other, "load", "-i", out)
         assert "localhost/busybox:latest" in r.stdout
-        r = cove(other, "run", "--rm", "busybox", "echo", "loaded")
+        r = cove_at(other, "run", "--rm", "busybox", "echo", "loaded")
         assert r.stdout == "loaded\n"
         if fmt == "oci-archive":
-            assert json.loads(cove(other, "images", "--format", "json").stdout)[0][
+            assert json.loads(cove_at(other, "images", "--format", "json").stdout)[0][
                 "Digest"] == digest
     # import of a rootfs tar, tag, prune
     rootfs = tmp_path / "rootfs.tar"
@@ -124,19 +112,19 @@ def test_builtin_busybox_and_save_load(tmp_path: Path) -> None:
             ti = tarfile.TarInfo(name)
             ti.type = tarfile.DIRTYPE
             tf.addfile(ti)
-    cove(root, "import", str(rootfs), "localhost/tiny:1")
-    cove(root, "tag", "localhost/tiny:1", "localhost/tiny:2")
-    cove(root, "rmi", "localhost/tiny:1")
-    assert {n for i in json.loads(cove(root, "images", "--format", "json").stdout)
+    cove_at(root, "import", str(rootfs), "localhost/tiny:1")
+    cove_at(root, "tag", "localhost/tiny:1", "localhost/tiny:2")
+    cove_at(root, "rmi", "localhost/tiny:1")
+    assert {n for i in json.loads(cove_at(root, "images", "--format", "json").stdout)
             for n in i["Names"]} == {"localhost/busybox:latest", "localhost/tiny:2"}
-    cove(root, "import", str(rootfs), "localhost/tiny:2", "--compression", "zstd")
-    r = cove(root, "image", "prune")
+    cove_at(root, "import", str(rootfs), "localhost/tiny:2", "--compression", "zstd")
+    r = cove_at(root, "image", "prune")
     assert "Deleted: " in r.stdout
-    assert len(json.loads(cove(root, "images", "--format", "json").stdout)) == 2
+    assert len(json.loads(cove_at(root, "images", "--format", "json").stdout)) == 2
 
 
 def test_pull_unknown_image_clear_error(plain: RegistryServer, tmp_path: Path) -> None:
-    r = cove(str(tmp_path / "r"), "pull", f"{plain.host}/nope/nothing:1", check=False)
+    r = cove_at(str(tmp_path / "r"), "pull", f"{plain.host}/nope/nothing:1", check=False)
     assert r.returncode == 1
     assert "MANIFEST_UNKNOWN" in r.stderr or "NAME_UNKNOWN" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -148,7 +136,7 @@ def test_rootless_run_of_the_builtin_image(tmp_path: Path) -> None:
     import pwd
     import shutil
 
-    from tests.helpers import ROOT
+    from tests.lib.paths import ROOT
 
     if shutil.which("runuser") is None:
         pytest.skip("runuser is missing")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cove.image.store import Store
 from tests.image.test_registry import sample_image
-from tests.image.util import RegistryServer, f, write_tar
+from tests.lib.images import RegistryServer, f, write_tar
 
 COVE = [sys.executable, "-m", "cove.cli.main"]
 

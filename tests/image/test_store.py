@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from cove.errors import CoveError
-from cove.image.store import DigestMismatch, Store
-from cove.image.transfer import build_image
+from cove.image.assemble import build_image
+from cove.image.blobs import DigestMismatch
+from cove.image.store import Store
 from cove.oci.image import ImageConfig, Manifest
-from tests.image.util import f, store_files, write_tar
+from tests.lib.images import f, store_files, write_tar
 
 
 def digest(b: bytes) -> str:

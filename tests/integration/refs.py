@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from tests.conftest import Env
-from tests.helpers import Runtime
+from tests.lib.runtime import Env, Runtime
 
 RUNC = shutil.which("runc")
 CRUN = shutil.which("crun")

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import RUNTIME, base_config
 from tests.integration.refs import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
+from tests.lib.bundles import base_config
+from tests.lib.paths import RUNTIME
+from tests.lib.runtime import Env
 
 
 def _cfg(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

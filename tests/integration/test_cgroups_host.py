@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cove.runtime.cgroups import Manager, detect_layout, open_manager, open_manager_from_state
+from cove.runtime.cgroups import detect_layout, open_manager, open_manager_from_state
+from tests.lib.wait import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroupfs")
 
@@ -61,12 +62,6 @@ def _read(path: str) -> str:
         return f.read().strip()
 
 
-def _wait_gone(m: Manager, pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while pid in m.pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def test_full_lifecycle(parent: str) -> None:
     path = f"{parent}/c1"
     m = open_manager(path, "c1")
@@ -111,7 +106,8 @@ def test_full_lifecycle(parent: str) -> None:
         assert m2.pids() == [child.pid]
         m2.kill_all(signal.SIGKILL)
         assert child.wait(timeout=5) == -signal.SIGKILL
-        _wait_gone(m2, child.pid)
+        wait_for(lambda: child.pid not in m2.pids(), 5, "the killed child out of the cgroup",
+                 interval=0.01)
         assert m2.pids() == []
     finally:
         if child.poll() is None:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 from tests.vm import qemu
 
 GUEST_TESTS = ["tests/v2", "tests/integration/test_cgroups_host.py"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import base_config, console_server, read_until
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env, console_server, read_until
 
 
 def run_out(env: Env, cfg: dict[str, Any], name: str = "bundle") -> tuple[int, str, str]:

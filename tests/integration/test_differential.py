@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import Runtime, base_config
 from tests.integration.refs import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env, Runtime
 
 pytestmark = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
 
@@ -223,7 +223,9 @@ def test_hook_env_absent_is_inherited_empty_is_empty(env: Env,
         b = env.bundle(cfg, name=f"{name}-b")
 
         def dump(tag: str, inside: bool = False, b: Any = b) -> list[str]:
-            return ["sh", "-c", f"env > {'' if inside else b.path}/env-{tag}"]
+            # the state on stdin read first: crun fails a hook that exits before its write
+            return ["sh", "-c", "while read -r _; do :; done; "
+                    f"env > {'' if inside else b.path}/env-{tag}"]
 
         b.config["hooks"] = {
             "prestart": [{"path": "/bin/sh", "args": dump("absent")},

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import base_config
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 
 def test_run_echo_and_exit_codes(env: Env) -> None:

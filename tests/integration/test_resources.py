@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from cove.runtime.cgroups import detect_layout, open_manager
-from tests.conftest import Env
-from tests.helpers import base_config
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 MiB = 1 << 20
 

@@ -5,69 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.peerlib import (
-    IMAGE_REF,
-    Peer,
-    PtySession,
-    containerd_config,
-    finish,
-    need,
-    sh,
-    wait_for,
-)
+from tests.lib.daemons import CTR_NAMESPACE, Containerd
+from tests.lib.peers import IMAGE_REF, finish, need, sh
+from tests.lib.terminal import PtySession
+from tests.lib.wait import wait_for
 
 pytestmark = pytest.mark.peers
 
-NS = "peerns"
-
-
-class Containerd(Peer):
-    def __init__(self) -> None:
-        # The shim's sockets always live in /run/containerd/s.
-        super().__init__("containerd", [NS], ["/run/containerd"])
-        self.bin = "/usr/bin/ctr"
-        self.sock = self.path("c.sock")
-        self.cove_root = self.path("cove-root")
-        os.makedirs(self.path("tmp"))
-        with open(self.path("config.toml"), "w") as f:
-            f.write(containerd_config(self.dir, self.sock, cri=False))
-
-    def ctr_argv(self, *args: str) -> list[str]:
-        return [self.bin, "-a", self.sock, "-n", NS, *args]
-
-    def __call__(self, *args: str, check: bool = True,
-                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return sh(self.ctr_argv(*args), check=check, timeout=timeout)
-
-    def run_args(self) -> list[str]:
-        return ["--runc-binary", self.runtime, "--runc-root", self.cove_root]
-
-    def task_status(self, cid: str) -> str:
-        for line in self("task", "ls").stdout.splitlines()[1:]:
-            f = line.split()
-            if f and f[0] == cid:
-                return f[2]
-        return ""
-
-    def runtime_log(self, cid: str) -> str:
-        """The JSON log the shim passes to cove-runtime (--log): where errors go."""
-        p = self.path("state", "io.containerd.runtime.v2.task", NS, cid, "log.json")
-        try:
-            with open(p) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def remove(self, cid: str) -> None:
-        self("task", "kill", "-s", "SIGKILL", cid, check=False)
-        self("task", "rm", "-f", cid, check=False)
-        self("container", "rm", cid, check=False)
+NS = CTR_NAMESPACE
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +54,9 @@ def test_run_tty_on_a_pty(ctd: Containerd) -> None:
     """`ctr run -t`: the shim hands cove-runtime a --console-socket for the init."""
     s = PtySession(ctd.ctr_argv("run", "-t", "--rm", *ctd.run_args(), IMAGE_REF,
                                 "peerc-tty", "sh"))
-    s.read_until(b"# ")
+    s.expect(b"# ")
     s.send(b"tty; echo MARK$((6*7))\r")
-    out = s.read_until(b"MARK42")
+    out = s.expect(b"MARK42")
     assert b"/dev/pts/" in out
     s.send(b"exit 5\r")
     assert s.wait() == 5
@@ -129,7 +79,7 @@ def test_task_exec_ps_pause_resume_kill(ctd: Containerd) -> None:
 
         # exec with a terminal needs ctr itself on a terminal: run it on a pty.
         s = PtySession(ctd.ctr_argv("task", "exec", "-t", "--exec-id", "peere2", cid, "tty"))
-        s.read_until(b"/dev/pts/")
+        s.expect(b"/dev/pts/")
         assert s.wait() == 0
 
         # ps: the shim calls `ps --format json` and expects the pids in the container.

@@ -4,48 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.peerlib import Peer, finish, need, sh, wait_for
+from tests.lib.daemons import Docker
+from tests.lib.peers import finish, need
+from tests.lib.wait import wait_for
 
 pytestmark = pytest.mark.peers
 
 IMAGE = "peerbusybox:latest"
-
-
-class Docker(Peer):
-    def __init__(self) -> None:
-        super().__init__("docker", ["docker"],
-                         ["/etc/docker/key.json", "/opt/containerd", "/run/containerd",
-                          "/run/docker"])
-        # /usr/local/bin may hold a newer client than this 20.10 daemon speaks.
-        self.bin = "/usr/bin/docker"
-        T = self.dir
-        self.sock = self.path("docker.sock")
-        os.makedirs(self.path("tmp"))
-        with open(self.path("daemon.json"), "w") as f:
-            json.dump({
-                "data-root": f"{T}/data", "exec-root": f"{T}/exec",
-                "pidfile": f"{T}/docker.pid", "hosts": [f"unix://{self.sock}"],
-                "iptables": False, "ip6tables": False, "ip-forward": False,
-                "ip-masq": False, "bridge": "none", "storage-driver": "overlay2",
-                "exec-opts": ["native.cgroupdriver=cgroupfs"],
-                "runtimes": {"cove": {"path": self.runtime}},
-            }, f)
-
-    def __call__(self, *args: str, check: bool = True,
-                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return sh([self.bin, "-H", f"unix://{self.sock}", *args], check=check,
-                  timeout=timeout)
-
-    def ready(self) -> bool:
-        if not os.path.exists(self.sock):
-            return False
-        return self("version", check=False, timeout=10).returncode == 0
 
 
 @pytest.fixture(scope="module")

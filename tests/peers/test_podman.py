@@ -3,54 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.peerlib import IMAGE_REF, Peer, PtySession, finish, need, sh
+from tests.lib.daemons import Podman
+from tests.lib.peers import IMAGE_REF, finish, need
+from tests.lib.terminal import PtySession
 
 pytestmark = pytest.mark.peers
-
-
-class Podman(Peer):
-    def __init__(self) -> None:
-        super().__init__("podman", ["libpod_parent"],
-                         # podman keeps its blob-info cache here whatever graphroot says.
-                         ["/var/lib/containers", "/run/containers", "/run/libpod"])
-        self.bin = "/usr/bin/podman"
-        T = self.dir
-        for d in ("tmp", "networks", "volumes"):
-            os.makedirs(self.path(d))
-        with open(self.path("containers.conf"), "w") as f:
-            f.write(f"""[containers]
-netns = "none"
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[network]
-network_config_dir = "{T}/networks"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{T}/events.log"
-tmp_dir = "{T}/tmp"
-volume_path = "{T}/volumes"
-runtime = "cove"
-[engine.runtimes]
-cove = ["{self.runtime}"]
-""")
-        with open(self.path("storage.conf"), "w") as f:
-            f.write(f'[storage]\ndriver = "overlay"\ngraphroot = "{T}/storage"\n'
-                    f'runroot = "{T}/run"\n')
-        with open(self.path("registries.conf"), "w") as f:
-            f.write("unqualified-search-registries = []\n")
-        self.env = {**os.environ, "CONTAINERS_CONF": self.path("containers.conf"),
-                    "CONTAINERS_STORAGE_CONF": self.path("storage.conf"),
-                    "CONTAINERS_REGISTRIES_CONF": self.path("registries.conf")}
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60,
-                 input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return sh([self.bin, *args], env=self.env, check=check, timeout=timeout, input=input)
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +104,9 @@ def test_run_as_user_read_only(podman: Podman) -> None:
 def test_run_it_on_a_pty(podman: Podman) -> None:
     s = PtySession([podman.bin, "run", "-it", "--rm", "--cidfile", podman.path("cid-it"),
                     "--name", "peerpod-it", IMAGE_REF, "sh"], env=podman.env)
-    s.read_until(b"# ")
+    s.expect(b"# ")
     s.send(b"tty; stty size; echo MARK$((6*7))\r")
-    out = s.read_until(b"MARK42")
+    out = s.expect(b"MARK42")
     assert b"/dev/pts/" in out
     s.send(b"exit 3\r")
     assert s.wait() == 3

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from cove.sys import ffi
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 
 SCALARS = ["c_char", "c_char_p", "c_int", "c_long", "c_short", "c_size_t", "c_ssize_t",
            "c_uint", "c_uint8", "c_uint16", "c_uint32", "c_uint64", "c_ulong", "c_ushort",

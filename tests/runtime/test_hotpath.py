@@ -19,8 +19,9 @@ import pytest
 
 from cove.oci.defaults import default_spec
 from cove.runtime import boot
-from tests import helpers as H
-from tests.conftest import Env
+from tests.lib.bundles import Bundle
+from tests.lib.paths import RUNTIME
+from tests.lib.runtime import Env
 
 BUDGET = json.loads((Path(__file__).parent / "budget.json").read_text())
 # What a lookup is, for the budget: every system call that resolves a path or lists
@@ -31,15 +32,15 @@ BANNED = {"re", "json", "argparse", "logging", "subprocess", "dataclasses", "typ
           "signal", "shutil", "pathlib", "importlib", "threading"}
 
 
-def _true_bundle(env: Env) -> H.Bundle:
+def _true_bundle(env: Env) -> Bundle:
     spec = default_spec()  # runc's defaults: read-only root, seccomp, masked paths
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["/bin/true"]
     return env.bundle(spec)
 
 
-def _run_args(env: Env, b: H.Bundle, cid: str) -> list[str]:
-    return [H.RUNTIME, "--root", str(env.rt.root), "run", "--bundle", str(b.path), cid]
+def _run_args(env: Env, b: Bundle, cid: str) -> list[str]:
+    return [RUNTIME, "--root", str(env.rt.root), "run", "--bundle", str(b.path), cid]
 
 
 def test_run_imports_only_its_budget(env: Env) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import Runtime, base_config, console_server, read_until
-from tests.security.conftest import bundle, run, runc
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env, Runtime, console_server, read_until
+from tests.lib.security import bundle, run, runc
 
 EPERM, EACCES = 1, 13
 

@@ -25,8 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Env
-from tests.helpers import base_config, leftovers
+from tests.lib.bundles import base_config
+from tests.lib.host import leftovers
+from tests.lib.runtime import Env
 
 EXAMPLES = int(os.environ.get("COVE_FUZZ_EXAMPLES", "150"))
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import base_config
-from tests.security.conftest import bundle, run, runc
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
+from tests.lib.security import bundle, run, runc
 
 EPERM = 1
 

@@ -11,164 +11,23 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env
-from tests.helpers import RUNTIME, template_rootfs
+from tests.lib.bundles import template_rootfs
+from tests.lib.paths import RUNTIME
+from tests.lib.rootless import User
+from tests.lib.runtime import Env
+from tests.lib.wait import wait_for
 
 RUNC = shutil.which("runc")
 RUNC_FCHOWN = ("runc 1.1.5 rootless fails on this host with 'fchown fd 7: operation not "
                "permitted' (docs: /work/shared/peers-on-this-host.md)")
-SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
-
-
-class User:
-    """An unprivileged user made for one test, and a way to run things as it."""
-
-    def __init__(self, name: str, home: Path, xdg: Path) -> None:
-        pw = pwd.getpwnam(name)
-        self.name = name
-        self.uid = pw.pw_uid
-        self.gid = pw.pw_gid
-        self.home = home
-        self.xdg = xdg
-        self.subuid = _subid_range(SUBID_FILES[0], name)
-        self.subgid = _subid_range(SUBID_FILES[1], name)
-
-    def run(self, argv: list[str], cwd: str | None = None, xdg: bool = True,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={self.home}",
-               f"USER={self.name}"]
-        if xdg:
-            env.append(f"XDG_RUNTIME_DIR={self.xdg}")
-        # Files, not pipes, for stdio (see helpers.Runtime); made by root, as an engine's.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            r = subprocess.run(["runuser", "-u", self.name, "--", *env, *argv], stdout=out,
-                               stderr=err, stdin=subprocess.DEVNULL, text=True, cwd=cwd,
-                               timeout=timeout)
-            out.seek(0)
-            err.seek(0)
-            return subprocess.CompletedProcess(r.args, r.returncode, out.read(), err.read())
-
-    def pids(self) -> list[int]:
-        """Live (not zombie) processes of the user."""
-        out = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                st = os.stat(f"/proc/{p}")
-                with open(f"/proc/{p}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if st.st_uid == self.uid and state not in (b"Z", b"X"):
-                out.append(int(p))
-        return out
-
-
-def _subid_range(path: Path, name: str) -> tuple[int, int]:
-    for line in path.read_text().splitlines():
-        parts = line.split(":")
-        if len(parts) == 3 and parts[0] == name:
-            return int(parts[1]), int(parts[2])
-    return 0, 0
-
-
-def _next_free_subid(path: Path) -> int:
-    end = 100000
-    for line in path.read_text().splitlines():
-        parts = line.split(":")
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            end = max(end, int(parts[1]) + int(parts[2]))
-    return end
-
-
-@pytest.fixture
-def user(env: Env) -> Iterator[User]:
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        pytest.skip("needs useradd and runuser")
-    name = f"cove{uuid.uuid4().hex[:10]}"
-    saved = {p: p.read_bytes() if p.exists() else None for p in SUBID_FILES}
-    subprocess.run(["useradd", "-m", "-U", "-s", "/bin/sh", name], check=True,
-                   capture_output=True)
-    try:
-        # Debian's useradd gives new users a range (SUB_UID_MIN in login.defs); where it
-        # does not, add one.
-        for p in SUBID_FILES:
-            if _subid_range(p, name) == (0, 0):
-                with open(p, "a") as f:
-                    f.write(f"{name}:{_next_free_subid(p)}:65536\n")
-        home = Path(pwd.getpwnam(name).pw_dir)
-        xdg = env.tmp / "xdg"
-        xdg.mkdir(mode=0o700)
-        u = User(name, home, xdg)
-        os.chown(xdg, u.uid, u.gid)
-        yield u
-        left = _user_leftovers(u, env)
-        assert not left, f"left behind: {left}"
-    finally:
-        u_pids = []
-        try:
-            uid = pwd.getpwnam(name).pw_uid
-            u_pids = [int(p) for p in os.listdir("/proc")
-                      if p.isdigit() and _owner(p) == uid]
-        except KeyError:
-            pass
-        for pid in u_pids:  # the test user's own processes (a failed test's containers)
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        _wait(lambda: not any(os.path.exists(f"/proc/{p}") for p in u_pids), 5)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
-        for p, data in saved.items():
-            if data is None:
-                p.unlink(missing_ok=True)
-            elif p.read_bytes() != data:
-                p.write_bytes(data)
-
-
-def _owner(pid: str) -> int:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
-        return -1
-
-
-def _wait(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _user_leftovers(u: User, env: Env) -> list[str]:
-    out = []
-    # Zombies of the container are reaped by the host's init a little later.
-    if not _wait(lambda: not u.pids(), 5):
-        out += [f"process {p} of {u.name}" for p in u.pids()]
-    state = u.xdg / "cove-runtime"
-    if state.is_dir():
-        out += [f"state entry {n}" for n in os.listdir(state) if n != "seccomp-cache"]
-    rs = u.xdg / "runc"
-    if rs.is_dir():
-        out += [f"runc state entry {n}" for n in os.listdir(rs)]
-    with open("/proc/self/mountinfo") as f:
-        out += [f"mount {ln.split()[4]}" for ln in f if str(env.tmp) in ln]
-    return out
 
 
 def bundle(u: User, env: Env, args: list[str], name: str = "rl",
@@ -258,11 +117,12 @@ def test_lifecycle_exec_kill_delete(env: Env, user: User) -> None:
     assert init in ps and len(ps) == 2  # no cgroup: found through the pid namespace
     # kill --all reaches the exec'd process too (sleep as pid 1 ignores TERM).
     assert rt(user, "kill", "--all", cid, "TERM").returncode == 0
-    assert _wait(lambda: json.loads(rt(user, "ps", "--format", "json", cid).stdout)
-                 == [init], 5)
+    wait_for(lambda: json.loads(rt(user, "ps", "--format", "json", cid).stdout) == [init], 5,
+             "only the init in `ps`", interval=0.05)
     assert rt(user, "delete", cid).returncode == 1  # running
     assert rt(user, "kill", cid, "KILL").returncode == 0
-    assert _wait(lambda: '"stopped"' in rt(user, "state", cid).stdout, 5)
+    wait_for(lambda: '"stopped"' in rt(user, "state", cid).stdout, 5, "stopped",
+             interval=0.05)
     p = rt(user, "delete", cid)
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert rt(user, "state", cid).returncode == 1

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Env
-from tests.helpers import base_config
-from tests.security.conftest import bundle, run
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
+from tests.lib.security import bundle, run
 
 ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
 # <linux/seccomp.h>: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, ..._resp)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixtures imported below are test arguments)
 """Autoscaling (cove/engine/services/autoscale.py): the decision on traces (pure), the
 CPU use of real containers read from their cgroups (a busybox burner and an idle one,
 `--network none`), placement against what the host has, and `cove autoscale`."""
@@ -15,7 +14,7 @@ import pytest
 from cove.engine.services import autoscale as A
 from cove.engine.services.autoscale import Sample
 from cove.errors import CoveError
-from tests.engine.conftest import Cove, busybox_blobs, cove  # noqa: F401 (fixtures)
+from tests.lib.engine import Cove
 
 SPEC = A.parse_spec({"min": 1, "max": 5, "cpu": "50%", "window": "30s"})
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixtures imported below are test arguments)
 """A service's published port spread over its replicas (cove/engine/services/lb.py):
 real busybox httpd replicas on a user network, nft in a network namespace the test
 makes, clients on its loopback and in a second namespace ("outside", through a veth)."""
@@ -16,7 +15,9 @@ from typing import Any
 import pytest
 
 from cove.engine.services import lb
-from tests.engine.conftest import ROOT, Cove, busybox_blobs, cove, netns, wait_for  # noqa: F401 (fixtures)
+from tests.lib.engine import Cove
+from tests.lib.paths import ROOT
+from tests.lib.wait import wait_for
 
 HTTPD = ["busybox", "sh", "-c",
          "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]

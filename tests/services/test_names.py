@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixtures imported below are test arguments)
 """A service's name on its network (cove/engine/services/names.py): busybox clients in
 containers resolve it through /etc/hosts to the replicas the engine says are healthy;
 all in a network namespace the test makes."""
@@ -13,7 +12,7 @@ import pytest
 from cove.engine import netcontainer as NC
 from cove.engine.services import names
 from cove.errors import CoveError
-from tests.engine.conftest import Cove, busybox_blobs, cove, netns  # noqa: F401 (fixtures)
+from tests.lib.engine import Cove
 
 HTTPD = ["busybox", "sh", "-c",
          "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixtures imported below are test arguments)
 """Services end to end, each test in a network namespace of its own with its own state
 root: a 3-service project (web x3 busybox httpd with a health check behind a published
 port, a client polling `web` by name, a worker with a named volume) comes up in
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import Cove, busybox_blobs, cove, kill_engine, netns  # noqa: F401
-from tests.services.conftest import Loop, build_web, get, ps, wait_for, write_project
+from tests.lib.engine import Cove, kill_engine
+from tests.lib.services import Loop, build_web, get, ps, write_project
+from tests.lib.wait import wait_for
 
 pytest.importorskip("cove.engine.services.lb")
 pytest.importorskip("cove.engine.services.names")

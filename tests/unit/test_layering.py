@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 
 PKG = ROOT / "cove"
 
@@ -46,6 +46,8 @@ RUNTIME_PUBLIC: dict[str, str] = {
     "cove.runtime.caller": "the terminal relay of a foreground `cove run -t`",
     "cove.runtime.features": "libseccomp_version for `cove info`",
     "cove.runtime.cgroups.detect": "the cgroup layout for `cove info`",
+    "cove.runtime.cgroups.prewarm": "the cgroup migration's wait, started early by the "
+                                    "engine's create (cove/engine/container/create.py)",
 }
 IMAGE_MAY_USE_RUNTIME: dict[str, str] = {}  # none: bundles start from cove.oci.defaults
 

@@ -14,7 +14,7 @@ from cove.oci import jsonio
 from cove.oci.defaults import default_spec
 from cove.oci.spec import Spec
 from cove.runtime.signals import parse_signal
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 
 
 @pytest.mark.parametrize("doc", [

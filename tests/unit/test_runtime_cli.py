@@ -13,7 +13,7 @@ import pytest
 from cove.cli import flags as F
 from cove.cli import isolation
 from cove.cli import runtime as R
-from tests.helpers import ROOT
+from tests.lib.paths import ROOT
 
 VERBS = ["create", "run", "start", "state", "kill", "delete", "ps", "exec_", "pause",
          "resume", "update", "events", "features"]

@@ -21,8 +21,8 @@ import pytest
 
 from cove.errors import CoveError
 from cove.runtime.cgroups import Manager, open_manager, open_manager_from_state
-from tests.conftest import Env
-from tests.helpers import base_config
+from tests.lib.bundles import base_config
+from tests.lib.runtime import Env
 
 ROOT = "/sys/fs/cgroup"
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from cove.engine import state
-from cove.engine.container.refresh import refresh
+from cove.engine.container.refresh import refresh_record
 from cove.engine.container.rtcmd import exec_argv
 from cove.errors import CoveError
 
@@ -20,7 +20,7 @@ def exec_(root: str, name: str, cmd: list[str], *, tty: bool = False,
           user: str | None = None, workdir: str | None = None) -> int:
     paths = state.Paths(root)
     name = state.lookup(paths, name)
-    rec = refresh(paths, name)
+    rec = refresh_record(paths, name)
     if rec["State"]["Status"] != "running":
         raise CoveError(f"container {name}", "is not running")
     args = exec_argv(paths, env or [], user, workdir)

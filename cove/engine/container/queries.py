@@ -7,41 +7,41 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from cove.engine import logs as logfile
 from cove.engine import monctl, state
-from cove.engine.container.record import ACTIVE
-from cove.engine.container.refresh import monitor_alive, refresh
+from cove.engine.container.record import ACTIVE, Record
+from cove.engine.container.refresh import monitor_alive, refresh_record
 from cove.engine.container.rtcmd import runtime
 from cove.errors import CoveError
 
 
-def inspect(root: str, name: str, notify: Callable[[str], None] | None = None
-            ) -> dict[str, Any]:
+def inspect_record(root: str, name: str, notify: Callable[[str], None] | None = None
+                   ) -> Record:
     """The container's record, corrected (refresh); a monitor it relies on is
     started again if it died (`notify` hears of it: the CLI prints it)."""
     paths = state.Paths(root)
     was = monctl.running(root) > 0
-    rec = refresh(paths, state.lookup(paths, name))  # (adopting a running container may
+    rec = refresh_record(paths, state.lookup(paths, name))  # (adopting a running container may
     if needs_monitor(rec) and not was and revive_monitor(root) and notify:  # start one)
         notify(REVIVED)
     return rec
 
 
-def ps(root: str, all: bool = False,
-       notify: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def ps_records(root: str, all: bool = False,
+               notify: Callable[[str], None] | None = None) -> list[Record]:
     """The containers' records (running ones, or `all`), corrected. A record that can't
     be read is skipped and `notify` hears why (one line: the CLI prints it); so it does
     when a dead monitor that a container relies on is started again."""
     paths = state.Paths(root)
-    out = []
+    out: list[Record] = []
     supervised = False
     was = monctl.running(root) > 0
     for n in state.all_names(paths):
         try:
-            rec = refresh(paths, n)
+            rec = refresh_record(paths, n)
         except state.CorruptRecord as e:
             if notify:
                 notify(str(e))  # one line; the others list as usual
@@ -60,7 +60,7 @@ REVIVED = ("the monitor was not running (restart policies, health checks); start
            "again")
 
 
-def needs_monitor(rec: dict[str, Any]) -> bool:
+def needs_monitor(rec: Mapping[str, Any]) -> bool:
     """Whether a container relies on the monitor's policy: a health check while it
     runs, or a restart policy that may still act (not after a manual stop, not with
     --rm)."""
@@ -86,7 +86,7 @@ def revive_monitor(root: str) -> bool:
     return True
 
 
-def up_line(rec: dict[str, Any]) -> str:
+def up_line(rec: Mapping[str, Any]) -> str:
     """`ps`'s STATUS of a running or paused container: "Up 5 seconds (Paused)"."""
     st = rec["State"]
     from cove.engine.units import human_duration
@@ -97,7 +97,7 @@ def up_line(rec: dict[str, Any]) -> str:
     return line + (f" ({h})" if h else "")
 
 
-def status_line(rec: dict[str, Any]) -> str:
+def status_line(rec: Mapping[str, Any]) -> str:
     st = rec["State"]
     if st["Status"] in ("running", "paused"):
         return up_line(rec)  # docker's "Up 5 seconds (Paused)"
@@ -117,7 +117,7 @@ def logs(root: str, name: str, *, follow: bool = False, since: str | None = None
     path = logfile.log_path(paths.cdir(name))
 
     def alive() -> bool:
-        rec = state.load(paths.cdir(name))
+        rec = state.load_record(paths.cdir(name))
         return bool(rec) and rec is not None and (
             rec["State"]["Status"] in ACTIVE or monitor_alive(rec))
     return logfile.follow(path, alive if follow else None,
@@ -143,7 +143,7 @@ def stats(root: str, name: str) -> dict[str, Any]:
     container's namespace (its interfaces but lo; none on the host's network)."""
     paths = state.Paths(root)
     name = state.lookup(paths, name)
-    rec = refresh(paths, name)
+    rec = refresh_record(paths, name)
     if rec["State"]["Status"] not in ("running", "paused"):
         raise CoveError(f"container {name}", "is not running")
     r = subprocess.run([*runtime(paths), "events", "--stats", name], capture_output=True,
@@ -190,6 +190,6 @@ def _net_io(pid: int) -> tuple[int, int]:
 
 
 def port(root: str, name: str) -> dict[str, list[dict[str, str]]]:
-    rec = inspect(root, name)
+    rec = inspect_record(root, name)
     ports: dict[str, list[dict[str, str]]] = rec["NetworkSettings"].get("Ports") or {}
     return ports or rec["HostConfig"]["PortBindings"]

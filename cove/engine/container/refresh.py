@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import events, monctl, procs, state
@@ -16,13 +17,17 @@ from cove.engine.container.mounts import drop_volumes
 from cove.engine.container.rtcmd import rt_delete
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (record.py imports the flags' parsers: not at run time)
+    from cove.engine.container.record import Record
 
-def refresh(paths: state.Paths, name: str) -> dict[str, Any]:
+
+def refresh_record(paths: state.Paths, name: str) -> Record:
     """The record, corrected where its processes are gone without a word (its monitor
     killed while the container exited; the host's process tree restarted): the exit code
     is the one the zygote wrote (it reaps the init of a dead monitor), else 255."""
     cdir = paths.cdir(name)
-    rec = state.load(cdir, strict=True)
+    rec = state.load_record(cdir, strict=True)
     if rec is None:
         raise CoveError(f"container {name}", "no such container")
     st = rec["State"]
@@ -33,7 +38,7 @@ def refresh(paths: state.Paths, name: str) -> dict[str, Any]:
         with contextlib.suppress(CoveError, OSError):
             if os.path.exists(os.path.join(cdir, "stdout.fifo")):
                 monctl.request(paths.root, "adopt", name)
-                rec = state.load(cdir, strict=True) or rec
+                rec = state.load_record(cdir, strict=True) or rec
     elif st["Status"] in ("running", "paused") and not monitor_alive(rec):
         # (a `run -it` has no monitor and no Pid: its foreground `cove run` watches it)
         code = procs.read_exit(cdir, int(st.get("Pid") or 0))
@@ -47,20 +52,20 @@ def refresh(paths: state.Paths, name: str) -> dict[str, Any]:
 
         corrected = False
 
-        def lost(r: dict[str, Any]) -> None:
+        def lost(r: Record) -> None:
             # checked again under the lock: its watcher may have recorded the exit (or a
             # new one started it) since we read the record
             nonlocal corrected
             if r["State"]["Status"] not in ("running", "paused") or monitor_alive(r):
                 return
             corrected = True
-            r["State"].update(Status="exited", Running=False, Pid=0,
-                              ExitCode=255 if code is None else code,
-                              FinishedAt=state.now_rfc3339(),
-                              Error="exited while no monitor watched it; exit code lost"
-                              if code is None else "")
+            r["State"].update({"Status": "exited", "Running": False, "Pid": 0,
+                               "ExitCode": 255 if code is None else code,
+                               "FinishedAt": state.now_rfc3339(),
+                               "Error": "exited while no monitor watched it; exit code "
+                                        "lost" if code is None else ""})
             r["MonitorPid"] = 0
-        rec = state.update(cdir, lost)
+        rec = state.update_record(cdir, lost)
         if not corrected:
             rec["LogPath"] = logfile.log_path(cdir)
             return rec
@@ -78,15 +83,15 @@ def refresh(paths: state.Paths, name: str) -> dict[str, Any]:
 def cleanup(paths: state.Paths, name: str) -> None:
     """After a run: the network torn down, the rootfs unmounted (kept for a restart)."""
     from cove.engine.teardown import cleanup as after_run
-    after_run(paths, name, state.load(paths.cdir(name)) or {})
+    after_run(paths, name, state.load_record(paths.cdir(name)) or {})
 
 
-def _zygote_alive(rec: dict[str, Any]) -> bool:
+def _zygote_alive(rec: Mapping[str, Any]) -> bool:
     pid = int(rec.get("ZygotePid") or 0)
     return pid > 0 and state.pid_alive(pid, rec.get("ZygoteStart"))
 
 
-def monitor_alive(rec: dict[str, Any]) -> bool:
+def monitor_alive(rec: Mapping[str, Any]) -> bool:
     """Whether its monitor lives and will record its exit (every container runs under
     one, a terminal too: cove/engine/ttywatch.py). While it lives the record is its to
     finish: `ps` and `inspect` must not correct it."""
@@ -102,14 +107,14 @@ def monitor_alive(rec: dict[str, Any]) -> bool:
 
 def teardown(paths: state.Paths, name: str) -> None:
     """Undo what start set up outside the runtime (the container's network)."""
-    rec = state.load(paths.cdir(name)) or {}
-    if rec.get("HostConfig", {}).get("NetworkMode") in ("host", "none"):
+    rec = state.load_record(paths.cdir(name))
+    if rec and rec["HostConfig"].get("NetworkMode") in ("host", "none"):
         return
     from cove.engine import network
     network.detach(paths, name)
 
 
-def dispose(paths: state.Paths, name: str, rec: dict[str, Any]) -> None:
+def dispose(paths: state.Paths, name: str, rec: Mapping[str, Any]) -> None:
     """Remove a container that no longer runs (`rec`, its last record): once its
     monitor finished (the log drained, the teardown done), the runtime's state, the
     network, the rootfs and the container's directory, and its anonymous volumes.
@@ -117,7 +122,7 @@ def dispose(paths: state.Paths, name: str, rec: dict[str, Any]) -> None:
     from cove.image import snapshots
     from cove.image.store import Store
     deadline = time.monotonic() + 5
-    while monitor_alive(state.load(paths.cdir(name)) or {}) and time.monotonic() < deadline:
+    while monitor_alive(state.load_record(paths.cdir(name)) or {}) and time.monotonic() < deadline:
         time.sleep(0.05)
     rt_delete(paths, name)
     with contextlib.suppress(Exception):

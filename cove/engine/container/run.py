@@ -13,6 +13,7 @@ from cove.engine import hostconfig, procs, state
 from cove.engine.container.create import create
 from cove.engine.container.mounts import drop_volumes
 from cove.engine.container.queries import logs
+from cove.engine.container.record import Record
 from cove.engine.container.rtcmd import rt_quiet
 from cove.engine.container.sigproxy import signals
 from cove.engine.container.start import start
@@ -22,7 +23,7 @@ from cove.errors import CoveError
 
 
 def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
-        stdin: int | None = None, sig_proxy: bool = False) -> tuple[dict[str, Any], int]:
+        stdin: int | None = None, sig_proxy: bool = False) -> tuple[Record, int]:
     """create + start; attached (not `detach`), copy its output to `out`/`err` until it
     exits and return its exit code (and remove it with `rm`).
 
@@ -39,6 +40,31 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
         from cove.engine import ttyattach  # under the monitor, relayed (ttyattach.py)
         return ttyattach.run(root, o)
     paths = state.Paths(root)
+    rec, name, fifo = _create_start(root, paths, o)
+    if o.detach:
+        return rec, 0
+    if fifo is not None:
+        # the container holds the read end now: ours goes, and so does the FIFO (a
+        # later start gets /dev/null, as docker's restarted containers)
+        path, placeholder, w = fifo
+        os.close(placeholder)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        import threading
+        threading.Thread(target=_feed_stdin, args=(0 if stdin is None else stdin, w),
+                         name=f"stdin {name}", daemon=True).start()
+    code = _follow(root, paths, o, name, out, err, sig_proxy)
+    if o.rm:
+        remove(root, name, force=True)
+    return rec, code
+
+
+def _create_start(root: str, paths: state.Paths, o: RunOptions
+                  ) -> tuple[Record, str, tuple[str, int, int] | None]:
+    """create + start, and `run -i`'s stdin FIFO (`_stdin_fifo`): (the started
+    container's record, its name, the FIFO or None). A failure undoes it all (the
+    container, its new volumes, the --cidfile) and is docker's 126/127 when the command
+    can't be run."""
     rec = create(root, o)
     name = rec["Name"]
     fifo: tuple[str, int, int] | None = None
@@ -48,7 +74,8 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
         elif o.interactive:
             # `run -d -i`: docker's OpenStdin; the container keeps its stdin FIFO open
             # (procs.open_stdin) and `cove attach` writes to it
-            state.update(paths.cdir(name), lambda r: r["Config"].update(OpenStdin=True))
+            state.update_record(paths.cdir(name),
+                                lambda r: r["Config"].update({"OpenStdin": True}))
         rec = start(root, name)
     except BaseException:
         if fifo is not None:
@@ -67,18 +94,13 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
             if mapped is not None:
                 raise mapped from None
         raise
-    if o.detach:
-        return rec, 0
-    if fifo is not None:
-        # the container holds the read end now: ours goes, and so does the FIFO (a
-        # later start gets /dev/null, as docker's restarted containers)
-        path, placeholder, w = fifo
-        os.close(placeholder)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        import threading
-        threading.Thread(target=_feed_stdin, args=(0 if stdin is None else stdin, w),
-                         name=f"stdin {name}", daemon=True).start()
+    return rec, name, fifo
+
+
+def _follow(root: str, paths: state.Paths, o: RunOptions, name: str, out: Any, err: Any,
+            sig_proxy: bool) -> int:
+    """An attached run's output copied to `out`/`err` until the container exits: its
+    exit code (130 after ^C, which stops it)."""
 
     def forward(signum: int, _frame: object) -> None:
         rt_quiet(paths, "kill", name, str(signum))
@@ -103,9 +125,7 @@ def run(root: str, o: RunOptions, out: Any = None, err: Any = None, *,
         if o.rm:
             remove(root, name, force=True)
         raise
-    if o.rm:
-        remove(root, name, force=True)
-    return rec, code
+    return code
 
 
 def _stdin_fifo(cdir: str) -> tuple[str, int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import hostconfig, state
@@ -13,7 +14,7 @@ from cove.engine.options import RunOptions, _env_files, apply_caps
 from cove.errors import CoveError
 
 
-def build_spec(paths: state.Paths, rec: dict[str, Any], o: RunOptions, rootfs: str,
+def build_spec(paths: state.Paths, rec: Mapping[str, Any], o: RunOptions, rootfs: str,
                cfg: object) -> dict[str, Any]:
     from cove.image.bundle import image_spec
     hc = rec["HostConfig"]

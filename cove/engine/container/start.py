@@ -4,37 +4,40 @@ monitor (cove/engine/monitor.py), and a running one whose monitor died adopted."
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from cove.engine import events, monctl, state
-from cove.engine.container.refresh import refresh, teardown
+from cove.engine.container.refresh import refresh_record, teardown
 from cove.engine.container.rtcmd import rt_delete
 from cove.engine.container.stop import stop
 from cove.engine.spawn import runtime_binary
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (record.py imports the flags' parsers: not at run time)
+    from cove.engine.container.record import Record
 
-def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, Any]:
+
+def start(root: str, name: str, *, policy_restart: bool = False) -> Record:
     """Start a created or exited container under a new monitor."""
     from cove.image import snapshots
     from cove.image.store import Store
     paths = state.Paths(root)
     name = state.lookup(paths, name)
     cdir = paths.cdir(name)
-    rec = refresh(paths, name)
+    rec = refresh_record(paths, name)
     if rec["State"]["Status"] == "running":
         return rec
     if rec["State"]["Status"] == "paused":
         raise CoveError(f"container {name}", "cannot start a paused container, try "
                                              "unpause instead")
 
-    def prep(r: dict[str, Any]) -> None:
+    def prep(r: Record) -> None:
         r["ManuallyStopped"] = False
         r["State"]["Status"] = "restarting" if policy_restart else r["State"]["Status"]
     if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
         from cove.engine import network
         network.check_ports(paths, rec["HostConfig"]["PortBindings"], name)
-    state.update(cdir, prep)
+    state.update_record(cdir, prep)
     rt_delete(paths, name)
     snapshots.remount(Store(root), name)
     if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
@@ -44,7 +47,7 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
         except BaseException:
             teardown(paths, name)
             snapshots.release(Store(root), name, remove=False)
-            state.update(cdir, lambda r: r["State"].update(Status="exited"))
+            state.update_record(cdir, lambda r: r["State"].update({"Status": "exited"}))
             raise
     try:
         spawn_monitor(root, name)
@@ -54,7 +57,7 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> dict[str, An
         snapshots.release(Store(root), name, remove=False)
         raise
     # (a policy's restart is counted by the monitor once it ran: cove/engine/policy.py)
-    return refresh(paths, name)
+    return refresh_record(paths, name)
 
 
 def spawn_monitor(root: str, name: str, adopt: bool = False) -> None:
@@ -75,7 +78,7 @@ def adopt(root: str, name: str) -> None:
     spawn_monitor(root, name, adopt=True)
 
 
-def restart(root: str, name: str, timeout: float | None = None) -> dict[str, Any]:
+def restart(root: str, name: str, timeout: float | None = None) -> Record:
     stop(root, name, timeout)
     rec = start(root, name)
     events.emit(root, "container", "restart", rec)

@@ -7,12 +7,13 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import events, state
-from cove.engine.container.queries import ps
-from cove.engine.container.record import ACTIVE
-from cove.engine.container.refresh import dispose, refresh
+from cove.engine.container.queries import ps_records
+from cove.engine.container.record import ACTIVE, Record
+from cove.engine.container.refresh import dispose, refresh_record
 from cove.engine.container.rtcmd import rt_delete, rt_quiet, runtime
 from cove.engine.options import _signal_name
 from cove.errors import CoveError
@@ -25,7 +26,7 @@ def wait_status(paths: state.Paths, name: str, timeout: float | None) -> bool:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
-            rec = refresh(paths, name)
+            rec = refresh_record(paths, name)
         except state.CorruptRecord:
             raise
         except CoveError:
@@ -39,7 +40,7 @@ def wait_status(paths: state.Paths, name: str, timeout: float | None) -> bool:
         nap(rec, None if deadline is None else deadline - time.monotonic())
 
 
-def nap(rec: dict[str, Any], left: float | None) -> None:
+def nap(rec: Mapping[str, Any], left: float | None) -> None:
     """Wait until the record may have changed: while its init runs, on the init's pidfd
     (readable the moment it exits; up to 0.5 s, since a restart or an adoption may
     change the pid); after that in 5 ms steps while the monitor records the exit. A
@@ -62,14 +63,18 @@ def nap(rec: dict[str, Any], left: float | None) -> None:
     time.sleep(min(0.005, limit))
 
 
+def _manual(r: Record) -> None:
+    r["ManuallyStopped"] = True  # a restart policy leaves it stopped
+
+
 def kill(root: str, name: str, sig: str | int = "KILL", *, manual: bool = True) -> None:
     paths = state.Paths(root)
     name = state.lookup(paths, name)
-    rec = refresh(paths, name)
+    rec = refresh_record(paths, name)
     if rec["State"]["Status"] not in ("running", "paused"):
         raise CoveError(f"container {name}", "is not running")
     if manual:
-        state.update(paths.cdir(name), lambda r: r.update(ManuallyStopped=True))
+        state.update_record(paths.cdir(name), _manual)
     r = subprocess.run([*runtime(paths), "kill", name, _signal_name(sig)],
                        capture_output=True, text=True)
     if rec["State"]["Status"] == "paused":  # frozen, it would not act on it
@@ -79,7 +84,7 @@ def kill(root: str, name: str, sig: str | int = "KILL", *, manual: bool = True) 
     events.emit(root, "container", "kill", rec, signal=_signal_name(sig))
 
 
-def _after_signal(paths: state.Paths, name: str, rec: dict[str, Any], sig: str | int) -> None:
+def _after_signal(paths: state.Paths, name: str, rec: Record, sig: str | int) -> None:
     """A signal was sent to a paused container: frozen, it would not act on it. As
     docker, SIGKILL and the stop signal thaw it (so `stop`, `kill` and `rm -f` work);
     another signal waits, pending, for `unpause`."""
@@ -88,11 +93,11 @@ def _after_signal(paths: state.Paths, name: str, rec: dict[str, Any], sig: str |
     want = {"KILL", "9", _signal_name(rec["Config"].get("StopSignal") or "TERM")}
     if _signal_name(sig) in want:
         if rt_quiet(paths, "resume", name) == 0:
-            def thawed(r: dict[str, Any]) -> None:
+            def thawed(r: Record) -> None:
                 r["State"]["Paused"] = False  # (also when it exited meanwhile: a SIGKILL)
                 if r["State"]["Status"] == "paused":
                     r["State"]["Status"] = "running"
-            state.update(paths.cdir(name), thawed)
+            state.update_record(paths.cdir(name), thawed)
 
 
 def stop(root: str, name: str, timeout: float | None = None) -> None:
@@ -100,15 +105,15 @@ def stop(root: str, name: str, timeout: float | None = None) -> None:
     --stop-timeout, else 10; -1 waits for ever, as docker); waits for the exit."""
     paths = state.Paths(root)
     name = state.lookup(paths, name)
-    state.update(paths.cdir(name), lambda r: r.update(ManuallyStopped=True))
-    rec = refresh(paths, name)
+    state.update_record(paths.cdir(name), _manual)
+    rec = refresh_record(paths, name)
     if timeout is None:
         own = rec["Config"].get("StopTimeout")
         timeout = 10.0 if own is None else float(own)
     if timeout < 0:
         timeout = None
     if rec["State"]["Status"] == "restarting":
-        state.update(paths.cdir(name), lambda r: r["State"].update(Status="exited"))
+        state.update_record(paths.cdir(name), lambda r: r["State"].update({"Status": "exited"}))
     if rec["State"]["Status"] not in ("running", "paused"):
         return
     with contextlib.suppress(CoveError):
@@ -125,14 +130,14 @@ def wait(root: str, name: str, timeout: float | None = None) -> int:
     name = state.lookup(paths, name)
     if not wait_status(paths, name, timeout):
         raise CoveError(f"wait {name}", "timed out")
-    return int(refresh(paths, name)["State"]["ExitCode"])
+    return int(refresh_record(paths, name)["State"]["ExitCode"])
 
 
 def remove(root: str, name: str, force: bool = False) -> str:
     paths = state.Paths(root)
     name = state.lookup(paths, name)
     try:
-        rec = refresh(paths, name)
+        rec = refresh_record(paths, name)
     except state.CorruptRecord:
         if not force:
             raise
@@ -141,7 +146,7 @@ def remove(root: str, name: str, force: bool = False) -> str:
     if rec["State"]["Status"] in ACTIVE:
         if not force:
             raise CoveError(f"container {name}", "is running: stop it first or use -f")
-        state.update(paths.cdir(name), lambda r: r.update(ManuallyStopped=True))
+        state.update_record(paths.cdir(name), _manual)
         with contextlib.suppress(CoveError):
             kill(root, name, "KILL")
         wait_status(paths, name, 10)
@@ -174,6 +179,6 @@ def _remove_unreadable(paths: state.Paths, name: str) -> None:
 
 def stop_all(root: str) -> None:
     """Stop every running container (tests, `cove system reset`)."""
-    for rec in ps(root):
+    for rec in ps_records(root):
         with contextlib.suppress(CoveError):
             stop(root, rec["Name"], 2)

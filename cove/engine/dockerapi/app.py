@@ -58,6 +58,13 @@ def _prepare(path: str) -> None:
             s.close()
 
 
+def _drain(fd: int) -> None:
+    """Empty the signal wakeup pipe (its bytes only woke the loop)."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):
+            pass
+
+
 def serve(root: str, path: str, group: str | None = None, quiet: bool = False) -> None:
     """Serve the API on the unix socket `path` (mode 0660; `group` its group) until
     SIGTERM or SIGINT. Containers are the engine's: they outlive the server."""
@@ -94,8 +101,22 @@ def serve(root: str, path: str, group: str | None = None, quiet: bool = False) -
         # reach this loop as if it were ours
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, stop)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # ...but a wakeup fd of our own: the kernel may deliver the signal to a worker
+        # thread, and Python runs `stop` only once the main thread leaves epoll_wait;
+        # without a byte to wake it, a quiet server never did (a CI run waited 10 s).
+        # A forked child's signal writes here too: that only wakes the loop, since the
+        # handler runs where the signal was received.
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        loop.add_reader(rfd, _drain, rfd)
+        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            loop.remove_reader(rfd)
+            os.close(rfd)
+            os.close(wfd)
         for t in list(srv.conns):
             t.cancel()
     # not asyncio.run: it waits for the worker threads at the end, and an engine call

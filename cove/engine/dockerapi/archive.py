@@ -42,7 +42,7 @@ def stat_doc(root: str, name: str, path: str) -> dict[str, Any] | None:
     must not (a child of a threaded process can deadlock on a lock another thread
     held at the fork)."""
     paths = S.Paths(root)
-    rec = C.refresh(paths, name)
+    rec = C.refresh_record(paths, name)
     r, w = os.pipe()
 
     def child() -> None:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +110,7 @@ async def follow_file(path: str, alive: Callable[[], bool], *, start_at_end: boo
             f.close()
 
 
-async def nap(rec: dict[str, Any] | None, limit: float) -> None:
+async def nap(rec: Mapping[str, Any] | None, limit: float) -> None:
     """Wait up to `limit` seconds for a record to change: while its init runs, on the
     init's pidfd (readable the moment it exits: the exit is seen at once, not at the
     next poll); otherwise a short sleep while the monitor records the exit."""

@@ -43,11 +43,11 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def _load(root: str, name: str) -> dict[str, Any] | None:
-    return S.load(S.Paths(root).cdir(name))
+def _load(root: str, name: str) -> C.Record | None:
+    return S.load_record(S.Paths(root).cdir(name))
 
 
-def _create(root: str, body: dict[str, Any], name: str | None) -> dict[str, Any]:
+def _create(root: str, body: dict[str, Any], name: str | None) -> C.Record:
     from cove.image import builtin
     from cove.image.store import Store
     o, extras = T.run_options(body, name)
@@ -57,23 +57,24 @@ def _create(root: str, body: dict[str, Any], name: str | None) -> dict[str, Any]
         except CoveError:
             raise ApiError(404, f"No such image: {o.image}") from None
     if name and os.path.lexists(S.Paths(root).cdir(name)):
-        other = _load(root, name) or {}
+        other = _load(root, name)
+        oid = other.get("Id", "") if other else ""
         raise ApiError(409, f'Conflict. The container name "/{name}" is already in use by '
-                            f'container "{other.get("Id", "")}". You have to remove (or '
+                            f'container "{oid}". You have to remove (or '
                             "rename) that container to be able to reuse that name.")
     try:
         rec = C.create(root, o)
     except CoveError as e:
         raise ApiError(status_of(e, 400), str(e)) from None
 
-    def keep(r: dict[str, Any]) -> None:
+    def keep(r: C.Record) -> None:
         r["Api"] = extras
         if extras["OpenStdin"] and not extras["StdinOnce"]:
             r["Config"]["OpenStdin"] = True   # the container holds its stdin open
-    return S.update(S.Paths(root).cdir(rec["Name"]), keep)
+    return S.update_record(S.Paths(root).cdir(rec["Name"]), keep)
 
 
-def _matches(rec: dict[str, Any], f: dict[str, list[str]]) -> bool:
+def _matches(rec: C.Record, f: dict[str, list[str]]) -> bool:
     for key, vals in f.items():
         if key == "name":
             ok = any(re.search(p, "/" + rec["Name"]) for p in vals)
@@ -109,7 +110,7 @@ def _matches(rec: dict[str, Any], f: dict[str, list[str]]) -> bool:
 
 
 def _list(root: str, all_: bool, limit: int, f: dict[str, list[str]]) -> list[dict[str, Any]]:
-    recs = C.ps(root, all=all_ or "status" in f or "exited" in f)
+    recs = C.ps_records(root, all=all_ or "status" in f or "exited" in f)
     recs = [r for r in recs if _matches(r, f)]
     recs.sort(key=lambda r: str(r["Created"]), reverse=True)
     if limit > 0:
@@ -126,7 +127,7 @@ def _last_exit(root: str, cid: str) -> int | None:
     return None
 
 
-async def wait_for(root: str, name: str, cond: str, rec: dict[str, Any]) -> dict[str, Any]:
+async def wait_for(root: str, name: str, cond: str, rec: C.Record) -> dict[str, Any]:
     """docker's wait: not-running (now, or when it stops), next-exit (its next exit),
     removed (when it is gone); `rec` the record when the wait was asked."""
     cid, fin0 = rec["Id"], rec["State"].get("FinishedAt")
@@ -155,7 +156,7 @@ async def wait_for(root: str, name: str, cond: str, rec: dict[str, Any]) -> dict
         n += 1
         if n % 100 == 0 and active:   # a monitor that died: the engine corrects it
             with contextlib.suppress(CoveError):
-                await call(C.refresh, S.Paths(root), name)
+                await call(C.refresh_record, S.Paths(root), name)
         await nap(cur, 0.5 if active else 0.02 if n < 100 else 0.1)
 
 
@@ -176,7 +177,7 @@ def entry_bytes(e: dict[str, Any], tty: bool, timestamps: bool) -> bytes:
     return data if tty else frame(STREAM_IDS.get(e["stream"], 1), data)
 
 
-async def _logs(root: str, name: str, rec: dict[str, Any], req: Request
+async def _logs(root: str, name: str, rec: C.Record, req: Request
                 ) -> AsyncIterator[bytes]:
     want = {s for s in ("stdout", "stderr") if req.qbool(s)}
     follow, ts = req.qbool("follow"), req.qbool("timestamps")
@@ -231,7 +232,7 @@ def _history(path: str, f: Any) -> list[dict[str, Any]]:
 
 def _stats_doc(root: str, name: str, pre: dict[str, Any] | None) -> dict[str, Any]:
     from cove.engine.client import _system_cpu_ns
-    rec = C.inspect(root, name)
+    rec = C.inspect_record(root, name)
     base: dict[str, Any] = {"read": S.now_rfc3339(), "preread": "0001-01-01T00:00:00Z",
                             "name": "/" + name, "id": rec["Id"],
                             "precpu_stats": pre or {"cpu_usage": {"total_usage": 0},
@@ -261,10 +262,15 @@ def _stats_doc(root: str, name: str, pre: dict[str, Any] | None) -> dict[str, An
                                   "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0}}}
 
 
-def register(r: Router, ctx: Ctx) -> None:
-    root = ctx.root
+class _Routes:
+    """The handlers of these endpoints, bound to the server's state (`Ctx`)."""
 
-    async def create(req: Request) -> Result:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.root = ctx.root
+
+    async def create(self, req: Request) -> Result:
+        root = self.root
         name = req.q("name") or None
         if name is not None:
             if not _NAME.match(name):
@@ -276,20 +282,23 @@ def register(r: Router, ctx: Ctx) -> None:
         rec = await call(_create, root, req.obj(), name)
         return jsonr({"Id": rec["Id"], "Warnings": []}, 201)
 
-    async def list_(req: Request) -> Result:
+    async def list_(self, req: Request) -> Result:
+        root = self.root
         if req.qbool("size"):
             pass  # sizes are reported as 0
         return jsonr(await call(_list, root, req.qbool("all"), req.qint("limit", -1) or -1,
                                 req.filters()))
 
-    async def inspect(req: Request) -> Result:
+    async def inspect(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.inspect, root, name)
+        rec = await call(C.inspect_record, root, name)
         return jsonr(T.inspect_doc(rec))
 
-    async def start(req: Request) -> Result:
+    async def start(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.refresh, S.Paths(root), name)
+        rec = await call(C.refresh_record, S.Paths(root), name)
         if rec["State"]["Status"] == "running":
             return empty(304)
         if req.body.strip() and req.obj():
@@ -304,22 +313,25 @@ def register(r: Router, ctx: Ctx) -> None:
                            str(mapped or e)) from None
         return empty()
 
-    async def stop(req: Request) -> Result:
+    async def stop(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.refresh, S.Paths(root), name)
+        rec = await call(C.refresh_record, S.Paths(root), name)
         if rec["State"]["Status"] not in C.ACTIVE:
             return empty(304)
         t = req.qint("t")
         await call(C.stop, root, name, None if t is None else float(t))
         return empty()
 
-    async def restart(req: Request) -> Result:
+    async def restart(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         t = req.qint("t")
         await call(C.restart, root, name, None if t is None else float(t))
         return empty()
 
-    async def kill(req: Request) -> Result:
+    async def kill(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         sig = req.q("signal") or "KILL"
         try:
@@ -330,12 +342,13 @@ def register(r: Router, ctx: Ctx) -> None:
             raise
         return empty()
 
-    async def wait(req: Request) -> Result:
+    async def wait(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         cond = req.q("condition") or "not-running"
         if cond not in ("not-running", "next-exit", "removed"):
             raise ApiError(400, f"invalid condition: {cond!r}")
-        rec = await call(C.refresh, S.Paths(root), name)
+        rec = await call(C.refresh_record, S.Paths(root), name)
 
         async def result() -> AsyncIterator[bytes]:
             # the headers go at once (the CLI's wait returns only when it has them, and
@@ -344,33 +357,36 @@ def register(r: Router, ctx: Ctx) -> None:
             yield json.dumps(await wait_for(root, name, cond, rec)).encode() + b"\n"
         return Stream(result())
 
-    async def remove(req: Request) -> Result:
+    async def remove(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         force = req.qbool("force")
         if req.qbool("link"):
             raise ApiError(400, "link: cove has no links")
-        rec = await call(C.refresh, S.Paths(root), name)
+        rec = await call(C.refresh_record, S.Paths(root), name)
         if rec["State"]["Status"] in C.ACTIVE and not force:
             raise ApiError(409, f"You cannot remove a {rec['State']['Status']} container "
                                 f"{rec['Id']}. Stop the container before attempting "
                                 "removal or force remove")
         if not req.qbool("v"):
-            await call(S.update, S.Paths(root).cdir(name),
+            await call(S.update_record, S.Paths(root).cdir(name),
                        lambda x: x.__setitem__("AnonymousVolumes", []))
         with contextlib.suppress(CoveError):   # (an auto-removed one went meanwhile)
             await call(C.remove, root, name, force)
         return empty()
 
-    async def logs(req: Request) -> Result:
+    async def logs(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         if not req.qbool("stdout") and not req.qbool("stderr"):
             raise ApiError(400, "you must choose at least one stream")
-        rec = await call(C.inspect, root, name)
+        rec = await call(C.inspect_record, root, name)
         tty = bool(rec["Config"].get("Tty"))
         return Stream(_logs(root, name, rec, req), "application/vnd.docker.raw-stream"
                       if tty else "application/vnd.docker.multiplexed-stream")
 
-    async def top(req: Request) -> Result:
+    async def top(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         args = (req.q("ps_args") or "").split() or None
         try:
@@ -384,7 +400,8 @@ def register(r: Router, ctx: Ctx) -> None:
         procs = [ln.split(None, max(len(titles) - 1, 0)) for ln in lines[1:] if ln.strip()]
         return jsonr({"Titles": titles, "Processes": procs})
 
-    async def stats(req: Request) -> Result:
+    async def stats(self, req: Request) -> Result:
+        root = self.root
         name = lookup(root, req.params["id"])
         stream = req.qbool("stream", True) and not req.qbool("one-shot")
         if not stream:
@@ -408,7 +425,8 @@ def register(r: Router, ctx: Ctx) -> None:
                 await asyncio.sleep(1.0)
         return Stream(gen())
 
-    async def rename(req: Request) -> Result:
+    async def rename(self, req: Request) -> Result:
+        root = self.root
         from cove.engine import ops
         name = lookup(root, req.params["id"])
         new = req.q("name") or ""
@@ -417,23 +435,27 @@ def register(r: Router, ctx: Ctx) -> None:
         await call(ops.rename, root, name, new.lstrip("/"))
         return empty()
 
-    async def pause(req: Request) -> Result:
+    async def pause(self, req: Request) -> Result:
+        root = self.root
         from cove.engine import ops
         await call(ops.pause, root, lookup(root, req.params["id"]))
         return empty()
 
-    async def unpause(req: Request) -> Result:
+    async def unpause(self, req: Request) -> Result:
+        root = self.root
         from cove.engine import ops
         await call(ops.unpause, root, lookup(root, req.params["id"]))
         return empty()
 
-    async def resize(req: Request) -> Result:
+    async def resize(self, req: Request) -> Result:
+        root = self.root
         from cove.engine.dockerapi import ttyhijack
         return await ttyhijack.resize(root, req)
 
-    async def prune(req: Request) -> Result:
+    async def prune(self, req: Request) -> Result:
+        root = self.root
         f = req.filters()
-        recs = await call(C.ps, root, True)
+        recs = await call(C.ps_records, root, True)
         gone = []
         for rec in recs:
             if rec["State"]["Status"] in ("created", "exited", "dead") and (
@@ -443,7 +465,8 @@ def register(r: Router, ctx: Ctx) -> None:
                     gone.append(rec["Id"])
         return jsonr({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
 
-    async def changes(req: Request) -> Result:
+    async def changes(self, req: Request) -> Result:
+        root = self.root
         from cove.engine import commit
         name = lookup(root, req.params["id"])
         kinds = {"C": 0, "A": 1, "D": 2}
@@ -451,21 +474,24 @@ def register(r: Router, ctx: Ctx) -> None:
                await call(commit.diff, root, name)]
         return jsonr(out or None)
 
-    r.add("POST", "/containers/create", create)
-    r.add("GET", "/containers/json", list_)
-    r.add("POST", "/containers/prune", prune)
-    r.add("GET", "/containers/{id}/json", inspect)
-    r.add("POST", "/containers/{id}/start", start)
-    r.add("POST", "/containers/{id}/stop", stop)
-    r.add("POST", "/containers/{id}/restart", restart)
-    r.add("POST", "/containers/{id}/kill", kill)
-    r.add("POST", "/containers/{id}/wait", wait)
-    r.add("DELETE", "/containers/{id}", remove)
-    r.add("GET", "/containers/{id}/logs", logs)
-    r.add("GET", "/containers/{id}/top", top)
-    r.add("GET", "/containers/{id}/stats", stats)
-    r.add("POST", "/containers/{id}/rename", rename)
-    r.add("POST", "/containers/{id}/pause", pause)
-    r.add("POST", "/containers/{id}/unpause", unpause)
-    r.add("POST", "/containers/{id}/resize", resize)
-    r.add("GET", "/containers/{id}/changes", changes)
+
+def register(r: Router, ctx: Ctx) -> None:
+    h = _Routes(ctx)
+    r.add("POST", "/containers/create", h.create)
+    r.add("GET", "/containers/json", h.list_)
+    r.add("POST", "/containers/prune", h.prune)
+    r.add("GET", "/containers/{id}/json", h.inspect)
+    r.add("POST", "/containers/{id}/start", h.start)
+    r.add("POST", "/containers/{id}/stop", h.stop)
+    r.add("POST", "/containers/{id}/restart", h.restart)
+    r.add("POST", "/containers/{id}/kill", h.kill)
+    r.add("POST", "/containers/{id}/wait", h.wait)
+    r.add("DELETE", "/containers/{id}", h.remove)
+    r.add("GET", "/containers/{id}/logs", h.logs)
+    r.add("GET", "/containers/{id}/top", h.top)
+    r.add("GET", "/containers/{id}/stats", h.stats)
+    r.add("POST", "/containers/{id}/rename", h.rename)
+    r.add("POST", "/containers/{id}/pause", h.pause)
+    r.add("POST", "/containers/{id}/unpause", h.unpause)
+    r.add("POST", "/containers/{id}/resize", h.resize)
+    r.add("GET", "/containers/{id}/changes", h.changes)

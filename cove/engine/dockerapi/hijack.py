@@ -46,6 +46,10 @@ from cove.engine.dockerapi.server import (
 )
 from cove.engine.procs import STDIN_FIFO
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
+
 
 async def _write(writer: asyncio.StreamWriter, data: bytes) -> bool:
     try:
@@ -96,7 +100,7 @@ def _make_stdin_fifo(cdir: str) -> tuple[str, int, int]:
 async def attach(ctx: Ctx, req: Request) -> Result:
     root = ctx.root
     name = lookup(root, req.params["id"])
-    rec = await call(C.refresh, S.Paths(root), name)
+    rec = await call(C.refresh_record, S.Paths(root), name)
     if rec["Config"].get("Tty"):  # its terminal, from the monitor's attach socket
         from cove.engine.dockerapi import ttyhijack
         return await ttyhijack.attach(root, req, rec)
@@ -104,93 +108,112 @@ async def attach(ctx: Ctx, req: Request) -> Result:
     if status == "paused":
         raise ApiError(409, "You cannot attach to a paused container, unpause it first")
     cdir = S.Paths(root).cdir(name)
-    want = {s for s in ("stdout", "stderr") if req.qbool(s)}
-    use_stdin = req.qbool("stdin")
-    api = rec.get("Api") or {}
+    a = _Attach(rec, cdir, req)
     # the log made now if it is not there yet (the monitor appends to it): we hold it
     # open from here on, so what a short-lived `--rm` container wrote is still ours
     # to read after it went with the container's directory
     os.close(os.open(L.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
                      os.O_CLOEXEC, 0o640))
-    tail = LogTail(L.log_path(cdir))
-    history: list[dict[str, Any]] = []
+    a.tail = LogTail(L.log_path(cdir))
     if req.qbool("logs"):
-        history = await call(L.read_entries, L.log_path(cdir))
-    fifo: tuple[str, int, int] | None = None
-    if use_stdin and api.get("StdinOnce") and status == "created":
+        a.history = await call(L.read_entries, L.log_path(cdir))
+    if a.use_stdin and a.api.get("StdinOnce") and status == "created":
         fifo = await call(_make_stdin_fifo, cdir)
-    stream = req.qbool("stream", True)
-    cid, fin0 = rec["Id"], rec["State"].get("FinishedAt")
+        a.wfd, a.placeholder, a.fifo = fifo[2], fifo[1], True
+    return Hijack(a.run)
 
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+
+class _Attach:
+    """One attach to a container without a terminal: its log (history, then followed
+    as it grows) to the client, the client's stdin to the container's FIFO, until the
+    container is gone or stopped for good."""
+
+    def __init__(self, rec: Record, cdir: str, req: Request) -> None:
+        self.rec, self.cdir = rec, cdir
+        self.want = {s for s in ("stdout", "stderr") if req.qbool(s)}
+        self.use_stdin = req.qbool("stdin")
+        self.stream = req.qbool("stream", True)
+        self.api: dict[str, Any] = rec.get("Api") or {}
+        self.status = rec["State"]["Status"]
+        self.cid, self.fin0 = rec["Id"], rec["State"].get("FinishedAt")
+        self.tail: LogTail | None = None
+        self.history: list[dict[str, Any]] = []
+        self.fifo = False        # a FIFO of our own for a StdinOnce container not started
+        self.wfd = -1            # where stdin goes
+        self.placeholder = -1    # our read end of that FIFO, until the container has its
+
+    async def _put(self, data: bytes) -> None:
+        if self.wfd < 0 and not self.fifo and self.rec["Config"].get("OpenStdin"):
+            from cove.engine.attach import _open_fifo
+            self.wfd = await call(_open_fifo, self.cdir)
+        if self.wfd >= 0:
+            try:
+                await call(_write_all, self.wfd, data)
+            except OSError:
+                os.close(self.wfd)
+                self.wfd = -1
+
+    async def _done(self) -> None:
+        if self.wfd >= 0 and (self.fifo or self.api.get("StdinOnce")):
+            os.close(self.wfd)
+            self.wfd = -1
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   early: bytes) -> None:
-        wfd = [fifo[2] if fifo else -1]
-        placeholder = [fifo[1] if fifo else -1]
-
-        async def put(data: bytes) -> None:
-            if wfd[0] < 0 and not fifo and rec["Config"].get("OpenStdin"):
-                from cove.engine.attach import _open_fifo
-                wfd[0] = await call(_open_fifo, cdir)
-            if wfd[0] >= 0:
-                try:
-                    await call(_write_all, wfd[0], data)
-                except OSError:
-                    os.close(wfd[0])
-                    wfd[0] = -1
-
-        async def done() -> None:
-            if wfd[0] >= 0 and (fifo or api.get("StdinOnce")):
-                os.close(wfd[0])
-                wfd[0] = -1
-        feeder = asyncio.ensure_future(_pump_stdin(reader, early, put, done)) \
-            if use_stdin else None
+        feeder = asyncio.ensure_future(_pump_stdin(reader, early, self._put, self._done)) \
+            if self.use_stdin else None
         try:
-            for e in history:
-                if e["stream"] in want:
+            for e in self.history:
+                if e["stream"] in self.want:
                     await _write(writer, entry_bytes(e, False, False))
-            if not stream:
-                return
-            seen_active = status in C.ACTIVE
-            last_round = False
-            while True:
-                for e in tail.read():
-                    if e["stream"] in want and not await _write(
-                            writer, entry_bytes(e, False, False)):
-                        return
-                if last_round:
-                    return
-                cur = S.load(cdir)
-                if cur is None or cur["Id"] != cid:
-                    last_round = True
-                    continue
-                st = cur["State"]["Status"]
-                active = st in C.ACTIVE
-                if active and placeholder[0] >= 0:
-                    # the container holds its read end now: ours and the FIFO go
-                    os.close(placeholder[0])
-                    placeholder[0] = -1
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(cdir, STDIN_FIFO))
-                seen_active = seen_active or active
-                if not active and st != "created" and (
-                        seen_active or cur["State"].get("FinishedAt") != fin0):
-                    mon = int(cur.get("MonitorPid") or 0)
-                    if not (mon and S.pid_alive(mon)):
-                        last_round = True
-                        continue
-                # output comes as the log grows: look at it every 50 ms at most
-                await nap(cur, 0.05 if active else 0.01)
+            if self.stream:
+                await self._follow(writer)
         finally:
-            tail.close()
+            if self.tail is not None:
+                self.tail.close()
             if feeder is not None:
                 feeder.cancel()
-            for fd in (wfd[0], placeholder[0]):
+            for fd in (self.wfd, self.placeholder):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             with contextlib.suppress(Exception):
                 writer.close()
-    return Hijack(run)
+
+    async def _follow(self, writer: asyncio.StreamWriter) -> None:
+        """The log as it grows, until the container is gone, or stopped with no monitor
+        left to write (one last read after that)."""
+        assert self.tail is not None
+        seen_active = self.status in C.ACTIVE
+        last_round = False
+        while True:
+            for e in self.tail.read():
+                if e["stream"] in self.want and not await _write(
+                        writer, entry_bytes(e, False, False)):
+                    return
+            if last_round:
+                return
+            cur = S.load_record(self.cdir)
+            if cur is None or cur["Id"] != self.cid:
+                last_round = True
+                continue
+            st = cur["State"]["Status"]
+            active = st in C.ACTIVE
+            if active and self.placeholder >= 0:
+                # the container holds its read end now: ours and the FIFO go
+                os.close(self.placeholder)
+                self.placeholder = -1
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.cdir, STDIN_FIFO))
+            seen_active = seen_active or active
+            if not active and st != "created" and (
+                    seen_active or cur["State"].get("FinishedAt") != self.fin0):
+                mon = int(cur.get("MonitorPid") or 0)
+                if not (mon and S.pid_alive(mon)):
+                    last_round = True
+                    continue
+            # output comes as the log grows: look at it every 50 ms at most
+            await nap(cur, 0.05 if active else 0.01)
 
 
 # -- exec -------------------------------------------------------------------------------
@@ -205,7 +228,7 @@ async def exec_create(ctx: Ctx, req: Request) -> Result:
         raise ApiError(400, "No exec command specified")
     if body.get("Privileged"):
         raise ApiError(400, "Privileged: not supported by cove's exec")
-    rec = await call(C.refresh, S.Paths(ctx.root), name)
+    rec = await call(C.refresh_record, S.Paths(ctx.root), name)
     if rec["State"]["Status"] != "running":
         raise ApiError(409, f"Container {rec['Id']} is not running")
     eid = os.urandom(32).hex()
@@ -355,7 +378,6 @@ async def _exec_tty(ctx: Ctx, ex: dict[str, Any], base: list[str], name: str,
     srv.bind(path)
     srv.listen(1)
     master = -1
-    loop = asyncio.get_running_loop()
     p = await asyncio.create_subprocess_exec(
         *base, "-t", "--console-socket", path, name, *argv, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -373,46 +395,7 @@ async def _exec_tty(ctx: Ctx, ex: dict[str, Any], base: list[str], name: str,
             return
         os.set_blocking(master, False)
         ex["_master"] = master
-        if ex["_size"]:
-            _set_size(master, ex["_size"])
-        q: asyncio.Queue[bytes] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(master)
-            q.put_nowait(data)
-        loop.add_reader(master, readable)
-
-        async def put(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(master, view):]
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-
-        async def done() -> None:
-            pass
-        feeder = asyncio.ensure_future(_pump_stdin(reader, early, put, done))
-        try:
-            while True:
-                data = await q.get()
-                if not data:
-                    break
-                if not await _write(writer, data):
-                    break
-            code = await p.wait()
-            err = await p.stderr.read() if p.stderr else b""
-            ex.update(Running=False, ExitCode=_exit_code(code, err))
-        finally:
-            feeder.cancel()
-            loop.remove_reader(master)
+        await _relay_master(ex, master, p, reader, writer, early)
     finally:
         srv.close()
         with contextlib.suppress(FileNotFoundError):
@@ -427,6 +410,54 @@ async def _exec_tty(ctx: Ctx, ex: dict[str, Any], base: list[str], name: str,
             os.close(master)
         with contextlib.suppress(Exception):
             writer.close()
+
+
+async def _relay_master(ex: dict[str, Any], master: int, p: asyncio.subprocess.Process,
+                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        early: bytes) -> None:
+    """An exec's terminal to the client and the client's bytes to it, until the
+    terminal closes; then the exec's exit code."""
+    loop = asyncio.get_running_loop()
+    if ex["_size"]:
+        _set_size(master, ex["_size"])
+    q: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(master)
+        q.put_nowait(data)
+    loop.add_reader(master, readable)
+
+    async def put(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(master, view):]
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+
+    async def done() -> None:
+        pass
+    feeder = asyncio.ensure_future(_pump_stdin(reader, early, put, done))
+    try:
+        while True:
+            data = await q.get()
+            if not data:
+                break
+            if not await _write(writer, data):
+                break
+        code = await p.wait()
+        err = await p.stderr.read() if p.stderr else b""
+        ex.update(Running=False, ExitCode=_exit_code(code, err))
+    finally:
+        feeder.cancel()
+        loop.remove_reader(master)
 
 
 def exec_doc(ex: dict[str, Any]) -> dict[str, Any]:

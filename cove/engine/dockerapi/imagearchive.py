@@ -1,7 +1,7 @@
 """Image tarballs: GET /images/get?names=... and GET /images/{name}/get (`docker save`,
 a docker-archive streamed as it is written) and POST /images/load (`docker load`: the
 body is the archive; the answer docker's JSON stream, `{"stream": "Loaded image:
-NAME\\n"}` a line). cove/image/transfer.py does the work, as for `cove save`/`load`.
+NAME\\n"}` a line). cove/image/archive.py does the work, as for `cove save`/`load`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ async def _save(root: str, refs: list[str]) -> Result:
     failed: list[str] = []
 
     def write() -> None:
-        from cove.image.transfer import save
+        from cove.image.archive import save
         try:
             with os.fdopen(w, "wb") as out:
                 save(Store(root), names, out)
@@ -55,7 +55,7 @@ async def _save(root: str, refs: list[str]) -> Result:
 
 
 def _load(root: str, body: bytes) -> list[str]:
-    from cove.image.transfer import load
+    from cove.image.archive import load
     st = Store(root)
     out = []
     for n in load(st, io.BytesIO(body)):

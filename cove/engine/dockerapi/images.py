@@ -193,10 +193,15 @@ def _remove(root: str, ref: str, force: bool) -> list[dict[str, str]]:
     return out
 
 
-def register(r: Router, ctx: Ctx) -> None:
-    root = ctx.root
+class _Routes:
+    """The handlers of these endpoints, bound to the server's state (`Ctx`)."""
 
-    async def list_(req: Request) -> Result:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.root = ctx.root
+
+    async def list_(self, req: Request) -> Result:
+        root = self.root
         f = req.filters()
         imgs = await call(list_images, root)
         out = []
@@ -220,11 +225,13 @@ def register(r: Router, ctx: Ctx) -> None:
                 out.append({k: v for k, v in i.items() if not k.startswith("_")})
         return jsonr(out)
 
-    async def inspect(req: Request) -> Result:
+    async def inspect(self, req: Request) -> Result:
+        root = self.root
         digest = await call(resolve, root, req.params["name"])
         return jsonr(await call(inspect_image, root, digest))
 
-    async def history(req: Request) -> Result:
+    async def history(self, req: Request) -> Result:
+        root = self.root
         from cove.engine import commit
         digest = await call(resolve, root, req.params["name"])
         try:
@@ -236,7 +243,8 @@ def register(r: Router, ctx: Ctx) -> None:
                        "Size": x.get("Size", 0), "Comment": x.get("Comment", "")}
                       for x in h])
 
-    async def pull(req: Request) -> Result:
+    async def pull(self, req: Request) -> Result:
+        root = self.root
         image = req.q("fromImage")
         if not image:
             if req.q("fromSrc"):
@@ -269,7 +277,8 @@ def register(r: Router, ctx: Ctx) -> None:
             {"status": f"Digest: {d}"},
             {"status": f"Status: Downloaded newer image for {ref}"}]))
 
-    async def push(req: Request) -> Result:
+    async def push(self, req: Request) -> Result:
+        root = self.root
         name = req.params["name"]
         tag = req.q("tag")
         ref = f"{name}:{tag}" if tag else name
@@ -286,7 +295,8 @@ def register(r: Router, ctx: Ctx) -> None:
             {"progressDetail": {}, "aux": {"Tag": tag or "latest", "Digest": d,
                                            "Size": 0}}], push=True))
 
-    async def tag(req: Request) -> Result:
+    async def tag(self, req: Request) -> Result:
+        root = self.root
         repo = req.q("repo")
         if not repo:
             raise ApiError(400, "repo: required")
@@ -299,10 +309,12 @@ def register(r: Router, ctx: Ctx) -> None:
         await call(E.emit, root, "image", "tag", digest, name=f"{repo}:{t}")
         return jsonr(None, 201)
 
-    async def remove(req: Request) -> Result:
+    async def remove(self, req: Request) -> Result:
+        root = self.root
         return jsonr(await call(_remove, root, req.params["name"], req.qbool("force")))
 
-    async def prune(req: Request) -> Result:
+    async def prune(self, req: Request) -> Result:
+        root = self.root
         f = req.filters()
         dangling_only = f.get("dangling", ["true"])[0] in ("true", "1")
         imgs = await call(list_images, root)
@@ -315,12 +327,15 @@ def register(r: Router, ctx: Ctx) -> None:
                 gone += await call(_remove, root, i["_digest"], False)
         return jsonr({"ImagesDeleted": gone or None, "SpaceReclaimed": 0})
 
-    r.add("GET", "/images/json", list_)
-    r.add("POST", "/images/create", pull)
-    r.add("POST", "/images/prune", prune)
-    r.add("GET", "/images/{name*}/json", inspect)
-    r.add("GET", "/images/{name*}/history", history)
-    r.add("POST", "/images/{name*}/push", push)
-    r.add("POST", "/images/{name*}/tag", tag)
-    r.add("DELETE", "/images/{name*}", remove)
+
+def register(r: Router, ctx: Ctx) -> None:
+    h = _Routes(ctx)
+    r.add("GET", "/images/json", h.list_)
+    r.add("POST", "/images/create", h.pull)
+    r.add("POST", "/images/prune", h.prune)
+    r.add("GET", "/images/{name*}/json", h.inspect)
+    r.add("GET", "/images/{name*}/history", h.history)
+    r.add("POST", "/images/{name*}/push", h.push)
+    r.add("POST", "/images/{name*}/tag", h.tag)
+    r.add("DELETE", "/images/{name*}", h.remove)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from cove.engine import network as N
@@ -16,6 +17,10 @@ from cove.engine import state as S
 from cove.engine.dockerapi.common import Ctx, call, lookup
 from cove.engine.dockerapi.server import ApiError, Request, Result, Router, empty, jsonr
 from cove.errors import CoveError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
 
 _BUILTIN = {"host": "host", "none": "null"}
 
@@ -37,7 +42,7 @@ def _doc(root: str, n: dict[str, Any]) -> dict[str, Any]:
     meta = _meta(root, n["Name"])
     members = {}
     for cname, c in (n.get("Containers") or {}).items():
-        rec = S.load(S.Paths(root).cdir(cname)) or {}
+        rec: Mapping[str, Any] = S.load_record(S.Paths(root).cdir(cname)) or {}
         members[rec.get("Id", cname)] = {"Name": cname, "EndpointID": c.get("Veth", ""),
                                          "MacAddress": c.get("MacAddress", ""),
                                          "IPv4Address": c.get("IPv4Address", ""),
@@ -196,7 +201,7 @@ def register(r: Router, ctx: Ctx) -> None:
         epc = body.get("EndpointConfig") or {}
         ip = ((epc.get("IPAMConfig") or {}).get("IPv4Address")) or None
         aliases = [a for a in epc.get("Aliases") or [] if isinstance(a, str)]
-        rec = await call(S.load, S.Paths(root).cdir(name)) or {}
+        rec = await call(S.load_record, S.Paths(root).cdir(name)) or {}
         joined = n["Name"] == rec.get("HostConfig", {}).get("NetworkMode") or \
             n["Name"] in (rec.get("Connected") or {})
         if not joined:
@@ -205,11 +210,11 @@ def register(r: Router, ctx: Ctx) -> None:
             except CoveError as e:
                 raise ApiError(409 if "already exists" in e.why else 400, str(e)) from None
         if aliases:
-            def keep(x: dict[str, Any]) -> None:
+            def keep(x: Record) -> None:
                 api = x.setdefault("Api", {})
                 old = api.setdefault("Aliases", {}).get(n["Name"]) or []
                 api["Aliases"][n["Name"]] = list(dict.fromkeys([*old, *aliases]))
-            await call(S.update, S.Paths(root).cdir(name), keep)
+            await call(S.update_record, S.Paths(root).cdir(name), keep)
         elif joined:
             raise ApiError(403, f"endpoint with name {name} already exists in network "
                                 f"{n['Name']}")

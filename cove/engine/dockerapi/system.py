@@ -47,7 +47,7 @@ def _info(root: str) -> dict[str, Any]:
     from cove.engine import containers as C
     from cove.engine.units import host_memory
     from cove.image.store import Store
-    recs = C.ps(root, all=True)
+    recs = C.ps_records(root, all=True)
     running = sum(r["State"]["Status"] == "running" for r in recs)
     paused = sum(r["State"]["Status"] == "paused" for r in recs)
     images = len(Store(root).records())
@@ -146,7 +146,7 @@ def register(r: Router, ctx: Ctx) -> None:
     async def df(req: Request) -> Result:
         from cove.engine import containers as C
         from cove.engine import volumes as V
-        recs = await call(C.ps, ctx.root, True)
+        recs = await call(C.ps_records, ctx.root, True)
         vols = await call(V.ls, ctx.root)
         from cove.engine.dockerapi import images as I
         imgs = await call(I.list_images, ctx.root)

@@ -12,6 +12,10 @@ from cove.engine import state as S
 from cove.engine.dockerapi.server import ApiError
 from cove.engine.options import RunOptions
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Healthcheck, Record
+
 # HostConfig fields taken with their zero value only (anything else: 400)
 _UNSUPPORTED_HOST = ("Links", "VolumesFrom", "CapabilityAdd", "BlkioWeight",
                      "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps",
@@ -57,6 +61,27 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
     image = cfg.get("Image")
     if not image or not isinstance(image, str):
         raise ApiError(400, "Config.Image: an image is required")
+    _refuse_unsupported(cfg, hc)
+    o = RunOptions(image=image)
+    o.name = name
+    ep = _config(o, cfg)
+    _host_config(o, hc)
+    aliases: dict[str, list[str]] = {}
+    nc = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    for net, ep_cfg in nc.items():
+        aliases[net] = _strs("Aliases", (ep_cfg or {}).get("Aliases"))
+    extras = {"Entrypoint": ep, "Cmd": cfg.get("Cmd"), "WorkingDir": cfg.get("WorkingDir") or "",
+              "User": cfg.get("User") or "", "OpenStdin": bool(cfg.get("OpenStdin")),
+              "StdinOnce": bool(cfg.get("StdinOnce")),
+              "AttachStdin": bool(cfg.get("AttachStdin")),
+              "AttachStdout": bool(cfg.get("AttachStdout")),
+              "AttachStderr": bool(cfg.get("AttachStderr")), "Aliases": aliases}
+    return o, extras
+
+
+def _refuse_unsupported(cfg: dict[str, Any], hc: dict[str, Any]) -> None:
+    """A create body that asks for what cove cannot do is refused, never half-honoured
+    (the empty values docker clients send for "nothing" pass)."""
     for k in _UNSUPPORTED_HOST:
         if hc.get(k) not in (None, "", 0, [], {}, False):
             if k == "MemorySwappiness" and hc[k] == -1:
@@ -71,8 +96,11 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
     for k in _UNSUPPORTED_CONFIG:
         if cfg.get(k) not in (None, "", [], {}, False):
             raise ApiError(400, f"Config.{k}: not supported by cove")
-    o = RunOptions(image=image)
-    o.name = name
+
+
+def _config(o: RunOptions, cfg: dict[str, Any]) -> Any:
+    """The body's Config (process, labels, stop, healthcheck) into `o`; the Entrypoint
+    as given (the record keeps it for inspect)."""
     cmd = _strs("Cmd", cfg.get("Cmd"))
     ep = cfg.get("Entrypoint")
     if ep is not None:
@@ -116,7 +144,11 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
         o.health_timeout = _dur(h.get("Timeout")) or 30.0
         o.health_retries = _num("Healthcheck.Retries", h.get("Retries")) or 3
         o.health_start_period = _dur(h.get("StartPeriod"))
-    # HostConfig
+    return ep
+
+
+def _host_config(o: RunOptions, hc: dict[str, Any]) -> None:
+    """HostConfig's mounts, ports, network, restart and resources into `o`."""
     o.volumes = _strs("HostConfig.Binds", hc.get("Binds"))
     for m in hc.get("Mounts") or []:
         o.mounts.append(_mount(m))
@@ -146,6 +178,12 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
     o.pids_limit = _num("HostConfig.PidsLimit", hc.get("PidsLimit")) or None
     if o.pids_limit is not None and o.pids_limit < 0:
         o.pids_limit = None
+    _host_config_security(o, hc)
+
+
+def _host_config_security(o: RunOptions, hc: dict[str, Any]) -> None:
+    """HostConfig's privileges, DNS and hosts, kernel knobs, devices, namespaces and
+    logging into `o`."""
     o.read_only = bool(hc.get("ReadonlyRootfs"))
     o.privileged = bool(hc.get("Privileged"))
     o.cap_add = _strs("CapAdd", hc.get("CapAdd"))
@@ -180,17 +218,6 @@ def run_options(body: dict[str, Any], name: str | None) -> tuple[RunOptions, dic
         raise ApiError(400, f"HostConfig.LogConfig.Type: {lc['Type']!r}: cove logs to "
                             "json-file")
     o.log_opts = [f"{k}={v}" for k, v in (lc.get("Config") or {}).items()]
-    aliases: dict[str, list[str]] = {}
-    nc = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    for net, ep_cfg in nc.items():
-        aliases[net] = _strs("Aliases", (ep_cfg or {}).get("Aliases"))
-    extras = {"Entrypoint": ep, "Cmd": cfg.get("Cmd"), "WorkingDir": cfg.get("WorkingDir") or "",
-              "User": cfg.get("User") or "", "OpenStdin": bool(cfg.get("OpenStdin")),
-              "StdinOnce": bool(cfg.get("StdinOnce")),
-              "AttachStdin": bool(cfg.get("AttachStdin")),
-              "AttachStdout": bool(cfg.get("AttachStdout")),
-              "AttachStderr": bool(cfg.get("AttachStderr")), "Aliases": aliases}
-    return o, extras
 
 
 def _mount(m: dict[str, Any]) -> str:
@@ -212,7 +239,7 @@ def _unix(ts: str) -> int:
         return 0
 
 
-def ports_list(rec: dict[str, Any]) -> list[dict[str, Any]]:
+def ports_list(rec: Record) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ports = (rec.get("NetworkSettings") or {}).get("Ports") or {}
     running = rec["State"]["Status"] in ("running", "paused")
@@ -229,7 +256,7 @@ def ports_list(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _networks(rec: dict[str, Any]) -> dict[str, Any]:
+def _networks(rec: Record) -> dict[str, Any]:
     api = rec.get("Api") or {}
     nets = dict((rec.get("NetworkSettings") or {}).get("Networks") or {})
     out = {}
@@ -248,7 +275,7 @@ def _networks(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _state(rec: dict[str, Any]) -> dict[str, Any]:
+def _state(rec: Record) -> dict[str, Any]:
     st = rec["State"]
     status = st["Status"]
     out = {"Status": status, "Running": status in ("running", "paused"),
@@ -262,7 +289,7 @@ def _state(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def inspect_doc(rec: dict[str, Any]) -> dict[str, Any]:
+def inspect_doc(rec: Record) -> dict[str, Any]:
     """docker's `GET /containers/{id}/json` from an engine record."""
     api = rec.get("Api") or {}
     cfg = rec["Config"]
@@ -317,7 +344,7 @@ def inspect_doc(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _health_cfg(h: dict[str, Any] | None) -> dict[str, Any] | None:
+def _health_cfg(h: Healthcheck | None) -> dict[str, Any] | None:
     if not h:
         return None
     return {"Test": h["Test"], "Interval": int(h["Interval"] * 1e9),
@@ -325,7 +352,7 @@ def _health_cfg(h: dict[str, Any] | None) -> dict[str, Any] | None:
             "StartPeriod": int(h.get("StartPeriod", 0) * 1e9)}
 
 
-def status_text(rec: dict[str, Any]) -> str:
+def status_text(rec: Record) -> str:
     """docker ps's STATUS column ("Up 3 seconds", "Exited (0) 2 minutes ago")."""
     from cove.engine import containers as C
     st = rec["State"]
@@ -333,8 +360,9 @@ def status_text(rec: dict[str, Any]) -> str:
     if st["Status"] == "exited":
         ago = _ago(time.time() - _unix(st.get("FinishedAt", "")))
         return f"Exited ({st['ExitCode']}) {ago} ago"
-    if st["Status"] == "running" and st.get("Health"):
-        return f"{line} ({st['Health'].get('Status')})"
+    health = st.get("Health")
+    if st["Status"] == "running" and health:
+        return f"{line} ({health.get('Status')})"
     return line
 
 
@@ -349,7 +377,7 @@ def _ago(s: float) -> str:
     return f"{s // 3600} hours"
 
 
-def list_doc(rec: dict[str, Any]) -> dict[str, Any]:
+def list_doc(rec: Record) -> dict[str, Any]:
     """One entry of `GET /containers/json`."""
     cmd = [rec.get("Path", ""), *rec.get("Args", [])]
     return {"Id": rec["Id"], "Names": ["/" + rec["Name"]], "Image": rec.get("Image", ""),

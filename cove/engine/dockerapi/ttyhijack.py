@@ -25,12 +25,16 @@ from cove.engine.dockerapi.common import call, lookup, nap
 from cove.engine.dockerapi.server import ApiError, Hijack, Request, Response, Result
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.engine.container.record import Record
+
 
 async def _started(cdir: str, cid: str) -> bool:
     """Wait (while the client is there) until the created container runs: whether it
     does."""
     while True:
-        rec = S.load(cdir)
+        rec = S.load_record(cdir)
         if rec is None or rec.get("Id") != cid:
             return False
         st = rec["State"]["Status"]
@@ -41,7 +45,7 @@ async def _started(cdir: str, cid: str) -> bool:
         await nap(rec, 0.02)
 
 
-async def attach(root: str, req: Request, rec: dict[str, Any]) -> Result:
+async def attach(root: str, req: Request, rec: Record) -> Result:
     name = rec["Name"]
     cdir = S.Paths(root).cdir(name)
     status = rec["State"]["Status"]
@@ -51,128 +55,148 @@ async def attach(root: str, req: Request, rec: dict[str, Any]) -> Result:
         keys = parse_detach_keys(req.q("detachKeys") or DEFAULT_DETACH_KEYS)
     except CoveError as e:
         raise ApiError(400, str(e)) from None
-    use_stdin = req.qbool("stdin") and bool(rec["Config"].get("OpenStdin") or
-                                            (rec.get("Api") or {}).get("OpenStdin"))
-    want_out = req.qbool("stdout") or req.qbool("stderr")
-    history = b""
+    a = _TtyAttach(cdir, rec["Id"], keys, req)
+    a.use_stdin = req.qbool("stdin") and bool(rec["Config"].get("OpenStdin") or
+                                              (rec.get("Api") or {}).get("OpenStdin"))
     if req.qbool("logs"):
         from cove.engine import logs as L
-        history = b"".join(e["log"].encode("utf-8", "surrogateescape") for e in
-                           await call(L.read_entries, L.log_path(cdir)))
-    cid = rec["Id"]
-    from_start = status != "running"
-    tail: LogTail | None = None
-    if from_start:
+        a.history = b"".join(e["log"].encode("utf-8", "surrogateescape") for e in
+                             await call(L.read_entries, L.log_path(cdir)))
+    a.from_start = status != "running"
+    if a.from_start:
         # a short run may be over before we connect: its log has what it wrote (held
         # open from now: a --rm container's directory goes at its exit)
         from cove.engine import logs as L
         os.close(os.open(L.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
                          os.O_CLOEXEC, 0o640))
-        tail = LogTail(L.log_path(cdir))
+        a.tail = LogTail(L.log_path(cdir))
+    return Hijack(a.run)
 
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+
+class _TtyAttach:
+    """One attach to a container's terminal: the monitor's attach socket (one
+    connection per run of the container, a restart's included) to the client, the
+    client's bytes to it until the detach keys."""
+
+    def __init__(self, cdir: str, cid: str, keys: bytes, req: Request) -> None:
+        self.cdir, self.cid, self.keys = cdir, cid, keys
+        self.want_out = req.qbool("stdout") or req.qbool("stderr")
+        self.stream = req.qbool("stream", True)
+        self.use_stdin = False
+        self.history = b""
+        self.from_start = False      # attached before the start: ask for all output
+        self.tail: LogTail | None = None
+        self.conn: ttyattach.Conn | None = None
+        self.detached = asyncio.Event()
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                   early: bytes) -> None:
-        nonlocal from_start, tail
-        loop = asyncio.get_running_loop()
-
-        async def from_log() -> None:
-            nonlocal tail
-            if tail is not None and want_out:
-                writer.write(await call(ttyattach.log_since, tail))
-                await writer.drain()
-            tail = None
-        conn: list[ttyattach.Conn | None] = [None]
-        detached = asyncio.Event()
-
-        async def feed() -> None:
-            held = b""
-            data = early
-            try:
-                while True:
-                    if data:
-                        out = bytearray()
-                        for b in data:
-                            if b == keys[len(held)]:
-                                held += bytes([b])
-                                if held == keys:
-                                    await put(bytes(out))
-                                    detached.set()
-                                    return
-                                continue
-                            out += held
-                            held = b""
-                            if b == keys[0]:
-                                held = bytes([b])
-                            else:
-                                out.append(b)
-                        await put(bytes(out))
-                    data = await reader.read(65536)
-                    if not data:
-                        return  # the client's half-close: no more input
-            except (ConnectionError, OSError):
-                return
-
-        async def put(data: bytes) -> None:
-            c = conn[0]
-            if data and use_stdin and c is not None:
-                await call(c.input, data)
-
-        feeder = asyncio.ensure_future(feed())
-        detach_wait = asyncio.ensure_future(detached.wait())
+        feeder = asyncio.ensure_future(self._feed(reader, early))
+        detach_wait = asyncio.ensure_future(self.detached.wait())
         try:
-            if history and want_out:
-                writer.write(history)
+            if self.history and self.want_out:
+                writer.write(self.history)
                 await writer.drain()
-            if req.qbool("stream", True) is False:
+            if self.stream is False:
                 return
-            if from_start and not await _started(cdir, cid):
-                await from_log()
+            if self.from_start and not await _started(self.cdir, self.cid):
+                await self._from_log(writer)
                 return
             while True:
-                c = await call(ttyattach.connect, cdir, cid, from_start)
+                c = await call(ttyattach.connect, self.cdir, self.cid, self.from_start)
                 if c is None:
-                    await from_log()
+                    await self._from_log(writer)
                     return
-                got = False
-                conn[0] = c
-                from_start = False
-                c.sock.setblocking(False)
-                while True:
-                    recv = asyncio.ensure_future(loop.sock_recv(c.sock, 1 << 16))
-                    done, _ = await asyncio.wait({recv, detach_wait},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if detach_wait in done:
-                        recv.cancel()
-                        return
-                    try:
-                        data = recv.result()
-                    except OSError:
-                        data = b""
-                    if not data:
-                        if not got:  # over before the monitor sent a byte
-                            await from_log()
-                        break
-                    got = True
-                    if want_out:
-                        writer.write(data)
-                        await writer.drain()
+                self.conn = c
+                self.from_start = False
+                if not await self._relay(c, writer, detach_wait):
+                    return
                 c.close()
-                conn[0] = None
+                self.conn = None
                 # the run ended, or its monitor was killed: the next one adopts it
-                if not await call(ttyattach._still_running, cdir, cid):
+                if not await call(ttyattach._still_running, self.cdir, self.cid):
                     return
         except (ConnectionError, RuntimeError):
             pass
         finally:
-            if tail is not None:
-                tail.close()
+            if self.tail is not None:
+                self.tail.close()
             feeder.cancel()
             detach_wait.cancel()
-            if conn[0] is not None:
-                conn[0].close()
+            if self.conn is not None:
+                self.conn.close()
             with contextlib.suppress(Exception):
                 writer.close()
-    return Hijack(run)
+
+    async def _relay(self, c: ttyattach.Conn, writer: asyncio.StreamWriter,
+                     detach_wait: asyncio.Future[Any]) -> bool:
+        """One run's terminal output to the client until it ends (True) or the client
+        detaches (False)."""
+        loop = asyncio.get_running_loop()
+        got = False
+        c.sock.setblocking(False)
+        while True:
+            recv = asyncio.ensure_future(loop.sock_recv(c.sock, 1 << 16))
+            done, _ = await asyncio.wait({recv, detach_wait},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if detach_wait in done:
+                recv.cancel()
+                return False
+            try:
+                data = recv.result()
+            except OSError:
+                data = b""
+            if not data:
+                if not got:  # over before the monitor sent a byte
+                    await self._from_log(writer)
+                return True
+            got = True
+            if self.want_out:
+                writer.write(data)
+                await writer.drain()
+
+    async def _from_log(self, writer: asyncio.StreamWriter) -> None:
+        """What a run that ended before we connected wrote, from its log."""
+        if self.tail is not None and self.want_out:
+            writer.write(await call(ttyattach.log_since, self.tail))
+            await writer.drain()
+        self.tail = None
+
+    async def _feed(self, reader: asyncio.StreamReader, early: bytes) -> None:
+        """The client's bytes to the terminal, less the detach keys (which set
+        `detached`); until the client's half-close."""
+        keys = self.keys
+        held = b""
+        data = early
+        try:
+            while True:
+                if data:
+                    out = bytearray()
+                    for b in data:
+                        if b == keys[len(held)]:
+                            held += bytes([b])
+                            if held == keys:
+                                await self._put(bytes(out))
+                                self.detached.set()
+                                return
+                            continue
+                        out += held
+                        held = b""
+                        if b == keys[0]:
+                            held = bytes([b])
+                        else:
+                            out.append(b)
+                    await self._put(bytes(out))
+                data = await reader.read(65536)
+                if not data:
+                    return  # the client's half-close: no more input
+        except (ConnectionError, OSError):
+            return
+
+    async def _put(self, data: bytes) -> None:
+        c = self.conn
+        if data and self.use_stdin and c is not None:
+            await call(c.input, data)
 
 
 def _resize(cdir: str, h: int, w: int) -> None:
@@ -186,7 +210,7 @@ def _resize(cdir: str, h: int, w: int) -> None:
 async def resize(root: str, req: Request) -> Result:
     """POST /containers/{id}/resize: the terminal's size (the container gets SIGWINCH)."""
     name = lookup(root, req.params["id"])
-    rec = await call(C.refresh, S.Paths(root), name)
+    rec = await call(C.refresh_record, S.Paths(root), name)
     h, w = req.qint("h", 0) or 0, req.qint("w", 0) or 0
     if not rec["Config"].get("Tty"):
         return Response(200, b"", "text/plain")  # docker: nothing to resize

@@ -17,6 +17,7 @@ from cove.errors import CoveError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cove.engine.client import Client
+    from cove.engine.container.record import Record
     from cove.engine.pyapi.images import Image
 
 
@@ -50,7 +51,7 @@ class Container(Model):
     shaped) read afresh on each use, so `status`, `exit_code` and `health` are always
     current; after this object removed it they answer from its last record."""
 
-    def __init__(self, attrs: dict[str, Any], client: Client, root: str) -> None:
+    def __init__(self, attrs: Record, client: Client, root: str) -> None:
         self.client = client
         self.root = root
         self._attrs = attrs
@@ -66,7 +67,7 @@ class Container(Model):
         return str(self._attrs["Id"])
 
     @property
-    def attrs(self) -> dict[str, Any]:
+    def attrs(self) -> Record:
         if not self._gone:
             self.reload()
         return self._attrs
@@ -76,7 +77,7 @@ class Container(Model):
         with api_errors():
             if self._gone:
                 raise NotFound(f"container {self.name}", "no such container")
-            rec = containers.inspect(self.root, self.name)
+            rec = containers.inspect_record(self.root, self.name)
             if rec["Id"] != self.id:   # removed, and the name given to another
                 raise NotFound(f"container {self.name}", "no such container")
             self._attrs = rec
@@ -152,7 +153,7 @@ class Container(Model):
                 self.reload()
             if not v:
                 cdir = state.Paths(self.root).cdir(self.name)
-                state.update(cdir, lambda r: r.__setitem__("AnonymousVolumes", []))
+                state.update_record(cdir, lambda r: r.__setitem__("AnonymousVolumes", []))
             containers.remove(self.root, self.name, force=force)
         self._gone = True
 
@@ -166,10 +167,11 @@ class Container(Model):
             raise TypeError(f"wait(): condition: {condition!r}: expected 'not-running' or "
                             "'removed'")
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: dict[str, Any] | None = None
+        last: Record | None = None
         while True:
             try:
-                rec = containers.inspect(self.root, self.name) if not self._gone else None
+                rec = containers.inspect_record(self.root, self.name) if not self._gone \
+                    else None
             except CoveError as e:
                 if e.why != "no such container":
                     raise
@@ -254,7 +256,7 @@ class Container(Model):
             raise TypeError("exec_run(): cmd: empty")
         paths = state.Paths(self.root)
         with api_errors():
-            rec = containers.inspect(self.root, self.name)
+            rec = containers.inspect_record(self.root, self.name)
         if rec["State"]["Status"] != "running":
             raise CoveError(f"container {self.name}", "is not running")
         args = containers.exec_argv(

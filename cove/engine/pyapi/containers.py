@@ -13,13 +13,15 @@ from cove.errors import CoveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from cove.engine.client import Client
 
 
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def _matches(rec: dict[str, Any], filters: dict[str, Any]) -> bool:
+def _matches(rec: Mapping[str, Any], filters: dict[str, Any]) -> bool:
     """docker's `ps --filter`s: values of one key OR'ed, keys AND'ed."""
     import re
     for key, vals in filters.items():
@@ -72,11 +74,11 @@ class ContainerCollection:
             name = rec["Name"]
             try:
                 if plan.labels:
-                    rec = state.update(state.Paths(root).cdir(name), lambda r: r[
+                    rec = state.update_record(state.Paths(root).cdir(name), lambda r: r[
                         "Config"].__setitem__("Labels", plan.labels))
                 if plan.options.interactive:  # stdin_open: docker's OpenStdin, as run -i
-                    rec = state.update(state.Paths(root).cdir(name), lambda r: r[
-                        "Config"].update(OpenStdin=True))
+                    rec = state.update_record(state.Paths(root).cdir(name), lambda r: r[
+                        "Config"].update({"OpenStdin": True}))
                 if run:
                     try:
                         rec = containers.start(root, name)
@@ -116,7 +118,7 @@ class ContainerCollection:
         """By name, id, or a unique prefix of its id (NotFound if none)."""
         root = self.client.root
         with api_errors():
-            rec = containers.inspect(root, container_id)
+            rec = containers.inspect_record(root, container_id)
         return Container(rec, self.client, root)
 
     def list(self, all: bool = False, before: str | None = None,
@@ -130,7 +132,7 @@ class ContainerCollection:
             raise TypeError("list(): before/since: not supported by cove")
         filters = dict(filters or {})
         root = self.client.root
-        recs = containers.ps(root, all=all or "status" in filters or "exited" in filters)
+        recs = containers.ps_records(root, all=all or "status" in filters or "exited" in filters)
         recs = [r for r in recs if _matches(r, filters)]
         recs.sort(key=lambda r: str(r["Created"]), reverse=True)
         if limit is not None and limit >= 0:

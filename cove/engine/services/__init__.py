@@ -6,11 +6,13 @@
   (written atomically, under a per-project flock);
 - `reconcile.py` makes the running replicas match it, one idempotent pass at a time:
   dependency order, replacement of dead or unhealthy replicas, scaling, health-gated
-  rolling updates and automatic rollback. The root's monitor runs it (in a child it
-  forks) when a project's container exits, on a timer while a project exists, and
-  when it starts; the CLI runs it too, to wait for what it asked; `replica.py` reads
-  the replicas and says how a new one is made, `announce.py` has a new one announce
-  its address (gratuitous ARP);
+  rolling updates and automatic rollback (`plan.py` decides, `actions.py` acts on
+  replicas). The root's monitor runs it (in a child it forks) on events — a project's
+  container exits or changes health, the CLI changed the desired state, the monitor
+  starts — and when the last pass asked (a delay, a deadline, an autoscaling sample);
+  the CLI runs it too, to wait for what it asked; `replica.py` reads the replicas and
+  says how a new one is made, `announce.py` has a new one announce its addresses
+  (gratuitous ARP);
 - `project.py` takes a project (or services that left its file) away;
 - `lb.py`, `names.py`, `autoscale.py` (the services networking work) spread a
   published port over the healthy replicas, resolve a service's name to them, and

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cove.errors import CoveError
@@ -222,7 +222,7 @@ def readings(root: str, containers: list[str]) -> dict[str, list[float]]:
     paths = S.Paths(root)
     out: dict[str, list[float]] = {}
     for name in containers:
-        rec = S.load(paths.cdir(name)) or {}
+        rec: Mapping[str, Any] = S.load_record(paths.cdir(name)) or {}
         pid = int((rec.get("State") or {}).get("Pid") or 0)
         ns = cpu_ns(pid) if pid > 0 else None
         if ns is not None:
@@ -373,7 +373,7 @@ def reserved(root: str) -> tuple[float, int]:
     paths = S.Paths(root)
     cpus, mem = 0.0, 0
     for name in S.all_names(paths):
-        rec = S.load(paths.cdir(name)) or {}
+        rec: Mapping[str, Any] = S.load_record(paths.cdir(name)) or {}
         if (rec.get("State") or {}).get("Status") not in ("running", "restarting",
                                                            "created", "paused"):
             continue

@@ -11,8 +11,6 @@ taken or skipped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from typing import Any
@@ -198,15 +196,51 @@ def load(path: str, project: str | None = None, profiles: list[str] | None = Non
 
 def _service(c: Check, sname: str, m: dict[str, Any], p: str, vols: dict[str, Any],
              nets: dict[str, Any], base: str) -> dict[str, Any]:
+    """One service of the file, validated and normalized (every error names its key)."""
     for k in m:
         if k not in SERVICE_KEYS and not k.startswith("x-"):
             raise c.bad(f"{p}.{k}", "unknown key" + (" (not supported here)" if k in (
                 "links", "external_links", "secrets", "configs", "network_mode", "pid",
                 "ipc", "devices", "extends", "volumes_from") else ""))
-    s: dict[str, Any] = {"name": sname}
+    s: dict[str, Any] = {"name": sname, **_image(c, sname, m, p, base)}
+    s["command"] = c.cmd(m["command"], f"{p}.command") if m.get("command") is not None \
+        else None
+    s["entrypoint"] = c.cmd(m["entrypoint"], f"{p}.entrypoint") \
+        if m.get("entrypoint") is not None else None
+    s["environment"] = _environment(c, m, p, base)
+    s["labels"] = c.kv(m.get("labels") or {}, f"{p}.labels")
+    s["ports"] = ports(c, m.get("ports") or [], f"{p}.ports")
+    s["volumes"] = volumes(c, m.get("volumes") or [], f"{p}.volumes", vols, base)
+    s["networks"] = _networks(c, m.get("networks"), p, nets)
+    s["depends_on"] = depends(c, m.get("depends_on") or {}, f"{p}.depends_on")
+    s["healthcheck"] = healthcheck(c, m["healthcheck"], f"{p}.healthcheck") \
+        if "healthcheck" in m else None
+    # unset (None): a clean exit is final, anything else is replaced (reconcile.py)
+    s["restart"] = c.text(m["restart"], f"{p}.restart") if "restart" in m else None
+    if s["restart"] is not None and s["restart"].split(":")[0] not in RESTARTS:
+        raise c.bad(f"{p}.restart", f"{s['restart']!r}: expected no, always, "
+                                    "on-failure[:N] or unless-stopped")
+    s.update(_deploy(c, m, p))
+    s["profiles"] = c.strs(m["profiles"], f"{p}.profiles") if "profiles" in m else []
+    s["container_name"] = c.text(m["container_name"], f"{p}.container_name") \
+        if "container_name" in m else None
+    if s["container_name"] and s["replicas"] > 1:
+        raise c.bad(f"{p}.container_name", f"a fixed name can't be given to "
+                                           f"{s['replicas']} replicas")
+    s.update(_process(c, m, p))
+    s["autoscale"] = None
+    if m.get("x-cove-autoscale") is not None:
+        s["autoscale"] = _autoscale(c, m["x-cove-autoscale"], p)
+        lo, hi = s["autoscale"]["min"], s["autoscale"]["max"]
+        s["replicas"] = min(max(s["replicas"], lo), hi)
+    return s
+
+
+def _image(c: Check, sname: str, m: dict[str, Any], p: str, base: str) -> dict[str, Any]:
+    """`image` and `build` (a build's image is named after the service when unset)."""
+    s: dict[str, Any] = {"build": None}
     if "image" in m:
         s["image"] = c.text(m["image"], f"{p}.image")
-    s["build"] = None
     if "build" in m:
         b = m["build"]
         if isinstance(b, str):
@@ -227,10 +261,11 @@ def _service(c: Check, sname: str, m: dict[str, Any], p: str, vols: dict[str, An
         s.setdefault("image", f"{sname}")
     if "image" not in s:
         raise c.bad(p, "neither image nor build is set")
-    s["command"] = c.cmd(m["command"], f"{p}.command") if m.get("command") is not None \
-        else None
-    s["entrypoint"] = c.cmd(m["entrypoint"], f"{p}.entrypoint") \
-        if m.get("entrypoint") is not None else None
+    return s
+
+
+def _environment(c: Check, m: dict[str, Any], p: str, base: str) -> dict[str, str]:
+    """`env_file`s in order, then `environment` over them."""
     env: dict[str, str] = {}
     files = m.get("env_file") or []
     for i, ef in enumerate([files] if isinstance(files, str) else files):
@@ -239,32 +274,27 @@ def _service(c: Check, sname: str, m: dict[str, Any], p: str, vols: dict[str, An
             raise c.bad(f"{p}.env_file[{i}]", f"{fp}: no such file")
         env.update(read_dotenv(fp))
     env.update(c.kv(m.get("environment") or {}, f"{p}.environment"))
-    s["environment"] = env
-    s["labels"] = c.kv(m.get("labels") or {}, f"{p}.labels")
-    s["ports"] = ports(c, m.get("ports") or [], f"{p}.ports")
-    s["volumes"] = volumes(c, m.get("volumes") or [], f"{p}.volumes", vols, base)
-    n = m.get("networks")
+    return env
+
+
+def _networks(c: Check, n: Any, p: str, nets: dict[str, Any]) -> list[str]:
+    """The service's networks (a list, or a mapping whose keys count), each declared;
+    the first one has the replica's address, default route and published ports."""
     if n is None:
-        s["networks"] = ["default"]
-    else:
-        names = c.strs(n, f"{p}.networks") if isinstance(n, list) \
-            else list(c.mapping(n, f"{p}.networks"))
-        for x in names:
-            if x != "default" and x not in nets:
-                raise c.bad(f"{p}.networks", f"network {x!r} is not declared in the "
-                                             "top-level `networks`")
-        if len(names) != 1:
-            raise c.bad(f"{p}.networks", "exactly one network per service is "
-                                         "supported here")
-        s["networks"] = names
-    s["depends_on"] = depends(c, m.get("depends_on") or {}, f"{p}.depends_on")
-    s["healthcheck"] = healthcheck(c, m["healthcheck"], f"{p}.healthcheck") \
-        if "healthcheck" in m else None
-    # unset (None): a clean exit is final, anything else is replaced (reconcile.py)
-    s["restart"] = c.text(m["restart"], f"{p}.restart") if "restart" in m else None
-    if s["restart"] is not None and s["restart"].split(":")[0] not in RESTARTS:
-        raise c.bad(f"{p}.restart", f"{s['restart']!r}: expected no, always, "
-                                    "on-failure[:N] or unless-stopped")
+        return ["default"]
+    names = c.strs(n, f"{p}.networks") if isinstance(n, list) \
+        else list(c.mapping(n, f"{p}.networks"))
+    for x in names:
+        if x != "default" and x not in nets:
+            raise c.bad(f"{p}.networks", f"network {x!r} is not declared in the "
+                                         "top-level `networks`")
+    if not names:
+        raise c.bad(f"{p}.networks", "at least one network")
+    return list(dict.fromkeys(names))
+
+
+def _deploy(c: Check, m: dict[str, Any], p: str) -> dict[str, Any]:
+    """`deploy` (and the older `scale`, `mem_limit`, `cpus`, `pids_limit`)."""
     d = deploy(c, m.get("deploy"), f"{p}.deploy")
     if "scale" in m:
         d["replicas"] = c.integer(m["scale"], f"{p}.scale", 0)
@@ -274,16 +304,15 @@ def _service(c: Check, sname: str, m: dict[str, Any], p: str, vols: dict[str, An
         d["limits"].setdefault("cpus", cpus(c, m["cpus"], f"{p}.cpus"))
     if "pids_limit" in m:
         d["limits"].setdefault("pids", c.integer(m["pids_limit"], f"{p}.pids_limit", 1))
-    s.update(replicas=d["replicas"], limits=d["limits"], reservations=d["reservations"],
-             update_config=d["update_config"],
-             rollback_config=d.get("rollback_config", d["update_config"]),
-             restart_policy=d["restart_policy"])
-    s["profiles"] = c.strs(m["profiles"], f"{p}.profiles") if "profiles" in m else []
-    s["container_name"] = c.text(m["container_name"], f"{p}.container_name") \
-        if "container_name" in m else None
-    if s["container_name"] and s["replicas"] > 1:
-        raise c.bad(f"{p}.container_name", f"a fixed name can't be given to "
-                                           f"{s['replicas']} replicas")
+    return {"replicas": d["replicas"], "limits": d["limits"],
+            "reservations": d["reservations"], "update_config": d["update_config"],
+            "rollback_config": d.get("rollback_config", d["update_config"]),
+            "restart_policy": d["restart_policy"]}
+
+
+def _process(c: Check, m: dict[str, Any], p: str) -> dict[str, Any]:
+    """What the replica's process runs as and with: user, hostname, capabilities..."""
+    s: dict[str, Any] = {}
     for k in ("hostname", "user", "working_dir", "stop_signal"):
         s[k] = c.text(m[k], f"{p}.{k}") if k in m else None
     s["stop_grace_period"] = c.duration(m["stop_grace_period"], f"{p}.stop_grace_period") \
@@ -295,20 +324,19 @@ def _service(c: Check, sname: str, m: dict[str, Any], p: str, vols: dict[str, An
     s["expose"] = [c.text(x, f"{p}.expose[{i}]") for i, x in enumerate(m.get("expose") or [])]
     t = m.get("tmpfs") or []
     s["tmpfs"] = [c.text(t, f"{p}.tmpfs")] if isinstance(t, str) else c.strs(t, f"{p}.tmpfs")
-    auto = m.get("x-cove-autoscale")
-    s["autoscale"] = None
-    if auto is not None:
-        try:
-            from cove.engine.services import autoscale
-        except ImportError:  # the services networking work is not here
-            raise c.bad(f"{p}.x-cove-autoscale", "autoscaling is not available") from None
-        try:
-            s["autoscale"] = autoscale.parse_spec(auto, f"{p}.x-cove-autoscale")
-        except CoveError as e:
-            raise c.bad(e.what, e.why) from None
-        lo, hi = s["autoscale"]["min"], s["autoscale"]["max"]
-        s["replicas"] = min(max(s["replicas"], lo), hi)
     return s
+
+
+def _autoscale(c: Check, auto: Any, p: str) -> dict[str, Any]:
+    try:
+        from cove.engine.services import autoscale
+    except ImportError:  # the services networking work is not here
+        raise c.bad(f"{p}.x-cove-autoscale", "autoscaling is not available") from None
+    try:
+        spec: dict[str, Any] = autoscale.parse_spec(auto, f"{p}.x-cove-autoscale")
+    except CoveError as e:
+        raise c.bad(e.what, e.why) from None
+    return spec
 
 
 def _cross_checks(c: Check, services: dict[str, Any]) -> None:
@@ -358,16 +386,3 @@ def order(services: dict[str, Any], fname: str = "compose.yaml") -> list[str]:
     for n in services:
         visit(n, [])
     return out
-
-
-# what makes a replica what it is: a change to any of these rolls the service out
-REPLICA_KEYS = ("image", "command", "entrypoint", "environment", "labels", "volumes",
-                "networks", "healthcheck", "limits", "hostname", "user", "working_dir",
-                "stop_signal", "init", "read_only", "privileged", "cap_add", "cap_drop",
-                "dns", "extra_hosts", "expose", "tmpfs", "restart")
-
-
-def spec_hash(s: dict[str, Any], generation: int = 0) -> str:
-    body = {k: s.get(k) for k in REPLICA_KEYS}
-    body["generation"] = generation
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,6 +5,8 @@ update_config). compose.py walks the document and calls these."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -339,3 +341,18 @@ def deploy(c: Check, v: Any, path: str) -> dict[str, Any]:
         else:
             raise c.bad(p, "unknown key")
     return out
+
+
+# what makes a replica what it is: a change to any of these rolls the service out
+REPLICA_KEYS = ("image", "command", "entrypoint", "environment", "labels", "volumes",
+                "networks", "healthcheck", "limits", "hostname", "user", "working_dir",
+                "stop_signal", "init", "read_only", "privileged", "cap_add", "cap_drop",
+                "dns", "extra_hosts", "expose", "tmpfs", "restart")
+
+
+def spec_hash(s: dict[str, Any], generation: int = 0) -> str:
+    """The replica-defining part of a service spec, hashed (in the state and the
+    replicas' labels): equal hashes need no rollout."""
+    body = {k: s.get(k) for k in REPLICA_KEYS}
+    body["generation"] = generation
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -57,8 +57,8 @@ def down(root: str, project: str, volumes: bool) -> bool:
     try:
         from cove.engine.services import names
         for svc, s in ((d or {}).get("services") or {}).items():
-            names.remove(root, replica.resource_name(project, s["spec"]["networks"][0]),
-                         svc)
+            for net in s["spec"]["networks"]:
+                names.remove(root, replica.resource_name(project, net), svc)
     except ImportError:
         pass
     except Exception as e:

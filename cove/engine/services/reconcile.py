@@ -1,10 +1,15 @@
 """Make a project's replicas match its desired state (services/state.py), one pass at a
 time. A pass is idempotent and does not wait for health: it looks at every replica's
-record, decides, acts, and returns whether the project has converged. The root's
-monitor runs passes in children it forks (when a project's container exits or changes
-health, every ~1.5 s while a project exists, and when it starts: cove/engine/policy.py),
-and the CLI runs them in a loop to wait for what it asked. `reconcile.lock` keeps two
-passes of one project from running at once.
+record, decides (plan.py), acts, and returns whether the project has converged and when
+the next pass is due if nothing else happens. The root's monitor runs passes in
+children it forks — on events: a project's container exits or changes health, the CLI
+changed the desired state (`notify`), the monitor starts; and at the time the last
+pass asked for (a rollout's delay, a new replica's deadline, an autoscaled service's
+next CPU sample): cove/engine/policy.py — and the CLI runs them in a loop to wait for
+what it asked. `reconcile.lock` keeps two passes of one project from running at once;
+what a pass changes in the desired state it changes under the project's `lock`, as
+the CLI does, and only if the service is still at the version the pass read
+(`commit`): a `cove rollout` during a pass is never overwritten by it.
 
 Per service, in dependency order:
 
@@ -29,39 +34,41 @@ rollout and rollback is a `service` event with its reason.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from cove.engine import state as S
+from cove.engine.services import plan
 from cove.engine.services import state as D
+from cove.engine.services.actions import Actions
 from cove.engine.services.replica import (
-    PROJECT,
     alive,
     final_exit,
     replicas,
     resource_name,
-    run_options,
     serving,
 )
 from cove.errors import CoveError
 
-CRASHED, CRASH_DELAY = 2.0, 2.0  # a replica that ran less waits this long to restart
-PARALLEL = True  # replicas of one batch are made at once (create_all)
+AFTER_ACTING = 0.3  # s: a pass that acted has the next one look at what it did
+RETRY, RETRY_ERRORS = 2.0, 5.0  # s: a pass not converged and waiting on no event
+AUTOSCALE_TICK = 10.0  # s: the autoscaled services' CPU samples (the only timer left)
 DRAIN = 0.3  # seconds a retired replica keeps serving what it has, off the backends
 
 
-class Pass:
-    """One reconcile pass over a project."""
+class Pass(Actions):
+    """One reconcile pass over a project (its actions on replicas: actions.py)."""
 
     def __init__(self, root: str, project: str, d: dict[str, Any]) -> None:
         self.root, self.project, self.d = root, project, d
         self.reps = replicas(root, project)
         self.errors: list[str] = []
-        self.changed = False  # the desired state was changed (rollback, pause, applied)
         self.resources_ok = False
+        # the version of each service this pass decides for (commit() checks it)
+        self.base = {svc: _version(s) for svc, s in d["services"].items()}
+        self.stale: set[str] = set()  # services changed by someone else meanwhile
+        self.wake: float | None = None  # when the next pass is due, events aside
 
     def event(self, svc: str, action: str, reason: str, **kw: object) -> None:
         D.emit(self.root, self.project, svc, action, reason, **kw)
@@ -70,117 +77,17 @@ class Pass:
         self.errors.append(msg)
         print(f"services {self.project}: {msg}", file=sys.stderr, flush=True)
 
-    # -- resources ------------------------------------------------------------------------
-
-    def ensure_resources(self) -> None:
-        """The project's networks and named volumes (before the first replica is made:
-        a pass that makes nothing imports none of this)."""
-        if self.resources_ok:
-            return
-        from cove.engine import network, volumes
-        paths = S.Paths(self.root)
-        for n in self.d.get("networks", []):
-            net = resource_name(self.project, n)
-            try:
-                network.check_exists(paths, net)
-            except CoveError:
-                with contextlib.suppress(CoveError):  # made by a racing pass
-                    network.create(self.root, net)
-        for v in self.d.get("volumes", []):
-            volumes.ensure(self.root, resource_name(self.project, v),
-                           {PROJECT: self.project, "com.docker.compose.volume": v})
-        self.resources_ok = True
-
-    # -- one replica ----------------------------------------------------------------------
-
-    def create(self, svc: str, s: dict[str, Any], n: int) -> bool:
-        from cove.engine import containers
-        o = run_options(self.project, self.d.get("workdir", ""), svc, s, n)
-        try:
-            self.ensure_resources()
-            with contextlib.suppress(CoveError):
-                containers.remove(self.root, o.name, force=True)  # a leftover of a kill
-            containers.create(self.root, o)
-            rec = containers.start(self.root, o.name)
-            self.announce(rec)
-            return True
-        except CoveError as e:
-            self.say(f"{svc}: replica {n}: {e}")
-            with contextlib.suppress(Exception):
-                containers.remove(self.root, o.name, force=True)
-            return False
-
-    def restart(self, svc: str, s: dict[str, Any], r: dict[str, Any], reason: str) -> None:
-        """Start an exited replica of the current version again (its rootfs, record and
-        number kept: no create); one that won't start is replaced by a new one."""
-        from cove.engine import containers
-        try:
-            rec = containers.start(self.root, r["name"])
-        except CoveError as e:
-            self.say(f"{svc}: restart {r['name']}: {e}")
-            self.retire(r, 0)
-            self.event(svc, "replace", f"{reason}; it would not start again: {e}",
-                       container=r["name"])
-            self.create(svc, s, r["number"])
-            return
-        self.announce(rec)
-        self.event(svc, "replace", f"{reason}; started again", container=r["name"])
-
-    def create_all(self, svc: str, s: dict[str, Any], numbers: list[int]) -> None:
-        """Make the replicas `numbers`, at the same time when there are several (each
-        in a forked child: a create and start is mostly waiting on the runtime, the
-        monitor and the network; they share nothing but flocked records)."""
-        if len(numbers) <= 1 or not PARALLEL:
-            for n in numbers:
-                self.create(svc, s, n)
-            return
-        self.ensure_resources()
-        from cove.engine import containers, netcontainer  # noqa: F401 - once, not per child
-        with contextlib.suppress(ImportError):
-            from pyroute2 import IPRoute, NetNS  # noqa: F401 - what each attach uses
-        sys.stderr.flush()
-        pids = []
-        for n in numbers:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child
-                code = 1
-                try:
-                    code = 0 if self.create(svc, s, n) else 1
-                finally:
-                    sys.stderr.flush()
-                    os._exit(code)
-            pids.append(pid)
-        for pid in pids:
-            os.waitpid(pid, 0)
-
-    def announce(self, rec: dict[str, Any]) -> None:
-        """A gratuitous ARP from the new replica (announce.py: its address may be a
-        dead one's, whose MAC its neighbours still hold)."""
-        from cove.engine.services import announce
-        ns = rec.get("NetworkSettings") or {}
-        ip = ns.get("IPAddress") or ""
-        mac = next((n.get("MacAddress") for n in (ns.get("Networks") or {}).values()
-                    if n.get("IPAddress") == ip), "")
-        announce.announce(os.path.join(S.Paths(self.root).cdir(rec["Name"]), "netns"),
-                          mac or "", ip)
-
-    def retire(self, r: dict[str, Any], grace: float) -> None:
-        from cove.engine import containers
-        try:
-            if alive(r):
-                containers.stop(self.root, r["name"], grace)
-            containers.remove(self.root, r["name"], force=True)
-        except CoveError as e:
-            self.say(f"retire {r['name']}: {e}")
-
     # -- load balancer and names ----------------------------------------------------------
 
     def publish(self, svc: str, s: dict[str, Any], backends: list[str]) -> None:
-        """Hand the serving set to the lb and the name service, when it changed."""
+        """Hand the serving set to the lb and the name service, when it changed (on
+        any of the service's networks: a replica started again may have new
+        addresses on its further ones)."""
         backends = sorted(backends)
-        if s.get("applied") == backends or (s.get("applied") is None and not backends):
+        addrs = self.addresses(svc, s, backends)
+        if (s.get("applied") == backends and s.get("applied_names", addrs) == addrs) \
+                or (s.get("applied") is None and not backends):
             return  # (nothing given yet, nothing to give: the network may not be made)
-        net = resource_name(self.project, s["spec"]["networks"][0])
         try:
             from cove.engine.services import lb
         except ImportError:
@@ -195,29 +102,31 @@ class Pass:
             if lb is not None and ports:
                 lb.apply(self.root, self.project, svc, ports, backends)
             if names is not None:
-                names.apply(self.root, net, svc, backends)
+                for net, ips in addrs.items():
+                    names.apply(self.root, net, svc, ips)
         except Exception as e:
             self.say(f"{svc}: load balancer: {e}")
             return
-        s["applied"] = backends
-        self.changed = True
+
+        def applied(t: dict[str, Any]) -> None:
+            t["applied"] = backends
+            if len(addrs) > 1:
+                t["applied_names"] = addrs
+        self.commit(svc, applied, always=True)
+
+    def addresses(self, svc: str, s: dict[str, Any], backends: list[str]
+                  ) -> dict[str, list[str]]:
+        """The serving replicas' addresses on each of the service's networks (the
+        backends are their addresses on the first)."""
+        nets = [resource_name(self.project, n) for n in s["spec"]["networks"]]
+        by_ip = {r["ip"]: r for r in self.reps.get(svc, []) if r["ip"]}
+        out: dict[str, list[str]] = {nets[0]: backends}
+        for net in nets[1:]:
+            out[net] = [ip for b in backends
+                        if (ip := (by_ip.get(b) or {}).get("ips", {}).get(net))]
+        return out
 
     # -- a service ------------------------------------------------------------------------
-
-    def deps_ready(self, svc: str, spec: dict[str, Any]) -> bool:
-        for dep, cond in spec["depends_on"].items():
-            want = self.d["services"].get(dep, {}).get("replicas", 1)
-            reps = self.reps.get(dep, [])
-            if cond == "service_started":
-                if sum(alive(r) for r in reps) < min(want, 1):
-                    return False
-            elif cond == "service_healthy":
-                if sum(r["status"] == "running" and r["health"] in (None, "healthy")
-                       for r in reps) < want:
-                    return False
-            elif not reps or any(alive(r) for r in reps) or any(r["exit"] for r in reps):
-                return False  # service_completed_successfully
-        return True
 
     def placement(self, reservations: dict[str, Any], count: int) -> str | None:
         """Why `count` more replicas don't fit the host (autoscale.fits), or None."""
@@ -227,159 +136,130 @@ class Pass:
             return None
         return autoscale.fits(self.root, reservations, count)
 
-    def fail_rollout(self, svc: str, s: dict[str, Any], reason: str) -> None:
-        ro = s.get("rollout") or {}
-        uc = s["spec"]["update_config"]
-        if ro.get("state") == "rolling_back" or uc["failure_action"] == "continue" \
-                or not s.get("previous"):
-            return
-        if uc["failure_action"] == "rollback":
-            prev = s["previous"]
-            s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
-            s["spec"], s["hash"] = prev["spec"], prev["hash"]
-            s["rollout"] = {"state": "rolling_back", "reason": reason, "at": time.time()}
-            self.event(svc, "rollback", reason, image=s["spec"]["image"])
-        else:
-            s["rollout"] = {**ro, "state": "paused", "reason": reason, "at": time.time()}
-            self.event(svc, "rollout paused", reason)
-        self.changed = True
+    def fail_rollout(self, svc: str, reason: str) -> None:
+        """A new replica failed the update: `failure_action` says what now — committed
+        at once, under the project's lock, unless a `cove rollout`/`rollback` changed
+        the service since this pass read it (then theirs stands)."""
+        uc = self.d["services"][svc]["spec"]["update_config"]
+        acted: list[tuple[str, str]] = []
+
+        def change(s: dict[str, Any]) -> None:
+            ro = s.get("rollout") or {}
+            if ro.get("state") == "rolling_back" or uc["failure_action"] == "continue" \
+                    or not s.get("previous"):
+                return
+            if uc["failure_action"] == "rollback":
+                prev = s["previous"]
+                s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
+                s["spec"], s["hash"] = prev["spec"], prev["hash"]
+                s["rollout"] = {"state": "rolling_back", "reason": reason,
+                                "at": time.time()}
+                acted.append(("rollback", s["spec"]["image"]))
+            else:
+                s["rollout"] = {**ro, "state": "paused", "reason": reason,
+                                "at": time.time()}
+                acted.append(("rollout paused", s["spec"]["image"]))
+        if self.commit(svc, change) and acted:
+            action, image = acted[-1]
+            self.event(svc, action, reason, **({"image": image}
+                                               if action == "rollback" else {}))
 
     def service(self, svc: str) -> bool:
+        """Decide (plan.py) and act for one service; whether it has converged."""
         s = self.d["services"][svc]
-        spec, h, want = s["spec"], s["hash"], int(s["replicas"])
-        reps = self.reps.get(svc, [])
-        ro = s.get("rollout") or {}
-        updating = ro.get("state") in ("updating", "rolling_back")
-        uc = spec["rollback_config" if ro.get("state") == "rolling_back"
-                  else "update_config"]
-        hc = spec["healthcheck"]
-        now = time.time()
-        # a new replica's time to prove itself during an update
-        proof = uc["monitor"] + (hc["start_period"] + (hc["interval"] + hc["timeout"]) *
-                                 (hc["retries"] + 1) if hc else 0.0)
-        cur = [r for r in reps if r["hash"] == h]
-        old = [r for r in reps if r["hash"] != h]
-        retire: list[tuple[dict[str, Any], str, str]] = []  # replica, action, reason
-        again: list[tuple[dict[str, Any], str]] = []  # exited replicas to start again
-        hold: list[dict[str, Any]] = []  # ... and those that wait before they are
-        # 1. the dead and the unhealthy
-        for r in cur:
-            failed = ""
-            if not alive(r) and r["status"] != "created":
-                if final_exit(spec, r["exit"]):
-                    continue
-                failed = f"{r['name']} exited with code {r['exit']}"
-                if r["error"]:
-                    failed += f" ({r['error']})"
-            elif r["health"] == "unhealthy":
-                failed = f"{r['name']} unhealthy: {r['log'].strip()[-200:]}".rstrip(": ")
-            elif r["status"] == "created" and now - r["created"] > 30:
-                failed = f"{r['name']} never started"
-            elif updating and r["status"] == "running" and r["health"] == "starting" \
-                    and now - r["started"] > proof:
-                failed = f"{r['name']} not healthy within {proof:g}s"
-            if failed:
-                if updating:
-                    self.fail_rollout(svc, s, failed)
-                    if s["hash"] != h:
-                        return False  # rolled back: the next pass works to the old spec
-                if not alive(r) and r["status"] != "created" and not updating:
-                    if r["finished"] - r["started"] < CRASHED and \
-                            now - r["finished"] < CRASH_DELAY:
-                        hold.append(r)  # it died at once: not in a tight loop
-                        continue
-                    again.append((r, failed))  # started again in place: the fast way
-                else:
-                    retire.append((r, "replace", failed))
-        ro = s.get("rollout") or {}  # (a failure above may have paused the update)
-        gone = {id(r) for r, _, _ in retire}
-        back = {id(r) for r, _ in again} | {id(r) for r in hold}
-        cur_live = [r for r in cur if id(r) not in gone and (alive(r) or id(r) in back or
-                    (r["status"] != "created" and final_exit(spec, r["exit"])))]
-        cur_serving = [r for r in cur_live if serving(r)]
-        pending = [r for r in cur_live if (alive(r) or id(r) in back) and not serving(r)]
-        old_serving = [r for r in old if serving(r)]
-        for r in old:
-            if not serving(r):
-                retire.append((r, "replace", f"{r['name']}: old version, not serving"))
-        paused = ro.get("state") == "paused"
-        create = 0
-        if old_serving and not paused:
-            # 2. a rolling update
-            par = uc["parallelism"]
-            if pending or now < float(ro.get("next_batch", 0)):
-                pass  # the last batch is still proving itself, or its delay runs
-            elif uc["order"] == "start-first":
-                excess = len(cur_serving) + len(old_serving) - want
-                out = sorted(old_serving, key=lambda r: -r["number"])[:max(0, excess)]
-                retire += [(r, "rollout", "replaced by the new version") for r in out]
-                if len(cur_live) < want:
-                    create = min(par, want - len(cur_live))
-            else:
-                if len(cur_live) < want:
-                    out = sorted(old_serving, key=lambda r: -r["number"])[:par]
-                else:
-                    out = old_serving
-                retire += [(r, "rollout", "replaced by the new version") for r in out]
-                create = min(len(out), max(0, want - len(cur_live)))
-            if create or any(a == "rollout" for _, a, _ in retire):
-                s["rollout"] = {**(s.get("rollout") or {}), "next_batch": now + uc["delay"]}
-                self.changed = True
+        v = plan.View(svc, s, self.reps.get(svc, []))
+        plan.failures(v)
+        if v.failed:
+            self.fail_rollout(svc, v.failed[0])
+            s = self.d["services"][svc]
+            if svc in self.stale or s["hash"] != v.h:
+                return self.later(v, time.time())  # the next pass works to the new spec
+            v.set_rollout(s.get("rollout") or {})
+        plan.sets(v)
+        if v.old_serving and not v.paused:
+            if plan.rolling(v):
+                nb = v.now + v.uc["delay"]
+                if not self.commit(svc, lambda t: t.__setitem__(
+                        "rollout", {**(t.get("rollout") or {}), "next_batch": nb})):
+                    return self.later(v, time.time())  # a newer rollout: next pass
         else:
-            # 3. the count
-            have = len(cur_live) + (len(old_serving) if paused else 0)
-            if have > want:
-                extra = sorted([r for r in cur_live if alive(r)],
-                               key=lambda r: (serving(r), -r["number"]))
-                n_out = have - want
-                retire += [(r, "scale", f"scale to {want}") for r in extra[:n_out]]
-            elif have < want:
-                create = want - have
-        if create and not reps and not self.deps_ready(svc, spec):
-            return False
-        # the lb first: what is retired leaves the backends before it stops
-        out_ids = {id(r) for r, _, _ in retire}
-        backends = [r["ip"] for r in [*cur_serving, *old_serving] if id(r) not in out_ids]
-        self.publish(svc, s, backends)
-        if any(serving(r) for r, _, _ in retire):
+            plan.count(v)
+        if v.create and not v.reps and not plan.deps_ready(self.d, self.reps, v.spec):
+            return self.later(v, None)
+        return self.act(v)
+
+    def act(self, v: plan.View) -> bool:
+        """Carry out what was decided: the lb first, then retire, start again, make."""
+        svc, s, spec = v.svc, v.s, v.spec
+        out_ids = {id(r) for r, _, _ in v.retire}
+        backends = [r for r in [*v.cur_serving, *v.old_serving] if id(r) not in out_ids]
+        self.publish(svc, s, [r["ip"] for r in backends])
+        if any(serving(r) for r, _, _ in v.retire):
             time.sleep(DRAIN)
-        for r, action, reason in retire:
+        for r, action, reason in v.retire:
             self.retire(r, spec["stop_grace_period"])
             if action != "rollout":
                 self.event(svc, action, reason, container=r["name"])
-        numbers = {r["number"] for r in reps if id(r) not in out_ids}
-        if create and spec.get("reservations"):
-            refused = self.placement(spec["reservations"], create)
+        if v.create and spec.get("reservations"):
+            refused = self.placement(spec["reservations"], v.create)
             if refused:
                 self.say(f"{svc}: {refused}")
                 if s.get("refused") != refused:
                     self.event(svc, "placement refused", refused)
-                    s["refused"] = refused
-                    self.changed = True
-                create = 0
-        # a replacement takes the number (so the name) of the replica it replaces
-        reuse = sorted(r["number"] for r, action, _ in retire
-                       if action == "replace" and r["hash"] == h and r["number"] > 0)
-        for r, reason in again:
+                    self.commit(svc, lambda t: t.__setitem__("refused", refused))
+                v.create = 0
+        new = plan.numbers(v, out_ids)
+        for r, reason in v.again:
             self.restart(svc, s, r, reason)
-        new: list[int] = []
-        for _ in range(create):
-            n = next((i for i in reuse if i not in numbers), 0) or \
-                next(i for i in range(1, len(numbers) + 2) if i not in numbers)
-            numbers.add(n)
-            new.append(n)
         self.create_all(svc, s, new)
-        if retire or create or again or hold:
-            if create:  # services after this one see these replicas in this pass
+        if v.retire or new or v.again or v.hold:
+            if new:  # services after this one see these replicas in this pass
                 self.reps[svc] = replicas(self.root, self.project).get(svc, [])
-            return False
-        if updating and not old and not pending and len(cur_serving) >= want:
-            done = "rolled_back" if ro.get("state") == "rolling_back" else "done"
-            s["rollout"] = {"state": done, "reason": ro.get("reason", ""), "at": now}
-            self.event(svc, "rollout complete" if done == "done" else "rollback complete",
-                       ro.get("reason", ""), image=spec["image"])
-            self.changed = True
-        return not old and not pending and len(cur_live) >= want
+            return self.later(v, v.now + AFTER_ACTING)
+        if v.updating and not v.old and not v.pending and len(v.cur_serving) >= v.want:
+            done = "rolled_back" if v.ro.get("state") == "rolling_back" else "done"
+            why = v.ro.get("reason", "")
+            if self.commit(svc, lambda t: t.__setitem__(
+                    "rollout", {"state": done, "reason": why, "at": v.now})):
+                self.event(svc, "rollout complete" if done == "done" else
+                           "rollback complete", why, image=spec["image"])
+        done_ = not v.old and not v.pending and len(v.cur_live) >= v.want
+        return True if done_ else self.later(v, None)
+
+    def later(self, v: plan.View, at: float | None) -> bool:
+        """Not converged: the next pass is due by `at`, by what the plan waits for, or
+        by events alone (an exit, a health change) when neither says."""
+        if at is not None:
+            v.due(at)
+        if v.wake is not None:
+            self.wake = v.wake if self.wake is None else min(self.wake, v.wake)
+        return False
+
+    def commit(self, svc: str, fn: Callable[[dict[str, Any]], None],
+               always: bool = False) -> bool:
+        """Change the service's desired state now: read, change, write under the
+        project's lock (the one `cove rollout`, `rollback`, `scale`, `up` and the
+        autoscaler change it under), and only while it is still the version this pass
+        read (`always`: what the pass owns whatever the version, the lb's backends).
+        Whether it was done; when not, the pass holds the newer state and leaves that
+        service to the next pass."""
+        mine = self.d["services"][svc]
+        with D.locked(self.root, self.project):
+            now = D.load(self.root, self.project)
+            t = (now or {}).get("services", {}).get(svc)
+            if now is None:  # taken down meanwhile (or a made-up state: tests)
+                fn(mine)
+                return True
+            if t is None or (not always and _version(t) != self.base.get(svc)):
+                self.stale.add(svc)
+                if t is not None:
+                    self.d["services"][svc] = t
+                return False
+            fn(t)
+            D.save(self.root, self.project, now)
+        fn(mine)
+        self.base[svc] = _version(mine)
+        return True
 
     def run(self) -> bool:
         from cove.engine.services import compose
@@ -393,46 +273,81 @@ class Pass:
         return done
 
 
+def _version(s: dict[str, Any]) -> tuple[str, str]:
+    """What a pass's changes are made against: the desired version and the rollout's
+    state (a `cove rollout`, `rollback`, `up` of a changed service, or a resumed
+    rollout changes it)."""
+    return s["hash"], str((s.get("rollout") or {}).get("state"))
+
+
+def run_pass(root: str, project: str, block: bool = True
+             ) -> tuple[bool | None, float | None, bool]:
+    """One pass: whether the project converged (None: another pass holds the lock, or
+    no desired state), when the next one is due (wall clock; None: on events only),
+    and whether the lock was busy."""
+    with D.locked(root, project, "reconcile.lock", block=block) as got:
+        if not got:
+            return None, None, True
+        d = D.load(root, project)
+        if d is None:
+            return None, None, False
+        p = Pass(root, project, d)
+        done = p.run()
+        wake = p.wake
+        if not done and wake is None:
+            wake = time.time() + (RETRY_ERRORS if p.errors else RETRY)
+        return done, wake, False
+
+
 def reconcile(root: str, project: str, block: bool = True) -> bool | None:
     """One pass; whether the project has converged (None: another pass holds the lock,
     or the project has no desired state)."""
-    with D.locked(root, project, "reconcile.lock", block=block) as got:
-        if not got:
-            return None
-        d = D.load(root, project)
-        if d is None:
-            return None
-        p = Pass(root, project, d)
-        done = p.run()
-        if p.changed:
-            def merge(now: dict[str, Any]) -> None:
-                # only what a pass owns: the rollout's progress, the applied backends,
-                # a rollback's swap; replicas may have been changed by `scale` meanwhile
-                for svc, s in d["services"].items():
-                    t = now["services"].get(svc)
-                    if t is None:
-                        continue
-                    if t["hash"] == s["hash"] or s.get("rollout", {}).get("state") in (
-                            "rolling_back",):
-                        for k in ("spec", "hash", "previous", "rollout", "applied"):
-                            if k in s:
-                                t[k] = s[k]
-            with contextlib.suppress(CoveError):
-                D.update(root, project, merge)
-        return done
+    return run_pass(root, project, block)[0]
+
+
+def notify(root: str, project: str) -> None:
+    """Tell the root's monitor that the project's desired state changed (a pass now, in
+    its child, whose answer says when the next is due). With no monitor running, one
+    is started when the project wants replicas (the monitor keeps it from then on: a
+    project at 0 replicas and no container has nothing to keep)."""
+    from cove.engine import monctl
+    try:
+        if not monctl.running(root):
+            d = D.load(root, project)
+            if d is None or not any(int(s["replicas"]) for s in d["services"].values()):
+                return
+        monctl.request(root, "reconcile", project)
+    except (CoveError, OSError):
+        pass
+
+
+def wake_code(delay: float | None) -> int:
+    """The monitor's child says when the next pass is due in its exit status: 0 none
+    (events only), 2 + tenths of a second otherwise (at most 25.3 s: a longer wait
+    gets an early pass, which is harmless); 1 is an error."""
+    if delay is None:
+        return 0
+    return 2 + max(1, min(253, round(delay * 10)))
 
 
 def engine_pass(root: str, project: str) -> int:
     """What the monitor's child runs: one pass, never waiting for the lock, then an
     autoscaling sample of the project's autoscaled services (its count changes go
-    through `state.set_replicas`, which the next pass acts on)."""
+    through `state.set_replicas`, which the next pass acts on). Its exit status says
+    when the next pass is due (wake_code): the monitor runs none on a timer otherwise,
+    only on events (an exit, a health change, `notify`, its own start)."""
     try:
-        reconcile(root, project, block=False)
-        autoscale_tick(root, project)
+        sampled = autoscale_tick(root, project)  # (first: the pass acts on its count)
+        _, wake, busy = run_pass(root, project, block=False)
+        if busy:
+            wake = time.time() + 0.5  # another pass (the CLI's) holds it: look again
+        if sampled:
+            t = time.time() + AUTOSCALE_TICK
+            wake = t if wake is None else min(wake, t)
     except Exception as e:
         print(f"services {project}: reconcile: {e}", file=sys.stderr, flush=True)
         return 1
-    return 0
+    return wake_code(None if wake is None else max(0.0, wake - time.time()))
 
 
 def converge(root: str, project: str, timeout: float, until: str = "converged",
@@ -462,17 +377,19 @@ def started(root: str, project: str) -> bool:
     return True
 
 
-def autoscale_tick(root: str, project: str) -> None:
+def autoscale_tick(root: str, project: str) -> bool:
+    """A CPU sample of each autoscaled service; whether there is any (they need the
+    next sample on a timer)."""
     try:
         from cove.engine.services import autoscale
     except ImportError:
-        return
+        return False
     specs = autoscale.specs(root, project)
     if not specs:
-        return
+        return False
     d = D.load(root, project)
     if d is None:
-        return
+        return False
     reps = replicas(root, project)
     for svc, spec in specs.items():
         s = d["services"].get(svc)
@@ -481,3 +398,4 @@ def autoscale_tick(root: str, project: str) -> None:
         running = [r["name"] for r in reps.get(svc, [])
                    if r["status"] == "running" and r["hash"] == s["hash"]]
         autoscale.tick(root, project, svc, running, int(s["replicas"]), spec)
+    return True

@@ -21,11 +21,13 @@ def replicas(root: str, project: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for name in S.all_names(paths):
         try:
-            rec = S.load(paths.cdir(name))
+            rec = S.load_record(paths.cdir(name))
         except Exception:
             continue
-        labels = (rec or {}).get("Config", {}).get("Labels") or {}
-        if rec is None or labels.get(PROJECT) != project:
+        if rec is None:
+            continue
+        labels = rec.get("Config", {}).get("Labels") or {}
+        if labels.get(PROJECT) != project:
             continue
         st = rec["State"]
         health = (st.get("Health") or {}).get("Status") if rec["Config"].get(
@@ -35,6 +37,8 @@ def replicas(root: str, project: str) -> dict[str, list[dict[str, Any]]]:
             "hash": labels.get(HASH, ""), "status": st["Status"],
             "health": health, "exit": int(st.get("ExitCode") or 0),
             "ip": (rec.get("NetworkSettings") or {}).get("IPAddress") or "",
+            "ips": {net: n.get("IPAddress") or "" for net, n in (
+                (rec.get("NetworkSettings") or {}).get("Networks") or {}).items()},
             "created": S.parse_rfc3339(rec.get("Created", "")),
             "started": S.parse_rfc3339(st.get("StartedAt", "")),
             "finished": S.parse_rfc3339(st.get("FinishedAt", "")),

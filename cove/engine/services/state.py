@@ -132,6 +132,50 @@ def set_replicas(root: str, project: str, service_name: str, n: int, reason: str
         emit(root, project, service_name, "scale", reason, replicas=n, previous=old[0])
 
 
+def rollout(root: str, project: str, svc: str, image: str | None) -> dict[str, Any]:
+    """`cove rollout SERVICE [--image I]`, read-modify-write under the project's lock
+    (which a reconcile pass changes the state under too): a new version (the image, or
+    the same spec as a new generation: every replica replaced), the current one kept
+    as `previous` for `rollback`; a paused rollout is resumed instead when no other
+    image is asked (and one to another image keeps the last good version as
+    `previous`, not the one that failed). The service's new state."""
+    from cove.engine.services.composekeys import spec_hash
+
+    def change(d: dict[str, Any]) -> None:
+        s = service(d, svc, project)
+        ro = s.get("rollout") or {}
+        paused = ro.get("state") == "paused"
+        if paused and image in (None, s["spec"]["image"]):
+            s["rollout"] = {"state": "updating", "at": 0,
+                            "reason": f"cove rollout (resumed; it paused: {ro.get('reason')})"}
+            return
+        spec = {**s["spec"], "image": image or s["spec"]["image"]}
+        gen = int(s.get("generation", 0)) + (0 if image else 1)
+        if not (paused and s.get("previous")):
+            s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
+        s["spec"], s["generation"] = spec, gen
+        s["hash"] = spec_hash(spec, gen)
+        s["rollout"] = {"state": "updating", "reason": f"cove rollout {spec['image']}",
+                        "at": 0}
+    out: dict[str, Any] = update(root, project, change)["services"][svc]
+    return out
+
+
+def rollback(root: str, project: str, svc: str) -> dict[str, Any]:
+    """`cove rollback SERVICE`: the previous version back (and the current one kept as
+    `previous`), under the project's lock. The service's new state."""
+    def change(d: dict[str, Any]) -> None:
+        s = service(d, svc, project)
+        prev = s.get("previous")
+        if not prev:
+            raise CoveError(f"rollback {svc}", "no previous version to go back to")
+        s["previous"] = {"spec": s["spec"], "hash": s["hash"]}
+        s["spec"], s["hash"] = prev["spec"], prev["hash"]
+        s["rollout"] = {"state": "rolling_back", "reason": "cove rollback", "at": 0}
+    out: dict[str, Any] = update(root, project, change)["services"][svc]
+    return out
+
+
 def remove(root: str, project: str) -> None:
     """Forget the project (after `down` took its replicas)."""
     d = pdir(root, project)

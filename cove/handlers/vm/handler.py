@@ -23,6 +23,7 @@ from cove.runtime import state as runtime_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from cove.oci.spec import Spec
     from cove.runtime import CreateOptions, ExecOptions
 
 # The verbs of cove.runtime.handler.Handler; this module is the vm handler.
@@ -49,92 +50,136 @@ def create(o: CreateOptions) -> None:
     boot(o.root, o.id, o.bundle, o.pid_file, o.console_socket)
 
 
-def boot(root: str, cid: str, bundle: str, pid_file: str = "", console_socket: str = "",
-         console_fd: int = -1) -> runtime_state.State:
-    """Boot the VM and create the container in it; the monitor (our child) holds qemu.
+class _Plan:
+    """What create decided before booting: the bundle, its guest configuration and
+    the qemu command line (kept together so that each step of boot() stays short)."""
 
-    With process.terminal the host pty's master goes to `console_socket` (or the
-    connected socket `console_fd`, `run`'s own) once the guest has created the process."""
-    from cove.handlers.vm import accel as accels
-    from cove.handlers.vm import console, guest, machine, qemu, rootimg, vmm
-    from cove.runtime.caller import load_bundle, write_pid_file
-    from cove.runtime.hooks import run_hooks
+    def __init__(self, bundle: str, raw: bytes, spec: Spec, rootfs: str,
+                 console_socket: str, console_fd: int) -> None:
+        from cove.handlers.vm import qemu, rootimg
 
-    runtime_state.check_id(cid)
-    bundle, raw, spec, rootfs = load_bundle(bundle)
-    terminal = spec.process is not None and spec.process.terminal
-    if terminal and not console_socket and console_fd < 0:
-        raise CoveError("process.terminal", "needs --console-socket")
-    why = qemu.missing()
-    found = qemu.find_kernel()
-    qbin = qemu.qemu_binary()
-    if why or found is None or qbin is None:
-        raise CoveError("vm handler", why or "no kernel")
-    kernel, moddir = found
-    cfg_raw = jsonio.loads(raw)
-    gcfg, shares, net = guest_config(cfg_raw, rootfs)
-    rmode = rootimg.mode(cfg_raw)
-    if rmode == "image":
-        rootimg.tool()  # say it is missing before booting anything
+        self.bundle, self.raw, self.spec, self.rootfs = bundle, raw, spec, rootfs
+        self.terminal = spec.process is not None and spec.process.terminal
+        if self.terminal and not console_socket and console_fd < 0:
+            raise CoveError("process.terminal", "needs --console-socket")
+        why = qemu.missing()
+        found = qemu.find_kernel()
+        qbin = qemu.qemu_binary()
+        if why or found is None or qbin is None:
+            raise CoveError("vm handler", why or "no kernel")
+        self.kernel, self.moddir = found
+        self.qbin: str = qbin
+        self.cfg: dict[str, Any] = jsonio.loads(raw)
+        self.gcfg, self.shares, self.net = guest_config(self.cfg, rootfs)
+        self.rmode = rootimg.mode(self.cfg)
+        if self.rmode == "image":
+            rootimg.tool()  # say it is missing before booting anything
+        self.accel = self.mach = ""
+        self.mem = self.cpus = 0
+        self.cmd: list[str] = []
+        self.timeout = 0.0
+
+    def choose_machine(self) -> None:
+        """The accelerator, guest kernel and initrd, machine type and qemu's command
+        line (the cached pieces are built on first use: slow once)."""
+        from cove.handlers.vm import accel as accels
+        from cove.handlers.vm import guest, machine, rootimg
+
+        cache = cache_dir()
+        self.accel = accels.choose(cache, self.kernel, self.qbin)
+        initrd = guest.initrd(cache, self.moddir)
+        if os.environ.get("COVE_VM_KERNEL_IMAGE") != "bzimage":
+            self.kernel = guest.vmlinux(cache, self.kernel)
+        self.mach = machine.choose(cache, self.kernel, self.qbin, self.accel)
+        img = rootimg.image(cache, self.rootfs) if self.rmode == "image" else None
+        self.mem, self.cpus = sizes(self.cfg)
+        self.cmd = machine.qemu_command(
+            self.qbin, self.kernel, initrd, self.accel, self.mach, self.mem, self.cpus,
+            self.rootfs, img, self.gcfg["root"]["readonly"], self.shares, self.net,
+            self.cfg.get("hostname", ""))
+        self.timeout = _boot_timeout(self.cfg, self.accel)
+
+
+def _spawn_monitor(sdir: str, cid: str, plan: _Plan, close: tuple[int, ...],
+                   slave: int) -> tuple[int, str]:
+    """Fork the monitor (it runs qemu and waits for the guest's answer); its pid and
+    its one message: `ok <qemu pid>` or `error <why>`."""
+    from cove.handlers.vm import vmm
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        for fd in close:
+            if fd >= 0:
+                os.close(fd)
+        vmm.run(sdir, plan.cmd, {"id": cid, "config": plan.gcfg}, plan.timeout, w, slave)
+    os.close(w)
+    msg = b""
+    while chunk := os.read(r, 4096):
+        msg += chunk
+    os.close(r)
+    return pid, msg.decode(errors="replace")
+
+
+def _new_state(root: str, cid: str, pid: int, qemu_pid: int,
+               plan: _Plan) -> runtime_state.State:
+    st = runtime_state.State(root, cid, {
+        "id": cid, "pid": pid, "init_start": runtime_state.proc_start_time(pid),
+        "bundle": plan.bundle,
+        "rootfs": plan.rootfs, "created": runtime_state.rfc3339(time.time_ns()),
+        "owner": "root" if os.geteuid() == 0 else str(os.geteuid()),
+        "annotations": plan.cfg.get("annotations") or {}, "handler": "vm",
+        "qemu_pid": qemu_pid, "accel": plan.accel, "machine": plan.mach,
+        "rootfs_mode": plan.rmode, "memory_mib": plan.mem, "creating": True})
+    st.data["qemu_start"] = runtime_state.proc_start_time(qemu_pid)
+    st.save()
+    return st
+
+
+def _make_state_dir(root: str, cid: str) -> str:
     sdir = os.path.join(root, cid)
     os.makedirs(root, mode=0o711, exist_ok=True)
     try:
         os.mkdir(sdir, 0o711)
     except FileExistsError:
         raise CoveError(f"container {cid!r}", "already exists") from None
+    return sdir
+
+
+def boot(root: str, cid: str, bundle: str, pid_file: str = "", console_socket: str = "",
+         console_fd: int = -1) -> runtime_state.State:
+    """Boot the VM and create the container in it; the monitor (our child) holds qemu.
+
+    With process.terminal the host pty's master goes to `console_socket` (or the
+    connected socket `console_fd`, `run`'s own) once the guest has created the process."""
+    from cove.handlers.vm import console
+    from cove.runtime.caller import load_bundle, write_pid_file
+    from cove.runtime.hooks import run_hooks
+
+    runtime_state.check_id(cid)
+    plan = _Plan(*load_bundle(bundle), console_socket, console_fd)
+    sdir = _make_state_dir(root, cid)
     pid = 0
     csock = master = slave = -1
     try:
         with open(os.path.join(sdir, "config.json"), "wb") as f:
-            f.write(raw)
+            f.write(plan.raw)
         os.mkfifo(os.path.join(sdir, "exec.fifo"), 0o600)
-        if terminal:
+        if plan.terminal:
             csock = console.connect(console_socket) if console_socket else os.dup(console_fd)
-            master, slave = console.open_pty(console.console_size(cfg_raw.get("process")))
-        cache = cache_dir()
-        accel = accels.choose(cache, kernel, qbin)
-        initrd = guest.initrd(cache, moddir)
-        if os.environ.get("COVE_VM_KERNEL_IMAGE") != "bzimage":
-            kernel = guest.vmlinux(cache, kernel)
-        mach = machine.choose(cache, kernel, qbin, accel)
-        img = rootimg.image(cache, rootfs) if rmode == "image" else None
-        mem, cpus = sizes(cfg_raw)
-        cmd = machine.qemu_command(qbin, kernel, initrd, accel, mach, mem, cpus, rootfs, img,
-                                   gcfg["root"]["readonly"], shares, net,
-                                   cfg_raw.get("hostname", ""))
-        timeout = _boot_timeout(cfg_raw, accel)
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            for fd in (csock, master):
-                if fd >= 0:
-                    os.close(fd)
-            vmm.run(sdir, cmd, {"id": cid, "config": gcfg}, timeout, w, slave)
-        os.close(w)
-        msg = b""
-        while chunk := os.read(r, 4096):
-            msg += chunk
-        os.close(r)
-        text = msg.decode(errors="replace")
+            master, slave = console.open_pty(console.console_size(plan.cfg.get("process")))
+        plan.choose_machine()
+        pid, text = _spawn_monitor(sdir, cid, plan, (csock, master), slave)
         if not text.startswith("ok "):
             raise CoveError("vm", text.removeprefix("error ") or "the monitor died while booting")
-        st = runtime_state.State(root, cid, {
-            "id": cid, "pid": pid, "init_start": runtime_state.proc_start_time(pid),
-            "bundle": bundle,
-            "rootfs": rootfs, "created": runtime_state.rfc3339(time.time_ns()),
-            "owner": "root" if os.geteuid() == 0 else str(os.geteuid()),
-            "annotations": cfg_raw.get("annotations") or {}, "handler": "vm",
-            "qemu_pid": int(text.split()[1]), "accel": accel, "machine": mach,
-            "rootfs_mode": rmode, "memory_mib": mem, "creating": True})
-        st.data["qemu_start"] = runtime_state.proc_start_time(st.data["qemu_pid"])
-        st.save()
+        st = _new_state(root, cid, pid, int(text.split()[1]), plan)
         # The host's create-time hooks, as runc runs them: after the container exists
         # (in the guest), before create returns; their state's pid is the monitor's.
         hs = st.hook_state("created")  # the spec's state for these hooks (as crun)
-        run_hooks("prestart", spec.hooks.prestart, hs)
-        run_hooks("createRuntime", spec.hooks.createRuntime, hs)
-        if terminal:
+        run_hooks("prestart", plan.spec.hooks.prestart, hs)
+        run_hooks("createRuntime", plan.spec.hooks.createRuntime, hs)
+        if plan.terminal:
             console.send_master(csock, master, slave)
             csock = -1
         del st.data["creating"]

@@ -345,5 +345,16 @@ def build(store: Store, opts: Options, out: Callable[[str], None] = lambda _s: N
     """Build `opts.context` into `store`; progress lines go to `out`."""
     for t in opts.tags:
         reference.parse(t)   # a bad tag is refused before anything is built
+    from cove.image.build import rootless
+    if rootless.needed():
+        # an ordinary user's build runs in a user namespace of its own (buildah's way)
+        if opts.network == "bridge":
+            raise CoveError("--network bridge", "rootless: a build's bridge network needs "
+                            "root; use none or host")
+        return rootless.call(_build, store, opts, out=out)
+    return Builder(store, opts, out).build()
+
+
+def _build(store: Store, opts: Options, out: Callable[[str], None]) -> Result:
     return Builder(store, opts, out).build()
 

@@ -82,7 +82,21 @@ def _walk_tree(top: str) -> list[tuple[str, str]]:
     return out
 
 
-def plan_copy(b: Builder, st: State, ins: Instruction) -> CopyPlan:
+@dataclass
+class _Args:
+    """A COPY/ADD's words after substitution: what, where, as whom."""
+    cmd: str
+    srcs: list[str]
+    dest_abs: str
+    dest_dir: bool          # the destination is a directory (ends with / or is .)
+    chown: str | None
+    chmod_s: str | None
+    mode: int | None
+    wd: str
+    heredocs: dict[str, Any]
+
+
+def _parse_args(b: Builder, st: State, ins: Instruction) -> _Args:
     c = ins.cmd
     bad = set(ins.flags) - _FLAGS[c]
     if bad:
@@ -116,91 +130,118 @@ def plan_copy(b: Builder, st: State, ins: Instruction) -> CopyPlan:
             raise CoveError(f"{c} {s}", "URLs are not supported: there is no network to "
                                         "them from a build here; download the file into "
                                         "the context and COPY it")
-    heredocs = {h.name: h for h in ins.heredocs}
-    frm = ins.flag("from")
-    keys: list[Any] = [dest_abs, dest_dir, chown, chmod_s, wd]
+    return _Args(c, srcs, dest_abs, dest_dir, chown, chmod_s, mode, wd,
+                 {h.name: h for h in ins.heredocs})
+
+
+def plan_copy(b: Builder, st: State, ins: Instruction) -> CopyPlan:
+    a = _parse_args(b, st, ins)
+    keys: list[Any] = [a.dest_abs, a.dest_dir, a.chown, a.chmod_s, a.wd]
     h = hashlib.sha256()
     src_stage: State | None = None
     ctx_sources: list[tuple[str, Source | None]] = []
+    frm = ins.flag("from")
     if frm:
-        frm = words(frm, esc, {**{k: x for k, x in b.plan.global_args.items()
-                                  if x != "\0"}, **v})[0]
+        frm = words(frm, b.df.escape, {**{k: x for k, x in b.plan.global_args.items()
+                                          if x != "\0"}, **st.vars()})[0]
         stage = b.plan.stage(frm, None)
         src_stage = b.stages[stage.index] if stage is not None and stage.index in \
             b.stages else b.image_state(frm, False)
-        keys += ["from", src_stage.key, srcs]
+        keys += ["from", src_stage.key, a.srcs]
         h.update(src_stage.key.encode())
     else:
-        for s in srcs:
+        for s in a.srcs:
             name = s[2:].lstrip("-").strip("\"'") if s.startswith("<<") else ""
-            if name in heredocs:
+            if name in a.heredocs:
                 ctx_sources.append((name, None))
-                keys.append(["heredoc", name, heredocs[name].content])
+                keys.append(["heredoc", name, a.heredocs[name].content])
                 continue
-            for src in b.ctx.glob(s, f"{c} {s}"):
+            for src in b.ctx.glob(s, f"{a.cmd} {s}"):
                 d = b.ctx.digest(src)
                 ctx_sources.append((src.rel, src))
                 keys.append([src.rel, d])
                 h.update(d.encode())
-    kind = "multi" if len(srcs) > 1 else ("dir" if ctx_sources and ctx_sources[0][1]
-                                          and os.path.isdir(ctx_sources[0][1].path)
-                                          else "file")
-    history = f"{NOP}{c} {kind}:{h.hexdigest()} in {dest_abs} "
+    kind = "multi" if len(a.srcs) > 1 else ("dir" if ctx_sources and ctx_sources[0][1]
+                                            and os.path.isdir(ctx_sources[0][1].path)
+                                            else "file")
+    history = f"{NOP}{a.cmd} {kind}:{h.hexdigest()} in {a.dest_abs} "
+    return CopyPlan(keys, history, _Copier(b, st, a, src_stage, ctx_sources).execute)
 
-    def put_tree(root: str, items: list[tuple[str, str]], target: str, uid: int | None,
-                 gid: int | None, new_root: bool) -> None:
+
+class _Copier:
+    """A planned COPY/ADD carried out in a step's mounted rootfs."""
+
+    def __init__(self, b: Builder, st: State, a: _Args, src_stage: State | None,
+                 ctx_sources: list[tuple[str, Source | None]]) -> None:
+        self.b, self.st, self.a = b, st, a
+        self.src_stage = src_stage
+        self.ctx_sources = ctx_sources
+
+    def put_tree(self, root: str, items: list[tuple[str, str]], target: str,
+                 uid: int | None, gid: int | None, new_root: bool) -> None:
         top = fs.mkdirs(root, target)
-        if new_root and uid is not None and chown:
+        if new_root and uid is not None and self.a.chown:
             os.lchown(top, uid, gid if gid is not None else uid)
         for rel, full in items:
             parent = fs.in_root(root, posixpath.dirname(posixpath.join(target, rel)))
             fs.copy_entry(full, os.path.join(parent, posixpath.basename(rel)), uid, gid,
-                          mode)
+                          self.a.mode)
 
-    def put_file(root: str, full: str, name: str, uid: int | None, gid: int | None) -> None:
-        into_dir = dest_dir or os.path.isdir(fs.in_root(root, dest_abs))
-        target = posixpath.join(dest_abs, name) if into_dir else dest_abs
+    def put_file(self, root: str, full: str, name: str, uid: int | None,
+                 gid: int | None) -> None:
+        a = self.a
+        into_dir = a.dest_dir or os.path.isdir(fs.in_root(root, a.dest_abs))
+        target = posixpath.join(a.dest_abs, name) if into_dir else a.dest_abs
         parent = fs.mkdirs(root, posixpath.dirname(target) or "/")
-        fs.copy_entry(full, os.path.join(parent, posixpath.basename(target)), uid, gid, mode,
-                      follow=True)
+        fs.copy_entry(full, os.path.join(parent, posixpath.basename(target)), uid, gid,
+                      a.mode, follow=True)
 
-    def execute(m: runner.Mounted) -> None:
-        root = m.rootfs
-        if st.config.working_dir:
-            fs.mkdirs(root, st.config.working_dir)
+    def execute(self, m: runner.Mounted) -> None:
+        root, a = m.rootfs, self.a
+        if self.st.config.working_dir:
+            fs.mkdirs(root, self.st.config.working_dir)
         uid: int | None
         gid: int | None
-        if chown:
-            uid, gid = _chown(root, chown)
+        if a.chown:
+            uid, gid = _chown(root, a.chown)
         else:
-            uid, gid = (None, None) if src_stage is not None else (0, 0)
-        new_root = not os.path.lexists(fs.in_root(root, dest_abs))
-        if src_stage is not None:
-            sm = runner.mount(b.store, src_stage.layers, src_stage.diff_ids)
-            try:
-                for pat in srcs:
-                    for named, full in _root_glob(sm.rootfs, pat, f"{c} {pat}"):
-                        if os.path.isdir(full):
-                            put_tree(root, _walk_tree(full), dest_abs, uid, gid, new_root)
-                        else:
-                            put_file(root, full, posixpath.basename(named), uid, gid)
-            finally:
-                runner.discard(b.store, sm)
-            return
-        for rel, src in ctx_sources:
+            uid, gid = (None, None) if self.src_stage is not None else (0, 0)
+        new_root = not os.path.lexists(fs.in_root(root, a.dest_abs))
+        if self.src_stage is not None:
+            self._from_stage(root, self.src_stage, uid, gid, new_root)
+        else:
+            self._from_context(m, uid, gid, new_root)
+
+    def _from_stage(self, root: str, src: State, uid: int | None, gid: int | None,
+                    new_root: bool) -> None:
+        a, store = self.a, self.b.store
+        sm = runner.mount(store, src.layers, src.diff_ids)
+        try:
+            for pat in a.srcs:
+                for named, full in _root_glob(sm.rootfs, pat, f"{a.cmd} {pat}"):
+                    if os.path.isdir(full):
+                        self.put_tree(root, _walk_tree(full), a.dest_abs, uid, gid, new_root)
+                    else:
+                        self.put_file(root, full, posixpath.basename(named), uid, gid)
+        finally:
+            runner.discard(store, sm)
+
+    def _from_context(self, m: runner.Mounted, uid: int | None, gid: int | None,
+                      new_root: bool) -> None:
+        root, a = m.rootfs, self.a
+        for rel, src in self.ctx_sources:
             if src is None:
-                hd = heredocs[rel]
+                hd = a.heredocs[rel]
                 tmp = os.path.join(m.cdir, "heredoc")
                 with open(tmp, "w") as f:
                     f.write(hd.content)
                 os.chmod(tmp, 0o644)
-                put_file(root, tmp, rel, uid, gid)
+                self.put_file(root, tmp, rel, uid, gid)
                 os.unlink(tmp)
             elif os.path.isdir(src.path):
-                put_tree(root, b.ctx.walk(src), dest_abs, uid, gid, new_root)
-            elif c == "ADD" and fs.is_archive(src.path):
-                fs.extract_tar(src.path, root, dest_abs, uid if chown else None,
-                               gid if chown else None, os.path.join(m.cdir, "add-tar"))
+                self.put_tree(root, self.b.ctx.walk(src), a.dest_abs, uid, gid, new_root)
+            elif a.cmd == "ADD" and fs.is_archive(src.path):
+                fs.extract_tar(src.path, root, a.dest_abs, uid if a.chown else None,
+                               gid if a.chown else None, os.path.join(m.cdir, "add-tar"))
             else:
-                put_file(root, src.path, posixpath.basename(src.rel), uid, gid)
-    return CopyPlan(keys, history, execute)
+                self.put_file(root, src.path, posixpath.basename(src.rel), uid, gid)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from cove.errors import CoveError
 from cove.image import layers as L
 from cove.image import snapshots
+from cove.image.build import rootless
 from cove.image.bundle import image_spec
 from cove.image.store import Image, Store
 from cove.oci.image import OCI_CONFIG, OCI_MANIFEST, ContainerConfig, Descriptor, ImageConfig
@@ -71,12 +72,33 @@ def mount(store: Store, descs: list[Descriptor], diff_ids: list[str]) -> Mounted
     """The merged rootfs of the layers `descs` (bottom first) over an empty upper dir; `unmount`
     it, then read its upper dir (`take_layer`), then `discard` it."""
     cid = "build-" + secrets.token_hex(6)
+    if rootless.inside():
+        return _mount_rootless(store, descs, diff_ids, cid)
     rf = snapshots.prepare(store, _image(descs, diff_ids, ContainerConfig()), cid)
     if rf.mode != "overlay":
         snapshots.release(store, cid)
         raise CoveError("build", "needs overlayfs (run as root)")
     made = {p for p in _MOUNT_POINTS if not os.path.lexists(os.path.join(rf.path, p))}
     return Mounted(cid, rf.container_dir, rf.path, made)
+
+
+def _mount_rootless(store: Store, descs: list[Descriptor], diff_ids: list[str],
+                    cid: str) -> Mounted:
+    """`mount` in a rootless build's user namespace (cove.image.build.rootless): the
+    same container directory as snapshots.prepare makes, with a `userxattr` overlay."""
+    cdir = os.path.join(store.container_dir, cid)
+    os.mkdir(cdir, 0o711)
+    try:
+        with open(os.path.join(cdir, "layers.json"), "w") as f:
+            json.dump(list(diff_ids), f)
+        snaps = [L.ensure_snapshot(store, d.digest, d.media_type, i)
+                 for d, i in zip(descs, diff_ids, strict=True)]
+        path = rootless.mount_overlay(snaps, cdir, store.snapshot_dir)
+    except BaseException:
+        snapshots.release(store, cid)
+        raise
+    made = {p for p in _MOUNT_POINTS if not os.path.lexists(os.path.join(path, p))}
+    return Mounted(cid, cdir, path, made)
 
 
 def unmount(store: Store, m: Mounted) -> None:
@@ -116,6 +138,8 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
     elif network not in ("none", "default", ""):
         raise CoveError(f"--network {network}", "a build step runs with none, host or "
                                                 "bridge")
+    if rootless.inside():
+        rootless.adapt_spec(spec)
     if mounts:
         spec_mounts = spec.setdefault("mounts", [])
         assert isinstance(spec_mounts, list)
@@ -127,6 +151,8 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
     rt_root = os.path.join(store.root, "build-runtime")
     os.makedirs(rt_root, 0o700, exist_ok=True)
     base = [runtime_binary(), "--root", rt_root]
+    if rootless.inside():
+        base += ["--rootless", "true"]
     last: collections.deque[str] = collections.deque(maxlen=3)
     try:
         p = subprocess.Popen([*base, "run", "--bundle", bundle, m.cid],

@@ -141,6 +141,19 @@ def _healthcheck(st: State, ins: Instruction, escape: str) -> dict[str, Any]:
 def apply_config(st: State, ins: Instruction, escape: str, build_args: dict[str, str],
                  global_args: dict[str, str]) -> str:
     """Apply a config-only instruction to `st`; return its history text."""
+    text = _vars_and_labels(st, ins, escape, build_args, global_args)
+    if text is None:
+        text = _runtime_settings(st, ins, escape)
+    if text is None:
+        text = _commands(st, ins, escape)
+    if text is None:
+        raise CoveError(ins.cmd, "is not a config instruction")
+    return text
+
+
+def _vars_and_labels(st: State, ins: Instruction, escape: str, build_args: dict[str, str],
+                     global_args: dict[str, str]) -> str | None:
+    """ENV, ARG, LABEL, MAINTAINER (None for another instruction)."""
     c = ins.cmd
     cfg = st.config
     v = st.vars()
@@ -168,18 +181,29 @@ def apply_config(st: State, ins: Instruction, escape: str, build_args: dict[str,
     if c == "MAINTAINER":
         st.author = ins.rest
         return NOP + " MAINTAINER " + ins.rest
-    if c == "WORKDIR":
+    return None
+
+
+def _runtime_settings(st: State, ins: Instruction, escape: str) -> str | None:
+    """WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL (None for another instruction)."""
+    c = ins.cmd
+    cfg = st.config
+    v = st.vars()
+    if c in ("WORKDIR", "USER", "STOPSIGNAL"):
         ws = words(ins.rest, escape, v)
         if len(ws) != 1:
-            raise CoveError("WORKDIR", "takes exactly one path")
-        cfg.working_dir = posixpath.normpath(posixpath.join(cfg.working_dir or "/", ws[0]))
-        return NOP + " WORKDIR " + cfg.working_dir
-    if c == "USER":
-        ws = words(ins.rest, escape, v)
-        if len(ws) != 1:
-            raise CoveError("USER", "takes exactly one user[:group]")
-        cfg.user = ws[0]
-        return NOP + " USER " + cfg.user
+            raise CoveError(c, {"WORKDIR": "takes exactly one path",
+                                "USER": "takes exactly one user[:group]",
+                                "STOPSIGNAL": "takes exactly one signal"}[c])
+        if c == "WORKDIR":
+            cfg.working_dir = posixpath.normpath(posixpath.join(cfg.working_dir or "/",
+                                                                ws[0]))
+            return NOP + " WORKDIR " + cfg.working_dir
+        if c == "USER":
+            cfg.user = ws[0]
+            return NOP + " USER " + cfg.user
+        cfg.stop_signal = ws[0]
+        return NOP + " STOPSIGNAL " + ws[0]
     if c == "EXPOSE":
         for p in words(ins.rest, escape, v):
             port, _, proto = p.partition("/")
@@ -197,6 +221,13 @@ def apply_config(st: State, ins: Instruction, escape: str, build_args: dict[str,
             if p not in cfg.volumes:
                 cfg.volumes.append(p)
         return NOP + " VOLUME " + json.dumps(vols)
+    return None
+
+
+def _commands(st: State, ins: Instruction, escape: str) -> str | None:
+    """CMD, ENTRYPOINT, HEALTHCHECK, ONBUILD, SHELL (None for another instruction)."""
+    c = ins.cmd
+    cfg = st.config
     if c == "CMD":
         cfg.cmd = _command(st, ins)
         st.cmd_from_base = False
@@ -206,12 +237,6 @@ def apply_config(st: State, ins: Instruction, escape: str, build_args: dict[str,
         if st.cmd_from_base:
             cfg.cmd = None   # docker: a new ENTRYPOINT drops a Cmd inherited from the base
         return NOP + " ENTRYPOINT " + json.dumps(cfg.entrypoint)
-    if c == "STOPSIGNAL":
-        ws = words(ins.rest, escape, v)
-        if len(ws) != 1:
-            raise CoveError("STOPSIGNAL", "takes exactly one signal")
-        cfg.stop_signal = ws[0]
-        return NOP + " STOPSIGNAL " + ws[0]
     if c == "HEALTHCHECK":
         st.extra["Healthcheck"] = _healthcheck(st, ins, escape)
         return NOP + " HEALTHCHECK " + ins.rest
@@ -228,4 +253,4 @@ def apply_config(st: State, ins: Instruction, escape: str, build_args: dict[str,
             raise CoveError("SHELL", "requires at least one argument")
         st.extra["Shell"] = list(ins.json_form)
         return NOP + " SHELL " + json.dumps(ins.json_form)
-    raise CoveError(c, "is not a config instruction")
+    return None

@@ -355,16 +355,10 @@ class Manager:
         return self.dirs[i], self.hierarchies[i].version
 
     def freeze(self) -> None:
-        fz = self._freezer()
-        if fz is None:
-            raise CoveError("pause", "no freezer: neither the v1 freezer nor cgroup v2 is mounted")
-        (v1 if fz[1] == 1 else v2).freeze(fz[0])
+        _control().freeze(self)
 
     def thaw(self) -> None:
-        fz = self._freezer()
-        if fz is None:
-            raise CoveError("resume", "no freezer: neither the v1 freezer nor cgroup v2 is mounted")
-        (v1 if fz[1] == 1 else v2).thaw(fz[0])
+        _control().thaw(self)
 
     def frozen(self) -> bool:
         fz = self._freezer()
@@ -372,42 +366,7 @@ class Manager:
 
     def kill_all(self, sig: int) -> None:
         """Signal every process; frozen meanwhile so none can fork away."""
-        if not self.pids():
-            return
-        v2i = self._v2()
-        if sig == SIGKILL and self.layout == "v2" and v2i is not None:
-            d = self.dirs[v2i]
-            if fs.has(d, "cgroup.kill"):
-                fs.write(d, "cgroup.kill", "1", "kill")
-                return
-        fz = self._freezer()
-        # A freezer cgroup that is gone (removed by hand, or by a destroy cut short)
-        # holds no task to freeze or thaw: signal without it, and quietly, so that a
-        # half-destroyed container stays removable.
-        gone = fz is not None and not os.path.isdir(fz[0])
-        froze = False
-        if not gone and not self.frozen():
-            try:
-                self.freeze()
-                froze = True
-            except CoveError as e:
-                fs.warn(f"{e.what}: {e.why}; signalling without freezing")
-        try:
-            for pid in self.pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-        finally:
-            # SIGKILL thaws a paused container too (as runc): a task stopped
-            # in the v1 freezer would otherwise never die. Without a freezer (none
-            # mounted, or the cgroup gone meanwhile) there is nothing to thaw.
-            if fz is not None and not gone and (froze or sig == SIGKILL):
-                try:
-                    self.thaw()
-                except CoveError:
-                    if os.path.isdir(fz[0]):
-                        raise
+        _control().kill_all(self, sig)
 
     def destroy(self, timeout: float = 5.0) -> None:
         """SIGKILL what is left, wait for it to go (bounded), rmdir deepest first."""
@@ -420,7 +379,7 @@ class Manager:
                 time.sleep(0.01)
         errors: list[str] = []
         for _h, d in self._live():
-            err = _rmtree(d, deadline)
+            err = fs.rmtree(d, deadline)
             if err:
                 errors.append(err)
             elif self.prune_parent:
@@ -435,35 +394,12 @@ class Manager:
         return any(os.path.isdir(d) for _h, d in self._live())
 
     def oom_count(self) -> int:
-        i = self._find("memory")
-        if i is None or i in self.skipped:
-            return 0
-        count: int = (v1 if self.hierarchies[i].version == 1 else v2).oom_count(self.dirs[i])
+        count: int = _control().oom_count(self)
         return count
 
     def stats(self) -> dict[str, Any]:
         """runc's `events --stats` data object."""
-        entry = {"limit": 0, "usage": 0, "max": 0, "failcnt": 0}
-        out: dict[str, Any] = {
-            "cpu": {
-                "usage": {"total": 0, "percpu": [], "kernel": 0, "user": 0},
-                "throttling": {"periods": 0, "throttledPeriods": 0, "throttledTime": 0},
-            },
-            "memory": {"cache": 0, "usage": dict(entry), "swap": dict(entry),
-                       "kernel": dict(entry), "kernelTCP": dict(entry), "raw": {}},
-            "pids": {"current": 0, "limit": 0},
-            "blkio": {},
-            "hugetlb": {},
-        }
-        for h, d in self._live():
-            if not os.path.isdir(d):
-                continue
-            table = v1.STATS if h.version == 1 else v2.STATS
-            for ctrl in h.controllers:
-                fn = table.get(ctrl)
-                if fn is not None:
-                    fn(d, out)
-        out["memory"].pop("use_hierarchy", None)
+        out: dict[str, Any] = _control().stats(self)
         return out
 
     def mounts(self) -> list[tuple[str, str]]:
@@ -528,28 +464,12 @@ _SECTIONS = {
 }
 
 
+def _control() -> Any:
+    """cgroups.control, imported on first use: `run` never freezes, kills or counts."""
+    return __import__("cove.runtime.cgroups.control", fromlist=["kill_all"])
+
+
 def _obj(v: object, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise CoveError(where, "expected object")
     return v
-
-
-def _rmtree(top: str, deadline: float) -> str | None:
-    """rmdir a cgroup and its children, deepest first; EBUSY retried until deadline."""
-    if not os.path.isdir(top):
-        return None
-    dirs = [p for p, _d, _f in os.walk(top)]
-    for d in reversed(dirs):
-        while True:
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if e.errno == errno.EBUSY and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                    continue
-                return f"rmdir {d}: {e.strerror}"
-    return None
-

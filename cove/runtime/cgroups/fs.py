@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 
 from cove.errors import CoveError
 
@@ -162,3 +163,24 @@ def device_key(item: dict[str, Any], where: str) -> str:
     if major is None or minor is None:
         raise CoveError(where, "major and minor are required")
     return f"{major}:{minor}"
+
+
+def rmtree(top: str, deadline: float) -> str | None:
+    """rmdir a cgroup and its children, deepest first; EBUSY retried until deadline."""
+    if not os.path.isdir(top):
+        return None
+    dirs = [p for p, _d, _f in os.walk(top)]
+    for d in reversed(dirs):
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+                return f"rmdir {d}: {e.strerror}"
+    return None
+

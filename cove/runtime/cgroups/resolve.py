@@ -44,8 +44,8 @@ def _systemd_path(spec: str, container_id: str, systemd_dir: str) -> str:
     sl, prefix, name = parts
     unit = name if name.endswith(".slice") else (f"{prefix}-{name}.scope" if prefix else
                                                   f"{name}.scope")
-    # Cove has no D-Bus client: it manages the unit's cgroup directly, the
-    # place systemd would have put it.
+    # Without --systemd-cgroup (runc's fs driver given a systemd-style path): the
+    # directory systemd would have made, managed directly. With it, cgroups.systemd.
     return (_expand_slice(sl or "system.slice") or "") + "/" + unit
 
 
@@ -68,7 +68,16 @@ def open_manager(
     keyword arguments after `systemd` describe a fake host for tests.
     """
     spec = cgroups_path or ""
-    if systemd or (spec and not spec.startswith("/") and spec.count(":") == 2):
+    if systemd:
+        from cove.runtime.cgroups import systemd as sd  # only with --systemd-cgroup
+
+        if not os.path.isdir(systemd_dir):
+            raise CoveError("cgroupsPath", "systemd cgroup driver requested but systemd "
+                            "is not running")
+        return sd.open_manager(spec, container_id, rootless=rootless, root=root,
+                               mountinfo=mountinfo, proc1_cgroup=proc_cgroup,
+                               v2_controllers=v2_controllers)
+    if (spec and not spec.startswith("/") and spec.count(":") == 2):
         spec = _systemd_path(spec, container_id, systemd_dir)
     default = not spec
     if default:
@@ -109,5 +118,10 @@ def _under(mountpoint: str, path: str) -> str:
 
 
 def open_manager_from_state(d: dict[str, Any]) -> Manager:
-    """Reopen the manager recorded by Manager.to_state() (kill, delete, pause...)."""
+    """Reopen the manager recorded by Manager.to_state() (kill, delete, pause...): the
+    systemd driver's for a container made with --systemd-cgroup (imported only then)."""
+    if d.get("systemd"):
+        from cove.runtime.cgroups.systemd import SystemdManager
+
+        return SystemdManager.from_state(d)
     return Manager.from_state(d)

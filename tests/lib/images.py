@@ -1,5 +1,7 @@
-"""Helpers for image tests: layer tars built in memory, a registry started per test
-module (Debian's docker-registry), leftover checks."""
+"""What the image tests share (tests/image; tests/engine and tests/build start a registry
+too): layer tars built in memory, a registry started per test module (Debian's
+docker-registry), leftover checks, and `cove` run over a store root of the test's."""
+
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
@@ -17,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+
+from tests.lib.paths import RUNTIME
+
+# The htpasswd user of the TLS registry (tests/image/conftest.py's `secure` fixture).
+USER, PASSWORD = "alice", "s3cret"
 
 
 def entry(name: str, data: bytes | None = None, *, type: bytes = tarfile.REGTYPE,
@@ -166,3 +174,26 @@ def store_files(root: Path) -> dict[str, list[str]]:
         return sorted(os.listdir(p)) if p.exists() else []
     return {"blobs": ls(root / "blobs" / "sha256"), "snapshots": ls(root / "snapshots"),
             "tmp": ls(root / "tmp")}
+
+
+# ---- cove over a store root ---------------------------------------------------------
+
+COVE = [sys.executable, "-m", "cove.cli.main"]
+
+
+def cove_at(root: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COVE_RUNTIME": RUNTIME}
+    if args[:1] == ("run",):  # no bridge on the host: the default network is a bridge
+        args = ("run", "--network", "none", *args[1:])
+    r = subprocess.run([*COVE, "--root", root, *args], capture_output=True, text=True,
+                       env=env, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def searchable(p: Path) -> None:
+    for x in (p, *p.parents):
+        if str(x) in ("/", "/tmp"):
+            break
+        x.chmod(x.stat().st_mode | 0o111)

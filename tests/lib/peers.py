@@ -1,8 +1,9 @@
 """What the tests that drive peers share (tests/peers: podman, containerd's ctr, dockerd;
 tests/cri: containerd's CRI plugin; tests/handlers and tests/image use some): a daemon
-under a temp dir with its cleanup checks (`Peer`), host inspection (mounts, processes,
-cgroups), images as docker-archive tars, a real pty. The fixtures are in
-tests/peers/conftest.py and tests/cri/conftest.py.
+under a temp dir with its cleanup checks (`Peer`), images as docker-archive tars,
+containerd's config. The fixtures are in tests/peers/conftest.py and
+tests/cri/conftest.py; host inspection is tests/lib/host.py's, the pty
+tests/lib/terminal.py's.
 
 Each daemon runs with its own root, state and socket under a temp dir (prefix "peer"),
 is stopped by PID at the end of its module, and everything it leaves on the host
@@ -17,8 +18,6 @@ import hashlib
 import io
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -26,25 +25,24 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CGROUP_ROOT = "/sys/fs/cgroup"
+from tests.lib.host import (
+    HostPaths,
+    cgroup_dirs,
+    is_zombie,
+    kill_pids,
+    mounts_mentioning,
+    procs_mentioning,
+    rm_cgroups,
+    wait_pid_gone,
+)
+from tests.lib.paths import cove_runtime
+
 IMAGE_REF = "docker.io/library/peerbusybox:latest"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-T = TypeVar("T")
-
-
-def cove_runtime() -> str:
-    """The cove-runtime launcher (regenerated if missing)."""
-    path = os.path.join(REPO, ".venv", "bin", "cove-runtime")
-    if not os.path.exists(path):
-        subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), "-m",
-                        "cove.cli.launcher", os.path.join(REPO, ".venv", "bin")],
-                       cwd=REPO, check=True, timeout=60)
-    return path
 
 
 def need(binary: str) -> str:
@@ -127,130 +125,6 @@ disabled_plugins = {json.dumps(off)}
 """
 
 
-# ---- host inspection ----------------------------------------------------------------
-
-def mounts_under(path: str) -> list[str]:
-    """Mount points (from mountinfo) whose line mentions `path`, deepest first."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            if path in line:
-                out.append(line.split()[4].replace("\\040", " "))
-    return sorted(out, key=len, reverse=True)
-
-
-def procs_mentioning(text: str) -> dict[int, str]:
-    """pid -> command line of every process whose command line contains `text`."""
-    found = {}
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if text in cmd:
-            found[int(name)] = cmd
-    return found
-
-
-def cgroup_dirs(rel: str) -> list[str]:
-    """Every cgroup directory at or below /sys/fs/cgroup/*/<rel>, deepest first."""
-    out = []
-    for hier in sorted(os.listdir(CGROUP_ROOT)):
-        top = os.path.join(CGROUP_ROOT, hier, rel.strip("/"))
-        if not os.path.isdir(top) or os.path.islink(os.path.join(CGROUP_ROOT, hier)):
-            continue
-        for dirpath, _dirs, _files in os.walk(top):
-            out.append(dirpath)
-    return sorted(set(out), key=len, reverse=True)
-
-
-def rm_cgroups(rel: str) -> list[str]:
-    """rmdir every cgroup under <rel> in every hierarchy; return those that stayed."""
-    stuck = []
-    for d in cgroup_dirs(rel):
-        for _ in range(50):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)  # a process that just exited may still be charged
-        else:
-            stuck.append(d)
-    return stuck
-
-
-def kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def wait_pid_gone(pid: int, timeout: float) -> bool:
-    """Wait for a process that is our child (reaps it) or not (polls /proc)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got, _ = os.waitpid(pid, os.WNOHANG)
-            if got == pid:
-                return True
-        except ChildProcessError:
-            if not os.path.exists(f"/proc/{pid}"):
-                return True
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                        return True
-            except OSError:
-                return True
-        time.sleep(0.05)
-    return False
-
-
-def wait_for(pred: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-class HostPaths:
-    """Host paths a daemon may create outside its temp dir: remember which existed,
-    remove the ones that did not at the end."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.existed = {p for p in paths if os.path.lexists(p)}
-
-    def cleanup(self) -> list[str]:
-        removed = []
-        for p in self.paths:
-            if p in self.existed or not os.path.lexists(p):
-                continue
-            for m in mounts_under(p):
-                subprocess.run(["umount", "-l", m], capture_output=True)
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
-            removed.append(p)
-        return removed
-
-
 # ---- a daemon under test ------------------------------------------------------------
 
 class Peer:
@@ -297,7 +171,7 @@ class Peer:
     def mark_baseline(self) -> None:
         """What the running daemon itself legitimately holds: its processes, mounts."""
         self.allowed_pids = set(procs_mentioning(self.dir))
-        self.baseline_mounts = set(mounts_under(self.dir))
+        self.baseline_mounts = set(mounts_mentioning(self.dir))
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -322,10 +196,10 @@ class Peer:
         cgroups, no cove state for `ids` (waits briefly: teardown is asynchronous)."""
         def leftovers() -> list[str]:
             bad = []
-            bad += [f"mount {m}" for m in mounts_under(self.dir)
+            bad += [f"mount {m}" for m in mounts_mentioning(self.dir)
                     if m not in self.baseline_mounts]
             bad += [f"process {pid}: {cmd}" for pid, cmd in procs_mentioning(self.dir).items()
-                    if pid not in self.allowed_pids and not _is_zombie(pid)]
+                    if pid not in self.allowed_pids and not is_zombie(pid)]
             bad += [f"cgroup {c}" for c in self.container_cgroups()]
             bad += [f"cove state {p}" for p in self.cove_state_dirs(ids)]
             return bad
@@ -361,13 +235,13 @@ class Peer:
         # Children of the daemon (its containerd, shims, conmon) are by now gone or
         # orphaned; what mentions our dir was started by us. Kill by PID.
         left = procs_mentioning(self.dir)
-        live = [p for p in left if not _is_zombie(p)]
+        live = [p for p in left if not is_zombie(p)]
         if live:
             problems += [f"process {p}: {left[p]}" for p in live]
             kill_pids(live)
             for p in live:
                 wait_pid_gone(p, 5)
-        for m in mounts_under(self.dir):
+        for m in mounts_mentioning(self.dir):
             subprocess.run(["umount", "-l", m], capture_output=True)
         for c in self.cgroup_parents:
             if c in self.cgroups_existed:
@@ -378,82 +252,17 @@ class Peer:
         return problems
 
     def remove_dir(self) -> None:
-        left = mounts_under(self.dir)
+        left = mounts_mentioning(self.dir)
         if left:
             raise AssertionError(f"mounts remain under {self.dir}: {left}")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def finish(peer: Peer) -> None:
     """Module teardown: stop, clean, and fail if the daemon left anything behind."""
     problems = peer.stop()
-    still = mounts_under(peer.dir) + [c for c in peer.cgroup_parents
+    still = mounts_mentioning(peer.dir) + [c for c in peer.cgroup_parents
                                       if c not in peer.cgroups_existed and cgroup_dirs(c)]
     peer.remove_dir()
     assert not problems and not still, (f"{peer.name} teardown found:\n"
                                         + "\n".join(problems + still))
-
-
-# ---- a real pty ---------------------------------------------------------------------
-
-class PtySession:
-    """A command on a fresh pty (as a terminal user would run it)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # pragma: no cover - child
-            try:
-                if env is not None:
-                    os.execvpe(argv[0], argv, env)
-                os.execvp(argv[0], argv)
-            finally:
-                os._exit(127)
-        self.buf = b""
-
-    def read_until(self, token: bytes, timeout: float = 20) -> bytes:
-        deadline = time.monotonic() + timeout
-        while token not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {token!r} on the pty; got {self.buf!r}")
-            r, _, _ = select.select([self.fd], [], [], min(left, 0.2))
-            if r:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"pty closed before {token!r}; got {self.buf!r}")
-                self.buf += chunk
-        return self.buf
-
-    def send(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
-    def wait(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            got, status = os.waitpid(self.pid, os.WNOHANG)
-            if got == self.pid:
-                break
-            # Keep draining so the child never blocks on a full pty.
-            r, _, _ = select.select([self.fd], [], [], 0.1)
-            if r:
-                try:
-                    self.buf += os.read(self.fd, 4096)
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                raise AssertionError(f"pty command did not exit; got {self.buf!r}")
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status)
