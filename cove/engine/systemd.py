@@ -152,9 +152,13 @@ def apply(root: str, spec: dict[str, Any], rec: Mapping[str, Any]) -> bool:
         if dst in own:
             continue  # the user's own mount there wins, as podman
         mounts[:] = [m for m in mounts if os.path.normpath(m["destination"]) != dst]
-        mounts.append({"destination": dst, "type": "tmpfs", "source": "tmpfs",
-                       "options": ["rw", "rprivate", "nosuid", "nodev", *extra,
-                                   f"mode={mode_bits}"]})
+        # before any mount inside it (a user's -v /tmp/x:/tmp/x), which it would hide
+        # otherwise: parents mount first, as docker and podman order them
+        at = next((i for i, m in enumerate(mounts)
+                   if os.path.normpath(m["destination"]).startswith(dst + "/")), len(mounts))
+        mounts.insert(at, {"destination": dst, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["rw", "rprivate", "nosuid", "nodev", *extra,
+                                       f"mode={mode_bits}"]})
     env = [e for e in proc.get("env") or []
            if e.partition("=")[0] not in ("container", "container_uuid")]
     proc["env"] = [*env, "container=cove", f"container_uuid={rec['Id'][:32]}"]
