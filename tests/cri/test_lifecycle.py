@@ -96,6 +96,7 @@ def test_container_lifecycle(kubelet: Kubelet, handler: str) -> None:
     kubelet.start(cid)
     kubelet.wait_state(cid, RUNNING)
     kubelet.wait_log(pod, "app", "from-the-host")
+    kubelet.wait_log(pod, "app", "err")  # the shim copies stderr apart from stdout
     lines = kubelet.log_lines(pod, "app")
     assert ("stdout", "F", "start hello /tmp") in lines
     assert ("stderr", "F", "err") in lines
