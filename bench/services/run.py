@@ -33,8 +33,7 @@ HERE = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(HERE))
 
 from tests.lib.daemons import Docker  # noqa: E402
-from tests.lib.peers import docker_archive, finish  # noqa: E402
-from tests.peers.test_docker import IMAGE as DOCKER_IMAGE  # noqa: E402
+from tests.lib.peers import DOCKER_IMAGE, docker_archive, finish  # noqa: E402
 
 COMPOSE = """\
 services:
@@ -102,23 +101,23 @@ class Cove:
 
     def replace(self) -> float:
         """SIGKILL web-2; seconds until a new web-2 is healthy and in the lb's backends."""
-        from cove.engine import state as S
-        from cove.engine.services import state as D
-        paths = S.Paths(self.root)
-        rec = S.load(paths.cdir("cove-app-web-2")) or {}
+        from cove.engine import state as engine_state
+        from cove.engine.services import state as desired_state
+        paths = engine_state.Paths(self.root)
+        rec = engine_state.load(paths.cdir("cove-app-web-2")) or {}
         old = rec["State"]["StartedAt"]
         t0 = time.perf_counter()
         os.kill(rec["State"]["Pid"], signal.SIGKILL)
         while time.perf_counter() - t0 < 30:
-            r = S.load(paths.cdir("cove-app-web-2")) or {}
+            r = engine_state.load(paths.cdir("cove-app-web-2")) or {}
             h = (r.get("State") or {}).get("Health") or {}
             ip = (r.get("NetworkSettings") or {}).get("IPAddress")
             if r and r["State"]["StartedAt"] != old and h.get("Status") == "healthy" and ip:
-                d = D.load(self.root, "cove-app") or {}
+                d = desired_state.load(self.root, "cove-app") or {}
                 if ip in (d["services"]["web"].get("applied") or []):
                     return time.perf_counter() - t0
             time.sleep(0.01)
-        d = D.load(self.root, "cove-app") or {}
+        d = desired_state.load(self.root, "cove-app") or {}
         log = Path(self.root, "zygote.log")
         raise SystemExit("cove: no healthy replacement within 30 s: "
                          f"{json.dumps(r.get('State'))} applied="

@@ -24,13 +24,13 @@ def _project(a: argparse.Namespace) -> str:
 
 
 def cmd_autoscale(a: argparse.Namespace) -> int:
-    from cove.engine.services import autoscale as A
+    from cove.engine.services import autoscale
     from cove.image.store import Store
     root = Store(a.root, create=False).root
     project = _project(a)
     what = f"autoscale {a.service}"
-    from cove.engine.services import state as D
-    d = D.load(root, project)
+    from cove.engine.services import state as desired
+    d = desired.load(root, project)
     if d is None:
         raise CoveError(what, f"no project {project} (cove up it first, or say -p)")
     if a.service not in (d.get("services") or {}):
@@ -40,10 +40,10 @@ def cmd_autoscale(a: argparse.Namespace) -> int:
     if a.off:
         if flags:
             raise CoveError(what, "--off takes no other flag")
-        A.set_spec(root, project, a.service, None)
+        autoscale.set_spec(root, project, a.service, None)
         return 0
     if not flags:
-        have = A.specs(root, project).get(a.service)
+        have = autoscale.specs(root, project).get(a.service)
         if have is None:
             raise CoveError(what, "the service is not autoscaled")
         print(json.dumps(have))
@@ -52,10 +52,10 @@ def cmd_autoscale(a: argparse.Namespace) -> int:
     if missing:
         raise CoveError(what, f"{' and '.join(missing)} required")
     try:
-        spec: dict[str, Any] = A.parse_spec(flags, where="flags")
+        spec: dict[str, Any] = autoscale.parse_spec(flags, where="flags")
     except CoveError as e:
         raise CoveError(what, f"--{e.what.rpartition('.')[2]}: {e.why}") from None
-    A.set_spec(root, project, a.service, spec)
+    autoscale.set_spec(root, project, a.service, spec)
     from cove.engine.services import reconcile
     reconcile.notify(root, project)  # the monitor samples it from now on
     return 0

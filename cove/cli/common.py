@@ -8,6 +8,11 @@ from typing import Any
 
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the registry client costs `cove ps` and `cove run` 0.1 s to import
+    from cove.image.store import Store
+    from cove.image.transfer import RegistryOptions
+
 
 def parse_bool(s: str) -> bool:
     v = s.strip().lower()
@@ -29,7 +34,7 @@ def registry_flags(p: argparse.ArgumentParser, creds: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def registry_options(a: argparse.Namespace) -> object:
+def registry_options(a: argparse.Namespace) -> RegistryOptions:
     from cove.image.transfer import RegistryOptions
     creds = None
     if getattr(a, "creds", None):
@@ -41,7 +46,7 @@ def registry_options(a: argparse.Namespace) -> object:
                            authfile=a.authfile, creds=creds)
 
 
-def store(a: argparse.Namespace) -> object:
+def store(a: argparse.Namespace) -> Store:
     from cove.image.store import Store
     return Store(a.root)
 

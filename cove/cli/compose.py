@@ -55,14 +55,13 @@ def _check_ports(root: str, model: dict[str, Any], fname: str) -> None:
     """Each published host port is free: not another project's of this root, not a
     container's, no socket's in this network namespace (the load balancer's DNAT would
     silently take it)."""
-    from cove.engine import network
-    from cove.engine import state as S
-    from cove.engine.services import state as D
+    from cove.engine import network, state
+    from cove.engine.services import state as desired_state
     taken: dict[tuple[int, str], tuple[str, str]] = {}
-    for p in D.projects(root):
+    for p in desired_state.projects(root):
         if p == model["name"]:
             continue
-        for osvc, o in ((D.load(root, p) or {}).get("services") or {}).items():
+        for osvc, o in ((desired_state.load(root, p) or {}).get("services") or {}).items():
             for pt in o["spec"]["ports"]:
                 if pt["host_port"]:
                     taken[(pt["host_port"], pt["proto"])] = (p, osvc)
@@ -77,7 +76,7 @@ def _check_ports(root: str, model: dict[str, Any], fname: str) -> None:
                                        f"already published by project {other[0]} "
                                        f"(service {other[1]})")
             try:
-                network.check_ports(S.Paths(root), {f"{pt['target']}/{pt['proto']}": [
+                network.check_ports(state.Paths(root), {f"{pt['target']}/{pt['proto']}": [
                     {"HostIp": pt["host_ip"], "HostPort": str(pt["host_port"])}]})
             except CoveError as e:
                 raise CoveError(where, e.why) from None
@@ -86,7 +85,7 @@ def _check_ports(root: str, model: dict[str, Any], fname: str) -> None:
 def cmd_up(a: argparse.Namespace) -> int:
     from cove.engine.services import compose, reconcile
     from cove.engine.services import project as project_ops
-    from cove.engine.services import state as D
+    from cove.engine.services import state as desired_state
     from cove.engine.services.composekeys import spec_hash
     root = _root(a)
     f = _file(a)
@@ -122,12 +121,12 @@ def cmd_up(a: argparse.Namespace) -> int:
         return {"project": project, "workdir": model["workdir"], "file": model["file"],
                 "networks": model["networks"], "volumes": model["volumes"],
                 "services": svcs}
-    with D.locked(root, project):
-        d = desired(D.load(root, project))
-        D.save(root, project, d)
+    with desired_state.locked(root, project):
+        d = desired(desired_state.load(root, project))
+        desired_state.save(root, project, d)
     _autoscale_specs(root, project, model)
     for svc, image in rollouts:
-        D.emit(root, project, svc, "rollout", "cove up: config changed", image=image)
+        desired_state.emit(root, project, svc, "rollout", "cove up: config changed", image=image)
     if removed:
         project_ops.remove_services(root, project, removed)
     ok = reconcile.converge(root, project, a.timeout, until="started" if a.detach
@@ -173,8 +172,8 @@ def _autoscale_specs(root: str, project: str, model: dict[str, Any]) -> None:
 def _summary(root: str, project: str, svcs: list[str]) -> None:
     """One line per service on stderr: replicas running (and healthy) of those wanted."""
     from cove.engine.services import replica
-    from cove.engine.services import state as D
-    d = D.load(root, project) or {"services": {}}
+    from cove.engine.services import state as desired_state
+    d = desired_state.load(root, project) or {"services": {}}
     every = replica.replicas(root, project)
     for svc in svcs:
         s = d["services"].get(svc)
@@ -194,8 +193,8 @@ def cmd_down(a: argparse.Namespace) -> int:
 
 
 def _wanted(root: str, project: str) -> dict[str, Any]:
-    from cove.engine.services import state as D
-    d = D.load(root, project)
+    from cove.engine.services import state as desired_state
+    d = desired_state.load(root, project)
     if d is None:
         raise CoveError(f"project {project}", "not up (run `cove up` first)")
     return d
@@ -203,7 +202,7 @@ def _wanted(root: str, project: str) -> dict[str, Any]:
 
 def cmd_scale(a: argparse.Namespace) -> int:
     from cove.engine.services import reconcile
-    from cove.engine.services import state as D
+    from cove.engine.services import state as desired_state
     root, project = _root(a), _project(a)
     d = _wanted(root, project)
     asks: list[tuple[str, int]] = []
@@ -211,7 +210,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
         svc, eq, n = item.partition("=")
         if not eq or not svc:
             raise CoveError(f"scale {item}", "expected SERVICE=REPLICAS")
-        D.service(d, svc, project)
+        desired_state.service(d, svc, project)
         if not n.lstrip("-").isdigit():
             raise CoveError(f"scale {item}", "replicas must be a whole number")
         if int(n) < 0:
@@ -222,7 +221,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
                                              f"({cname}): one replica at most")
         asks.append((svc, int(n)))
     for svc, n in asks:
-        D.set_replicas(root, project, svc, n, "cove scale")
+        desired_state.set_replicas(root, project, svc, n, "cove scale")
     reconcile.notify(root, project)
     if a.no_wait:
         return 0
@@ -235,7 +234,7 @@ def _wait_rollout(root: str, project: str, svc: str, timeout: float) -> int:
     import time
 
     from cove.engine.services import reconcile
-    from cove.engine.services import state as D
+    from cove.engine.services import state as desired_state
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reconcile.reconcile(root, project)
@@ -251,16 +250,16 @@ def _wait_rollout(root: str, project: str, svc: str, timeout: float) -> int:
             raise CoveError(f"rollout {svc}", f"paused: {ro.get('reason', '')} "
                                               "(`cove rollback` or `cove rollout` again)")
         time.sleep(0.1)
-    D.load(root, project)
+    desired_state.load(root, project)
     raise CoveError(f"rollout {svc}", f"not done after {timeout:g}s (the engine goes on)")
 
 
 def cmd_rollout(a: argparse.Namespace) -> int:
     from cove.engine.services import reconcile
-    from cove.engine.services import state as D
+    from cove.engine.services import state as desired_state
     root, project = _root(a), _project(a)
     d = _wanted(root, project)
-    D.service(d, a.service, project)
+    desired_state.service(d, a.service, project)
     if a.image:
         from cove.engine import images
         from cove.image.store import Store
@@ -270,9 +269,9 @@ def cmd_rollout(a: argparse.Namespace) -> int:
             raise CoveError(f"rollout {a.service}: --image {a.image}", e.why or str(e)) \
                 from None
 
-    s = D.rollout(root, project, a.service, a.image)
-    D.emit(root, project, a.service, "rollout", s["rollout"]["reason"],
-           image=s["spec"]["image"])
+    s = desired_state.rollout(root, project, a.service, a.image)
+    desired_state.emit(root, project, a.service, "rollout", s["rollout"]["reason"],
+                       image=s["spec"]["image"])
     reconcile.notify(root, project)
     if a.detach:
         return 0
@@ -281,14 +280,15 @@ def cmd_rollout(a: argparse.Namespace) -> int:
 
 def cmd_rollback(a: argparse.Namespace) -> int:
     from cove.engine.services import reconcile
-    from cove.engine.services import state as D
+    from cove.engine.services import state as desired_state
     root, project = _root(a), _project(a)
     d = _wanted(root, project)
-    if not D.service(d, a.service, project).get("previous"):
+    if not desired_state.service(d, a.service, project).get("previous"):
         raise CoveError(f"rollback {a.service}", "no previous version to go back to")
 
-    s = D.rollback(root, project, a.service)
-    D.emit(root, project, a.service, "rollback", "cove rollback", image=s["spec"]["image"])
+    s = desired_state.rollback(root, project, a.service)
+    desired_state.emit(root, project, a.service, "rollback", "cove rollback",
+                       image=s["spec"]["image"])
     reconcile.notify(root, project)
     if a.detach:
         return 0

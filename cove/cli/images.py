@@ -24,10 +24,7 @@ def _store(a: argparse.Namespace) -> Store:
 
 
 def _opts(a: argparse.Namespace) -> RegistryOptions:
-    from cove.image.transfer import RegistryOptions
-    o = registry_options(a)
-    assert isinstance(o, RegistryOptions)
-    return o
+    return registry_options(a)
 
 
 def cmd_pull(a: argparse.Namespace) -> int:

@@ -42,10 +42,18 @@ _NET = [False]  # whether the bridge networks' modules are loaded here
 
 
 def _warm() -> argparse.ArgumentParser:
-    """Import what a run imports, and build run's parser, once."""
+    """Import what a run imports (the list: the modules a worker still read from disk,
+    seen with strace), and build run's parser, once."""
+    import importlib
+
     from cove.cli import main as climain
-    from cove.engine import containers, images, monctl, netcontainer  # noqa: F401
-    from cove.image import snapshots, store  # noqa: F401
+    for m in ("resource", "cove.engine.containers", "cove.engine.hostspec", "cove.engine.images",
+              "cove.engine.monctl", "cove.engine.netcontainer", "cove.engine.systemd",
+              "cove.engine.volumes", "cove.image.builtin", "cove.image.bundle",
+              "cove.image.snapshots", "cove.image.store", "cove.oci.defaults",
+              "cove.oci.seccomp_default", "cove.runtime.cgroups",
+              "cove.runtime.cgroups.prewarm", "cove.sys.caps", "cove.sys.inotify"):
+        importlib.import_module(m)
     return climain.parser(["run", "x"])
 
 
@@ -67,7 +75,9 @@ def _warm_network() -> bool:
     one imports (the engine's network modules; raw rtnetlink, not pyroute2, which only
     creating a bridge needs), so that the next runs' workers have it. Not before: a
     root whose runs are all `--network none` never pays the memory."""
-    from cove.engine import bridge, network, rtnl  # noqa: F401
+    import importlib
+    for m in ("ipaddress", "cove.engine.bridge", "cove.engine.network", "cove.engine.rtnl"):
+        importlib.import_module(m)
     return True
 
 

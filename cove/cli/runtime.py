@@ -8,12 +8,13 @@ runtime, or the vm or gvisor handler), print. Errors become one line,
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
-from cove.cli import flags as F
+from cove.cli import flags
 from cove.errors import CoveError, os_why
+from cove.runtime import lite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from cove.runtime import CreateOptions
     from cove.runtime.handler import Handler
 
-GLOBAL: F.Spec = {"root": "str", "log": "str", "log-format": "str", "debug": "bool",
+GLOBAL: flags.Spec = {"root": "str", "log": "str", "log-format": "str", "debug": "bool",
                   "systemd-cgroup": "bool", "rootless": "str", "criu": "str",
                   "version": "bool", "help": "bool"}
 GLOBAL_ALIASES = {"v": "version", "h": "help"}
@@ -50,11 +51,12 @@ class Log:
         else:
             line = f'time="{rfc3339(now)}" level={level} msg="{msg}"'
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = posix.open(self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT
+                            | posix.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, (line + "\n").encode())
+                posix.write(fd, (line + "\n").encode())
             finally:
-                os.close(fd)
+                posix.close(fd)
         except OSError:
             pass
 
@@ -82,9 +84,9 @@ def _version() -> str:
     from cove.runtime.features import libseccomp_version
 
     commit = "unknown"
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = lite.dirname(__file__)
     try:
-        with open(os.path.join(here, "..", "_commit")) as f:
+        with open(lite.join(here, "..", "_commit")) as f:
             commit = f.read().strip() or commit
     except OSError:
         pass
@@ -102,7 +104,7 @@ def _one(args: list[str], cmd: str, extra_ok: bool = False) -> str:
 
 def _rootless(mode: str) -> bool:
     if mode in ("", "auto"):
-        return os.geteuid() != 0
+        return posix.geteuid() != 0
     if mode in ("true", "false"):
         return mode == "true"
     raise CoveError(f"--rootless {mode}", "expected auto, true or false")
@@ -119,7 +121,7 @@ class Ctx:
 
 
 def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
-    g = F.parse(argv, GLOBAL, GLOBAL_ALIASES)
+    g = flags.parse(argv, GLOBAL, GLOBAL_ALIASES)
     log.path = g.s("log")
     log.fmt = g.s("log-format", "text")
     log.debug_on = g.b("debug")
@@ -138,7 +140,7 @@ def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
     if cmd not in VERBS:
         raise CoveError(f"command {cmd!r}", "no such command (see cove-runtime --help)")
     fn, fspec, aliases, what = VERBS[cmd]
-    f = F.parse(rest, {**fspec, "help": "bool"}, {**aliases, "h": "help"}, f"{cmd}: ")
+    f = flags.parse(rest, {**fspec, "help": "bool"}, {**aliases, "h": "help"}, f"{cmd}: ")
     if f.b("help"):
         sys.stdout.write(f"usage: cove-runtime {cmd} [flags] ...\n  {what}\nflags: "
                          + " ".join(f"--{k}" for k in fspec) + "\n")
@@ -148,7 +150,7 @@ def dispatch(argv: list[str], log: Log, handler: str = "") -> int:
         from cove.runtime.state import default_root
 
         root = default_root()
-    if g.b("systemd-cgroup") and not os.path.isdir("/run/systemd/system"):
+    if g.b("systemd-cgroup") and not lite.isdir("/run/systemd/system"):
         raise CoveError("--systemd-cgroup", "systemd is not running on this host")
     rootless = _rootless(g.s("rootless"))
     if log.debug_on:
@@ -176,7 +178,7 @@ def _for_bundle(c: Ctx, bundle: str) -> Handler:
     one. The entry point's (cove-runtime-vm, -gvisor) or the bundle's annotation
     io.cove.isolation."""
     try:
-        with open(os.path.join(bundle or ".", "config.json"), "rb") as fh:
+        with open(lite.join(bundle or ".", "config.json"), "rb") as fh:
             raw = fh.read()
     except OSError:
         return _load(c.forced or "container")  # create reports the missing config
@@ -193,7 +195,7 @@ def _for_id(c: Ctx, cid: str) -> Handler:
     if not cid or "/" in cid or cid in (".", ".."):
         return _load("container")
     try:
-        with open(os.path.join(c.root, cid, "state.json"), "rb") as fh:
+        with open(lite.join(c.root, cid, "state.json"), "rb") as fh:
             raw = fh.read()
     except OSError:
         return _load("container")
@@ -206,7 +208,7 @@ def _for_id(c: Ctx, cid: str) -> Handler:
 
 # -- the verbs: each with its flags ---------------------------------------------------
 
-def _create_options(c: Ctx, f: F.Parsed, cmd: str) -> CreateOptions:
+def _create_options(c: Ctx, f: flags.Parsed, cmd: str) -> CreateOptions:
     from cove.runtime import CreateOptions
 
     return CreateOptions(c.root, _one(f.args, cmd), f.s("bundle"), f.s("pid-file"),
@@ -226,12 +228,12 @@ def _prewarm(h: Handler) -> _thread.LockType | None:
     return prewarm()
 
 
-CREATE_FLAGS: F.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
+CREATE_FLAGS: flags.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
                         "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
                         "pidfd-socket": "str"}
 
 
-def _create(c: Ctx, f: F.Parsed) -> int:
+def _create(c: Ctx, f: flags.Parsed) -> int:
     h = _for_bundle(c, f.s("bundle"))
     warm = _prewarm(h)
     o = _create_options(c, f, "create")
@@ -240,12 +242,12 @@ def _create(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-RUN_FLAGS: F.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
+RUN_FLAGS: flags.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "str",
                      "preserve-fds": "int", "no-pivot": "bool", "no-new-keyring": "bool",
                      "detach": "bool", "keep": "bool", "no-subreaper": "bool"}
 
 
-def _run(c: Ctx, f: F.Parsed) -> int:
+def _run(c: Ctx, f: flags.Parsed) -> int:
     h = _for_bundle(c, f.s("bundle"))
     warm = _prewarm(h)
     o = _create_options(c, f, "run")
@@ -253,13 +255,13 @@ def _run(c: Ctx, f: F.Parsed) -> int:
     return h.run(o, f.b("detach"))
 
 
-def _start(c: Ctx, f: F.Parsed) -> int:
+def _start(c: Ctx, f: flags.Parsed) -> int:
     cid = _one(f.args, "start")
     _for_id(c, cid).start(c.root, cid)
     return 0
 
 
-def _state(c: Ctx, f: F.Parsed) -> int:
+def _state(c: Ctx, f: flags.Parsed) -> int:
     from cove.oci import jsonio
 
     cid = _one(f.args, "state")
@@ -267,10 +269,10 @@ def _state(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-KILL_FLAGS: F.Spec = {"all": "bool"}
+KILL_FLAGS: flags.Spec = {"all": "bool"}
 
 
-def _kill(c: Ctx, f: F.Parsed) -> int:
+def _kill(c: Ctx, f: flags.Parsed) -> int:
     from cove.runtime.signals import parse_signal
 
     cid = _one(f.args, "kill", extra_ok=True)
@@ -281,10 +283,10 @@ def _kill(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-DELETE_FLAGS: F.Spec = {"force": "bool"}
+DELETE_FLAGS: flags.Spec = {"force": "bool"}
 
 
-def _delete(c: Ctx, f: F.Parsed) -> int:
+def _delete(c: Ctx, f: flags.Parsed) -> int:
     if not f.args:
         raise CoveError("delete", "container id cannot be empty")
     for cid in f.args:  # each by its own handler
@@ -292,10 +294,10 @@ def _delete(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-LIST_FLAGS: F.Spec = {"format": "str", "quiet": "bool"}
+LIST_FLAGS: flags.Spec = {"format": "str", "quiet": "bool"}
 
 
-def _list(c: Ctx, f: F.Parsed) -> int:
+def _list(c: Ctx, f: flags.Parsed) -> int:
     """Every handler's containers: they share the state directory's format."""
     from cove.runtime.list import render
 
@@ -303,16 +305,16 @@ def _list(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-PS_FLAGS: F.Spec = {"format": "str"}
+PS_FLAGS: flags.Spec = {"format": "str"}
 
 
-def _ps(c: Ctx, f: F.Parsed) -> int:
+def _ps(c: Ctx, f: flags.Parsed) -> int:
     cid = _one(f.args, "ps", extra_ok=True)
     sys.stdout.write(_for_id(c, cid).ps(c.root, cid, f.s("format", "table"), f.args[1:]))
     return 0
 
 
-EXEC_FLAGS: F.Spec = {
+EXEC_FLAGS: flags.Spec = {
     "process": "str", "tty": "bool", "detach": "bool", "pid-file": "str",
     "console-socket": "str", "env": "list", "cwd": "str", "user": "str", "cap": "list",
     "no-new-privs": "bool", "preserve-fds": "int", "additional-gids": "list",
@@ -320,7 +322,7 @@ EXEC_FLAGS: F.Spec = {
     "pidfd-socket": "str"}
 
 
-def _exec(c: Ctx, f: F.Parsed) -> int:
+def _exec(c: Ctx, f: flags.Parsed) -> int:
     from cove.runtime import ExecOptions
 
     cid = _one(f.args, "exec", extra_ok=True)
@@ -348,13 +350,13 @@ def _exec(c: Ctx, f: F.Parsed) -> int:
     return _for_id(c, cid).exec_(o)
 
 
-def _pause(c: Ctx, f: F.Parsed) -> int:
+def _pause(c: Ctx, f: flags.Parsed) -> int:
     cid = _one(f.args, "pause")
     _for_id(c, cid).pause(c.root, cid)
     return 0
 
 
-def _resume(c: Ctx, f: F.Parsed) -> int:
+def _resume(c: Ctx, f: flags.Parsed) -> int:
     cid = _one(f.args, "resume")
     _for_id(c, cid).resume(c.root, cid)
     return 0
@@ -364,10 +366,10 @@ _UPDATE_VALUES = ("blkio-weight", "cpu-period", "cpu-quota", "cpu-rt-period",
                   "cpu-rt-runtime", "cpu-share", "cpuset-cpus", "cpuset-mems", "kernel-memory",
                   "kernel-memory-tcp", "memory", "memory-reservation", "memory-swap",
                   "pids-limit", "l3-cache-schema", "mem-bw-schema")
-UPDATE_FLAGS: F.Spec = {"resources": "str", **{k: "str" for k in _UPDATE_VALUES}}
+UPDATE_FLAGS: flags.Spec = {"resources": "str", **{k: "str" for k in _UPDATE_VALUES}}
 
 
-def _update(c: Ctx, f: F.Parsed) -> int:
+def _update(c: Ctx, f: flags.Parsed) -> int:
     from cove.runtime.update import FLAGS, resources_from
 
     cid = _one(f.args, "update")
@@ -380,10 +382,10 @@ def _update(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-EVENTS_FLAGS: F.Spec = {"stats": "bool", "interval": "str"}
+EVENTS_FLAGS: flags.Spec = {"stats": "bool", "interval": "str"}
 
 
-def _events(c: Ctx, f: F.Parsed) -> int:
+def _events(c: Ctx, f: flags.Parsed) -> int:
     cid = _one(f.args, "events")
     h = _for_id(c, cid)
     interval = f.s("interval", "5s")
@@ -395,10 +397,10 @@ def _events(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-SPEC_FLAGS: F.Spec = {"bundle": "str", "rootless": "bool"}
+SPEC_FLAGS: flags.Spec = {"bundle": "str", "rootless": "bool"}
 
 
-def _spec(c: Ctx, f: F.Parsed) -> int:
+def _spec(c: Ctx, f: flags.Parsed) -> int:
     """Not a handler's: the default config.json is OCI data (cove.oci.defaults)."""
     from cove.runtime.spec import write_spec
 
@@ -406,7 +408,7 @@ def _spec(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-def _features(c: Ctx, f: F.Parsed) -> int:
+def _features(c: Ctx, f: flags.Parsed) -> int:
     from cove.oci import jsonio
 
     features = _load(c.forced or "container").features()
@@ -414,13 +416,13 @@ def _features(c: Ctx, f: F.Parsed) -> int:
     return 0
 
 
-CHECKPOINT_FLAGS: F.Spec = {
+CHECKPOINT_FLAGS: flags.Spec = {
     "image-path": "str", "work-path": "str", "parent-path": "str", "leave-running": "bool",
     "tcp-established": "bool", "ext-unix-sk": "bool", "shell-job": "bool",
     "file-locks": "bool", "pre-dump": "bool", "manage-cgroups-mode": "str",
     "empty-ns": "list", "auto-dedup": "bool", "lazy-pages": "bool", "page-server": "str",
     "status-fd": "str", "lsm-profile": "str", "lsm-mount-context": "str"}
-RESTORE_FLAGS: F.Spec = {
+RESTORE_FLAGS: flags.Spec = {
     "image-path": "str", "work-path": "str", "bundle": "str", "detach": "bool",
     "pid-file": "str", "console-socket": "str", "no-pivot": "bool", "no-subreaper": "bool",
     "tcp-established": "bool", "ext-unix-sk": "bool", "shell-job": "bool",
@@ -429,7 +431,7 @@ RESTORE_FLAGS: F.Spec = {
     "lsm-mount-context": "str"}
 
 
-def _checkpoint(c: Ctx, f: F.Parsed) -> int:
+def _checkpoint(c: Ctx, f: flags.Parsed) -> int:
     """CRIU through cove.cli.runtime_criu (imported only here: off every other path)."""
     from cove.cli.runtime_criu import checkpoint
 
@@ -437,7 +439,7 @@ def _checkpoint(c: Ctx, f: F.Parsed) -> int:
     return checkpoint(c.root, cid, _for_id(c, cid), f)
 
 
-def _restore(c: Ctx, f: F.Parsed) -> int:
+def _restore(c: Ctx, f: flags.Parsed) -> int:
     from cove.cli.runtime_criu import restore
 
     return restore(c.root, _one(f.args, "restore"), _for_bundle(c, f.s("bundle")), f,
@@ -447,7 +449,7 @@ def _restore(c: Ctx, f: F.Parsed) -> int:
 # verb -> (function, its flags, their one-letter aliases, help). One table: `dispatch`
 # parses exactly these flags, and reading any other name from them is a bug
 # (flags.Parsed raises).
-VERBS: dict[str, tuple[Callable[[Ctx, F.Parsed], int], F.Spec, dict[str, str], str]] = {
+VERBS: dict[str, tuple[Callable[[Ctx, flags.Parsed], int], flags.Spec, dict[str, str], str]] = {
     "create": (_create, CREATE_FLAGS, {"b": "bundle"},
                "create a container (init waits for start)"),
     "run": (_run, RUN_FLAGS, {"b": "bundle", "d": "detach"}, "create and start a container"),
@@ -489,7 +491,7 @@ def main(argv: list[str] | None = None, handler: str = "") -> int:
         return 130
     sys.stdout.flush()
     log.write("error", msg)
-    os.write(2, f"cove-runtime: {msg}\n".encode(errors="replace"))
+    posix.write(2, f"cove-runtime: {msg}\n".encode(errors="replace"))
     return code
 
 

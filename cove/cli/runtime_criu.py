@@ -11,7 +11,7 @@ from cove.errors import CoveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cove.cli import flags as F
+    from cove.cli import flags
     from cove.runtime.handler import Handler
 
 _UNSUPPORTED = {"checkpoint": ("page-server", "status-fd", "lsm-profile", "lsm-mount-context"),
@@ -26,20 +26,20 @@ def _namespaces_only(h: Handler, what: str) -> None:
                         "CRIU checkpoint support")
 
 
-def _refuse(f: F.Parsed, what: str) -> None:
+def _refuse(f: flags.Parsed, what: str) -> None:
     for k in _UNSUPPORTED[what]:
         if f.given(k) and f.s(k):
             raise CoveError(f"{what} --{k}", "not supported yet")
 
 
-def _empty_ns(f: F.Parsed) -> str:
+def _empty_ns(f: flags.Parsed) -> str:
     vals = f.lst("empty-ns")
     if len(vals) > 1:
         raise CoveError("--empty-ns", "only network is supported (as runc)")
     return vals[0] if vals else ""
 
 
-def checkpoint(root: str, cid: str, h: Handler, f: F.Parsed) -> int:
+def checkpoint(root: str, cid: str, h: Handler, f: flags.Parsed) -> int:
     from cove.runtime.checkpoint import CheckpointOptions, checkpoint
 
     _namespaces_only(h, f"container {cid!r}")
@@ -60,7 +60,7 @@ def checkpoint(root: str, cid: str, h: Handler, f: F.Parsed) -> int:
     return 0
 
 
-def restore(root: str, cid: str, h: Handler, f: F.Parsed, rootless: bool,
+def restore(root: str, cid: str, h: Handler, f: flags.Parsed, rootless: bool,
             systemd: bool) -> int:
     from cove.runtime.restore import RestoreOptions, restore
 

@@ -27,9 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from cove.engine import events
-from cove.engine import logs as L
-from cove.engine import state as S
+from cove.engine import events, logs, state
 from cove.engine.container import record, refresh, rtcmd, sigproxy
 from cove.engine.container import start as cstart
 from cove.engine.container import stop as cstop
@@ -125,8 +123,8 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
     typed on `stdin` end it early: 0, the container runs on. With `start`, the
     container is started once we follow its log (`cove start -a`)."""
     keys = parse_detach_keys(detach_keys)
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
     cdir = paths.cdir(name)
     rec = refresh.refresh_record(paths, name)
     status = rec["State"]["Status"]
@@ -142,7 +140,7 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
     if rec["Config"].get("Tty"):  # its terminal, relayed (cove/engine/ttyattach.py)
         from cove.engine import ttyattach
         events.emit(root, "container", "attach", rec)
-        tail = LogTail(L.log_path(cdir)) if start and status != "running" else None
+        tail = LogTail(logs.log_path(cdir)) if start and status != "running" else None
         try:
             if tail is not None:
                 cstart.start(root, name)
@@ -153,7 +151,7 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
             if tail is not None:
                 tail.close()
         return ttyattach.exit_code(root, name)
-    tail = LogTail(L.log_path(cdir))
+    tail = LogTail(logs.log_path(cdir))
     events.emit(root, "container", "attach", rec)
     try:
         if start and status != "running":
@@ -164,12 +162,12 @@ def attach(root: str, ref: str, *, stdin: int | None = 0, out: Any = None, err: 
         tail.close()
 
 
-def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: Any,
+def _follow(paths: state.Paths, name: str, tail: LogTail, stdin: int | None, out: Any,
             err: Any, sig_proxy: bool, keys: bytes) -> int:
     cdir = paths.cdir(name)
     inp: _Input | None = None
     if stdin is not None:
-        now: Mapping[str, Any] = S.load_record(cdir) or {}
+        now: Mapping[str, Any] = state.load_record(cdir) or {}
         fifo = _open_fifo(cdir) if now.get("Config", {}).get("OpenStdin") else -1
         inp = _Input(stdin, fifo, keys)
         threading.Thread(target=inp.run, name=f"stdin {name}", daemon=True).start()
@@ -180,7 +178,7 @@ def _follow(paths: S.Paths, name: str, tail: LogTail, stdin: int | None, out: An
     last: list[Record] = []
 
     def alive() -> bool:
-        rec = S.load_record(cdir)
+        rec = state.load_record(cdir)
         if rec is not None:
             last[:] = [rec]
         return rec is not None and (rec["State"]["Status"] in record.ACTIVE

@@ -21,9 +21,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from cove.engine import netrecords as R
-from cove.engine import network as N
-from cove.engine import state as S
+from cove.engine import netrecords, network, state
 from cove.errors import CoveError
 
 
@@ -34,36 +32,36 @@ def bridge_netns(root: str) -> Iterator[str]:
     if os.geteuid() != 0:
         raise CoveError("--network bridge", "needs root (a rootless build has none or "
                                             "host)")
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     name = "buildnet-" + secrets.token_hex(6)
     cdir = paths.cdir(name)
     os.makedirs(cdir, 0o700)
     try:
-        if R.load(paths, R.DEFAULT) is None:
+        if netrecords.load(paths, netrecords.DEFAULT) is None:
             with contextlib.suppress(CoveError):
-                N.create(root, R.DEFAULT)
-        nsfile = R.netns_path(paths, name)
+                network.create(root, netrecords.DEFAULT)
+        nsfile = netrecords.netns_path(paths, name)
         with open(nsfile, "w"):
             pass
         subprocess.run(["unshare", f"--net={nsfile}", "true"], check=True)
-        with R.locked(paths):
-            n = R.load(paths, R.DEFAULT)
+        with netrecords.locked(paths):
+            n = netrecords.load(paths, netrecords.DEFAULT)
             if n is None:
-                raise CoveError(f"network {R.DEFAULT}", "no such network")
-            ip = R.free_ip(n)
+                raise CoveError(f"network {netrecords.DEFAULT}", "no such network")
+            ip = netrecords.free_ip(n)
             host_if = "cv" + secrets.token_hex(5)
             mac = _plug(paths, n, nsfile, host_if, ip)
             plen = n["Subnet"].partition("/")[2]
             n["Containers"][name] = {"IPv4Address": f"{ip}/{plen}", "MacAddress": mac,
                                      "Veth": host_if, "Hostname": name}
-            R.save(paths, n)
+            netrecords.save(paths, n)
         yield nsfile
     finally:
-        N.detach(paths, name)
+        network.detach(paths, name)
         shutil.rmtree(cdir, ignore_errors=True)
 
 
-def _plug(paths: S.Paths, n: dict[str, Any], nsfile: str, host_if: str, ip: str) -> str:
+def _plug(paths: state.Paths, n: dict[str, Any], nsfile: str, host_if: str, ip: str) -> str:
     """A veth pair from `n`'s bridge (`host_if`) into the namespace at `nsfile` (eth0
     with `ip`, loopback up, the default route through the gateway); its MAC address.
 

@@ -33,8 +33,7 @@ import shutil
 import subprocess
 import time
 
-from cove.engine import events, monctl, procs
-from cove.engine import state as S
+from cove.engine import events, monctl, procs, state
 from cove.engine.checkpoint_archive import CKPT
 from cove.errors import CoveError
 
@@ -55,8 +54,8 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
     image directory, relative to the checkpoint's (`cove migrate`'s last round)."""
     from cove.engine import containers
 
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
     cdir = paths.cdir(name)
     rec = containers.refresh_record(paths, name)
     status = rec["State"]["Status"]
@@ -71,7 +70,7 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
     shutil.rmtree(img, ignore_errors=True)
     manual = bool(rec.get("ManuallyStopped"))
     if not leave_running:  # no restart policy may bring it back meanwhile
-        S.update_record(cdir, lambda r: r.update({"ManuallyStopped": True}))
+        state.update_record(cdir, lambda r: r.update({"ManuallyStopped": True}))
     argv = [*containers.runtime(paths), "checkpoint", "--image-path", img,
             "--work-path", os.path.join(cdir, "criu.work"),  # its log outlives a failure
             *(["--leave-running"] if leave_running else []),
@@ -84,17 +83,17 @@ def checkpoint(root: str, ref: str, *, export: str = "", leave_running: bool = F
     if r.returncode != 0:
         shutil.rmtree(img, ignore_errors=True)
         if not leave_running:
-            S.update_record(cdir, lambda r: r.update({"ManuallyStopped": manual}))
+            state.update_record(cdir, lambda r: r.update({"ManuallyStopped": manual}))
         raise CoveError(f"checkpoint {name}", _runtime_error(r.stderr))
     if not leave_running:
         containers.wait_status(paths, name, 30)  # the monitor records the exit
 
     def done(r: Record) -> None:
-        r["Checkpoint"] = {"Created": S.now_rfc3339(), "LeaveRunning": leave_running,
+        r["Checkpoint"] = {"Created": state.now_rfc3339(), "LeaveRunning": leave_running,
                            "Seconds": round(took, 3)}
         if not leave_running:
             r["State"].update({"Checkpointed": True, "ExitCode": 0, "Error": ""})
-    rec = S.update_record(cdir, done)
+    rec = state.update_record(cdir, done)
     if export:
         from cove.engine.checkpoint_archive import write
 
@@ -107,24 +106,24 @@ def restore(root: str, ref: str = "", *, import_file: str = "", new_name: str = 
             tcp_established: bool = False) -> Record:
     """Restore checkpointed container `ref` in place, a copy of it as `new_name`, or a
     new container from the archive `import_file`; its record, running."""
-    from cove.engine import checkpoint_archive as A
+    from cove.engine import checkpoint_archive
 
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     made = False  # a container this call made: removed again if the restore fails
     if import_file:
         if ref:
             raise CoveError("restore", "give a container or --import FILE, not both")
-        name = A.unpack(paths, os.path.abspath(import_file), new_name)
+        name = checkpoint_archive.unpack(paths, os.path.abspath(import_file), new_name)
         made = True
     else:
         if not ref:
             raise CoveError("restore", "which container? (NAME, or --import FILE)")
-        src = S.lookup(paths, ref)
+        src = state.lookup(paths, ref)
         if not os.path.isfile(os.path.join(paths.cdir(src), CKPT, "inventory.img")):
             raise CoveError(f"container {src}", f"has no checkpoint (`cove checkpoint "
                             f"{src}` makes one)")
         if new_name and new_name != src:
-            name = A.copy(paths, src, new_name)
+            name = checkpoint_archive.copy(paths, src, new_name)
             made = True
         else:
             name = src
@@ -138,17 +137,17 @@ def restore(root: str, ref: str = "", *, import_file: str = "", new_name: str = 
         return _restore(paths, name, tcp_established)
     except BaseException:
         if made:
-            A.discard(paths, name)
+            checkpoint_archive.discard(paths, name)
         raise
 
 
-def _restore(paths: S.Paths, name: str, tcp_established: bool) -> Record:
+def _restore(paths: state.Paths, name: str, tcp_established: bool) -> Record:
     from cove.engine import containers, teardown
     from cove.image import snapshots
     from cove.image.store import Store
 
     cdir = paths.cdir(name)
-    loaded = S.load_record(cdir, strict=True)
+    loaded = state.load_record(cdir, strict=True)
     if loaded is None:
         raise CoveError(f"container {name}", "no such container")
     rec = loaded
@@ -166,25 +165,25 @@ def _restore(paths: S.Paths, name: str, tcp_established: bool) -> Record:
     except BaseException:
         teardown.cleanup(paths, name, rec)
         raise
-    pstart = S.proc_start_time(pid)
+    pstart = state.proc_start_time(pid)
 
     def running(r: Record) -> None:
         r["State"].update({"Status": "running", "Running": True, "Paused": False, "Pid": pid,
                            "PidStart": pstart, "ExitCode": 0, "Error": "",
-                           "StartedAt": S.now_rfc3339(),
+                           "StartedAt": state.now_rfc3339(),
                            "FinishedAt": "0001-01-01T00:00:00Z", "Checkpointed": False,
                            "Restored": True})
         r["ManuallyStopped"] = False
         r["MonitorPid"] = 0
-    rec = S.update_record(cdir, running)
+    rec = state.update_record(cdir, running)
     line = monctl.request(paths.root, "adopt", name)
     if line != "ok":
         raise CoveError(f"restore {name}", f"the monitor did not take it: {line}")
     events.emit(paths.root, "container", "restore", rec)
-    return S.load_record(cdir) or rec
+    return state.load_record(cdir) or rec
 
 
-def _hold(paths: S.Paths, name: str, open_stdin: bool, tcp: bool) -> int:
+def _hold(paths: state.Paths, name: str, open_stdin: bool, tcp: bool) -> int:
     """Fork the holder (see the module's doc); the restored init's pid once it runs,
     or the runtime's reason in one line."""
     from cove.engine import containers
@@ -265,8 +264,8 @@ def _holder(cdir: str, argv: list[str], open_stdin: bool, report: int) -> int:
         except InterruptedError:
             continue
         if got == pid:
-            S.write_atomic(os.path.join(cdir, procs.EXIT_FILE),
-                           f"{procs.shell_code(status)} {pid}\n".encode())
+            state.write_atomic(os.path.join(cdir, procs.EXIT_FILE),
+                               f"{procs.shell_code(status)} {pid}\n".encode())
             return 0
 
 

@@ -23,8 +23,7 @@ import tarfile
 import tempfile
 from typing import Any
 
-from cove.engine import procs
-from cove.engine import state as S
+from cove.engine import procs, state
 from cove.errors import CoveError, os_why
 
 TYPE_CHECKING = False
@@ -53,7 +52,7 @@ def _container_files(cdir: str) -> list[str]:
     return out
 
 
-def write(paths: S.Paths, name: str, dest: str) -> None:
+def write(paths: state.Paths, name: str, dest: str) -> None:
     """The archive of checkpointed container `name` at `dest` (gzip when it ends in .gz)."""
     tmp = f"{dest}.tmp-{os.getpid()}"
     try:
@@ -68,7 +67,7 @@ def write(paths: S.Paths, name: str, dest: str) -> None:
         raise CoveError(f"--export {dest}", os_why(e)) from None
 
 
-def write_into(tar: tarfile.TarFile, paths: S.Paths, name: str) -> None:
+def write_into(tar: tarfile.TarFile, paths: state.Paths, name: str) -> None:
     """The archive's members into `tar` (a file, or `cove migrate`'s stream)."""
     import io
 
@@ -92,7 +91,7 @@ def write_into(tar: tarfile.TarFile, paths: S.Paths, name: str) -> None:
     if os.path.isdir(changes):
         tar.add(changes, "upper", filter=_with_xattrs(changes, "upper"))
     try:
-        rec: Mapping[str, Any] = S.load_record(cdir) or {}
+        rec: Mapping[str, Any] = state.load_record(cdir) or {}
     except (OSError, ValueError):
         rec = {}
     for vname in _volume_names(rec):
@@ -177,7 +176,7 @@ def _extract(tar: tarfile.TarFile, prefix: str, dest: str) -> None:
                             follow_symlinks=False)
 
 
-def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
+def unpack(paths: state.Paths, archive: str, new_name: str = "") -> str:
     """A new (exited, checkpointed) container from `archive`; its name."""
     from cove.engine import containers, hostconfig
     from cove.image import snapshots
@@ -245,7 +244,7 @@ def unpack(paths: S.Paths, archive: str, new_name: str = "") -> str:
     return name
 
 
-def _import_volumes(paths: S.Paths, tar: tarfile.TarFile, rec: Record
+def _import_volumes(paths: state.Paths, tar: tarfile.TarFile, rec: Record
                     ) -> list[str]:
     """The archive's named volumes made here, with their data; one that exists here
     already (a copy on the same root, or the user's) is used as it is. Those made."""
@@ -266,7 +265,7 @@ def _import_volumes(paths: S.Paths, tar: tarfile.TarFile, rec: Record
     return made
 
 
-def _drop_volumes(paths: S.Paths, names: list[str]) -> None:
+def _drop_volumes(paths: state.Paths, names: list[str]) -> None:
     from cove.engine import volumes
 
     for vname in names:
@@ -276,7 +275,7 @@ def _drop_volumes(paths: S.Paths, names: list[str]) -> None:
             pass
 
 
-def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
+def _settle(paths: state.Paths, stage: str, cdir: str, manifest: dict[str, Any],
             rec: Record, name: str) -> None:
     """The staged container files moved in, the source's paths rewritten to ours."""
     old_cdir, old_root = str(manifest.get("cdir", "")), str(manifest.get("root", ""))
@@ -305,7 +304,7 @@ def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
     rec["Name"] = name
     rec["State"].update({"Status": "exited", "Running": False, "Pid": 0, "Checkpointed": True})
     rec["MonitorPid"] = 0
-    S.save(cdir, rec)
+    state.save(cdir, rec)
     for p in procs.fifo_paths(cdir):
         try:
             os.unlink(p)
@@ -316,7 +315,7 @@ def _settle(paths: S.Paths, stage: str, cdir: str, manifest: dict[str, Any],
     layers.remove_tree(stage)
 
 
-def copy(paths: S.Paths, src: str, new_name: str) -> str:
+def copy(paths: state.Paths, src: str, new_name: str) -> str:
     """Container `new_name` from `src`'s checkpoint (the source untouched)."""
     with tempfile.TemporaryDirectory(prefix="cove-ckpt-", dir=paths.root) as tmp:
         archive = os.path.join(tmp, "copy.tar")
@@ -324,7 +323,7 @@ def copy(paths: S.Paths, src: str, new_name: str) -> str:
         return unpack(paths, archive, new_name)
 
 
-def discard(paths: S.Paths, name: str) -> None:
+def discard(paths: state.Paths, name: str) -> None:
     """Remove a container a failed import or restore made (never a pre-existing one:
     callers pass only names they created)."""
     from cove.image import snapshots

@@ -29,11 +29,9 @@ import stat
 import tempfile
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import events
-from cove.engine import state as S
+from cove.engine import containers, events, state
 from cove.errors import CoveError
-from cove.image import layers as L
+from cove.image import layers as image_layers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +46,7 @@ class Changes:
 
     def __init__(self, root: str, name: str) -> None:
         from cove.image.store import Store
-        self.paths = S.Paths(root)
+        self.paths = state.Paths(root)
         self.name = name
         cdir = self.paths.cdir(name)
         self.upper = os.path.join(cdir, "upper")
@@ -62,7 +60,7 @@ class Changes:
         store = Store(root)
         self.lowers = [os.path.join(store.snapshot_dir, d.partition(":")[2])
                        for d in reversed(diff_ids)]
-        self.whiteouts = [L.Whiteouts.load(os.path.join(s, "whiteouts.json"))
+        self.whiteouts = [image_layers.Whiteouts.load(os.path.join(s, "whiteouts.json"))
                           for s in self.lowers]
         try:
             with open(os.path.join(cdir, "config.json")) as f:
@@ -126,9 +124,9 @@ class Changes:
 
 def diff(root: str, ref: str) -> list[tuple[str, str]]:
     """docker diff: (A|C|D, path) for each change, sorted by path."""
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    C.refresh_record(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    containers.refresh_record(paths, name)
     return [(k, p) for k, p, _ in Changes(root, name).walk()]
 
 
@@ -240,9 +238,9 @@ def commit(root: str, ref: str, repo: str | None = None, *, message: str = "",
         ImageConfig,
         Manifest,
     )
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    rec = C.refresh_record(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    rec = containers.refresh_record(paths, name)
     names = [str(reference.parse(repo))] if repo else []
     store = Store(root)
     base = store.image(rec["ImageDigest"])

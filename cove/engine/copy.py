@@ -38,9 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from cove.engine import containers as C
-from cove.engine import events
-from cove.engine import state as S
+from cove.engine import containers, events, state
 from cove.errors import CoveError, os_why
 from cove.image.layerwrite import LayerWriter, kept_xattr
 from cove.sys import libc
@@ -105,13 +103,13 @@ def in_child(fn: Callable[[], None]) -> None:
         raise CoveError(msg["what"] or "cp", msg["why"])
 
 
-def container_root(paths: S.Paths, name: str, rec: Record, view: bool) -> int:
+def container_root(paths: state.Paths, name: str, rec: Record, view: bool) -> int:
     """An O_PATH fd of the container's root: with `view`, what its processes see while
     it runs; else (and when stopped) its rootfs, mounted in this process's own mount
     namespace when it is not mounted (call in a child: see in_child)."""
     st = rec["State"]
     pid = int(st.get("Pid") or 0)
-    if view and st["Status"] in ("running", "paused") and S.pid_alive(pid, st.get("PidStart")):
+    if view and st["Status"] in ("running", "paused") and state.pid_alive(pid, st.get("PidStart")):
         return os.open(f"/proc/{pid}/root", O_DIR)
     cdir = paths.cdir(name)
     merged = os.path.join(cdir, "merged")
@@ -376,9 +374,9 @@ def copy(root: str, src: str, dest: str, *, archive: bool = False, follow: bool 
         raise CoveError(f"cp {src} {dest}", "copying between containers is not supported")
     if (sctr is not None and not spath) or (dctr is not None and not dpath):
         raise CoveError(f"cp {src} {dest}", "a container path must not be empty")
-    paths = S.Paths(root)
-    name = S.lookup(paths, str(sctr if sctr is not None else dctr))
-    rec = C.refresh_record(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, str(sctr if sctr is not None else dctr))
+    rec = containers.refresh_record(paths, name)
     if sctr is not None:
         in_child(lambda: _copy_out(paths, name, rec, spath, dpath, archive, follow, stdout,
                                    src))
@@ -405,7 +403,7 @@ def _transfer(pfd: int, sname: str, is_dir: bool, base: str, contents: bool, des
     _through_pipe(produce, consume)
 
 
-def _copy_out(paths: S.Paths, name: str, rec: Record, spath: str, dest: str,
+def _copy_out(paths: state.Paths, name: str, rec: Record, spath: str, dest: str,
               archive: bool, follow: bool, stdout: int, shown: str) -> None:
     rootfd = container_root(paths, name, rec, view=True)
     pfd, sname, st = -1, "", None
@@ -431,7 +429,7 @@ def _copy_out(paths: S.Paths, name: str, rec: Record, spath: str, dest: str,
               None if archive else (os.getuid(), os.getgid()))
 
 
-def _copy_in(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
+def _copy_in(paths: state.Paths, name: str, rec: Record, src: str, dpath: str,
              archive: bool, follow: bool, stdin: int, shown: str) -> None:
     try:
         _copy_in_(paths, name, rec, src, dpath, archive, follow, stdin, shown)
@@ -443,7 +441,7 @@ def _copy_in(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
                         "system (the container's rootfs or volume)") from None
 
 
-def _copy_in_(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
+def _copy_in_(paths: state.Paths, name: str, rec: Record, src: str, dpath: str,
               archive: bool, follow: bool, stdin: int, shown: str) -> None:
     pfd, sname, st = -1, "", None
     if src != "-":
@@ -475,9 +473,9 @@ def _copy_in_(paths: S.Paths, name: str, rec: Record, src: str, dpath: str,
 def export(root: str, ref: str, out: int = 1) -> None:
     """The container's root filesystem as a tar on `out` (docker export: its rootfs,
     not its volumes or the mounts it runs with)."""
-    paths = S.Paths(root)
-    name = S.lookup(paths, ref)
-    rec = C.refresh_record(paths, name)
+    paths = state.Paths(root)
+    name = state.lookup(paths, ref)
+    rec = containers.refresh_record(paths, name)
 
     def work() -> None:
         rootfd = container_root(paths, name, rec, view=False)

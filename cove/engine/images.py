@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cove.engine import events
 from cove.errors import CoveError
 from cove.image.store import Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the registry client: only a pull pays for its import
+    from cove.image.transfer import RegistryOptions
+
 PULL_POLICIES = ("missing", "always", "never")
 
 
-def find_image(st: Store, ref: str, opts: object = None, quiet: bool = True,
-               pull: str = "missing", platform: str | None = None) -> str:
-    """The image's digest. `opts` is a `cove.image.transfer.RegistryOptions` for a pull
-    (or a function that makes one: only a pull pays for the registry client's import).
+def find_image(st: Store, ref: str,
+               opts: RegistryOptions | Callable[[], RegistryOptions] | None = None,
+               quiet: bool = True, pull: str = "missing",
+               platform: str | None = None) -> str:
+    """The image's digest. `opts` are the registry options of a pull, or a function
+    that makes them (only a pull pays for the registry client's import).
     `pull` is docker's --pull: `missing` pulls only an image that is not here (or not
     for `platform`), `always` pulls every time, `never` never does (the built-in
     busybox is made locally in any case)."""
@@ -38,7 +46,6 @@ def find_image(st: Store, ref: str, opts: object = None, quiet: bool = True,
         opts = opts()
     if opts is None:
         opts = RegistryOptions()
-    assert isinstance(opts, RegistryOptions)
     digest = do_pull(st, ref, opts=opts, progress=progress.choose(quiet),
                      platform=Platform.from_string(platform) if platform else None)
     events.emit(st.root, "image", "pull", ref, name=ref)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from cove.engine import logs as L
+from cove.engine import logs
 from cove.sys import libc
 
 PEEK = 1 << 16  # bytes a peek takes: the scratch pipe's size
@@ -65,7 +65,7 @@ class Scratch:
 class Copier:
     """One container's copy: its log writer and its journal."""
 
-    def __init__(self, cdir: str, writer: L.JsonFileWriter, scratch: Scratch) -> None:
+    def __init__(self, cdir: str, writer: logs.JsonFileWriter, scratch: Scratch) -> None:
         self.writer, self.scratch = writer, scratch
         path = os.path.join(cdir, JOURNAL)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -9,11 +9,13 @@ parts); a partial last line is written when its stream ends.
 from __future__ import annotations
 
 import os
+import select
 import time
 
 from cove.engine.state import now_rfc3339, parse_rfc3339
 from cove.errors import CoveError
 from cove.oci.jsonio import loads
+from cove.sys import inotify
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -267,9 +269,12 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
         if f is not None:
             f.close()
         return
+    # wakes on an inotify event in the log's directory (the log written, the record
+    # renamed into place: cove/sys/inotify.py); else, or if none comes, polls: every
+    # 5 ms for the first second (a short run's end shows at once: `cove run` waits for
+    # it), then slower, up to 50 ms apart
+    wake = _watch(os.path.dirname(path))
     try:
-        # polls: every 5 ms for the first second (a short run's end shows at once:
-        # `cove run` waits for it), then slower, up to 50 ms apart
         nap, naps = 0.005, 0
         ended = False
         while True:
@@ -299,12 +304,26 @@ def follow(path: str, alive: Any, since: float = 0.0, tail: int = -1,
             if not alive() or (until and time.time() > until):
                 ended = True  # the writer is done (or --until is past): one last read
                 continue
-            time.sleep(nap)
+            if wake < 0:
+                time.sleep(nap)
+            elif select.select([wake], [], [], nap)[0]:
+                inotify.drain(wake)
             naps += 1
             if naps > 200:
                 nap = min(nap * 1.5, 0.05)
     finally:
         f.close()
+        if wake >= 0:
+            os.close(wake)
+
+
+def _watch(directory: str) -> int:
+    """An inotify fd for follow()'s waits, or -1 (it then polls)."""
+    try:
+        return inotify.watch(directory, inotify.IN_MODIFY | inotify.IN_MOVED_TO
+                             | inotify.IN_CREATE | inotify.IN_DELETE)
+    except OSError:
+        return -1
 
 
 class LogTail:

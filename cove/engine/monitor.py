@@ -36,8 +36,7 @@ import socket
 import sys
 import time
 
-from cove.engine import logcopy, policy, procs, steps, ttywatch
-from cove.engine import state as S
+from cove.engine import logcopy, policy, procs, state, steps, ttywatch
 from cove.engine.monwatch import Watch
 
 TYPE_CHECKING = False
@@ -64,7 +63,7 @@ class Monitor(procs.Loop):
                  ttys: dict[str, int] | None = None) -> None:
         self.root = root
         self.ttys = ttys or {}  # pty masters the keeper kept for us, by container
-        self.paths = S.Paths(root)
+        self.paths = state.Paths(root)
         self.keeper = keeper
         self.keeper_fd = -1  # a pidfd of the keeper
         self.keeper_pid = 0
@@ -166,7 +165,7 @@ class Monitor(procs.Loop):
         old = self.watches.get(name)
         if old is not None and old.code is None:
             return  # it runs: "ok"
-        rec = S.load_record(self.paths.cdir(name))
+        rec = state.load_record(self.paths.cdir(name))
         if rec is None:
             raise RuntimeError("no such container")
         if not self.preloaded and steps.in_process(env):
@@ -196,7 +195,7 @@ class Monitor(procs.Loop):
                 w.tty.close()
 
         def started(rc: int) -> None:
-            rec: Mapping[str, Any] = S.load_record(w.cdir) or {}
+            rec: Mapping[str, Any] = state.load_record(w.cdir) or {}
             st = rec.get("State") or {}
             master = ttywatch.recv_master(ours) if ours is not None else -1
             if rc != 0 or st.get("Status") != "running" or (ours and master < 0):
@@ -245,7 +244,7 @@ class Monitor(procs.Loop):
         if name in self.watches:
             return
         cdir = self.paths.cdir(name)
-        rec = S.load_record(cdir)
+        rec = state.load_record(cdir)
         if rec is None:
             return
         st = rec.get("State") or {}
@@ -270,7 +269,7 @@ class Monitor(procs.Loop):
         def mine(r: Record) -> None:
             if int(r["State"].get("Pid") or 0) == w.pid:
                 r["MonitorPid"] = me
-        S.update_record(cdir, mine)
+        state.update_record(cdir, mine)
         self.net_loaded = self.net_loaded or steps.preload_network(rec)
         self.watch(w)
         self.policy.running(name, rec)
@@ -282,7 +281,7 @@ class Monitor(procs.Loop):
         for fd in w.rfds:
             self.on(fd, lambda fd, w=w: self.read(w, fd, self.mask & EPOLLHUP),  # type: ignore[misc]
                     edge=True)
-        w.pidfd = procs.pidfd(w.pid) if w.parent or S.pid_alive(w.pid, w.start) else -1
+        w.pidfd = procs.pidfd(w.pid) if w.parent or state.pid_alive(w.pid, w.start) else -1
         self.tell_keeper("watch", w.name, str(w.pid), str(w.start or 0),
                          "tty" if w.tty and w.tty.fds() else "", fds=w.fds())
         if w.pidfd >= 0:
@@ -316,7 +315,8 @@ class Monitor(procs.Loop):
             status = procs.exit_status(w.pidfd, w.pid, w.start)
         if status is not None:
             w.code = procs.shell_code(status)
-            S.write_atomic(os.path.join(w.cdir, procs.EXIT_FILE), f"{w.code} {w.pid}\n".encode())
+            state.write_atomic(os.path.join(w.cdir, procs.EXIT_FILE),
+                               f"{w.code} {w.pid}\n".encode())
         else:
             # reaped by the keeper while no monitor ran (it writes exit.code), or lost
             w.code = procs.read_exit(w.cdir, w.pid)
@@ -331,7 +331,7 @@ class Monitor(procs.Loop):
         if w.pidfd >= 0:
             os.close(w.pidfd)
             w.pidfd = -1
-        w.finished = S.now_rfc3339()
+        w.finished = state.now_rfc3339()
         if not w.rfds:
             self.finish(w)
         else:
@@ -401,7 +401,7 @@ class Monitor(procs.Loop):
         finally:
             os.umask(old)
         self.listener.listen(128)
-        S.write_atomic(os.path.join(self.root, PID_FILE), f"{os.getpid()}\n".encode())
+        state.write_atomic(os.path.join(self.root, PID_FILE), f"{os.getpid()}\n".encode())
         self.on(self.listener.fileno(), self.accept)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -415,7 +415,7 @@ class Monitor(procs.Loop):
                 self.keeper_fd = procs.pidfd(kpid)
             if self.keeper_fd >= 0:
                 self.on(self.keeper_fd, self.keeper_gone)
-        for name in S.all_names(self.paths):
+        for name in state.all_names(self.paths):
             # what a killed monitor watched, and restarts that were due meanwhile
             try:
                 self.adopt(name)

@@ -287,23 +287,41 @@ def detach(paths: state.Paths, name: str) -> None:
                           or (rec.get("NetworkSettings") or {}).get("Ports")):
         drop_port_table(rec["Id"])
     left = []
+    nsfile = netns_path(paths, name)
+    # The veths go with the namespace: its bind mount, dropped below, is its last
+    # reference once the container's processes are gone, and the kernel then unregisters
+    # every interface in it, the veths' host ends with them. Deleting each pair here
+    # instead (RTM_DELLINK) waits out an RCU grace period per pair, 10-20 ms that a
+    # `run --rm` would wait for; the kernel's namespace clean-up does the same work
+    # after we return, and can't be skipped by an engine killed mid-teardown either.
+    # A namespace something else still holds (a container sharing it by
+    # --network container:NAME) keeps them until it lets go, as with docker.
+    dies = _bound(nsfile)
     with netrecords.locked(paths):
         for net in netrecords.names(paths):
             n = netrecords.load(paths, net)
             if n and name in n["Containers"]:
                 c = n["Containers"].pop(name)
-                bridge.unplug(c["Veth"])
+                if not dies:
+                    bridge.unplug(c["Veth"])
                 netrecords.save(paths, n)
                 left.append(net)
         if left:
             netetc.refresh_hosts(paths, left)
-    nsfile = netns_path(paths, name)
     if os.path.exists(nsfile):
         from cove.sys import libc
         with contextlib.suppress(OSError):
             libc.umount2(nsfile, 2)
         with contextlib.suppress(OSError):
             os.unlink(nsfile)
+
+
+def _bound(nsfile: str) -> bool:
+    """Whether `nsfile` is a namespace's bind mount (nsfs), not the empty file under it."""
+    try:
+        return os.stat(nsfile).st_dev != os.stat(os.path.dirname(nsfile)).st_dev
+    except OSError:
+        return False
 
 
 def rename_member(paths: state.Paths, old: str, new: str) -> None:

@@ -31,8 +31,7 @@ import os
 import sys
 import time
 
-from cove.engine import events, procs
-from cove.engine import state as S
+from cove.engine import events, procs, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class Policy:
                  fork: Callable[[Callable[[], int], Callable[[int], None]], None],
                  watching: Callable[[str], bool]) -> None:
         self.root = root
-        self.paths = S.Paths(root)
+        self.paths = state.Paths(root)
         self.later, self.fork, self.watching = later, fork, watching
         self.restart_at: dict[str, float] = {}  # wall clock
         self.backoff: dict[str, float] = {}
@@ -153,7 +152,7 @@ class Policy:
     def exited(self, name: str) -> None:
         """A run ended (or was found ended): schedule a restart if the policy wants one."""
         try:
-            rec = S.load_record(self.paths.cdir(name))
+            rec = state.load_record(self.paths.cdir(name))
         except Exception:
             return
         if rec is None or rec["State"]["Status"] in ("running", "paused"):
@@ -167,14 +166,14 @@ class Policy:
             self.restart_at.pop(name, None)
             return
         failed = self.failed_at.pop(name, None)
-        ran = S.parse_rfc3339(st["FinishedAt"]) - S.parse_rfc3339(st["StartedAt"])
+        ran = state.parse_rfc3339(st["FinishedAt"]) - state.parse_rfc3339(st["StartedAt"])
         delay = BACKOFF_MIN if ran >= RESET_AFTER and failed is None else \
             min(self.backoff.get(name, BACKOFF_MIN / 2) * 2, BACKOFF_MAX)
         self.backoff[name] = delay
-        due = (S.parse_rfc3339(st["FinishedAt"]) if failed is None else failed) + delay
+        due = (state.parse_rfc3339(st["FinishedAt"]) if failed is None else failed) + delay
         self.restart_at[name] = due
         try:
-            S.update_record(self.paths.cdir(name), lambda r: r["State"].update(
+            state.update_record(self.paths.cdir(name), lambda r: r["State"].update(
                 {"Status": "restarting"}) if r["State"]["Status"] == "exited" else None)
         except Exception:
             pass
@@ -185,7 +184,7 @@ class Policy:
             return  # superseded, or one runs
         del self.restart_at[name]
         try:
-            rec = S.load_record(self.paths.cdir(name))
+            rec = state.load_record(self.paths.cdir(name))
         except Exception:
             return
         if rec is None or rec["State"]["Status"] not in ("exited", "restarting") \
@@ -222,7 +221,7 @@ class Policy:
         if self.started.get(name) != started or not self.watching(name):
             return  # that run is over
         try:
-            rec = S.load_record(self.paths.cdir(name))
+            rec = state.load_record(self.paths.cdir(name))
         except Exception:
             rec = None
         if rec is None or rec["State"]["Status"] != "running" \
@@ -250,12 +249,12 @@ def restart_child(root: str, name: str, delay: float) -> int:
     """Start the container again; 0 once it runs. The attempt goes into RestartLog when
     it is over, with the count (a restart that ran) or the error (one that failed) in
     the same write, so that a reader never sees one without the other."""
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     cdir = paths.cdir(name)
-    rec = S.load_record(cdir)
+    rec = state.load_record(cdir)
     st = rec["State"] if rec else None
     entry: dict[str, Any] = {"ExitedAt": st.get("FinishedAt") if st else None,
-                             "RestartedAt": S.now_rfc3339(), "Delay": delay,
+                             "RestartedAt": state.now_rfc3339(), "Delay": delay,
                              "ExitCode": st.get("ExitCode") if st else None}
     try:
         from cove.engine import containers
@@ -269,7 +268,7 @@ def restart_child(root: str, name: str, delay: float) -> int:
             r["State"].update({"Status": "exited", "Error": err})
             r["RestartLog"] = [*r.get("RestartLog", []), {**entry, "Error": err}][-10:]
         try:
-            S.update_record(cdir, failure)
+            state.update_record(cdir, failure)
         except Exception:
             pass
         return 1
@@ -277,7 +276,7 @@ def restart_child(root: str, name: str, delay: float) -> int:
     def ran(r: Record) -> None:
         r["RestartCount"] = int(r.get("RestartCount", 0)) + 1
         r["RestartLog"] = [*r.get("RestartLog", []), entry][-10:]
-    S.update_record(cdir, ran)
+    state.update_record(cdir, ran)
     return 0
 
 
@@ -301,12 +300,12 @@ def _kill_check(pid: int, pid_file: str) -> None:
 
 def check_child(root: str, name: str, rec: Record) -> int:
     """Run one health check, record it, and act on `unhealthy`."""
-    cdir = S.Paths(root).cdir(name)
+    cdir = state.Paths(root).cdir(name)
     hc = rec["Config"]["Healthcheck"]
     if hc is None:
         return 0  # (never: `check` runs it for a container that has one)
     code, text, begin = _run_check(root, name, hc)
-    in_start = time.time() - S.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
+    in_start = time.time() - state.parse_rfc3339(rec["State"]["StartedAt"]) < hc["StartPeriod"]
     result: dict[str, Any] = {}
 
     def record(r: Record) -> None:
@@ -316,7 +315,7 @@ def check_child(root: str, name: str, rec: Record) -> int:
             return  # it failed because the container is being stopped or removed
         h: HealthState = r["State"].get("Health") or {"Status": "starting",
                                                       "FailingStreak": 0, "Log": []}
-        h["Log"] = [*h["Log"], {"Start": begin, "End": S.now_rfc3339(),
+        h["Log"] = [*h["Log"], {"Start": begin, "End": state.now_rfc3339(),
                                 "ExitCode": code, "Output": text[-4096:]}][-5:]
         if code == 0:
             h["Status"], h["FailingStreak"] = "healthy", 0
@@ -327,7 +326,7 @@ def check_child(root: str, name: str, rec: Record) -> int:
         r["State"]["Health"] = h
         result.update(h)
     try:
-        S.update_record(cdir, record)
+        state.update_record(cdir, record)
     except Exception:
         return 1
     changed = bool(result) and \
@@ -349,11 +348,11 @@ def _run_check(root: str, name: str, hc: Healthcheck) -> tuple[int, str, str]:
     import select
 
     from cove.engine.spawn import runtime_binary
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     cdir = paths.cdir(name)
     test = hc["Test"]
     argv = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
-    begin = S.now_rfc3339()
+    begin = state.now_rfc3339()
     pid_file = os.path.join(cdir, f"health-{os.getpid()}.pid")
     r, w = os.pipe()
     null = os.open(os.devnull, os.O_RDONLY)
@@ -393,7 +392,7 @@ def _run_check(root: str, name: str, hc: Healthcheck) -> tuple[int, str, str]:
 def _act_on_unhealthy(root: str, name: str, action: str) -> bool:
     """--health-on-failure: kill or restart a container that just became unhealthy.
     False (nothing done) when the user stopped or removed it meanwhile."""
-    now: Mapping[str, Any] = S.load_record(S.Paths(root).cdir(name)) or {}
+    now: Mapping[str, Any] = state.load_record(state.Paths(root).cdir(name)) or {}
     if now.get("ManuallyStopped") or (now.get("State") or {}).get("Status") != "running":
         return False  # `stop`/`rm -f` since: the user's word wins
     try:

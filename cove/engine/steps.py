@@ -17,8 +17,7 @@ import os
 import socket
 import sys
 
-from cove.engine import events, procs, teardown
-from cove.engine import state as S
+from cove.engine import events, procs, state, teardown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from cove.engine.container.record import Record
 
 
-def runtime_cmd(paths: S.Paths, env: dict[str, str]) -> list[str]:
+def runtime_cmd(paths: state.Paths, env: dict[str, str]) -> list[str]:
     rt = env.get("COVE_RUNTIME") or os.path.join(os.path.dirname(sys.executable),
                                                 "cove-runtime")
     return [rt, "--root", paths.runtime_root]
@@ -76,7 +75,7 @@ def in_process(env: dict[str, str], cdir: str = "") -> bool:
     return True
 
 
-def _other_handler(paths: S.Paths, name: str) -> bool:
+def _other_handler(paths: state.Paths, name: str) -> bool:
     """Whether the runtime's state of `name` names a handler (vm, gvisor): those verbs
     go through the binary, which loads that handler."""
     try:
@@ -167,7 +166,7 @@ def _verb(fn: Callable[[], object], env: dict[str, str], fds: tuple[int, int, in
     return os.waitstatus_to_exitcode(status)
 
 
-def _verb_fn(paths: S.Paths, argv: list[str]) -> Callable[[], object]:
+def _verb_fn(paths: state.Paths, argv: list[str]) -> Callable[[], object]:
     """The in-process runtime verb of `cove-runtime --root R ARGV...`."""
     from cove.runtime import CreateOptions, namespaces
     root = paths.runtime_root
@@ -194,7 +193,7 @@ def _drain(r: int) -> str:
     return got.decode(errors="replace").strip()
 
 
-def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
+def rt_call(paths: state.Paths, env: dict[str, str], cdir: str, argv: list[str],
             stdin: int = -1, stdout: int = -1, stderr: int = -1) -> tuple[int, str]:
     """`cove-runtime --root R ARGV...` (create, start, delete --force): in-process when
     in_process() says so, else the binary; its exit code and (unless redirected) its
@@ -215,7 +214,7 @@ def rt_call(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
     return code, _drain(r)
 
 
-def rt_create_start(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[str],
+def rt_create_start(paths: state.Paths, env: dict[str, str], cdir: str, argv: list[str],
                     fds: tuple[int, int, int]) -> tuple[int, int, str, int | None]:
     """In-process only: `create ARGV` with `fds` as its stdio (a stdin of -1: /dev/null),
     then `start` in the same
@@ -230,7 +229,7 @@ def rt_create_start(paths: S.Paths, env: dict[str, str], cdir: str, argv: list[s
 
     def start() -> int:
         with open(pid_file) as f:
-            pstart = S.proc_start_time(int(f.read().strip()))
+            pstart = state.proc_start_time(int(f.read().strip()))
         os.write(mw, f"c {pstart or ''}".encode())
         for i, fd in enumerate((null, null, w)):
             os.dup2(fd, i)
@@ -299,7 +298,7 @@ def _pass_master(srv: socket.socket, to: int) -> None:
         os.close(fds[0])
 
 
-def _create_start(paths: S.Paths, env: dict[str, str], name: str, rfds: list[int],
+def _create_start(paths: state.Paths, env: dict[str, str], name: str, rfds: list[int],
                   stdin: int, console: socket.socket | None, tty: int
                   ) -> tuple[int, int | None]:
     """The runtime's create, then (a terminal's master passed on to the monitor first)
@@ -333,7 +332,7 @@ def _create_start(paths: S.Paths, env: dict[str, str], name: str, rfds: list[int
     with open(pid_file) as f:
         pid = int(f.read().strip())
     if started is None:
-        pstart = S.proc_start_time(pid)
+        pstart = state.proc_start_time(pid)
         started, err = rt_call(paths, env, cdir, ["start", name])
     if started != 0:
         rt_call(paths, env, cdir, ["delete", "--force", name])
@@ -347,10 +346,10 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
     by the monitor), record it running and say "ok" on `sync`; or say "error: ..." and
     record why. The exit status: 0 once it runs. A container with a terminal (Tty)
     gets the runtime's pty, whose master goes to the monitor over the socket `tty`."""
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     cdir = paths.cdir(name)
     try:
-        rec = S.load_record(cdir)
+        rec = state.load_record(cdir)
         if rec is None:
             raise RuntimeError("its record is gone")
         for old in (procs.EXIT_FILE, "init.pid"):
@@ -365,14 +364,14 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
 
         def running(r: Record) -> None:
             st = r["State"]
-            r["ZygotePid"], r["ZygoteStart"] = keeper, S.proc_start_time(keeper)
+            r["ZygotePid"], r["ZygoteStart"] = keeper, state.proc_start_time(keeper)
             st.update({"Status": "running", "Running": True, "Pid": pid,
                        "PidStart": pstart, "ExitCode": 0, "Error": "",
-                       "StartedAt": S.now_rfc3339(), "FinishedAt": "0001-01-01T00:00:00Z"})
+                       "StartedAt": state.now_rfc3339(), "FinishedAt": "0001-01-01T00:00:00Z"})
             if r["Config"].get("Healthcheck"):
                 st["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
             r["MonitorPid"] = monitor
-        rec = S.update_record(cdir, running)
+        rec = state.update_record(cdir, running)
         events.emit(root, "container", "start", rec)
     except Exception as e:
         msg = str(e).replace("\n", " ") or type(e).__name__
@@ -381,7 +380,7 @@ def start(root: str, name: str, env: dict[str, str], rfds: list[int], sync: int,
         except OSError:
             pass
         try:
-            finish(root, name, 127, msg, S.now_rfc3339(), 0, env, auto_remove=False)
+            finish(root, name, 127, msg, state.now_rfc3339(), 0, env, auto_remove=False)
         except Exception as e2:
             print(f"cove-monitor: {name}: {e2}", file=sys.stderr, flush=True)
         return 1
@@ -397,7 +396,7 @@ def finish(root: str, name: str, code: int, error: str, finished: str, pid: int,
     """After init `pid` exited with `code` (its output already in the log): the runtime's
     state deleted, the network and rootfs undone, the exit recorded and a `--rm -d`
     container removed (the monitor applies its restart policy once this is done)."""
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     # `cove rename` while it ran: the runtime's state and the network know the new name
     # (cleanup settles the rest: cove/engine/ops.py)
     name = teardown.current_name(paths.cdir(name), name)
@@ -408,7 +407,7 @@ def finish(root: str, name: str, code: int, error: str, finished: str, pid: int,
         _call(_verb_fn(paths, ["delete", "--force", name]))
     else:
         rt_call(paths, env, cdir, ["delete", "--force", name])
-    teardown.cleanup(paths, name, S.load_record(cdir) or {})
+    teardown.cleanup(paths, name, state.load_record(cdir) or {})
     changed = False
 
     def done(r: Record) -> None:
@@ -424,7 +423,7 @@ def finish(root: str, name: str, code: int, error: str, finished: str, pid: int,
             health["Status"] = "unhealthy" if health["Status"] == "unhealthy" \
                 else "starting"
         r["MonitorPid"] = 0
-    rec = S.update_record(cdir, done)
+    rec = state.update_record(cdir, done)
     if not changed:
         return
     events.emit(paths.root, "container", "die", rec, exitCode=code)

@@ -25,8 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from cove.engine import state as S
-from cove.engine import ttywatch
+from cove.engine import state, ttywatch
 from cove.errors import CoveError
 
 TYPE_CHECKING = False
@@ -95,7 +94,7 @@ def connect(cdir: str, cid: str | None, from_start: bool = False,
         try:
             return Conn(cdir, from_start, timeout=0)
         except CoveError:
-            rec = S.load_record(cdir)
+            rec = state.load_record(cdir)
             if rec is None or rec.get("Id") != cid or \
                     rec["State"]["Status"] not in (*ACTIVE, "created") or \
                     time.monotonic() > deadline:
@@ -181,9 +180,9 @@ def relay(root: str, name: str, *, stdin: int | None, out: int, keys: bytes,
     output from its start: the monitor's, or the log's when the run was over before we
     could connect."""
     from_start = tail is not None
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     cdir = paths.cdir(name)
-    rec: Mapping[str, Any] = S.load_record(cdir) or {}
+    rec: Mapping[str, Any] = state.load_record(cdir) or {}
     k = _Keys(stdin, keys, bool(rec.get("Config", {}).get("OpenStdin"))) \
         if stdin is not None else None
     first = connect(cdir, rec.get("Id"), from_start)
@@ -244,13 +243,13 @@ def _still_running(cdir: str, cid: str | None, wait: float = 0.5) -> bool:
     record an exit that came with the end of the connection."""
     deadline = time.monotonic() + wait
     while True:
-        rec = S.load_record(cdir)
+        rec = state.load_record(cdir)
         if rec is None or rec.get("Id") != cid:
             return False
         st = rec["State"]
         if st["Status"] not in ACTIVE:
             return False
-        if not S.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
+        if not state.pid_alive(int(st.get("Pid") or 0), st.get("PidStart")):
             if time.monotonic() > deadline + 5:
                 return False
         elif time.monotonic() > deadline:
@@ -262,8 +261,8 @@ def exit_code(root: str, name: str) -> int:
     """The container's exit code once its exit is recorded (the code its last record
     had when it was removed meanwhile)."""
     from cove.engine.container.stop import wait
-    cdir = S.Paths(root).cdir(name)
-    last = S.load_record(cdir)
+    cdir = state.Paths(root).cdir(name)
+    last = state.load_record(cdir)
     try:
         return wait(root, name)
     except CoveError:
@@ -279,21 +278,21 @@ def run(root: str, o: Any) -> tuple[Record, int]:
     from cove.engine.container.stop import remove
     from cove.engine.detachkeys import DEFAULT_DETACH_KEYS, parse_detach_keys
     keys = parse_detach_keys(getattr(o, "detach_keys", "") or DEFAULT_DETACH_KEYS)
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     rec = create(root, o)
     name = rec["Name"]
     cdir = paths.cdir(name)
     if o.interactive:
-        S.update_record(cdir, lambda r: r["Config"].update({"OpenStdin": True}))
-    from cove.engine import logs as L
+        state.update_record(cdir, lambda r: r["Config"].update({"OpenStdin": True}))
+    from cove.engine import logs
     from cove.engine.logs import LogTail
-    tail = LogTail(L.log_path(cdir))  # (no log yet: from its start)
+    tail = LogTail(logs.log_path(cdir))  # (no log yet: from its start)
     try:
         rec = start(root, name)
         got = relay(root, name, stdin=0 if o.interactive else None, out=1, keys=keys,
                     tail=tail)
     except BaseException:
-        cur = S.load_record(cdir)
+        cur = state.load_record(cdir)
         if cur is None or cur["State"]["Status"] not in ACTIVE:
             with contextlib.suppress(Exception):
                 remove(root, name, force=True)
@@ -302,8 +301,8 @@ def run(root: str, o: Any) -> tuple[Record, int]:
         tail.close()
     if got is not None:  # detached: --rm now falls to the monitor, as docker's
         if o.rm:
-            S.update_record(cdir, lambda r: r["HostConfig"].update({"AutoRemove": True}))
-            cur = S.load_record(cdir)
+            state.update_record(cdir, lambda r: r["HostConfig"].update({"AutoRemove": True}))
+            cur = state.load_record(cdir)
             if cur is not None and cur["State"]["Status"] not in ACTIVE:
                 with contextlib.suppress(CoveError):
                     remove(root, name, force=True)

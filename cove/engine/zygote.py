@@ -36,8 +36,7 @@ import socket
 import sys
 import time
 
-from cove.engine import monitor, procs
-from cove.engine import state as S
+from cove.engine import monitor, procs, state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ class Held:
 class Keeper(procs.Loop):
     def __init__(self, root: str) -> None:
         self.root = root
-        self.paths = S.Paths(root)
+        self.paths = state.Paths(root)
         super().__init__()
         self.held: dict[str, Held] = {}
         self.by_pid: dict[int, Held] = {}
@@ -185,8 +184,8 @@ class Keeper(procs.Loop):
         for pid in [p for p in procs.REAPED if p != self.mon_pid]:
             # an init the monitor had not told us about yet (it died while starting it)
             status = procs.REAPED.pop(pid)
-            for name in S.all_names(self.paths):
-                rec: Mapping[str, Any] = S.load_record(self.paths.cdir(name)) or {}
+            for name in state.all_names(self.paths):
+                rec: Mapping[str, Any] = state.load_record(self.paths.cdir(name)) or {}
                 if int((rec.get("State") or {}).get("Pid") or 0) == pid:
                     self.exited(Held(name, pid, None, []), status)
                     break
@@ -216,8 +215,8 @@ class Keeper(procs.Loop):
                 pass
             h.fds = [f for f in h.fds if f != h.pidfd]
             h.pidfd = -1
-        S.write_atomic(os.path.join(self.paths.cdir(h.name), procs.EXIT_FILE),
-                       f"{procs.shell_code(status)} {h.pid}\n".encode())
+        state.write_atomic(os.path.join(self.paths.cdir(h.name), procs.EXIT_FILE),
+                           f"{procs.shell_code(status)} {h.pid}\n".encode())
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -282,7 +281,7 @@ def serve(root: str, ready: int, sibling: tuple[int, int] | None = None) -> int:
             os.write(ready, b"ok\n")
         return 0
     procs.subreaper()
-    S.write_atomic(os.path.join(root, PID_FILE), f"{os.getpid()}\n".encode())
+    state.write_atomic(os.path.join(root, PID_FILE), f"{os.getpid()}\n".encode())
     k = Keeper(root)
     k.lock = lock
     if sibling is not None:

@@ -7,6 +7,12 @@ import os
 
 from cove.oci.defaults import default_spec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # cove.oci.image is imported by the functions that need it
+    from typing import Any
+
+    from cove.oci.image import ContainerConfig
+
 
 def write_bundle(bundle: str, rootfs: str, args: list[str], *, env: list[str] | None = None,
                  cwd: str = "/", uid: int = 0, gid: int = 0, terminal: bool = False,
@@ -100,7 +106,7 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in out.items()]
 
 
-def _rootless_maps(spec: dict[str, object], uid: int, gid: int, extra: list[int],
+def _rootless_maps(spec: dict[str, Any], uid: int, gid: int, extra: list[int],
                    user: str) -> None:
     """Map container ids 1.. to the caller's subordinate ranges, as rootless podman
     (cove.image.userns.id_maps). A user or group the maps leave out is refused here
@@ -111,7 +117,6 @@ def _rootless_maps(spec: dict[str, object], uid: int, gid: int, extra: list[int]
     from cove.image import userns
     umaps, gmaps = userns.id_maps()
     lin = spec["linux"]
-    assert isinstance(lin, dict)
     lin["uidMappings"], lin["gidMappings"] = umaps, gmaps
     for kind, i, maps, file in (("uid", uid, umaps, userns.SUBUID),
                                 ("gid", gid, gmaps, userns.SUBGID)):
@@ -125,16 +130,14 @@ def _rootless_maps(spec: dict[str, object], uid: int, gid: int, extra: list[int]
     extra[:] = [g for g in extra if g < n] if n > 1 else []
 
 
-def image_spec(cfg: object, rootfs: str, *, args: list[str], entrypoint: str | None = None,
-               env: list[str] | None = None, workdir: str | None = None,
-               user: str | None = None, terminal: bool = False,
-               hostname: str = "cove") -> dict[str, object]:
+def image_spec(cfg: ContainerConfig, rootfs: str, *, args: list[str],
+               entrypoint: str | None = None, env: list[str] | None = None,
+               workdir: str | None = None, user: str | None = None, terminal: bool = False,
+               hostname: str = "cove") -> dict[str, Any]:
     """runc's default spec running an image: Entrypoint + Cmd (`args` replace Cmd,
     `entrypoint` replaces Entrypoint and drops the image's Cmd), Env (+ `env`),
     WorkingDir (or `workdir`), User (or `user`, resolved in the image)."""
     from cove.errors import CoveError
-    from cove.oci.image import ContainerConfig
-    assert isinstance(cfg, ContainerConfig)
     if entrypoint is not None:
         ep = [entrypoint] if entrypoint else []
         cmd = args

@@ -23,9 +23,9 @@ import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 
-from cove.image import layers as L
+from cove.image import layers
 
-_OPAQUE_XATTRS = (L.OPAQUE_XATTR, "user.overlay.opaque")
+_OPAQUE_XATTRS = (layers.OPAQUE_XATTR, "user.overlay.opaque")
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 
 
@@ -96,7 +96,7 @@ class LayerWriter:
     def whiteout(self, arc: str, mtime: float = 0) -> None:
         """The OCI mark that `arc` was deleted: `.wh.NAME` beside it."""
         parent, _, base = arc.rpartition("/")
-        wh = tarfile.TarInfo(f"{parent}/{L.WHITEOUT_PREFIX}{base}".lstrip("/"))
+        wh = tarfile.TarInfo(f"{parent}/{layers.WHITEOUT_PREFIX}{base}".lstrip("/"))
         wh.mtime = int(mtime)
         self.tf.addfile(wh)
 
@@ -132,7 +132,7 @@ class LayerWriter:
                 os.close(fd)
             self.tf.addfile(ti)
             if opaque:
-                opq = tarfile.TarInfo(f"{arc}/{L.OPAQUE}")
+                opq = tarfile.TarInfo(f"{arc}/{layers.OPAQUE}")
                 opq.mtime = int(st.st_mtime)
                 self.tf.addfile(opq)
         elif stat.S_ISLNK(mode):

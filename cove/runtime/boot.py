@@ -16,8 +16,10 @@ for this interpreter's bytecode (the .pyc magic number and a format tag).
 
 A verb's cache holds every module a run of that verb imported (from Cove and the
 standard library; a union over its runs, so its rarer branches join after their first
-use): whatever missed is added when the process exits. One file per verb keeps each
-read to what that verb needs (~0.4 MB for `run`; all verbs together are ~1.7 MB).
+use): whatever missed is added when the process exits. One file per verb keeps its
+index small; only the index is read at start, and each module's code (one pread) when
+it is imported, so a file grown by rare branches (1.2-1.8 MB for create, start, kill,
+delete) costs a call no more than the ~0.2 MB it uses.
 Nothing else changes: a module not in the cache, or a cache that cannot be read or
 written (a read-only tree, another user), is imported as always.
 
@@ -30,7 +32,7 @@ handed on). An exception other than the CLI's own errors still gets Python's tra
 from __future__ import annotations
 
 import marshal
-import os
+import posix
 import sys
 
 TYPE_CHECKING = False
@@ -40,11 +42,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 _FORMAT = "cove-hotpath-2"
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../cove
+# .../cove, without `os` (cove/runtime/lite.py says why): the launcher puts absolute
+# directories on sys.path; a relative one (a hand-made sys.path) takes `os`'s abspath.
+_PKG = (__file__ if __file__.startswith("/") else
+        __import__("os").path.abspath(__file__)).rsplit("/", 2)[0]
 # The standard library's directory: its pure modules on the path (ctypes, struct,
 # types, __future__) are served the same way, its extension modules (_ctypes, _json)
 # found without the walk of sys.path.
-_STDLIB = os.path.dirname(os.__file__ or "") or "/nonexistent"
+_STDLIB = (getattr(sys.modules.get("encodings"), "__file__", None) or "").rsplit("/", 2)[0] \
+    or "/nonexistent"
 # The global flags of cove-runtime that take a value (cove.cli.runtime.GLOBAL): skipped
 # to find the verb that names the cache file.
 _VALUED = frozenset({"--root", "--log", "--log-format", "--rootless", "--criu"})
@@ -62,12 +68,59 @@ def cache_path(argv: list[str]) -> str:
             continue
         verb = a if len(a) <= 16 and a.replace("-", "").isalpha() else "other"
         break
-    return os.path.join(_PKG, "__pycache__",
-                        f"hotpath.{sys.implementation.cache_tag}.{verb}.bin")
+    return "/".join((_PKG, "__pycache__",
+                     f"hotpath.{sys.implementation.cache_tag}.{verb}.bin"))
+
+
+# The fds load() keeps for Slice reads, and whether this process is a forked child.
+_cache_fds: list[int] = []
+_forked = False
+
+
+def _after_fork() -> None:
+    """In every forked child (the container's init and stage 1, hooks, exec's child):
+    close the cache's fds, so that no process that enters a container holds a host
+    file it did not hold before the Slice (write access to this file would be code
+    execution in the next cove-runtime). A child's imports take the usual path."""
+    global _forked
+    _forked = True
+    for fd in _cache_fds:
+        try:
+            posix.close(fd)
+        except OSError:
+            pass
+    _cache_fds.clear()
+
+
+posix.register_at_fork(after_in_child=_after_fork)
+
+
+class Slice:
+    """A module's code where it lies in the cache file, read (one pread) only when that
+    module is imported. A verb's file is the union of all its runs' modules (1.2-1.8 MB
+    for create, start, kill, delete once the tests have run them), of which one call
+    needs ~0.2 MB: reading the whole file into a fresh buffer cost each call ~300 page
+    faults (~2 ms here). The file stays open (close-on-exec) in the runtime's own
+    process, which closes only fds it opened; a forked child closes it (_after_fork)
+    and never reads a Slice, since its number may be reused there."""
+
+    __slots__ = ("fd", "length", "offset")
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd, self.offset, self.length = fd, offset, length
+
+    def __bytes__(self) -> bytes:
+        if _forked:
+            raise OSError(9, "the module cache is closed in a forked child")
+        data = posix.pread(self.fd, self.length, self.offset)
+        if len(data) != self.length:
+            raise OSError(5, "the module cache is short")
+        return data
+
 
 # name -> (source path, mtime_ns, size, is package, marshalled code; empty for an
-# extension module). The code is a slice of the file as read, not a copy.
-Entry = tuple[str, int, int, bool, bytes | memoryview]
+# extension module). The code of a module read from the file is a Slice until used.
+Entry = tuple[str, int, int, bool, bytes | Slice]
 
 
 def _magic() -> bytes:
@@ -96,11 +149,13 @@ class HotFinder:
             return None
         origin, mtime, size, is_pkg, code = e
         try:
-            st = os.stat(origin)
+            st = posix.stat(origin)
+            if st.st_mtime_ns != mtime or st.st_size != size:
+                return None  # edited: the usual import, and a new cache at exit
+            if not isinstance(code, bytes):
+                code = bytes(code)
         except OSError:
             return None
-        if st.st_mtime_ns != mtime or st.st_size != size:
-            return None  # edited: the usual import, and a new cache at exit
         self.served.add(name)
         if not code:
             spec = self._spec_type(name, self._ext_loader(name, origin), origin=origin)
@@ -113,7 +168,7 @@ class HotFinder:
         head, _, tail = origin.rpartition("/")
         spec.cached = f"{head}/__pycache__/{tail[:-3]}.{self._tag}.pyc"
         if is_pkg:
-            spec.submodule_search_locations = [os.path.dirname(origin)]
+            spec.submodule_search_locations = [origin.rpartition("/")[0]]
         spec.loader_state = code
         return spec
 
@@ -130,34 +185,67 @@ def load(path: str) -> dict[str, Entry]:
 
     The file: 4 bytes (the index's length), the index (marshal: format tag, magic
     number, name -> source path, mtime_ns, size, is package, offset, length), then the
-    modules' code. Read in one call into one buffer (each page touched once, no copy
-    per module: a forked child shares them untouched)."""
+    modules' code. Only the index is read here; each module's code when it is imported
+    (Slice), through a copy of the fd kept open (close-on-exec) at a high number
+    (_HIGH_FD): the lowest ones are the caller's to pass (--preserve-fds 3..N+2, which
+    must find fd 3 closed when the caller did not open it, and must never hand this
+    file to the container). Where no such number can be had, the whole file is read
+    now, as before the Slice."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return {}
+    high = -1
     try:
-        st = os.fstat(fd)
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022 or st.st_size < 4:
+        st = posix.fstat(fd)
+        if st.st_uid not in (0, posix.geteuid()) or st.st_mode & 0o022 or st.st_size < 4:
             return {}
-        buf = bytearray(st.st_size)
-        if os.readv(fd, [buf]) != st.st_size:
+        head = posix.pread(fd, 32768, 0)
+        n = int.from_bytes(head[:4], "little")
+        if n > st.st_size - 4:
             return {}
-    except OSError:
-        return {}
-    finally:
-        os.close(fd)
-    view = memoryview(buf)
-    n = int.from_bytes(view[:4], "little")
-    try:
-        fmt, magic, index = marshal.loads(view[4:4 + n])
+        if len(head) < 4 + n:
+            head += posix.pread(fd, 4 + n - len(head), len(head))
+        fmt, magic, index = marshal.loads(memoryview(head)[4:4 + n])
         if fmt != _FORMAT or magic != _magic() or not isinstance(index, dict):
             return {}
         base = 4 + n
-        return {name: (origin, mtime, size, is_pkg, view[base + off:base + off + length])
-                for name, (origin, mtime, size, is_pkg, off, length) in index.items()}
-    except (ValueError, EOFError, TypeError):
+        high = -1 if _forked else _out_of_the_way(fd)
+        if high < 0:
+            data = posix.pread(fd, st.st_size - base, base)
+            return {name: (origin, mtime, size, is_pkg, data[off:off + length])
+                    for name, (origin, mtime, size, is_pkg, off, length) in index.items()}
+        entries: dict[str, Entry] = {
+            name: (origin, mtime, size, is_pkg, Slice(high, base + off, length) if length else b"")
+            for name, (origin, mtime, size, is_pkg, off, length) in index.items()}
+        _cache_fds.append(high)
+        return entries
+    except (OSError, ValueError, EOFError, TypeError):
+        if high >= 0:
+            posix.close(high)
         return {}
+    finally:
+        posix.close(fd)
+
+
+# Where the cache's fd is kept (load): far above the fds a caller passes to the runtime.
+_HIGH_FD = 1000
+
+
+def _out_of_the_way(fd: int) -> int:
+    """A close-on-exec copy of fd at a free number at or just below _HIGH_FD, or -1
+    (none free, or over RLIMIT_NOFILE)."""
+    for target in range(_HIGH_FD, _HIGH_FD - 16, -1):
+        try:
+            posix.fstat(target)
+            continue  # taken: never dup2 over an open fd
+        except OSError:
+            pass
+        try:
+            return posix.dup2(fd, target, inheritable=False)
+        except OSError:
+            return -1
+    return -1
 
 
 def _code_of(mod: ModuleType) -> Entry | None:
@@ -165,9 +253,11 @@ def _code_of(mod: ModuleType) -> Entry | None:
     matches the source as it is now, else compiled afresh."""
     spec = getattr(mod, "__spec__", None)
     origin = getattr(spec, "origin", None)
-    if not isinstance(origin, str) or not (origin.startswith(_PKG + os.sep) or
-                                           origin.startswith(_STDLIB + os.sep)):
-        return None
+    if not isinstance(origin, str) or not (origin.startswith(_PKG + "/") or
+                                           origin.startswith(_STDLIB + "/")):
+        return None  # built-in, frozen or foreign: asked at every exit, so without `os`
+    import os  # only for a module to add (cove/runtime/lite.py)
+
     try:
         st = os.stat(origin)
         if origin.endswith(".so"):
@@ -215,8 +305,18 @@ def save(finder: HotFinder, path: str) -> bool:
             changed = True
     if not changed:
         return False
-    # Modules since removed from the tree leave with this rewrite.
-    entries = {k: e for k, e in entries.items() if os.path.exists(e[0])}
+    import os  # only when the cache is rewritten (cove/runtime/lite.py)
+
+    # Modules since removed from the tree leave with this rewrite; so do those whose
+    # code can no longer be read (they join again when next imported).
+    kept: dict[str, Entry] = {}
+    for k, (origin, mtime, size, is_pkg, code) in entries.items():
+        try:
+            if os.path.exists(origin):
+                kept[k] = (origin, mtime, size, is_pkg, bytes(code))
+        except OSError:
+            pass
+    entries = kept
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -240,9 +340,10 @@ def dump(entries: dict[str, Entry]) -> bytes:
     blobs: list[bytes] = []
     off = 0
     for name, (origin, mtime, size, is_pkg, code) in entries.items():
-        index[name] = (origin, mtime, size, is_pkg, off, len(code))
-        blobs.append(bytes(code))
-        off += len(code)
+        data = bytes(code)
+        index[name] = (origin, mtime, size, is_pkg, off, len(data))
+        blobs.append(data)
+        off += len(data)
     head = marshal.dumps((_FORMAT, _magic(), index))
     return len(head).to_bytes(4, "little") + head + b"".join(blobs)
 
@@ -274,4 +375,4 @@ def main(module: str = "cove.cli.runtime") -> None:
         save(finder, path)
     except Exception:
         pass
-    os._exit(code if isinstance(code, int) else 1)
+    posix._exit(code if isinstance(code, int) else 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from cove.errors import CoveError
 from cove.runtime import state as runtime_state
@@ -29,12 +29,12 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
         if pids:
             for pid in pids:
                 try:
-                    os.kill(pid, sig)
+                    posix.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             return
     try:
-        os.kill(st.pid, sig)
+        posix.kill(st.pid, sig)
     except ProcessLookupError:
         raise CoveError(f"container {cid!r}", "container not running") from None
 
@@ -42,18 +42,18 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
 def pidns_members(init: int) -> list[int]:
     """The processes in init's pid namespace when it is not ours (init first), else []."""
     try:
-        ns = os.stat(f"/proc/{init}/ns/pid")
-        me = os.stat("/proc/self/ns/pid")
+        ns = posix.stat(f"/proc/{init}/ns/pid")
+        me = posix.stat("/proc/self/ns/pid")
         if (ns.st_dev, ns.st_ino) == (me.st_dev, me.st_ino):
             return []
     except OSError:
         return []
     out = [init]
-    for name in os.listdir("/proc"):
+    for name in posix.listdir("/proc"):
         if not name.isdigit() or int(name) == init:
             continue
         try:
-            s = os.stat(f"/proc/{name}/ns/pid")
+            s = posix.stat(f"/proc/{name}/ns/pid")
         except OSError:
             continue
         if (s.st_dev, s.st_ino) == (ns.st_dev, ns.st_ino):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import select
 
 from cove.errors import CoveError
@@ -17,7 +17,7 @@ def start(root: str, cid: str) -> runtime_state.State:
             raise CoveError(f"container {cid!r}", "cannot start a container that has stopped")
         raise CoveError(f"container {cid!r}", f"cannot start a container that is {status}")
     try:
-        fd = os.open(st.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(st.fifo, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except FileNotFoundError:
         raise CoveError(f"container {cid!r}", "already started") from None
     try:
@@ -26,14 +26,14 @@ def start(root: str, cid: str) -> runtime_state.State:
         p = select.poll()
         p.register(fd, select.POLLIN)
         while True:
-            if p.poll(100) and os.read(fd, 1):
+            if p.poll(100) and posix.read(fd, 1):
                 break
             if not st.alive():
                 raise CoveError(f"container {cid!r}", "init exited before start")
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
-        os.unlink(st.fifo)
+        posix.unlink(st.fifo)
     except FileNotFoundError:
         pass
     raw = st.config_bytes()

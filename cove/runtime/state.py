@@ -7,12 +7,13 @@ so a recycled pid is not mistaken for the container), the exec fifo (present unt
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
 import time
 
 from cove.errors import CoveError
 from cove.oci import OCI_VERSION, jsonio
+from cove.runtime import lite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,20 +28,20 @@ def default_root() -> str:
     else $XDG_RUNTIME_DIR/cove-runtime (runc: $XDG_RUNTIME_DIR/runc), or, when that is
     unset or not writable, /tmp/cove-runtime-<uid>, which must then be a directory of
     ours that nobody else can write (not a symlink or a directory planted in /tmp)."""
-    euid = os.geteuid()
+    euid = posix.geteuid()
     if euid == 0:
         return DEFAULT_ROOT
-    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-    if xdg.startswith("/") and os.access(xdg, os.W_OK | os.X_OK):
-        return os.path.join(xdg, "cove-runtime")
+    xdg = lite.getenv("XDG_RUNTIME_DIR")
+    if xdg.startswith("/") and posix.access(xdg, posix.W_OK | posix.X_OK):
+        return lite.join(xdg, "cove-runtime")
     path = f"/tmp/cove-runtime-{euid}"
     try:
-        os.mkdir(path, 0o700)
+        posix.mkdir(path, 0o700)
     except FileExistsError:
         pass
     except OSError as e:
         raise CoveError(f"state root {path}", e.strerror or str(e)) from None
-    st = os.lstat(path)
+    st = posix.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
         raise CoveError(f"state root {path}", "not a directory owned by us and writable "
                         "only by us: refusing it (set XDG_RUNTIME_DIR or pass --root)")
@@ -85,7 +86,7 @@ class State:
 
     @property
     def dir(self) -> str:
-        return os.path.join(self.root, self.id)
+        return lite.join(self.root, self.id)
 
     @property
     def pid(self) -> int:
@@ -97,7 +98,7 @@ class State:
 
     @property
     def fifo(self) -> str:
-        return os.path.join(self.dir, "exec.fifo")
+        return lite.join(self.dir, "exec.fifo")
 
     def alive(self) -> bool:
         pid = self.pid
@@ -108,7 +109,7 @@ class State:
             return "stopped"
         if self.data.get("creating"):
             return "creating"
-        if os.path.exists(self.fifo):
+        if lite.exists(self.fifo):
             return "created"
         cg = self.data.get("cgroup")
         if cg:
@@ -153,23 +154,24 @@ class State:
         return jsonio.dumps(d)
 
     def save(self) -> None:
-        path = os.path.join(self.dir, "state.json")
+        path = lite.join(self.dir, "state.json")
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
+                        0o600)
         try:
-            os.write(fd, jsonio.dumps(self.data).encode())
+            posix.write(fd, jsonio.dumps(self.data).encode())
         finally:
-            os.close(fd)
-        os.rename(tmp, path)
+            posix.close(fd)
+        posix.rename(tmp, path)
 
     def config_bytes(self) -> bytes:
-        with open(os.path.join(self.dir, "config.json"), "rb") as f:
+        with open(lite.join(self.dir, "config.json"), "rb") as f:
             return f.read()
 
 
 def load(root: str, cid: str) -> State:
     check_id(cid)
-    path = os.path.join(root, cid, "state.json")
+    path = lite.join(root, cid, "state.json")
     try:
         with open(path, "rb") as f:
             data = jsonio.loads(f.read())
@@ -182,28 +184,28 @@ def load(root: str, cid: str) -> State:
 
 def list_ids(root: str) -> list[str]:
     try:
-        names = os.listdir(root)
+        names = posix.listdir(root)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if os.path.exists(os.path.join(root, n, "state.json")))
+    return sorted(n for n in names if lite.exists(lite.join(root, n, "state.json")))
 
 
 def remove_dir(path: str) -> None:
     """rm -r without shutil (which pulls in fnmatch and re); the tree is small and flat."""
     try:
-        entries = os.listdir(path)
+        entries = posix.listdir(path)
     except FileNotFoundError:
         return
     for n in entries:
-        p = os.path.join(path, n)
-        if os.path.isdir(p) and not os.path.islink(p):
+        p = lite.join(path, n)
+        if lite.isdir(p) and not lite.islink(p):
             remove_dir(p)
         else:
             try:
-                os.unlink(p)
+                posix.unlink(p)
             except FileNotFoundError:
                 pass
     try:
-        os.rmdir(path)
+        posix.rmdir(path)
     except FileNotFoundError:
         pass

@@ -252,16 +252,21 @@ class Connection:
         so the first message goes only once the OK has come back."""
         uid = str(os.geteuid()).encode().hex()
         self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\nBEGIN\r\n")
-        line = b""
-        while not line.endswith(b"\r\n"):
+        data = b""
+        # Up to the first line's end, wherever it falls: once BEGIN is read, systemd's
+        # private socket sends the signals of the moment (a reload, units changing) to
+        # every connection at once, and they may come in the same read as the OK. (A
+        # read that had to end with the line's end waited on that stream: the hang seen
+        # in a `delete --force` right after systemd's reload.)
+        while b"\r\n" not in data:
             chunk = self.sock.recv(256)
             if not chunk:
                 raise CoveError(f"D-Bus {self.path}", "connection closed during auth")
-            line += chunk
+            data += chunk
+        line, _, self.buf = data.partition(b"\r\n")  # the rest: the first messages
         if not line.startswith(b"OK "):
             raise CoveError(f"D-Bus {self.path}", f"EXTERNAL auth refused: "
                             f"{line.decode(errors='replace').strip()}")
-        self.buf = line[line.index(b"\r\n") + 2:]  # nothing, unless the peer hurried
 
     def _read(self) -> Message:
         while True:

@@ -1,5 +1,5 @@
 """The issue's multi-stage build: a builder stage compiles a small C program with
-Debian's gcc (an image made from the host's gcc packages, tests/build/hostgcc.py), a
+Debian's gcc (an image made from the host's gcc packages, tests/lib/hostgcc.py), a
 final `FROM busybox` stage copies the static binary out of it; the image runs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.build import hostgcc
+from tests.lib import hostgcc
 from tests.lib.build import Cove, write
 
 DOCKERFILE = """\

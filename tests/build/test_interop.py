@@ -5,10 +5,8 @@ temp dir, runc for RUN, no network) and by Cove: the unpacked trees are the same
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from cove.image import layers as L
 from cove.image.store import Store
-from tests.lib.build import Cove, write
+from tests.lib.build import Cove, tree, write
 from tests.lib.host import mounts_under
 
 pytestmark = pytest.mark.peers
@@ -80,30 +77,6 @@ def buildah(tmp_path: Path) -> Iterator[Buildah]:
     b = Buildah(tmp_path / "buildah")
     yield b
     b.clean()
-
-
-def tree(store: Store, ref: str, dest: Path) -> dict[str, tuple[Any, ...]]:
-    """The image's layers applied into `dest`; path → (type, mode, uid, gid, content)."""
-    img = store.image(ref)
-    snaps = [L.ensure_snapshot(store, d.digest, d.media_type, diff)
-             for d, diff in zip(img.manifest.layers, img.config.diff_ids, strict=True)]
-    dest.mkdir()
-    L.apply_snapshots(snaps, str(dest))
-    out: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(dest):
-        for n in dirnames + filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                content = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                content = os.readlink(p)
-            else:
-                content = ""
-            out[os.path.relpath(p, dest)] = (stat.S_IFMT(st.st_mode),
-                                              oct(stat.S_IMODE(st.st_mode)),
-                                              st.st_uid, st.st_gid, content)
-    return out
 
 
 CONFIG_KEYS = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "ExposedPorts", "Volumes",

@@ -26,8 +26,7 @@ import pytest
 
 from cove.image import userns
 from cove.image.store import Store
-from tests.build.test_interop import tree
-from tests.lib.build import Cove, write
+from tests.lib.build import Cove, tree, write
 from tests.lib.host import mounts_under
 from tests.lib.paths import ROOT, RUNTIME
 from tests.lib.rootless import User

@@ -18,7 +18,7 @@ from tests.lib.cri import CriNode, make_images
 from tests.lib.peers import need
 
 try:  # the dev extra's CRI stubs (pyproject.toml); without them, nothing to collect here
-    from tests.cri.kubelet import Kubelet
+    from tests.lib.kubelet import Kubelet
 except ImportError:  # pragma: no cover - an environment made before they were added
     collect_ignore_glob = ["test_*.py"]
     Kubelet = Any  # type: ignore[misc,assignment]

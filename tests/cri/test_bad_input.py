@@ -11,8 +11,8 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import Kubelet, error_of
 from tests.lib.cri import BUSYBOX_REF, PAUSE_REF, CriNode
+from tests.lib.kubelet import Kubelet, error_of
 
 pytestmark = pytest.mark.peers
 
@@ -99,7 +99,7 @@ def test_container_in_removed_sandbox(kubelet: Kubelet) -> None:
 def test_net_sysctl_on_host_network_refused(kubelet: Kubelet, handler: str) -> None:
     """A net.* sysctl in a host-network pod would change the node's network stack
     (kubelet refuses it earlier; the runtime refuses it too)."""
-    from tests.cri.kubelet import NODE
+    from tests.lib.kubelet import NODE
 
     err = refused(kubelet.run_pod, handler, f"hostnet-sysctl-{handler}", network=NODE,
                   sysctls={"net.ipv4.ip_unprivileged_port_start": "80"})

@@ -26,9 +26,10 @@ import os
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import EXITED, RUNNING, Kubelet
-from tests.cri.stream import STDOUT, Stream, exit_code
-from tests.lib.cri import BUSYBOX_REF, CriNode, netns_socket
+from tests.lib.cri import BUSYBOX_REF, CriNode, fetch, netns_socket
+from tests.lib.cripods import run_to_end, status_field
+from tests.lib.cristream import STDOUT, Stream, exit_code
+from tests.lib.kubelet import EXITED, RUNNING, Kubelet
 
 pytestmark = pytest.mark.peers
 
@@ -126,8 +127,6 @@ def test_gvisor_pod_network(kubelet: Kubelet, node: CriNode) -> None:
     """The pod's CNI address is the sandbox's (runsc --network=sandbox took over the
     pod's interface): a server in the pod answers on it and on its hostPort (CNI
     portmap's DNAT); the containers see eth0 with that address."""
-    from tests.cri.test_node_paths import fetch
-
     pod = kubelet.run_pod("cove-gvisor", "gv-net",
                           ports=[pb.PortMapping(protocol=pb.TCP, container_port=8080,
                                                 host_port=18082)])
@@ -150,8 +149,6 @@ def test_gvisor_security_context(kubelet: Kubelet) -> None:
     """What runsc applies in a pod: user, read-only root, capabilities. Not here:
     seccomp (gVisor is itself the syscall filter: /proc/self/status says Seccomp 0),
     host namespaces (the sandbox has its own kernel)."""
-    from tests.cri.test_security import run_to_end, status_field
-
     pod = kubelet.run_pod("cove-gvisor", "gv-sec")
     S = pb.LinuxContainerSecurityContext
     _code, out = run_to_end(kubelet, pod, "user", "id -u; id -g",
@@ -176,7 +173,7 @@ def test_gvisor_failed_start_leaves_nothing(kubelet: Kubelet) -> None:
     container, its rootfs mount and cgroups go with the pod (the fixture checks)."""
     import grpc
 
-    from tests.cri.kubelet import error_of
+    from tests.lib.kubelet import error_of
 
     pod = kubelet.run_pod("cove-gvisor", "gv-priv", privileged=True)
     cid = kubelet.create(pod, "c", BUSYBOX_REF, ["true"],

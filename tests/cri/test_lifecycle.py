@@ -10,8 +10,8 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import CREATED, EXITED, RUNNING, Kubelet
 from tests.lib.cri import BUSYBOX_REF, PAUSE_REF, CriNode
+from tests.lib.kubelet import CREATED, EXITED, RUNNING, Kubelet
 
 pytestmark = pytest.mark.peers
 

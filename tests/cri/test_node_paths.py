@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import EXITED, RUNNING, Kubelet
-from tests.cri.stream import Stream
-from tests.lib.cri import BUSYBOX_REF, CriNode, netns_socket
+from tests.lib.cri import BUSYBOX_REF, CriNode, fetch, netns_socket
+from tests.lib.cristream import Stream
+from tests.lib.kubelet import EXITED, RUNNING, Kubelet
 
 pytestmark = pytest.mark.peers
 
@@ -95,29 +95,6 @@ def test_oom_killed(kubelet: Kubelet, handler: str) -> None:
     assert st.exit_code == 137 and st.reason == "OOMKilled", st
     assert kubelet.stdout_of(pod, "hog") == ["start"]
     kubelet.remove_pod(pod.id)
-
-
-def fetch(node: CriNode, host: str, port: int) -> bytes:
-    """What a server in a pod sends, from the node's network namespace (retried while
-    the server starts)."""
-    deadline = time.monotonic() + 10
-    while True:
-        s = netns_socket(node.netns)
-        s.settimeout(5)
-        try:
-            s.connect((host, port))
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-            if data:
-                return data
-        except OSError:
-            pass
-        finally:
-            s.close()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing from {host}:{port}")
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("handler", HANDLERS)

@@ -4,31 +4,17 @@ capabilities, seccomp, no_new_privs, privileged, host namespaces; `cove` beside 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import EXITED, NODE, Kubelet, Pod
-from tests.lib.cri import BUSYBOX_REF, CriNode
+from tests.lib.cri import CriNode
+from tests.lib.cripods import run_to_end, status_field
+from tests.lib.kubelet import NODE, Kubelet
 
 pytestmark = pytest.mark.peers
 
 HANDLERS = ["runc", "cove"]
-
-
-def status_field(text: str, name: str) -> str:
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"no {name} in {text}")
-
-
-def run_to_end(kubelet: Kubelet, pod: Pod, name: str, script: str,
-               **kw: Any) -> tuple[int, list[str]]:
-    cid = kubelet.run(pod, name, BUSYBOX_REF, ["sh", "-c", script], **kw)
-    st = kubelet.wait_state(cid, EXITED)
-    return st.exit_code, kubelet.stdout_of(pod, name)
 
 
 @pytest.mark.parametrize("handler", HANDLERS)

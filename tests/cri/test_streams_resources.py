@@ -9,9 +9,9 @@ import time
 import pytest
 from cri_api.v1 import api_pb2 as pb
 
-from tests.cri.kubelet import RUNNING, Kubelet
-from tests.cri.stream import STDERR, STDIN, STDOUT, Stream, exit_code
 from tests.lib.cri import BUSYBOX_REF, CriNode, netns_socket
+from tests.lib.cristream import STDERR, STDIN, STDOUT, Stream, exit_code
+from tests.lib.kubelet import RUNNING, Kubelet
 
 pytestmark = pytest.mark.peers
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.criu import criu_broken
+from tests.lib.criu import criu_broken
 from tests.lib.daemons import Containerd
 from tests.lib.peers import IMAGE_REF, finish, need
 from tests.lib.wait import wait_for

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cove.image.store import Store
-from tests.criu import criu_broken
+from tests.lib.criu import criu_broken
 from tests.lib.engine import Cove
 from tests.lib.wait import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cove.image.store import Store
-from tests.criu import criu_broken
+from tests.lib.criu import criu_broken
 from tests.lib.engine import Cove
 
 COUNTER = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"
@@ -89,8 +89,7 @@ def test_archive_carries_volumes_and_opaque_dirs(cove: Cove, tmp_path: Path,
     (no CRIU needed: the archive alone, around a stand-in image directory)."""
     import os
 
-    from cove.engine import checkpoint_archive as A
-    from cove.engine import state as S
+    from cove.engine import checkpoint_archive, state
 
     cove("create", "--network", "none", "-v", "mvol:/vol", "--name", "c", "busybox", "true")
     cdir = Path(cove.root, "containers", "c")
@@ -102,12 +101,12 @@ def test_archive_carries_volumes_and_opaque_dirs(cove: Cove, tmp_path: Path,
     (cdir / "checkpoint").mkdir()
     (cdir / "checkpoint" / "inventory.img").write_bytes(b"\0" * 16)  # a stand-in
     archive = str(tmp_path / "c.tar")
-    A.write(S.Paths(cove.root), "c", archive)
+    checkpoint_archive.write(state.Paths(cove.root), "c", archive)
     other = str(tmp_path / "root2")
     shutil.copytree(busybox_blobs.root, other, symlinks=True)
-    p2 = S.Paths(other)
+    p2 = state.Paths(other)
     try:
-        assert A.unpack(p2, archive, "c2") == "c2"
+        assert checkpoint_archive.unpack(p2, archive, "c2") == "c2"
         up2 = Path(other, "containers", "c2", "upper", "usr", "sbin")
         assert os.getxattr(up2, "trusted.overlay.opaque") == b"y"
         assert (up2 / "only").read_text() == "x\n"
@@ -116,7 +115,7 @@ def test_archive_carries_volumes_and_opaque_dirs(cove: Cove, tmp_path: Path,
         if merged.is_dir() and any(merged.iterdir()):
             assert sorted(p.name for p in merged.iterdir()) == ["only"]  # opaque here too
     finally:
-        A.discard(p2, "c2")
+        checkpoint_archive.discard(p2, "c2")
         c2 = Cove(other)
         c2("rm", "-f", "c2", check=False)
         c2("volume", "rm", "-f", "mvol", check=False)

@@ -15,10 +15,10 @@ import sys
 
 import pytest
 
-from tests.criu import criu_broken
-from tests.integration.test_cgroups_v2_vm import _summary
+from cove.handlers.vm import qemu
+from tests.lib.criu import criu_broken
+from tests.lib.guest import summary_counts
 from tests.lib.paths import ROOT
-from tests.vm import qemu
 
 # COVE_CRIU_VM_TESTS: another selection, for a quicker turn while working on one
 GUEST_TESTS = os.environ.get("COVE_CRIU_VM_TESTS", "").split() or [
@@ -54,7 +54,7 @@ def test_criu_in_vm() -> None:
     print(f"\nvm: wall {r.wall:.1f}s, guest up at {r.guest_up}s")
     print(tail)
     assert r.rc is not None, f"the guest never reported back:\n{tail}"
-    counts = _summary(r.output)
+    counts = summary_counts(r.output)
     assert counts.get("passed", 0) > 0, f"no pytest summary from the guest:\n{tail}"
     assert r.rc == 0 and not counts.get("failed") and not counts.get("error"), tail
     assert not counts.get("skipped"), f"CRIU did not work in the VM either:\n{tail}"

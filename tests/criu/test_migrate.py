@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from cove.engine import migrate_wire as W
+from cove.engine import migrate_wire
 from cove.image.store import Store
-from tests.criu import criu_broken
+from tests.lib.criu import criu_broken
 from tests.lib.engine import Cove
 from tests.lib.paths import ROOT
 from tests.lib.wait import wait_for
@@ -123,7 +123,7 @@ def _vanishing_receiver(after: str) -> tuple[str, threading.Thread]:
     def serve() -> None:
         sock, _ = srv.accept()
         srv.close()
-        c = W.Conn(sock, "source")
+        c = migrate_wire.Conn(sock, "source")
         c.recv()
         c.send_json(b"O", {})
         while True:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.criu import criu_broken
+from tests.lib.criu import criu_broken
 from tests.lib.paths import RUNTIME
 
 pytestmark = [

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.criu import criu_broken
 from tests.lib.bundles import base_config
+from tests.lib.criu import criu_broken
 from tests.lib.runtime import Env
 
 pytestmark = pytest.mark.skipif(bool(criu_broken()), reason=criu_broken() or "ok")

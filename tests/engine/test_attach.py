@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cove.engine import state as S
+from cove.engine import state
 from tests.lib.engine import Cove, cove_terminal
 from tests.lib.paths import ROOT, RUNTIME
 from tests.lib.wait import wait_for
@@ -61,7 +61,7 @@ def test_run_it_killed_client(cove: Cove) -> None:
     t = cove_terminal([*_cove_cmd(cove), "run", "-it", "--name", "gone", "--network", "none",
                        "busybox", "sh"])
     t.expect(b"# ")
-    rec = S.load(os.path.join(cove.root, "containers", "gone"))
+    rec = state.load(os.path.join(cove.root, "containers", "gone"))
     assert rec is not None and rec["MonitorPid"]
     os.kill(t.pid, signal.SIGKILL)
     assert t.wait() == -signal.SIGKILL
@@ -79,13 +79,13 @@ def test_run_it_killed_client(cove: Cove) -> None:
 def test_records_are_replaced_atomically(tmp_path: Path) -> None:
     """A reader never sees a record half-written or missing while it is rewritten."""
     cdir = str(tmp_path)
-    S.save(cdir, {"Name": "x", "State": {}, "Pad": "y" * 200_000, "N": 0})
+    state.save(cdir, {"Name": "x", "State": {}, "Pad": "y" * 200_000, "N": 0})
     stop = threading.Event()
     bad: list[object] = []
 
     def reader() -> None:
         while not stop.is_set():
-            rec = S.load(cdir)
+            rec = state.load(cdir)
             if rec is None or len(rec["Pad"]) != 200_000:
                 bad.append(rec)
 
@@ -93,7 +93,7 @@ def test_records_are_replaced_atomically(tmp_path: Path) -> None:
     th.start()
     try:
         for i in range(300):
-            S.update(cdir, lambda r, i=i: r.update(N=i))  # type: ignore[misc]
+            state.update(cdir, lambda r, i=i: r.update(N=i))  # type: ignore[misc]
     finally:
         stop.set()
         th.join()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cove.engine import logcopy
-from cove.engine import logs as L
+from cove.engine import logs as engine_logs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ class _Slow(logcopy.Copier):
         time.sleep(0.001)
 
 
-class _SlowWriter(L.JsonFileWriter):
+class _SlowWriter(engine_logs.JsonFileWriter):
     def append(self, blob: bytes) -> None:
         time.sleep(0.001)
         super().append(blob)
@@ -44,7 +44,7 @@ def _copier_child(cdir: str, fifo: str, stop_at_end: bool) -> None:  # pragma: n
     code = 1
     try:
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        c = _Slow(cdir, _SlowWriter(L.log_path(cdir)), logcopy.Scratch())
+        c = _Slow(cdir, _SlowWriter(engine_logs.log_path(cdir)), logcopy.Scratch())
         c.recover(fd, "stdout")
         while True:
             done = c.pump(fd, "stdout", last=stop_at_end)
@@ -113,7 +113,8 @@ def test_a_copier_killed_at_any_moment_copies_each_line_once(tmp_path: Path) -> 
          str(REPO), str(cdir)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     kills = int(r.stdout.split()[-1])
-    entries = [json.loads(x) for x in Path(L.log_path(str(cdir))).read_text().splitlines()]
+    log = Path(engine_logs.log_path(str(cdir)))
+    entries = [json.loads(x) for x in log.read_text().splitlines()]
     text = [e["log"] for e in entries]
     assert text[-1] == "tail without a newline"
     got = [int(t.split()[1]) for t in text[:-1]]
@@ -124,13 +125,14 @@ def test_a_copier_killed_at_any_moment_copies_each_line_once(tmp_path: Path) -> 
 def test_a_partial_line_waits_for_its_end(tmp_path: Path) -> None:
     cdir = str(tmp_path)
     r, w = os.pipe2(os.O_NONBLOCK)
-    c = logcopy.Copier(cdir, L.JsonFileWriter(L.log_path(cdir)), logcopy.Scratch())
+    writer = engine_logs.JsonFileWriter(engine_logs.log_path(cdir))
+    c = logcopy.Copier(cdir, writer, logcopy.Scratch())
     os.write(w, b"one\ntw")
     assert c.pump(r, "stdout") is False
-    os.write(w, b"o\n" + b"x" * (L.MAX_LINE + 5))
+    os.write(w, b"o\n" + b"x" * (engine_logs.MAX_LINE + 5))
     assert c.pump(r, "stdout") is False
     os.close(w)
     assert c.pump(r, "stdout", last=True) is True
     c.close()
-    logs = [json.loads(x)["log"] for x in Path(L.log_path(cdir)).read_text().splitlines()]
-    assert logs == ["one\n", "two\n", "x" * L.MAX_LINE, "xxxxx"]
+    logs = [json.loads(x)["log"] for x in Path(engine_logs.log_path(cdir)).read_text().splitlines()]
+    assert logs == ["one\n", "two\n", "x" * engine_logs.MAX_LINE, "xxxxx"]

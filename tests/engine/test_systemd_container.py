@@ -1,6 +1,6 @@
 """`cove run --systemd`: a Debian bookworm image with systemd (debootstrap
 --variant=minbase --include=systemd,systemd-sysv,dbus, built once and cached beside the
-plain Debian image of tests/image/debian.py) boots to `systemctl is-system-running`
+plain Debian image of tests/lib/debian.py) boots to `systemctl is-system-running`
 running (or degraded, naming the failed units), runs a service of the test's own that
 writes to the journal, answers `cove exec NAME systemctl ...`, and stops on `cove stop`
 (SIGRTMIN+3) within 10 s with exit status 0 and nothing left: no processes, mounts,
@@ -11,7 +11,6 @@ systemd, a bad mode.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -25,11 +24,9 @@ from cove.errors import CoveError
 from cove.image.assemble import build_image
 from cove.image.store import Store
 from cove.oci.image import ContainerConfig
-from tests.image.debian import MIRROR, PATH_ENV, Unavailable
+from tests.lib.debian import PATH_ENV, Unavailable, systemd_rootfs
 from tests.lib.engine import Cove
 
-CACHE = os.environ.get("COVE_TEST_DEBIAN_SYSTEMD",
-                       "/var/cache/cove-tests/debian-bookworm-systemd")
 IMAGE = "cove-test/debian-systemd"
 UNIT = """[Unit]
 Description=A service of the test's own
@@ -57,44 +54,11 @@ def test_modes() -> None:
     assert not wanted("false", ["/sbin/init"])
 
 
-def rootfs() -> str:
-    """The cached rootfs with systemd, built with debootstrap when missing (~45 s here,
-    most of it downloading from the mirror)."""
-    if os.path.exists(CACHE + ".ok") and os.path.isdir(CACHE):
-        return CACHE
-    if os.geteuid() != 0:
-        raise Unavailable("debootstrap needs root")
-    if shutil.which("debootstrap") is None:
-        raise Unavailable("debootstrap is not installed (scripts/install-deps.sh)")
-    tmp = CACHE + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-    try:
-        r = subprocess.run(["debootstrap", "--variant=minbase",
-                            "--include=systemd,systemd-sysv,dbus", "bookworm", tmp, MIRROR],
-                           capture_output=True, text=True, timeout=1200)
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise Unavailable(f"debootstrap from {MIRROR} timed out") from None
-    if r.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["?"]
-        raise Unavailable(f"debootstrap from {MIRROR} failed: {last[0]}")
-    for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for p in Path(tmp, d).glob("*"):
-            if p.is_file() and p.name != "lock":
-                p.unlink()
-    shutil.rmtree(CACHE, ignore_errors=True)
-    os.rename(tmp, CACHE)
-    Path(CACHE + ".ok").touch()
-    return CACHE
-
-
 @pytest.fixture(scope="module")
 def layers(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The rootfs as one layer, and a layer with the test's unit, enabled."""
     try:
-        root = rootfs()
+        root = systemd_rootfs()
     except Unavailable as e:
         pytest.skip(f"no Debian image with systemd: {e}")
     out = tmp_path_factory.mktemp("systemd-layers")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cove.handlers.vm import qemu
-from tests.handlers.common import live_qemus
+from tests.lib.handlers import live_qemus
 from tests.lib.paths import ROOT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.handlers.common import VM_RUNTIME, runtime
 from tests.lib.bundles import base_config
+from tests.lib.handlers import VM_RUNTIME, runtime
 from tests.lib.paths import ROOT
 from tests.lib.runtime import Env
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from tests.handlers.common import GVISOR_RUNTIME, pgrep, runtime
 from tests.lib.bundles import base_config
+from tests.lib.handlers import GVISOR_RUNTIME, pgrep, runtime
 from tests.lib.host import cgroups_named
 from tests.lib.runtime import Env
 

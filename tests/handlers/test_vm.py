@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from cove.handlers.vm import qemu
-from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.bundles import base_config
+from tests.lib.handlers import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.runtime import Env
 
 pytestmark = [pytest.mark.slow,

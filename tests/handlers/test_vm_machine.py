@@ -16,8 +16,8 @@ import pytest
 
 from cove.errors import CoveError
 from cove.handlers.vm import accel, machine, qemu
-from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.bundles import base_config
+from tests.lib.handlers import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.runtime import Env
 
 FAKE = """#!/bin/sh

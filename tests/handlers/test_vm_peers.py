@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from cove.handlers.vm import qemu
-from tests.handlers.common import VM_RUNTIME, no_qemu_left
 from tests.lib.daemons import Containerd, Podman
+from tests.lib.handlers import VM_RUNTIME, no_qemu_left
 from tests.lib.peers import IMAGE_REF, finish, need
 from tests.lib.terminal import PtySession
 

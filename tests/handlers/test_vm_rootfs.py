@@ -10,8 +10,8 @@ import pytest
 
 from cove.handlers.vm import qemu, rootimg
 from cove.handlers.vm.guestcfg import cache_dir
-from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.bundles import base_config, template_rootfs
+from tests.lib.handlers import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.runtime import Env
 
 pytestmark = [pytest.mark.slow,

@@ -15,8 +15,8 @@ import pytest
 
 from cove.handlers.vm import qemu
 from cove.handlers.vm.console import set_winsize
-from tests.handlers.common import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.bundles import base_config
+from tests.lib.handlers import VM_RUNTIME, no_qemu_left, runtime
 from tests.lib.runtime import Env, console_server
 from tests.lib.terminal import PtyMaster, PtySession
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cove.image.store import Store
-from tests.image import debian
+from tests.lib import debian
 from tests.lib.images import RegistryServer, cove_at, overlay_mounts, searchable
 
 pytestmark = [pytest.mark.slow,

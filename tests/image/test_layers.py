@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from cove.image import layers as L
-from cove.image import snapshots
+from cove.image import layers, snapshots
 from cove.image.assemble import build_image
 from cove.image.store import Store
 from tests.lib.images import compress, d, entry, f, hard, sym, tar_bytes, write_tar
@@ -26,7 +25,7 @@ def unpack(tmp: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]], how: 
            **kw: Any) -> Path:
     data = compress(tar_bytes(entries), how)
     dest = tmp / "snap"
-    L.unpack(io.BytesIO(data), how, str(dest), **kw)
+    layers.unpack(io.BytesIO(data), how, str(dest), **kw)
     return dest / "fs"
 
 
@@ -61,16 +60,16 @@ def test_metadata_preserved(tmp_path: Path) -> None:
 def test_compressions_and_diff_id(tmp_path: Path, how: str) -> None:
     raw = tar_bytes([f("a/b", b"data" * 1000)])
     diff = "sha256:" + hashlib.sha256(raw).hexdigest()
-    got, _ = L.unpack(io.BytesIO(compress(raw, how)), how, str(tmp_path / "s"),
+    got, _ = layers.unpack(io.BytesIO(compress(raw, how)), how, str(tmp_path / "s"),
                       expected_diff_id=diff)
     assert got == diff
     assert (tmp_path / "s/fs/a/b").read_bytes() == b"data" * 1000
     # auto-detection gives the same stream
-    assert L.diff_id_of(io.BytesIO(compress(raw, how))) == diff
+    assert layers.diff_id_of(io.BytesIO(compress(raw, how))) == diff
 
 
 def test_diff_id_mismatch_refused(tmp_path: Path) -> None:
-    with pytest.raises(L.LayerError, match="diffID mismatch"):
+    with pytest.raises(layers.LayerError, match="diffID mismatch"):
         unpack(tmp_path, [f("a")], expected_diff_id="sha256:" + "0" * 64)
     assert_clean(tmp_path)
 
@@ -99,7 +98,7 @@ def test_hostile_layers_refused(tmp_path: Path, case: str) -> None:
     for ti, _ in entries:
         if ti.linkname == "OUTSIDE":
             ti.linkname = str(outside)
-    with pytest.raises(L.LayerError, match=why):
+    with pytest.raises(layers.LayerError, match=why):
         unpack(tmp_path, entries)
     assert_clean(tmp_path)
     assert sorted(os.listdir(outside)) == ["secret"]
@@ -109,7 +108,7 @@ def test_hostile_layers_refused(tmp_path: Path, case: str) -> None:
 def test_device_node_refused_when_not_root(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(L.LayerError, match="only root may create device nodes"):
+    with pytest.raises(layers.LayerError, match="only root may create device nodes"):
         unpack(tmp_path, [entry("dev/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)])
     assert_clean(tmp_path)
 
@@ -126,15 +125,15 @@ def test_device_node_as_root(tmp_path: Path) -> None:
 def test_tar_bomb_refused(tmp_path: Path, how: str) -> None:
     bomb = [f("zeros", b"\0" * (8 << 20))]
     assert len(compress(tar_bytes(bomb), how)) < 100_000
-    with pytest.raises(L.LayerError, match="size limit"):
+    with pytest.raises(layers.LayerError, match="size limit"):
         unpack(tmp_path, bomb, how, max_size=1 << 20)
     assert_clean(tmp_path)
 
 
 def test_corrupt_stream_refused(tmp_path: Path) -> None:
     data = compress(tar_bytes([f("a", os.urandom(100_000))]), "gzip")
-    with pytest.raises(L.LayerError):
-        L.unpack(io.BytesIO(data[:-5000] + b"\0" * 5000), "gzip", str(tmp_path / "s"))
+    with pytest.raises(layers.LayerError):
+        layers.unpack(io.BytesIO(data[:-5000] + b"\0" * 5000), "gzip", str(tmp_path / "s"))
     assert_clean(tmp_path)
 
 
@@ -205,6 +204,6 @@ def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
 
 def test_failure_with_writes_in_flight_leaves_nothing(tmp_path: Path) -> None:
     many = [f(f"many/f{i}", b"x" * 1000) for i in range(200)]
-    with pytest.raises(L.LayerError, match="points outside the layer"):
+    with pytest.raises(layers.LayerError, match="points outside the layer"):
         unpack(tmp_path, [*many, sym("many/evil", "../../../etc")])
     assert_clean(tmp_path)

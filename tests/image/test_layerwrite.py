@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.image import layers as L
+from cove.image import layers
 from cove.image.layerwrite import LayerWriter, walk_upper, write_upper
 
 CAP = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)   # cap_net_bind_service=ep
@@ -25,7 +25,7 @@ def upper(tmp_path: Path) -> Path:
     u = tmp_path / "upper"
     (u / "etc" / "gone-dir").mkdir(parents=True)
     (u / "opq").mkdir()
-    os.setxattr(u / "opq", L.OPAQUE_XATTR, b"y")
+    os.setxattr(u / "opq", layers.OPAQUE_XATTR, b"y")
     os.setxattr(u / "etc", "trusted.overlay.impure", b"y")      # overlayfs's: dropped
     (u / "opq" / "new").write_text("n")
     os.mknod(u / "etc" / "passwd", 0o600 | 0o020000, os.makedev(0, 0))  # deleted
@@ -64,7 +64,7 @@ def test_upper_as_a_layer(upper: Path, tmp_path: Path) -> None:
     assert m["null"].ischr() and (m["null"].devmajor, m["null"].devminor) == (1, 3)
     # the image layer's unpacker reads it back: whiteouts, opaque dir, capabilities
     with open(out, "rb") as f:
-        _, wh = L.unpack(f, "none", str(tmp_path / "snap"))
+        _, wh = layers.unpack(f, "none", str(tmp_path / "snap"))
     fs = tmp_path / "snap" / "fs"
     assert "etc/passwd" in wh.whiteouts and "opq" in wh.opaque
     assert os.getxattr(fs / "bin" / "tool", "security.capability") == CAP

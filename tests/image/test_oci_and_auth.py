@@ -193,8 +193,8 @@ def fake() -> Iterator[Fake]:
 
 
 def test_bearer_token_and_chunked_upload(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cove.image import registry as R
-    monkeypatch.setattr(R, "CHUNK_UPLOAD", 1000)
+    from cove.image import registry
+    monkeypatch.setattr(registry, "CHUNK_UPLOAD", 1000)
     reg = Registry(f"127.0.0.1:{fake.port}", creds=("u", "p"))
     reg.check()
     data = bytes(range(256)) * 20                       # 5120 bytes: 6 PATCH chunks

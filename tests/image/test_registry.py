@@ -13,25 +13,14 @@ from typing import Any
 import pytest
 
 from cove.errors import CoveError
-from cove.image.assemble import build_image, build_index
+from cove.image.assemble import build_index
 from cove.image.registry import Registry
 from cove.image.store import Store
 from cove.image.transfer import RegistryOptions, pull, push
-from cove.oci.image import ContainerConfig, Manifest, Platform
-from tests.lib.images import PASSWORD, USER, RegistryServer, d, f, store_files, sym, write_tar
+from cove.oci.image import Manifest, Platform
+from tests.lib.images import PASSWORD, USER, RegistryServer, sample_image, store_files
 
 COVE = [sys.executable, "-m", "cove.cli.main"]
-
-
-def sample_image(tmp: Path, st: Store, name: str, tag: str = "x",
-                 platform: Platform | None = None) -> str:
-    l1 = write_tar(tmp / f"{tag}-1.tar", [d("etc"), f("etc/os", tag.encode()),
-                                          sym("link", "/etc/os")], "gzip")
-    l2 = write_tar(tmp / f"{tag}-2.tar", [f("data/big", os.urandom(300_000))], "zstd")
-    l3 = write_tar(tmp / f"{tag}-3.tar", [f("etc/.wh.os", b"")])
-    cfg = ContainerConfig(cmd=["sh"], env=["A=1"], working_dir="/data")
-    return build_image(st, [l1, l2, l3], cfg, names=(name,) if name else (),
-                       compression=["gzip", "zstd", "none"], platform=platform)
 
 
 def client(reg: RegistryServer, **kw: Any) -> Registry:

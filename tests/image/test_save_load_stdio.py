@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from cove.image.store import Store
-from tests.image.test_registry import sample_image
-from tests.lib.images import RegistryServer, f, write_tar
+from tests.lib.images import RegistryServer, f, sample_image, write_tar
 
 COVE = [sys.executable, "-m", "cove.cli.main"]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.refs import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
 from tests.lib.bundles import base_config
 from tests.lib.paths import RUNTIME
+from tests.lib.refruntimes import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
 from tests.lib.runtime import Env
 
 

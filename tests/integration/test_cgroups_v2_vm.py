@@ -1,6 +1,6 @@
 """The cgroup v2 Manager on a real pure-cgroup2 host: a qemu (TCG) VM of Debian's kernel.
 
-This host is cgroup v1 hybrid. tests/vm/qemu.py boots `linux-image-amd64` with the
+This host is cgroup v1 hybrid. cove/handlers/vm/qemu.py boots `linux-image-amd64` with the
 host's root shared read-only over 9p, mounts only cgroup2 at /sys/fs/cgroup with every
 controller enabled, and runs the v2 tests (tests/v2, plus the host-hierarchy tests,
 which then see a v2 host) with the guest's pytest; their summary line comes back on the
@@ -15,24 +15,11 @@ import sys
 
 import pytest
 
+from cove.handlers.vm import qemu
+from tests.lib.guest import summary_counts
 from tests.lib.paths import ROOT
-from tests.vm import qemu
 
 GUEST_TESTS = ["tests/v2", "tests/integration/test_cgroups_host.py"]
-
-
-def _summary(output: str) -> dict[str, int]:
-    """Counts from pytest's last line ("3 failed, 21 passed, 1 skipped in 25.0s")."""
-    for line in reversed(output.splitlines()):
-        line = line.strip("= ")
-        if " in " in line and any(w in line for w in ("passed", "failed", "error")):
-            counts: dict[str, int] = {}
-            for part in line.rsplit(" in ", 1)[0].split(","):
-                n, _, what = part.strip().partition(" ")
-                if n.isdigit():
-                    counts[what.rstrip("s") if what.endswith("errors") else what] = int(n)
-            return counts
-    return {}
 
 
 @pytest.mark.slow
@@ -54,7 +41,7 @@ def test_v2_manager_in_vm() -> None:
     print(f"\nvm: wall {r.wall:.1f}s, guest up (init ran) at {r.guest_up}s of guest time")
     print(tail)
     assert r.rc is not None, f"the guest never reported back:\n{tail}"
-    counts = _summary(r.output)
+    counts = summary_counts(r.output)
     assert counts.get("passed", 0) > 0, f"no pytest summary from the guest:\n{tail}"
     assert r.rc == 0 and not counts.get("failed") and not counts.get("error"), tail
     # Only the opt-in parts may skip (no block device, no hugetlb sizes).
@@ -63,6 +50,6 @@ def test_v2_manager_in_vm() -> None:
 
 def test_summary_parser() -> None:
     out = "....\n==== 1 failed, 24 passed, 2 skipped, 1 error in 25.02s ====\nCOVE-VM-EXIT=1\n"
-    assert _summary(out) == {"failed": 1, "passed": 24, "skipped": 2, "error": 1}
-    assert _summary("24 passed in 3.1s\n") == {"passed": 24}
-    assert _summary("kernel panic\n") == {}
+    assert summary_counts(out) == {"failed": 1, "passed": 24, "skipped": 2, "error": 1}
+    assert summary_counts("24 passed in 3.1s\n") == {"passed": 24}
+    assert summary_counts("kernel panic\n") == {}

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.refs import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
 from tests.lib.bundles import base_config
+from tests.lib.refruntimes import CRUN, CRUN_OCI_VERSION, RUNC, crun, runc
 from tests.lib.runtime import Env, Runtime
 
 pytestmark = pytest.mark.skipif(RUNC is None, reason="runc is not installed")

@@ -1,18 +1,21 @@
 """The build tests' `cove` runner over a state root of the test's own (bytes in, text
 out, a longer default timeout than the engine's), with a look into the images it built:
-their config, each layer's members. The `cove` fixture of tests/build is
-tests/build/conftest.py's."""
+their config, each layer's members, the tree its layers make (to compare with another
+builder's). The `cove` fixture of tests/build is tests/build/conftest.py's."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from cove.image import layers
 from cove.image.store import Store
 from tests.lib.paths import ROOT, RUNTIME
 
@@ -71,3 +74,27 @@ def write(ctx: Path, files: dict[str, str | bytes]) -> Path:
         else:
             p.write_text(data)
     return ctx
+
+
+def tree(store: Store, ref: str, dest: Path) -> dict[str, tuple[Any, ...]]:
+    """The image's layers applied into `dest`; path → (type, mode, uid, gid, content)."""
+    img = store.image(ref)
+    snaps = [layers.ensure_snapshot(store, d.digest, d.media_type, diff)
+             for d, diff in zip(img.manifest.layers, img.config.diff_ids, strict=True)]
+    dest.mkdir()
+    layers.apply_snapshots(snaps, str(dest))
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                content = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(p)
+            else:
+                content = ""
+            out[os.path.relpath(p, dest)] = (stat.S_IFMT(st.st_mode),
+                                              oct(stat.S_IMODE(st.st_mode)),
+                                              st.st_uid, st.st_gid, content)
+    return out

@@ -37,7 +37,7 @@ from tests.lib.paths import REPO, cove_runtime
 from tests.lib.peers import Peer, containerd_config, docker_archive, finish, sh
 
 try:  # the dev extra's CRI stubs (pyproject.toml); without them tests/cri collects nothing
-    from tests.cri.kubelet import Kubelet
+    from tests.lib.kubelet import Kubelet
     HAVE_CRI_STUBS = True
 except ImportError:  # pragma: no cover - an environment made before they were added
     HAVE_CRI_STUBS = False
@@ -117,6 +117,29 @@ def netns_socket(netns: str, family: int = socket.AF_INET) -> socket.socket:
     if isinstance(out[0], BaseException):
         raise out[0]
     return out[0]
+
+
+def fetch(node: CriNode, host: str, port: int) -> bytes:
+    """What a server in a pod sends, from the node's network namespace (retried while
+    the server starts)."""
+    deadline = time.monotonic() + 10
+    while True:
+        s = netns_socket(node.netns)
+        s.settimeout(5)
+        try:
+            s.connect((host, port))
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            if data:
+                return data
+        except OSError:
+            pass
+        finally:
+            s.close()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing from {host}:{port}")
+        time.sleep(0.1)
 
 
 # ---- containerd ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the image tests share (tests/image; tests/engine and tests/build start a registry
 too): layer tars built in memory, a registry started per test module (Debian's
-docker-registry), leftover checks, and `cove` run over a store root of the test's."""
+docker-registry), a sample image of three layers, leftover checks, and `cove` run over
+a store root of the test's."""
 
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 
 import zstandard
 
+from cove.image.assemble import build_image
+from cove.image.store import Store
+from cove.oci.image import ContainerConfig, Platform
 from tests.lib.paths import RUNTIME
 
 # The htpasswd user of the TLS registry (tests/image/conftest.py's `secure` fixture).
@@ -81,6 +85,19 @@ def write_tar(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]],
               how: str = "none") -> str:
     path.write_bytes(compress(tar_bytes(entries), how))
     return str(path)
+
+
+def sample_image(tmp: Path, st: Store, name: str, tag: str = "x",
+                 platform: Platform | None = None) -> str:
+    """An image of three layers (gzip, zstd, none; the last one whites out a file of
+    the first) named `name` in `st`; its digest."""
+    l1 = write_tar(tmp / f"{tag}-1.tar", [d("etc"), f("etc/os", tag.encode()),
+                                          sym("link", "/etc/os")], "gzip")
+    l2 = write_tar(tmp / f"{tag}-2.tar", [f("data/big", os.urandom(300_000))], "zstd")
+    l3 = write_tar(tmp / f"{tag}-3.tar", [f("etc/.wh.os", b"")])
+    cfg = ContainerConfig(cmd=["sh"], env=["A=1"], working_dir="/data")
+    return build_image(st, [l1, l2, l3], cfg, names=(name,) if name else (),
+                       compression=["gzip", "zstd", "none"], platform=platform)
 
 
 def free_port() -> int:

@@ -42,6 +42,7 @@ from tests.lib.host import (
 from tests.lib.paths import cove_runtime
 
 IMAGE_REF = "docker.io/library/peerbusybox:latest"
+DOCKER_IMAGE = "peerbusybox:latest"  # the same image as docker names it
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lib.daemons import Docker
-from tests.lib.peers import finish, need
+from tests.lib.peers import DOCKER_IMAGE, finish, need
 from tests.lib.wait import wait_for
 
 pytestmark = pytest.mark.peers
 
-IMAGE = "peerbusybox:latest"
+IMAGE = DOCKER_IMAGE
 
 
 @pytest.fixture(scope="module")

@@ -258,19 +258,19 @@ def test_proc_writes_refuse_mounts_on_the_way() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     from cove.runtime.rootfs import open_proc
-    from cove.sys import libc as L
+    from cove.sys import libc
 
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            L.unshare(L.CLONE_NEWNS)
-            L.mount(None, "/", None, L.MS_SLAVE | L.MS_REC)
+            libc.unshare(libc.CLONE_NEWNS)
+            libc.mount(None, "/", None, libc.MS_SLAVE | libc.MS_REC)
             fd = open_proc("sys/kernel/domainname", os.O_RDONLY)  # fine before
             os.close(fd)
-            L.mount("/proc/sys/kernel/hostname", "/proc/sys/kernel/domainname", None,
-                    L.MS_BIND)
+            libc.mount("/proc/sys/kernel/hostname", "/proc/sys/kernel/domainname", None,
+                    libc.MS_BIND)
             try:
                 open_proc("sys/kernel/domainname", os.O_RDONLY)
                 os.write(w, b"opened")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.engine import netcontainer as NC
+from cove.engine import netcontainer
 from cove.engine.services import names
 from cove.errors import CoveError
 from tests.lib.engine import Cove
@@ -70,9 +70,9 @@ def test_members_get_their_own_rotation() -> None:
     """Clients that take the first address spread over the replicas."""
     n = {"Name": "app", "Services": {"web": ["10.0.0.2", "10.0.0.3", "10.0.0.4"],
                                      "db": ["10.0.0.9"]}}
-    firsts = {NC.service_lines(n, f"proj-client-{i}")[1].split()[0] for i in range(12)}
+    firsts = {netcontainer.service_lines(n, f"proj-client-{i}")[1].split()[0] for i in range(12)}
     assert firsts == {"10.0.0.2", "10.0.0.3", "10.0.0.4"}
-    lines = NC.service_lines(n, "x")
+    lines = netcontainer.service_lines(n, "x")
     assert lines[0] == "10.0.0.9\tdb" and sorted(lines[1:]) == [
         "10.0.0.2\tweb", "10.0.0.3\tweb", "10.0.0.4\tweb"]
 

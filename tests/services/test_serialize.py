@@ -4,7 +4,7 @@ person's) both read-modify-write it under the project's `lock`, and the pass cha
 it only while it is still the version it judged. Provoked with real processes: the
 `cove rollout` CLI runs in a process of its own at the worst moment of a pass (after
 the pass read the state, before it acts on the failure), and while the pass is inside
-its own write. No containers: the pass's replicas are made up (test_reconcile_plan.py's
+its own write. No containers: the pass's replicas are made up (tests/lib/plans.py's
 Plan records what it would do)."""
 
 from __future__ import annotations
@@ -17,22 +17,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cove.engine.services import state as D
-from tests.services.test_reconcile_plan import SPEC_V1, SPEC_V2, Plan, _rep, _spec
+from cove.engine.services import state as desired
+from tests.lib.plans import SPEC_V1, SPEC_V2, Plan, replica, service_spec
 
 
 def _up(root: str) -> dict[str, Any]:
     """A project `p` whose web service is rolling out to v2 (v1 before it). (At 0
     replicas: the CLI starts no monitor for it — this root has no engine — and the
     failing new replica is judged all the same.)"""
-    spec = _spec()
+    spec = service_spec()
     d = {"project": "p", "workdir": "/", "file": "/compose.yaml", "networks": [],
          "volumes": [], "services": {"web": {
              "spec": spec, "hash": SPEC_V2, "generation": 0, "replicas": 0,
              "previous": {"spec": {**spec, "image": "web:v1"}, "hash": SPEC_V1},
              "rollout": {"state": "updating", "reason": "cove rollout web:v2", "at": 0},
              "applied": None}}}
-    D.save(root, "p", d)
+    desired.save(root, "p", d)
     return d
 
 
@@ -45,7 +45,7 @@ def _cli_rollout(root: str) -> subprocess.Popen[str]:
 
 
 def _failing_reps() -> list[dict[str, Any]]:
-    return [*(_rep(n, SPEC_V1) for n in (1, 2, 3)), _rep(4, SPEC_V2, health="unhealthy")]
+    return [*(replica(n, SPEC_V1) for n in (1, 2, 3)), replica(4, SPEC_V2, health="unhealthy")]
 
 
 class Racing(Plan):
@@ -63,7 +63,7 @@ def test_rollout_during_a_pass_is_not_overwritten(tmp_path: Path) -> None:
     d = _up(root)
     p = Racing(root, json.loads(json.dumps(d)), _failing_reps())
     assert p.service("web") is False
-    now = D.load(root, "p")
+    now = desired.load(root, "p")
     assert now is not None
     s = now["services"]["web"]
     # the person's rollout stands: a new generation of v2, v2 kept as the previous
@@ -83,7 +83,7 @@ def test_pass_and_cli_write_one_after_the_other(tmp_path: Path) -> None:
     root = str(tmp_path)
     d = _up(root)
     inside = threading.Event()
-    save = D.save
+    save = desired.save
     procs: list[subprocess.Popen[str]] = []
 
     def slow_save(root_: str, project: str, doc: dict[str, Any]) -> None:
@@ -93,15 +93,15 @@ def test_pass_and_cli_write_one_after_the_other(tmp_path: Path) -> None:
         save(root_, project, doc)
 
     p = Plan(root, json.loads(json.dumps(d)), _failing_reps())
-    D.save = slow_save  # type: ignore[assignment]
+    desired.save = slow_save  # type: ignore[assignment]
     try:
         p.service("web")
     finally:
-        D.save = save
+        desired.save = save
     assert inside.is_set() and len(procs) == 1
     _, err = procs[0].communicate(timeout=60)
     assert procs[0].returncode == 0, err
-    s = (D.load(root, "p") or {})["services"]["web"]
+    s = (desired.load(root, "p") or {})["services"]["web"]
     # the pass's rollback went in first (v1 desired, v2 as previous), then the CLI's
     # rollout on top of it: a new generation of v1, with v1 as the previous
     assert ("event", "rollback", "p-web-4 unhealthy: boom") in p.log

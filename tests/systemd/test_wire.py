@@ -4,6 +4,10 @@ systemctl (sd-bus) sent, captured with strace, and runc's conversions."""
 
 from __future__ import annotations
 
+import socket
+import threading
+from pathlib import Path
+
 import pytest
 
 from cove.errors import CoveError
@@ -131,3 +135,42 @@ def test_paths() -> None:
     m = open_manager("machine.slice:cove:c1", "c1", mountinfo=HYBRID, v2_controllers=[],
                      proc1_cgroup="1:name=systemd:/init.scope\n0::/init.scope\n")
     assert m.dirs[-1] == "/sys/fs/cgroup/unified/machine.slice/cove-c1.scope"
+
+
+def test_auth_ok_and_a_signal_in_one_read(tmp_path: Path) -> None:
+    """systemd's private socket sends its signals of the moment (a reload, units
+    changing) to a connection as soon as BEGIN is read: the OK and the first signal may
+    arrive in one read. The client once waited for a read ending the line and hung on
+    the signal stream (a `delete --force` right after a daemon-reload); a fake peer
+    here, for a race a real systemd shows only under a stream of reloads."""
+    path = str(tmp_path / "sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    sig = dbus.encode(dbus.SIGNAL, 7, {dbus.PATH: ("o", "/org/freedesktop/systemd1"),
+                                       dbus.INTERFACE: ("s", "x"),
+                                       dbus.MEMBER: ("s", "Reloading")}, "b", [True])
+
+    def peer() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            got = b""
+            while b"BEGIN\r\n" not in got:
+                got += conn.recv(256)
+            conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n" + sig)
+            call = dbus.decode(conn.recv(4096))
+            assert call is not None
+            conn.sendall(dbus.encode(dbus.METHOD_RETURN, 8,
+                                     {dbus.REPLY_SERIAL: ("u", call[0].serial)}, "s", ["ok"]))
+            conn.recv(1)  # until the client closes
+
+    t = threading.Thread(target=peer, daemon=True)
+    t.start()
+    c = dbus.Connection(path, bus=False, timeout=5)
+    try:
+        assert c.call(None, "/", "x", "Ping") == ["ok"]
+        assert c.signal("Reloading").body == [True]
+    finally:
+        c.close()
+        t.join(5)
+        srv.close()

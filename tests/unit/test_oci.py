@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cove.cli import flags as F
+from cove.cli import flags
 from cove.errors import CoveError
 from cove.oci import jsonio
 from cove.oci.defaults import default_spec
@@ -101,18 +101,18 @@ def test_spec_parse_reports_invalid_json() -> None:
 
 def test_flags() -> None:
     spec = {"bundle": "str", "detach": "bool", "preserve-fds": "int", "env": "list"}
-    p = F.parse(["--bundle=/b", "-d", "--preserve-fds", "2", "-e", "A=1", "--env", "B=2", "id",
+    p = flags.parse(["--bundle=/b", "-d", "--preserve-fds", "2", "-e", "A=1", "--env", "B=2", "id",
                  "--not-a-flag"], spec, {"d": "detach", "e": "env"})
     assert p.s("bundle") == "/b" and p.b("detach") and p.i("preserve-fds") == 2
     assert p.lst("env") == ["A=1", "B=2"]
     assert p.args == ["id", "--not-a-flag"]
-    assert F.parse(["-bundle", "x", "--", "-d"], spec).args == ["-d"]
+    assert flags.parse(["-bundle", "x", "--", "-d"], spec).args == ["-d"]
     with pytest.raises(CoveError):
-        F.parse(["--nope"], spec)
+        flags.parse(["--nope"], spec)
     with pytest.raises(CoveError):
-        F.parse(["--preserve-fds", "x"], spec)
+        flags.parse(["--preserve-fds", "x"], spec)
     with pytest.raises(CoveError):
-        F.parse(["--bundle"], spec)
+        flags.parse(["--bundle"], spec)
 
 
 @pytest.mark.parametrize(("s", "n"), [("9", 9), ("KILL", 9), ("SIGKILL", 9), ("sigterm", 15),

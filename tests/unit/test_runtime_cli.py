@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from cove.cli import flags as F
-from cove.cli import isolation
-from cove.cli import runtime as R
+from cove.cli import flags, isolation, runtime
 from tests.lib.paths import ROOT
 
 VERBS = ["create", "run", "start", "state", "kill", "delete", "ps", "exec_", "pause",
@@ -20,7 +18,7 @@ VERBS = ["create", "run", "start", "state", "kill", "delete", "ps", "exec_", "pa
 
 
 def test_reading_a_flag_outside_the_spec_is_a_bug_not_a_default() -> None:
-    p = F.parse(["--bundle", "b", "x"], {"bundle": "str", "detach": "bool"})
+    p = flags.parse(["--bundle", "b", "x"], {"bundle": "str", "detach": "bool"})
     assert p.s("bundle") == "b" and not p.b("detach") and p.given("bundle")
     with pytest.raises(LookupError, match="--pid-file: not a str flag"):
         p.s("pid-file")
@@ -43,13 +41,13 @@ def _flags_read(fn: Callable[..., Any]) -> set[object]:
     return out
 
 
-@pytest.mark.parametrize("verb", sorted(R.VERBS))
+@pytest.mark.parametrize("verb", sorted(runtime.VERBS))
 def test_each_verb_reads_only_its_own_flags(verb: str) -> None:
     """Statically, so that a verb's rarely used branch cannot read a flag it lacks."""
-    fn, spec, aliases, _ = R.VERBS[verb]
+    fn, spec, aliases, _ = runtime.VERBS[verb]
     read = _flags_read(fn)
-    if fn in (R._create, R._run):
-        read |= _flags_read(R._create_options)
+    if fn in (runtime._create, runtime._run):
+        read |= _flags_read(runtime._create_options)
     assert read <= set(spec), read - set(spec)
     assert set(aliases.values()) <= set(spec)
 
@@ -81,4 +79,4 @@ def test_update_reads_only_flags_it_declares() -> None:
     """`update` reads cove.runtime.update.FLAGS by name: each must be in its spec."""
     from cove.runtime.update import FLAGS
 
-    assert set(FLAGS) <= set(R.UPDATE_FLAGS)
+    assert set(FLAGS) <= set(runtime.UPDATE_FLAGS)

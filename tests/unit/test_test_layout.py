@@ -4,8 +4,10 @@ A test that imports from a conftest gets a second copy of its fixtures and ties 
 to a directory's set-up; a poll loop of a test's own drifts from the others (one
 returned the value, one None; one waited 15 s, one 20). So: no module under tests/
 imports a conftest (a conftest imports from tests/lib, the fixtures of tests/conftest.py
-are found without one), only tests/lib/wait.py defines `wait_for` or a poll loop by
-one of its other names, and tests/lib holds no fixture. Parsed, not imported.
+are found without one), no module under tests/ imports another test module (a test
+file, a directory's package, a helper beside the tests) but only tests/lib, only
+tests/lib/wait.py defines `wait_for` or a poll loop by one of its other names, and
+tests/lib holds no fixture. Parsed, not imported.
 """
 
 from __future__ import annotations
@@ -59,6 +61,36 @@ def test_nothing_imports_a_conftest() -> None:
            for line, mod in _imported(tree)
            if mod == "conftest" or mod.endswith(".conftest")]
     assert not bad, "imports from a conftest (move the helper to tests/lib):\n" + \
+        "\n".join(bad)
+
+
+def _tests_imports(path: Path, tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """(line, module) of every import of a module under tests/, relative ones resolved:
+    `from tests.x import y` names tests.x.y where that is a module, else tests.x."""
+    pkg = ".".join(path.relative_to(ROOT).parent.parts)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                base = ".".join([*up, base] if base else up)
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                is_mod = (ROOT / Path(*sub.split("."))).with_suffix(".py").exists() or \
+                    (ROOT / Path(*sub.split(".")) / "__init__.py").exists()
+                yield node.lineno, sub if is_mod else base
+
+
+def test_tests_import_only_tests_lib() -> None:
+    """A test that imports another test file runs with that file's module-level set-up
+    and ties the two together; shared helpers live in tests/lib."""
+    bad = [f"{path.relative_to(ROOT)}:{line}: {mod}" for path, tree in _modules()
+           for line, mod in _tests_imports(path, tree)
+           if (mod == "tests" or mod.startswith("tests."))
+           and mod != "tests.lib" and not mod.startswith("tests.lib.")]
+    assert not bad, "imports a test module (move what it shares to tests/lib):\n" + \
         "\n".join(bad)
 
 

@@ -13,9 +13,13 @@ from cove.engine.container.mounts import oci_mounts
 from cove.engine.options import RunOptions, _env_files, apply_caps
 from cove.errors import CoveError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cove.oci.image import ContainerConfig
+
 
 def build_spec(paths: state.Paths, rec: Mapping[str, Any], o: RunOptions, rootfs: str,
-               cfg: object) -> dict[str, Any]:
+               cfg: ContainerConfig) -> dict[str, Any]:
     from cove.image.bundle import image_spec
     hc = rec["HostConfig"]
     spec: dict[str, Any] = image_spec(cfg, rootfs, args=o.command, entrypoint=o.entrypoint,

@@ -17,9 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import copy as CP
-from cove.engine import state as S
+from cove.engine import containers, copy, state
 from cove.engine.dockerapi.common import Ctx, lookup
 from cove.engine.dockerapi.server import (
     ApiError,
@@ -41,14 +39,14 @@ def stat_doc(root: str, name: str, path: str) -> dict[str, Any] | None:
     process of its own (`main`): the engine forks for this, which a threaded server
     must not (a child of a threaded process can deadlock on a lock another thread
     held at the fork)."""
-    paths = S.Paths(root)
-    rec = C.refresh_record(paths, name)
+    paths = state.Paths(root)
+    rec = containers.refresh_record(paths, name)
     r, w = os.pipe()
 
     def child() -> None:
-        rootfd = CP.container_root(paths, name, rec, view=True)
+        rootfd = copy.container_root(paths, name, rec, view=True)
         try:
-            pfd, sname, st = CP.locate(rootfd, path, False)
+            pfd, sname, st = copy.locate(rootfd, path, False)
         except (FileNotFoundError, NotADirectoryError):
             st = None
         doc: dict[str, Any] | None = None
@@ -65,7 +63,7 @@ def stat_doc(root: str, name: str, path: str) -> dict[str, Any] | None:
                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime)), "linkTarget": link}
         os.write(w, json.dumps(doc).encode())
     try:
-        CP.in_child(child)
+        copy.in_child(child)
     finally:
         os.close(w)
     with os.fdopen(r, "rb") as f:

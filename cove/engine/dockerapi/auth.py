@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from cove.engine.dockerapi.server import ApiError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the registry client: imported by the requests that pull or push
+    from cove.image.transfer import RegistryOptions
 
-def registry_options(header: str | None, ref: str = "") -> Any:
+
+def registry_options(header: str | None, ref: str = "") -> RegistryOptions:
     from cove.image.transfer import RegistryOptions
     opts = RegistryOptions()
     host = ref.partition("/")[0] if "/" in ref else ""

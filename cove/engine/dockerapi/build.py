@@ -22,7 +22,7 @@ def register(r: Router, ctx: Ctx) -> None:
     root = ctx.root
 
     async def build(req: Request) -> Result:
-        from cove.image.build import dockerapi as B
+        from cove.image.build import dockerapi as build_dockerapi
         query = {k: v[-1] for k, v in req.query.items() if v}
         # `networkmode=bridge` (docker build --network bridge): RUN on the engine's
         # default bridge network, as `cove build --network bridge`; the image layer
@@ -32,15 +32,15 @@ def register(r: Router, ctx: Ctx) -> None:
         if bridged:
             del query["networkmode"]
         try:
-            opts = B.options_from_query(query, io.BytesIO(req.body),
-                                        tags=list(req.query.get("t") or []))
+            opts = build_dockerapi.options_from_query(query, io.BytesIO(req.body),
+                                                      tags=list(req.query.get("t") or []))
         except CoveError as e:
             raise ApiError(400, str(e)) from None
         if bridged:
             from cove.engine.buildnet import bridge_netns
             opts.network = "bridge"
             opts.bridge = functools.partial(bridge_netns, root)
-        messages = B.stream(Store(root), opts, quiet=req.qbool("q"))
+        messages = build_dockerapi.stream(Store(root), opts, quiet=req.qbool("q"))
 
         async def chunks() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cove.engine import state as S
+from cove.engine import state
 from cove.engine.dockerapi.server import ApiError
 from cove.errors import CoveError
 
@@ -50,7 +50,7 @@ def lookup(root: str, ref: str) -> str:
     """A container's name from a name (docker's with or without its '/'), id or
     prefix; 404 when none."""
     try:
-        return S.lookup(S.Paths(root), ref.lstrip("/"))
+        return state.lookup(state.Paths(root), ref.lstrip("/"))
     except CoveError as e:
         if e.why == "no such container":
             raise ApiError(404, f"No such container: {ref}") from None
@@ -116,7 +116,7 @@ async def nap(rec: Mapping[str, Any] | None, limit: float) -> None:
     next poll); otherwise a short sleep while the monitor records the exit."""
     st = (rec or {}).get("State") or {}
     pid = int(st.get("Pid") or 0)
-    if st.get("Status") == "running" and pid and S.pid_alive(pid, st.get("PidStart")):
+    if st.get("Status") == "running" and pid and state.pid_alive(pid, st.get("PidStart")):
         try:
             fd = os.pidfd_open(pid)
         except OSError:

@@ -13,11 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import events as E
-from cove.engine import logs as L
-from cove.engine import state as S
-from cove.engine.dockerapi import translate as T
+from cove.engine import containers, events, state
+from cove.engine import logs as engine_logs
+from cove.engine.dockerapi import translate
 from cove.engine.dockerapi.common import (
     STREAM_IDS,
     Ctx,
@@ -43,38 +41,38 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def _load(root: str, name: str) -> C.Record | None:
-    return S.load_record(S.Paths(root).cdir(name))
+def _load(root: str, name: str) -> containers.Record | None:
+    return state.load_record(state.Paths(root).cdir(name))
 
 
-def _create(root: str, body: dict[str, Any], name: str | None) -> C.Record:
+def _create(root: str, body: dict[str, Any], name: str | None) -> containers.Record:
     from cove.image import builtin
     from cove.image.store import Store
-    o, extras = T.run_options(body, name)
+    o, extras = translate.run_options(body, name)
     if not builtin.is_builtin(o.image):
         try:
             Store(root).resolve(o.image)
         except CoveError:
             raise ApiError(404, f"No such image: {o.image}") from None
-    if name and os.path.lexists(S.Paths(root).cdir(name)):
+    if name and os.path.lexists(state.Paths(root).cdir(name)):
         other = _load(root, name)
         oid = other.get("Id", "") if other else ""
         raise ApiError(409, f'Conflict. The container name "/{name}" is already in use by '
                             f'container "{oid}". You have to remove (or '
                             "rename) that container to be able to reuse that name.")
     try:
-        rec = C.create(root, o)
+        rec = containers.create(root, o)
     except CoveError as e:
         raise ApiError(status_of(e, 400), str(e)) from None
 
-    def keep(r: C.Record) -> None:
+    def keep(r: containers.Record) -> None:
         r["Api"] = extras
         if extras["OpenStdin"] and not extras["StdinOnce"]:
             r["Config"]["OpenStdin"] = True   # the container holds its stdin open
-    return S.update_record(S.Paths(root).cdir(rec["Name"]), keep)
+    return state.update_record(state.Paths(root).cdir(rec["Name"]), keep)
 
 
-def _matches(rec: C.Record, f: dict[str, list[str]]) -> bool:
+def _matches(rec: containers.Record, f: dict[str, list[str]]) -> bool:
     for key, vals in f.items():
         if key == "name":
             ok = any(re.search(p, "/" + rec["Name"]) for p in vals)
@@ -110,29 +108,29 @@ def _matches(rec: C.Record, f: dict[str, list[str]]) -> bool:
 
 
 def _list(root: str, all_: bool, limit: int, f: dict[str, list[str]]) -> list[dict[str, Any]]:
-    recs = C.ps_records(root, all=all_ or "status" in f or "exited" in f)
+    recs = containers.ps_records(root, all=all_ or "status" in f or "exited" in f)
     recs = [r for r in recs if _matches(r, f)]
     recs.sort(key=lambda r: str(r["Created"]), reverse=True)
     if limit > 0:
         recs = recs[:limit]
-    return [T.list_doc(r) for r in recs]
+    return [translate.list_doc(r) for r in recs]
 
 
 def _last_exit(root: str, cid: str) -> int | None:
     """The exit code of a container that is gone (auto-removed): its last die event."""
-    for e in reversed(E.history(root, time.time() - 3600)):
+    for e in reversed(events.history(root, time.time() - 3600)):
         if e.get("Action") == "die" and (e.get("Actor") or {}).get("ID") == cid:
             with contextlib.suppress(ValueError, TypeError):
                 return int(e["Actor"]["Attributes"]["exitCode"])
     return None
 
 
-async def wait_for(root: str, name: str, cond: str, rec: C.Record) -> dict[str, Any]:
+async def wait_for(root: str, name: str, cond: str, rec: containers.Record) -> dict[str, Any]:
     """docker's wait: not-running (now, or when it stops), next-exit (its next exit),
     removed (when it is gone); `rec` the record when the wait was asked."""
     cid, fin0 = rec["Id"], rec["State"].get("FinishedAt")
     last = rec
-    seen_active = rec["State"]["Status"] in C.ACTIVE
+    seen_active = rec["State"]["Status"] in containers.ACTIVE
     n = 0
     while True:
         cur = _load(root, name)
@@ -145,7 +143,7 @@ async def wait_for(root: str, name: str, cond: str, rec: C.Record) -> dict[str, 
             return {"StatusCode": code, "Error": None}
         last = cur
         status = cur["State"]["Status"]
-        active = status in C.ACTIVE
+        active = status in containers.ACTIVE
         seen_active = seen_active or active
         done = not active and (cond == "not-running" or (
             cond == "next-exit" and (seen_active or cur["State"].get("FinishedAt") != fin0)))
@@ -156,7 +154,7 @@ async def wait_for(root: str, name: str, cond: str, rec: C.Record) -> dict[str, 
         n += 1
         if n % 100 == 0 and active:   # a monitor that died: the engine corrects it
             with contextlib.suppress(CoveError):
-                await call(C.refresh_record, S.Paths(root), name)
+                await call(containers.refresh_record, state.Paths(root), name)
         await nap(cur, 0.5 if active else 0.02 if n < 100 else 0.1)
 
 
@@ -164,10 +162,10 @@ def log_alive(root: str, name: str, cid: str) -> bool:
     rec = _load(root, name)
     if rec is None or rec["Id"] != cid:
         return False
-    if rec["State"]["Status"] in C.ACTIVE:
+    if rec["State"]["Status"] in containers.ACTIVE:
         return True
     mon = int(rec.get("MonitorPid") or 0)
-    return bool(mon) and S.pid_alive(mon)
+    return bool(mon) and state.pid_alive(mon)
 
 
 def entry_bytes(e: dict[str, Any], tty: bool, timestamps: bool) -> bytes:
@@ -177,24 +175,24 @@ def entry_bytes(e: dict[str, Any], tty: bool, timestamps: bool) -> bytes:
     return data if tty else frame(STREAM_IDS.get(e["stream"], 1), data)
 
 
-async def _logs(root: str, name: str, rec: C.Record, req: Request
+async def _logs(root: str, name: str, rec: containers.Record, req: Request
                 ) -> AsyncIterator[bytes]:
     want = {s for s in ("stdout", "stderr") if req.qbool(s)}
     follow, ts = req.qbool("follow"), req.qbool("timestamps")
     tail_s = req.q("tail", "all") or "all"
     tail = -1 if tail_s == "all" else int(tail_s) if tail_s.isdigit() else -1
-    since = L.parse_since(req.q("since") or "0") if req.q("since") not in (None, "", "0") \
-        else 0.0
-    until = L.parse_since(req.q("until") or "0", "until") \
+    since = engine_logs.parse_since(req.q("since") or "0") \
+        if req.q("since") not in (None, "", "0") else 0.0
+    until = engine_logs.parse_since(req.q("until") or "0", "until") \
         if req.q("until") not in (None, "", "0") else 0.0
     tty = bool(rec["Config"].get("Tty"))
-    path = L.log_path(S.Paths(root).cdir(name))
+    path = engine_logs.log_path(state.Paths(root).cdir(name))
     cid = rec["Id"]
     # history, read through the handle we go on following: no line lost in between
     f = await call(_open_or_none, path)
     hist = await call(_history, path, f)
-    hist = [e for e in hist if (not since or S.parse_rfc3339(e["time"]) >= since)
-            and (not until or S.parse_rfc3339(e["time"]) <= until)]
+    hist = [e for e in hist if (not since or state.parse_rfc3339(e["time"]) >= since)
+            and (not until or state.parse_rfc3339(e["time"]) <= until)]
     if tail >= 0:
         hist = hist[len(hist) - tail:] if tail else []
     for e in hist:
@@ -206,10 +204,10 @@ async def _logs(root: str, name: str, rec: C.Record, req: Request
         return
     async for line in follow_file(path, lambda: log_alive(root, name, cid),
                                   start_at_end=False, f=f):
-        e = L._entry(line)
+        e = engine_logs._entry(line)
         if e is None or e["stream"] not in want:
             continue
-        if until and S.parse_rfc3339(e["time"]) > until:
+        if until and state.parse_rfc3339(e["time"]) > until:
             return
         yield entry_bytes(e, tty, ts)
 
@@ -223,17 +221,17 @@ def _open_or_none(path: str) -> Any:
 
 def _history(path: str, f: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for p in L._files(path)[:-1]:
-        out += L.read_entries_of(p)
+    for p in engine_logs._files(path)[:-1]:
+        out += engine_logs.read_entries_of(p)
     if f is not None:
-        out += [e for x in f.read().split(b"\n") if x and (e := L._entry(x))]
+        out += [e for x in f.read().split(b"\n") if x and (e := engine_logs._entry(x))]
     return out
 
 
 def _stats_doc(root: str, name: str, pre: dict[str, Any] | None) -> dict[str, Any]:
     from cove.engine.client import _system_cpu_ns
-    rec = C.inspect_record(root, name)
-    base: dict[str, Any] = {"read": S.now_rfc3339(), "preread": "0001-01-01T00:00:00Z",
+    rec = containers.inspect_record(root, name)
+    base: dict[str, Any] = {"read": state.now_rfc3339(), "preread": "0001-01-01T00:00:00Z",
                             "name": "/" + name, "id": rec["Id"],
                             "precpu_stats": pre or {"cpu_usage": {"total_usage": 0},
                                                     "system_cpu_usage": 0,
@@ -242,7 +240,7 @@ def _stats_doc(root: str, name: str, pre: dict[str, Any] | None) -> dict[str, An
         return {**base, "pids_stats": {}, "memory_stats": {}, "blkio_stats": {},
                 "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
                 "networks": {}}
-    s = C.stats(root, name)
+    s = containers.stats(root, name)
     raw = s.get("Raw") or {}
     cpu = raw.get("cpu", {}).get("usage", {})
     return {**base, "pids_stats": {"current": s["Pids"]},
@@ -292,23 +290,23 @@ class _Routes:
     async def inspect(self, req: Request) -> Result:
         root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.inspect_record, root, name)
-        return jsonr(T.inspect_doc(rec))
+        rec = await call(containers.inspect_record, root, name)
+        return jsonr(translate.inspect_doc(rec))
 
     async def start(self, req: Request) -> Result:
         root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.refresh_record, S.Paths(root), name)
+        rec = await call(containers.refresh_record, state.Paths(root), name)
         if rec["State"]["Status"] == "running":
             return empty(304)
         if req.body.strip() and req.obj():
             raise ApiError(400, "a HostConfig at start is not supported (API >= 1.24 "
                                 "takes it at create)")
         try:
-            await call(C.start, root, name)
+            await call(containers.start, root, name)
         except CoveError as e:
-            from cove.engine import hostconfig as H
-            mapped = H.exec_error(e)
+            from cove.engine import hostconfig
+            mapped = hostconfig.exec_error(e)
             raise ApiError(status_of(e, 500) if mapped is None else 400,
                            str(mapped or e)) from None
         return empty()
@@ -316,18 +314,18 @@ class _Routes:
     async def stop(self, req: Request) -> Result:
         root = self.root
         name = lookup(root, req.params["id"])
-        rec = await call(C.refresh_record, S.Paths(root), name)
-        if rec["State"]["Status"] not in C.ACTIVE:
+        rec = await call(containers.refresh_record, state.Paths(root), name)
+        if rec["State"]["Status"] not in containers.ACTIVE:
             return empty(304)
         t = req.qint("t")
-        await call(C.stop, root, name, None if t is None else float(t))
+        await call(containers.stop, root, name, None if t is None else float(t))
         return empty()
 
     async def restart(self, req: Request) -> Result:
         root = self.root
         name = lookup(root, req.params["id"])
         t = req.qint("t")
-        await call(C.restart, root, name, None if t is None else float(t))
+        await call(containers.restart, root, name, None if t is None else float(t))
         return empty()
 
     async def kill(self, req: Request) -> Result:
@@ -335,7 +333,7 @@ class _Routes:
         name = lookup(root, req.params["id"])
         sig = req.q("signal") or "KILL"
         try:
-            await call(C.kill, root, name, sig)
+            await call(containers.kill, root, name, sig)
         except CoveError as e:
             if e.why == "is not running":
                 raise ApiError(409, f"Container {req.params['id']} is not running") from None
@@ -348,7 +346,7 @@ class _Routes:
         cond = req.q("condition") or "not-running"
         if cond not in ("not-running", "next-exit", "removed"):
             raise ApiError(400, f"invalid condition: {cond!r}")
-        rec = await call(C.refresh_record, S.Paths(root), name)
+        rec = await call(containers.refresh_record, state.Paths(root), name)
 
         async def result() -> AsyncIterator[bytes]:
             # the headers go at once (the CLI's wait returns only when it has them, and
@@ -363,16 +361,16 @@ class _Routes:
         force = req.qbool("force")
         if req.qbool("link"):
             raise ApiError(400, "link: cove has no links")
-        rec = await call(C.refresh_record, S.Paths(root), name)
-        if rec["State"]["Status"] in C.ACTIVE and not force:
+        rec = await call(containers.refresh_record, state.Paths(root), name)
+        if rec["State"]["Status"] in containers.ACTIVE and not force:
             raise ApiError(409, f"You cannot remove a {rec['State']['Status']} container "
                                 f"{rec['Id']}. Stop the container before attempting "
                                 "removal or force remove")
         if not req.qbool("v"):
-            await call(S.update_record, S.Paths(root).cdir(name),
+            await call(state.update_record, state.Paths(root).cdir(name),
                        lambda x: x.__setitem__("AnonymousVolumes", []))
         with contextlib.suppress(CoveError):   # (an auto-removed one went meanwhile)
-            await call(C.remove, root, name, force)
+            await call(containers.remove, root, name, force)
         return empty()
 
     async def logs(self, req: Request) -> Result:
@@ -380,7 +378,7 @@ class _Routes:
         name = lookup(root, req.params["id"])
         if not req.qbool("stdout") and not req.qbool("stderr"):
             raise ApiError(400, "you must choose at least one stream")
-        rec = await call(C.inspect_record, root, name)
+        rec = await call(containers.inspect_record, root, name)
         tty = bool(rec["Config"].get("Tty"))
         return Stream(_logs(root, name, rec, req), "application/vnd.docker.raw-stream"
                       if tty else "application/vnd.docker.multiplexed-stream")
@@ -390,7 +388,7 @@ class _Routes:
         name = lookup(root, req.params["id"])
         args = (req.q("ps_args") or "").split() or None
         try:
-            text = await call(C.top, root, name, args)
+            text = await call(containers.top, root, name, args)
         except CoveError as e:
             if "not running" in e.why or "stopped" in e.why:
                 raise ApiError(409, f"Container {name} is not running") from None
@@ -455,13 +453,13 @@ class _Routes:
     async def prune(self, req: Request) -> Result:
         root = self.root
         f = req.filters()
-        recs = await call(C.ps_records, root, True)
+        recs = await call(containers.ps_records, root, True)
         gone = []
         for rec in recs:
             if rec["State"]["Status"] in ("created", "exited", "dead") and (
                     not f.get("label") or _matches(rec, {"label": f["label"]})):
                 with contextlib.suppress(CoveError):
-                    await call(C.remove, root, rec["Name"], False)
+                    await call(containers.remove, root, rec["Name"], False)
                     gone.append(rec["Id"])
         return jsonr({"ContainersDeleted": gone or None, "SpaceReclaimed": 0})
 

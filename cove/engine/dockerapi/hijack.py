@@ -28,9 +28,7 @@ import struct
 import termios
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import logs as L
-from cove.engine import state as S
+from cove.engine import containers, logs, state
 from cove.engine.attach import LogTail
 from cove.engine.dockerapi.common import STDERR, STDOUT, Ctx, call, frame, lookup, nap
 from cove.engine.dockerapi.containers import entry_bytes
@@ -100,23 +98,23 @@ def _make_stdin_fifo(cdir: str) -> tuple[str, int, int]:
 async def attach(ctx: Ctx, req: Request) -> Result:
     root = ctx.root
     name = lookup(root, req.params["id"])
-    rec = await call(C.refresh_record, S.Paths(root), name)
+    rec = await call(containers.refresh_record, state.Paths(root), name)
     if rec["Config"].get("Tty"):  # its terminal, from the monitor's attach socket
         from cove.engine.dockerapi import ttyhijack
         return await ttyhijack.attach(root, req, rec)
     status = rec["State"]["Status"]
     if status == "paused":
         raise ApiError(409, "You cannot attach to a paused container, unpause it first")
-    cdir = S.Paths(root).cdir(name)
+    cdir = state.Paths(root).cdir(name)
     a = _Attach(rec, cdir, req)
     # the log made now if it is not there yet (the monitor appends to it): we hold it
     # open from here on, so what a short-lived `--rm` container wrote is still ours
     # to read after it went with the container's directory
-    os.close(os.open(L.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+    os.close(os.open(logs.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
                      os.O_CLOEXEC, 0o640))
-    a.tail = LogTail(L.log_path(cdir))
+    a.tail = LogTail(logs.log_path(cdir))
     if req.qbool("logs"):
-        a.history = await call(L.read_entries, L.log_path(cdir))
+        a.history = await call(logs.read_entries, logs.log_path(cdir))
     if a.use_stdin and a.api.get("StdinOnce") and status == "created":
         fifo = await call(_make_stdin_fifo, cdir)
         a.wfd, a.placeholder, a.fifo = fifo[2], fifo[1], True
@@ -184,7 +182,7 @@ class _Attach:
         """The log as it grows, until the container is gone, or stopped with no monitor
         left to write (one last read after that)."""
         assert self.tail is not None
-        seen_active = self.status in C.ACTIVE
+        seen_active = self.status in containers.ACTIVE
         last_round = False
         while True:
             for e in self.tail.read():
@@ -193,12 +191,12 @@ class _Attach:
                     return
             if last_round:
                 return
-            cur = S.load_record(self.cdir)
+            cur = state.load_record(self.cdir)
             if cur is None or cur["Id"] != self.cid:
                 last_round = True
                 continue
             st = cur["State"]["Status"]
-            active = st in C.ACTIVE
+            active = st in containers.ACTIVE
             if active and self.placeholder >= 0:
                 # the container holds its read end now: ours and the FIFO go
                 os.close(self.placeholder)
@@ -209,7 +207,7 @@ class _Attach:
             if not active and st != "created" and (
                     seen_active or cur["State"].get("FinishedAt") != self.fin0):
                 mon = int(cur.get("MonitorPid") or 0)
-                if not (mon and S.pid_alive(mon)):
+                if not (mon and state.pid_alive(mon)):
                     last_round = True
                     continue
             # output comes as the log grows: look at it every 50 ms at most
@@ -228,7 +226,7 @@ async def exec_create(ctx: Ctx, req: Request) -> Result:
         raise ApiError(400, "No exec command specified")
     if body.get("Privileged"):
         raise ApiError(400, "Privileged: not supported by cove's exec")
-    rec = await call(C.refresh_record, S.Paths(ctx.root), name)
+    rec = await call(containers.refresh_record, state.Paths(ctx.root), name)
     if rec["State"]["Status"] != "running":
         raise ApiError(409, f"Container {rec['Id']} is not running")
     eid = os.urandom(32).hex()
@@ -251,7 +249,7 @@ async def exec_create(ctx: Ctx, req: Request) -> Result:
 
 
 def _exec_argv(ctx: Ctx, ex: dict[str, Any]) -> list[str]:
-    args = [*C.runtime(S.Paths(ctx.root)), "exec"]
+    args = [*containers.runtime(state.Paths(ctx.root)), "exec"]
     for e in ex["_env"]:
         args += ["-e", e]
     if ex["_workdir"]:
@@ -372,7 +370,7 @@ async def _exec_tty(ctx: Ctx, ex: dict[str, Any], base: list[str], name: str,
                     argv: list[str], reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter, early: bytes) -> None:
     import subprocess
-    cdir = S.Paths(ctx.root).cdir(name)
+    cdir = state.Paths(ctx.root).cdir(name)
     path = os.path.join(cdir, f"console-{ex['ID'][:12]}.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     srv.bind(path)

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 
-from cove.engine import events as E
+from cove.engine import events
 from cove.engine.dockerapi.common import Ctx, call, json_line
 from cove.engine.dockerapi.images import resolve
 from cove.engine.dockerapi.server import ApiError, Request, Result, Router, Stream
@@ -64,7 +64,7 @@ def _load(root: str, body: bytes) -> list[str]:
         else:
             out.append(f"Loaded image: {n.removeprefix('docker.io/library/')}\n")
             with contextlib.suppress(Exception):
-                E.emit(root, "image", "load", n, name=n)
+                events.emit(root, "image", "load", n, name=n)
     return out
 
 

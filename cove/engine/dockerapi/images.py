@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from cove.engine import events as E
+from cove.engine import events
 from cove.engine.dockerapi.common import Ctx, call, json_line
 from cove.engine.dockerapi.server import ApiError, Request, Result, Router, Stream, jsonr
 from cove.errors import CoveError
@@ -61,7 +61,7 @@ def inspect_image(root: str, digest: str) -> dict[str, Any]:
 
 
 def list_images(root: str) -> list[dict[str, Any]]:
-    from cove.engine import state as S
+    from cove.engine import state
     st = Store(root)
     out = []
     for rec in sorted(st.records(), key=lambda r: -r.created):
@@ -70,7 +70,7 @@ def list_images(root: str) -> list[dict[str, Any]]:
         except CoveError:
             continue
         try:
-            created = int(S.parse_rfc3339(d["Created"]))
+            created = int(state.parse_rfc3339(d["Created"]))
         except (ValueError, TypeError):
             created = int(rec.created)
         out.append({"Id": d["Id"], "ParentId": "", "RepoTags": d["RepoTags"] or None,
@@ -177,7 +177,7 @@ def _remove(root: str, ref: str, force: bool) -> list[dict[str, str]]:
                  _tags([n]) == [ref + ":latest"] or n == ref + ":latest"), None)
     if full and len(names) > 1 and not force:
         st.untag(full)
-        E.emit(root, "image", "untag", digest, name=full)
+        events.emit(root, "image", "untag", digest, name=full)
         return [{"Untagged": _tags([full])[0]}]
     users = _in_use(st).get(digest)
     if users and not force:
@@ -187,7 +187,7 @@ def _remove(root: str, ref: str, force: bool) -> list[dict[str, str]]:
     cfg = st.config_digest(digest)
     out += [{"Untagged": t} for t in _tags(names)]
     st.remove_image(digest)
-    E.emit(root, "image", "delete", digest, name=ref)
+    events.emit(root, "image", "delete", digest, name=ref)
     out.append({"Deleted": cfg})
     st.gc()
     return out
@@ -269,7 +269,7 @@ class _Routes:
                 return builtin.ensure_busybox(st)
             d = do_pull(st, ref, opts=opts, progress=p,
                         platform=Platform.from_string(plat) if plat else None)
-            E.emit(root, "image", "pull", ref, name=ref)
+            events.emit(root, "image", "pull", ref, name=ref)
             return str(d)
         name, _, t = ref.rpartition(":") if "@" not in ref else (ref, "", "")
         first = [{"status": f"Pulling from {name}", "id": t or "latest"}]
@@ -306,7 +306,7 @@ class _Routes:
             await call(Store(root).tag, digest, f"{repo}:{t}")
         except CoveError as e:
             raise ApiError(400, str(e)) from None
-        await call(E.emit, root, "image", "tag", digest, name=f"{repo}:{t}")
+        await call(events.emit, root, "image", "tag", digest, name=f"{repo}:{t}")
         return jsonr(None, 201)
 
     async def remove(self, req: Request) -> Result:

@@ -12,8 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cove.engine import network as N
-from cove.engine import state as S
+from cove.engine import network, state
 from cove.engine.dockerapi.common import Ctx, call, lookup
 from cove.engine.dockerapi.server import ApiError, Request, Result, Router, empty, jsonr
 from cove.errors import CoveError
@@ -42,7 +41,7 @@ def _doc(root: str, n: dict[str, Any]) -> dict[str, Any]:
     meta = _meta(root, n["Name"])
     members = {}
     for cname, c in (n.get("Containers") or {}).items():
-        rec: Mapping[str, Any] = S.load_record(S.Paths(root).cdir(cname)) or {}
+        rec: Mapping[str, Any] = state.load_record(state.Paths(root).cdir(cname)) or {}
         members[rec.get("Id", cname)] = {"Name": cname, "EndpointID": c.get("Veth", ""),
                                          "MacAddress": c.get("MacAddress", ""),
                                          "IPv4Address": c.get("IPv4Address", ""),
@@ -67,8 +66,8 @@ def _builtin(name: str) -> dict[str, Any]:
 def find(root: str, ref: str) -> dict[str, Any]:
     """By name, id or id prefix (docker's); 404 when none."""
     with contextlib.suppress(CoveError):
-        return N.inspect(root, ref)
-    hits = [n for n in N.ls(root) if ref and n["Id"].startswith(ref)]
+        return network.inspect(root, ref)
+    hits = [n for n in network.ls(root) if ref and n["Id"].startswith(ref)]
     if len(hits) == 1:
         return hits[0]
     raise ApiError(404, f"network {ref} not found")
@@ -102,23 +101,23 @@ def _create(root: str, body: dict[str, Any]) -> dict[str, Any]:
             if p["Gateway"] != first:
                 raise ApiError(400, f"IPAM Gateway {p['Gateway']}: cove's gateway is the "
                                     f"subnet's first address ({first})")
-    if name in _BUILTIN or (name == N.DEFAULT and _exists(root, name)):
+    if name in _BUILTIN or (name == network.DEFAULT and _exists(root, name)):
         raise ApiError(409, f"network with name {name} already exists")
     try:
-        n = N.create(root, name, subnet)
+        n = network.create(root, name, subnet)
     except CoveError as e:
         status = 409 if "already exists" in e.why else 400
         raise ApiError(status, str(e)) from None
     meta = {"Labels": body.get("Labels") or {}, "Options": body.get("Options") or {},
             "Attachable": bool(body.get("Attachable"))}
     os.makedirs(os.path.dirname(_meta_path(root, name)), exist_ok=True)
-    S.write_atomic(_meta_path(root, name), json.dumps(meta).encode(), 0o644)
+    state.write_atomic(_meta_path(root, name), json.dumps(meta).encode(), 0o644)
     return n
 
 
 def _exists(root: str, name: str) -> bool:
     try:
-        N.inspect(root, name)
+        network.inspect(root, name)
         return True
     except CoveError:
         return False
@@ -127,7 +126,7 @@ def _exists(root: str, name: str) -> bool:
 def _remove(root: str, ref: str) -> None:
     n = find(root, ref)
     try:
-        N.remove(root, n["Name"])
+        network.remove(root, n["Name"])
     except CoveError as e:
         if "in use" in e.why:
             raise ApiError(403, f"error while removing network: network {n['Name']} id "
@@ -150,7 +149,7 @@ def _match(doc: dict[str, Any], f: dict[str, list[str]]) -> bool:
             ok = all(a in labels and (not eq or labels[a] == b)
                      for a, eq, b in (v.partition("=") for v in vals))
         elif k == "type":
-            ok = ("builtin" if doc["Name"] in _BUILTIN or doc["Name"] == N.DEFAULT
+            ok = ("builtin" if doc["Name"] in _BUILTIN or doc["Name"] == network.DEFAULT
                   else "custom") in vals
         elif k == "scope":
             ok = "local" in vals
@@ -164,7 +163,7 @@ def _match(doc: dict[str, Any], f: dict[str, list[str]]) -> bool:
 
 
 def _list(root: str, f: dict[str, list[str]]) -> list[dict[str, Any]]:
-    docs = [_doc(root, n) for n in N.ls(root)]
+    docs = [_doc(root, n) for n in network.ls(root)]
     docs += [_builtin(b) for b in _BUILTIN]
     return [d for d in docs if _match(d, f)]
 
@@ -194,19 +193,19 @@ def register(r: Router, ctx: Ctx) -> None:
         return empty()
 
     async def connect(req: Request) -> Result:
-        from cove.engine import netcontainer as NC
+        from cove.engine import netcontainer
         body = req.obj()
         n = await call(find, root, req.params["id"])
         name = lookup(root, str(body.get("Container") or ""))
         epc = body.get("EndpointConfig") or {}
         ip = ((epc.get("IPAMConfig") or {}).get("IPv4Address")) or None
         aliases = [a for a in epc.get("Aliases") or [] if isinstance(a, str)]
-        rec = await call(S.load_record, S.Paths(root).cdir(name)) or {}
+        rec = await call(state.load_record, state.Paths(root).cdir(name)) or {}
         joined = n["Name"] == rec.get("HostConfig", {}).get("NetworkMode") or \
             n["Name"] in (rec.get("Connected") or {})
         if not joined:
             try:
-                await call(NC.connect, root, n["Name"], name, ip)
+                await call(netcontainer.connect, root, n["Name"], name, ip)
             except CoveError as e:
                 raise ApiError(409 if "already exists" in e.why else 400, str(e)) from None
         if aliases:
@@ -214,22 +213,22 @@ def register(r: Router, ctx: Ctx) -> None:
                 api = x.setdefault("Api", {})
                 old = api.setdefault("Aliases", {}).get(n["Name"]) or []
                 api["Aliases"][n["Name"]] = list(dict.fromkeys([*old, *aliases]))
-            await call(S.update_record, S.Paths(root).cdir(name), keep)
+            await call(state.update_record, state.Paths(root).cdir(name), keep)
         elif joined:
             raise ApiError(403, f"endpoint with name {name} already exists in network "
                                 f"{n['Name']}")
         return empty(200)
 
     async def disconnect(req: Request) -> Result:
-        from cove.engine import netcontainer as NC
+        from cove.engine import netcontainer
         body = req.obj()
         n = await call(find, root, req.params["id"])
         name = lookup(root, str(body.get("Container") or ""))
-        await call(NC.disconnect, root, n["Name"], name, bool(body.get("Force")))
+        await call(netcontainer.disconnect, root, n["Name"], name, bool(body.get("Force")))
         return empty(200)
 
     async def prune(req: Request) -> Result:
-        gone = await call(N.prune, root)
+        gone = await call(network.prune, root)
         for g in gone:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_meta_path(root, g))

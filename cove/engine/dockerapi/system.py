@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cove.engine import events as E
+from cove.engine import events as engine_events
 from cove.engine.dockerapi.common import Ctx, call, follow_file
 from cove.engine.dockerapi.server import (
     API_VERSION,
@@ -44,10 +44,10 @@ def _version() -> dict[str, Any]:
 
 def _info(root: str) -> dict[str, Any]:
     import cove
-    from cove.engine import containers as C
+    from cove.engine import containers
     from cove.engine.units import host_memory
     from cove.image.store import Store
-    recs = C.ps_records(root, all=True)
+    recs = containers.ps_records(root, all=True)
     running = sum(r["State"]["Status"] == "running" for r in recs)
     paused = sum(r["State"]["Status"] == "paused" for r in recs)
     images = len(Store(root).records())
@@ -144,12 +144,11 @@ def register(r: Router, ctx: Ctx) -> None:
         return Stream(_events(ctx.root, f, since, until))
 
     async def df(req: Request) -> Result:
-        from cove.engine import containers as C
-        from cove.engine import volumes as V
-        recs = await call(C.ps_records, ctx.root, True)
-        vols = await call(V.ls, ctx.root)
-        from cove.engine.dockerapi import images as I
-        imgs = await call(I.list_images, ctx.root)
+        from cove.engine import containers, volumes
+        recs = await call(containers.ps_records, ctx.root, True)
+        vols = await call(volumes.ls, ctx.root)
+        from cove.engine.dockerapi import images as images_api
+        imgs = await call(images_api.list_images, ctx.root)
         return jsonr({"LayersSize": sum(i["Size"] for i in imgs), "Images": imgs,
                       "Containers": [{"Id": r["Id"], "Names": ["/" + r["Name"]],
                                       "Image": r["Image"], "State": r["State"]["Status"],
@@ -167,7 +166,7 @@ def register(r: Router, ctx: Ctx) -> None:
 async def _events(root: str, f: dict[str, list[str]], since: float | None,
                   until: float | None) -> AsyncIterator[bytes]:
     if since is not None or until is not None:
-        for e in await call(E.history, root, since or 0.0, until):
+        for e in await call(engine_events.history, root, since or 0.0, until):
             if _match(e, f):
                 yield json.dumps(e).encode() + b"\n"
         if until is not None and until <= time.time():
@@ -175,7 +174,7 @@ async def _events(root: str, f: dict[str, list[str]], since: float | None,
 
     def alive() -> bool:
         return until is None or time.time() <= until
-    async for line in follow_file(E.path(root), alive, start_at_end=True, nap_max=0.2):
+    async for line in follow_file(engine_events.path(root), alive, start_at_end=True, nap_max=0.2):
         try:
             e = json.loads(line)
         except ValueError:

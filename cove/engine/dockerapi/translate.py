@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cove.engine import state as S
+from cove.engine import state
 from cove.engine.dockerapi.server import ApiError
 from cove.engine.options import RunOptions
 
@@ -234,7 +234,7 @@ def _mount(m: dict[str, Any]) -> str:
 
 def _unix(ts: str) -> int:
     try:
-        return int(S.parse_rfc3339(ts))
+        return int(state.parse_rfc3339(ts))
     except (ValueError, TypeError):
         return 0
 
@@ -354,9 +354,9 @@ def _health_cfg(h: Healthcheck | None) -> dict[str, Any] | None:
 
 def status_text(rec: Record) -> str:
     """docker ps's STATUS column ("Up 3 seconds", "Exited (0) 2 minutes ago")."""
-    from cove.engine import containers as C
+    from cove.engine import containers
     st = rec["State"]
-    line = C.status_line(rec)
+    line = containers.status_line(rec)
     if st["Status"] == "exited":
         ago = _ago(time.time() - _unix(st.get("FinishedAt", "")))
         return f"Exited ({st['ExitCode']}) {ago} ago"

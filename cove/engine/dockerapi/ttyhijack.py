@@ -17,9 +17,7 @@ import contextlib
 import os
 from typing import Any
 
-from cove.engine import containers as C
-from cove.engine import state as S
-from cove.engine import ttyattach
+from cove.engine import containers, state, ttyattach
 from cove.engine.attach import DEFAULT_DETACH_KEYS, LogTail, parse_detach_keys
 from cove.engine.dockerapi.common import call, lookup, nap
 from cove.engine.dockerapi.server import ApiError, Hijack, Request, Response, Result
@@ -34,7 +32,7 @@ async def _started(cdir: str, cid: str) -> bool:
     """Wait (while the client is there) until the created container runs: whether it
     does."""
     while True:
-        rec = S.load_record(cdir)
+        rec = state.load_record(cdir)
         if rec is None or rec.get("Id") != cid:
             return False
         st = rec["State"]["Status"]
@@ -47,7 +45,7 @@ async def _started(cdir: str, cid: str) -> bool:
 
 async def attach(root: str, req: Request, rec: Record) -> Result:
     name = rec["Name"]
-    cdir = S.Paths(root).cdir(name)
+    cdir = state.Paths(root).cdir(name)
     status = rec["State"]["Status"]
     if status == "paused":
         raise ApiError(409, "You cannot attach to a paused container, unpause it first")
@@ -59,17 +57,17 @@ async def attach(root: str, req: Request, rec: Record) -> Result:
     a.use_stdin = req.qbool("stdin") and bool(rec["Config"].get("OpenStdin") or
                                               (rec.get("Api") or {}).get("OpenStdin"))
     if req.qbool("logs"):
-        from cove.engine import logs as L
+        from cove.engine import logs
         a.history = b"".join(e["log"].encode("utf-8", "surrogateescape") for e in
-                             await call(L.read_entries, L.log_path(cdir)))
+                             await call(logs.read_entries, logs.log_path(cdir)))
     a.from_start = status != "running"
     if a.from_start:
         # a short run may be over before we connect: its log has what it wrote (held
         # open from now: a --rm container's directory goes at its exit)
-        from cove.engine import logs as L
-        os.close(os.open(L.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+        from cove.engine import logs
+        os.close(os.open(logs.log_path(cdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND |
                          os.O_CLOEXEC, 0o640))
-        a.tail = LogTail(L.log_path(cdir))
+        a.tail = LogTail(logs.log_path(cdir))
     return Hijack(a.run)
 
 
@@ -210,7 +208,7 @@ def _resize(cdir: str, h: int, w: int) -> None:
 async def resize(root: str, req: Request) -> Result:
     """POST /containers/{id}/resize: the terminal's size (the container gets SIGWINCH)."""
     name = lookup(root, req.params["id"])
-    rec = await call(C.refresh_record, S.Paths(root), name)
+    rec = await call(containers.refresh_record, state.Paths(root), name)
     h, w = req.qint("h", 0) or 0, req.qint("w", 0) or 0
     if not rec["Config"].get("Tty"):
         return Response(200, b"", "text/plain")  # docker: nothing to resize
@@ -219,7 +217,7 @@ async def resize(root: str, req: Request) -> Result:
     if not (0 < h < 65536 and 0 < w < 65536):
         raise ApiError(400, f"bad terminal size {h}x{w}")
     try:
-        await call(_resize, S.Paths(root).cdir(name), h, w)
+        await call(_resize, state.Paths(root).cdir(name), h, w)
     except (CoveError, OSError) as e:  # the client tries again (docker's CLI does)
         raise ApiError(500, f"cannot resize the terminal of {name}: {e}") from None
     return Response(200, b"", "text/plain")

@@ -6,7 +6,7 @@ import contextlib
 import os
 from typing import Any
 
-from cove.engine import volumes as V
+from cove.engine import volumes
 from cove.engine.dockerapi.common import Ctx, call
 from cove.engine.dockerapi.server import ApiError, Request, Result, Router, empty, jsonr
 from cove.errors import CoveError
@@ -32,14 +32,14 @@ def _create(root: str, body: dict[str, Any]) -> dict[str, Any]:
     if name is None:
         name, labels = os.urandom(32).hex(), {**labels, ANONYMOUS: "true"}
     try:
-        return V.ensure(root, str(name), {str(k): str(v) for k, v in labels.items()})
+        return volumes.ensure(root, str(name), {str(k): str(v) for k, v in labels.items()})
     except CoveError as e:
         raise ApiError(400, str(e)) from None
 
 
 def _list(root: str, f: dict[str, list[str]]) -> list[dict[str, Any]]:
     out = []
-    for info in V.ls(root):
+    for info in volumes.ls(root):
         ok = True
         for k, vals in f.items():
             if k == "name":
@@ -49,7 +49,7 @@ def _list(root: str, f: dict[str, list[str]]) -> list[dict[str, Any]]:
                 ok = ok and all(a in labels and (not eq or labels[a] == b)
                                 for a, eq, b in (v.partition("=") for v in vals))
             elif k == "dangling":
-                ok = ok and (not V.users(root, info["Name"])) == (vals[0] in ("true", "1"))
+                ok = ok and (not volumes.users(root, info["Name"])) == (vals[0] in ("true", "1"))
             elif k == "driver":
                 ok = ok and "local" in vals
             else:
@@ -70,13 +70,13 @@ def register(r: Router, ctx: Ctx) -> None:
 
     async def inspect(req: Request) -> Result:
         try:
-            return jsonr(_doc(await call(V.inspect, root, req.params["name"])))
+            return jsonr(_doc(await call(volumes.inspect, root, req.params["name"])))
         except CoveError as e:
             raise ApiError(404, f"get {req.params['name']}: no such volume") from e
 
     async def remove(req: Request) -> Result:
         try:
-            await call(V.remove, root, req.params["name"], req.qbool("force"))
+            await call(volumes.remove, root, req.params["name"], req.qbool("force"))
         except CoveError as e:
             if e.why == "no such volume":
                 if req.qbool("force"):
@@ -95,7 +95,7 @@ def register(r: Router, ctx: Ctx) -> None:
         for v in await call(_list, root, {**f, "dangling": ["true"]}):
             if every or (v.get("Labels") or {}).get(ANONYMOUS) == "true":
                 with contextlib.suppress(CoveError):
-                    await call(V.remove, root, v["Name"])
+                    await call(volumes.remove, root, v["Name"])
                     gone.append(v["Name"])
         return jsonr({"VolumesDeleted": gone or None, "SpaceReclaimed": 0})
 

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from cove.engine import state as S
+from cove.engine import state
 from cove.engine.services.replica import PROJECT, alive, resource_name, run_options
 from cove.errors import CoveError
 
@@ -43,7 +43,7 @@ class Actions:
         if self.resources_ok:
             return
         from cove.engine import network, volumes
-        paths = S.Paths(self.root)
+        paths = state.Paths(self.root)
         for n in self.d.get("networks", []):
             net = resource_name(self.project, n)
             try:
@@ -130,7 +130,7 @@ class Actions:
         its address may be a dead one's, whose MAC its neighbours still hold)."""
         from cove.engine import netrecords
         from cove.engine.services import announce
-        paths = S.Paths(self.root)
+        paths = state.Paths(self.root)
         name = rec["Name"].lstrip("/")
         nets = (rec.get("NetworkSettings") or {}).get("Networks") or {}
         for net, ep in nets.items():

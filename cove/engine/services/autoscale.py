@@ -218,11 +218,11 @@ def average(prev: dict[str, list[float]], cur: dict[str, list[float]]) -> float 
 
 def readings(root: str, containers: list[str]) -> dict[str, list[float]]:
     """{name: [time, cpu ns]} of the running `containers` of `root`."""
-    from cove.engine import state as S
-    paths = S.Paths(root)
+    from cove.engine import state as engine_state
+    paths = engine_state.Paths(root)
     out: dict[str, list[float]] = {}
     for name in containers:
-        rec: Mapping[str, Any] = S.load_record(paths.cdir(name)) or {}
+        rec: Mapping[str, Any] = engine_state.load_record(paths.cdir(name)) or {}
         pid = int((rec.get("State") or {}).get("Pid") or 0)
         ns = cpu_ns(pid) if pid > 0 else None
         if ns is not None:
@@ -260,8 +260,8 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def _write(path: str, data: dict[str, Any]) -> None:
-    from cove.engine import state as S
-    S.write_atomic(path, json.dumps(data).encode(), 0o644)
+    from cove.engine import state as engine_state
+    engine_state.write_atomic(path, json.dumps(data).encode(), 0o644)
 
 
 def set_spec(root: str, project: str, service: str, spec: dict[str, Any] | None) -> None:
@@ -369,11 +369,11 @@ def reserved(root: str) -> tuple[float, int]:
     """CPUs and memory that the root's running containers reserve: their labels
     `cove.reservations.cpus` / `.memory` (the services core sets them on replicas), or
     for memory HostConfig.MemoryReservation (`--memory-reservation`)."""
-    from cove.engine import state as S
-    paths = S.Paths(root)
+    from cove.engine import state as engine_state
+    paths = engine_state.Paths(root)
     cpus, mem = 0.0, 0
-    for name in S.all_names(paths):
-        rec: Mapping[str, Any] = S.load_record(paths.cdir(name)) or {}
+    for name in engine_state.all_names(paths):
+        rec: Mapping[str, Any] = engine_state.load_record(paths.cdir(name)) or {}
         if (rec.get("State") or {}).get("Status") not in ("running", "restarting",
                                                            "created", "paused"):
             continue

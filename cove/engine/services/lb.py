@@ -88,10 +88,10 @@ def _check(ports: list[dict[str, Any]], backends: list[str]) -> None:
 def _networks(root: str, backends: list[str]) -> list[tuple[str, str]]:
     """(bridge, subnet) of the root's networks that hold a backend: where a hairpinned
     connection must be masqueraded."""
-    from cove.engine import network as N
+    from cove.engine import network
     out = []
     addrs = [ipaddress.IPv4Address(b) for b in backends]
-    for n in N.ls(root):
+    for n in network.ls(root):
         sub = ipaddress.ip_network(n["Subnet"])
         if any(a in sub for a in addrs):
             out.append((str(n["Bridge"]), str(sub)))
@@ -182,16 +182,15 @@ def _resolve(root: str, t: str, ports: list[dict[str, Any]]) -> list[dict[str, A
     service or container of the root publishes)."""
     if all(p["host_port"] for p in ports):
         return ports
-    from cove.engine import network as N
-    from cove.engine import state as S
+    from cove.engine import network, state
     before = {_key(p): p["host_port"] for p in _load(_record(root, t)).get("ports") or []}
     taken = {(str(p["host_port"]), p["proto"]) for _w, p in _others(root, t)}
-    taken |= {(port, proto) for _c, _ip, port, proto in N._published(S.Paths(root), None)}
+    taken |= {(port, proto) for _c, _ip, port, proto in network._published(state.Paths(root), None)}
     taken |= {(str(p["host_port"]), p["proto"]) for p in ports if p["host_port"]}
     out = []
     for p in ports:
         if not p["host_port"]:
-            hp = before.get(_key(p)) or int(N._free_port(_host_ip(p), p["proto"], taken))
+            hp = before.get(_key(p)) or int(network._free_port(_host_ip(p), p["proto"], taken))
             p = {**p, "host_port": hp}
         out.append(p)
     return out
@@ -208,15 +207,14 @@ def check(root: str, project: str, service: str, ports: list[dict[str, Any]]) ->
     it); the service's own ports pass. Call before the first `apply` (`cove up`)."""
     import socket
 
-    from cove.engine import network as N
-    from cove.engine import state as S
+    from cove.engine import network, state
     _check(ports, [])
     mine = {(p["host_port"], p["proto"]) for p in published(root, project, service)}
     t = table(root, project, service)
     busy = [(w, _host_ip(p), int(p["host_port"]), p["proto"])
             for w, p in _others(root, t)]
     busy += [(f"container {c}", ip, int(port), proto)
-             for c, ip, port, proto in N._published(S.Paths(root), None)]
+             for c, ip, port, proto in network._published(state.Paths(root), None)]
     for p in ports:
         if not p["host_port"] or (p["host_port"], p["proto"]) in mine:
             continue
@@ -252,9 +250,9 @@ def apply(root: str, project: str, service: str, ports: list[dict[str, Any]],
     if _load(path) != rec:  # (written first: a crash after it leaves a record to remove)
         import json
 
-        from cove.engine import state as S
+        from cove.engine import state
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        S.write_atomic(path, json.dumps(rec).encode(), 0o644)
+        state.write_atomic(path, json.dumps(rec).encode(), 0o644)
     _nft(script(root, project, service, ports, backends))
 
 

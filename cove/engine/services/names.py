@@ -25,9 +25,8 @@ keeps it after that replica leaves. Published ports (lb.py) spread per connectio
 
 from __future__ import annotations
 
-from cove.engine import netcontainer as NC
-from cove.engine import network as N
-from cove.engine import state as S
+from cove.engine import netcontainer, state
+from cove.engine import network as engine_network
 from cove.errors import CoveError
 
 TYPE_CHECKING = False
@@ -57,9 +56,9 @@ def apply(root: str, network: str, service: str, ips: list[str]) -> None:
             raise CoveError(f"service {service}", f"{ip!r} is not an IPv4 address") \
                 from None
     want = list(dict.fromkeys(ips))
-    paths = S.Paths(root)
-    with N._locked(paths):
-        n = N._load(paths, network)
+    paths = state.Paths(root)
+    with engine_network._locked(paths):
+        n = engine_network._load(paths, network)
         if n is None:
             raise CoveError(f"network {network}", "no such network")
         services = dict(n.get("Services") or {})
@@ -73,8 +72,8 @@ def apply(root: str, network: str, service: str, ips: list[str]) -> None:
             n["Services"] = services
         else:
             n.pop("Services", None)
-        N._save(paths, n)
-        NC.refresh_hosts(paths)
+        engine_network._save(paths, n)
+        netcontainer.refresh_hosts(paths)
 
 
 def remove(root: str, network: str, service: str) -> None:
@@ -82,11 +81,11 @@ def remove(root: str, network: str, service: str) -> None:
     try:
         apply(root, network, service, [])
     except CoveError:
-        if N._load(S.Paths(root), network) is not None:
+        if engine_network._load(state.Paths(root), network) is not None:
             raise
 
 
 def resolve(root: str, network: str, service: str) -> list[str]:
     """The addresses `service` resolves to on `network` now."""
-    n = N._load(S.Paths(root), network) or {}
+    n = engine_network._load(state.Paths(root), network) or {}
     return list((n.get("Services") or {}).get(service) or [])

@@ -42,15 +42,15 @@ def down(root: str, project: str, volumes: bool) -> bool:
     """Forget the desired state, then take away the replicas, the lb rules, the
     networks and (with `volumes`) the named volumes; whether there was anything."""
     from cove.engine import containers, network
-    from cove.engine import volumes as V
+    from cove.engine import volumes as engine_volumes
     from cove.engine.services import replica
-    from cove.engine.services import state as D
-    with D.locked(root, project):
-        d = D.load(root, project)
+    from cove.engine.services import state as desired
+    with desired.locked(root, project):
+        d = desired.load(root, project)
         if d is not None:
-            os.unlink(os.path.join(D.pdir(root, project), D.DESIRED))
+            os.unlink(os.path.join(desired.pdir(root, project), desired.DESIRED))
     # a pass that started before holds this lock until it is done
-    with D.locked(root, project, "reconcile.lock"):
+    with desired.locked(root, project, "reconcile.lock"):
         reps = replica.replicas(root, project)
     svcs = sorted({*reps, *((d or {}).get("services") or {})})
     lb_remove(root, project, svcs)
@@ -89,12 +89,12 @@ def down(root: str, project: str, volumes: bool) -> bool:
         except CoveError:
             pass
     if volumes:
-        for v in V.ls(root):
+        for v in engine_volumes.ls(root):
             labels = v.get("Labels") or {}
             if labels.get(replica.PROJECT) == project or v["Name"] in {
                     replica.resource_name(project, x) for x in vols}:
                 try:
-                    V.remove(root, v["Name"])
+                    engine_volumes.remove(root, v["Name"])
                 except CoveError as e:
                     print(f"cove: {e}", file=sys.stderr)
     try:
@@ -102,5 +102,5 @@ def down(root: str, project: str, volumes: bool) -> bool:
         autoscale.forget(root, project)
     except ImportError:
         pass
-    D.remove(root, project)
+    desired.remove(root, project)
     return bool(d or every)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cove.engine.services import plan
-from cove.engine.services import state as D
+from cove.engine.services import state as desired
 from cove.engine.services.actions import Actions
 from cove.engine.services.replica import (
     alive,
@@ -71,7 +71,7 @@ class Pass(Actions):
         self.wake: float | None = None  # when the next pass is due, events aside
 
     def event(self, svc: str, action: str, reason: str, **kw: object) -> None:
-        D.emit(self.root, self.project, svc, action, reason, **kw)
+        desired.emit(self.root, self.project, svc, action, reason, **kw)
 
     def say(self, msg: str) -> None:
         self.errors.append(msg)
@@ -244,8 +244,8 @@ class Pass(Actions):
         Whether it was done; when not, the pass holds the newer state and leaves that
         service to the next pass."""
         mine = self.d["services"][svc]
-        with D.locked(self.root, self.project):
-            now = D.load(self.root, self.project)
+        with desired.locked(self.root, self.project):
+            now = desired.load(self.root, self.project)
             t = (now or {}).get("services", {}).get(svc)
             if now is None:  # taken down meanwhile (or a made-up state: tests)
                 fn(mine)
@@ -256,7 +256,7 @@ class Pass(Actions):
                     self.d["services"][svc] = t
                 return False
             fn(t)
-            D.save(self.root, self.project, now)
+            desired.save(self.root, self.project, now)
         fn(mine)
         self.base[svc] = _version(mine)
         return True
@@ -285,10 +285,10 @@ def run_pass(root: str, project: str, block: bool = True
     """One pass: whether the project converged (None: another pass holds the lock, or
     no desired state), when the next one is due (wall clock; None: on events only),
     and whether the lock was busy."""
-    with D.locked(root, project, "reconcile.lock", block=block) as got:
+    with desired.locked(root, project, "reconcile.lock", block=block) as got:
         if not got:
             return None, None, True
-        d = D.load(root, project)
+        d = desired.load(root, project)
         if d is None:
             return None, None, False
         p = Pass(root, project, d)
@@ -313,7 +313,7 @@ def notify(root: str, project: str) -> None:
     from cove.engine import monctl
     try:
         if not monctl.running(root):
-            d = D.load(root, project)
+            d = desired.load(root, project)
             if d is None or not any(int(s["replicas"]) for s in d["services"].values()):
                 return
         monctl.request(root, "reconcile", project)
@@ -365,7 +365,7 @@ def converge(root: str, project: str, timeout: float, until: str = "converged",
 
 
 def started(root: str, project: str) -> bool:
-    d = D.load(root, project)
+    d = desired.load(root, project)
     if d is None:
         return True
     reps = replicas(root, project)
@@ -387,7 +387,7 @@ def autoscale_tick(root: str, project: str) -> bool:
     specs = autoscale.specs(root, project)
     if not specs:
         return False
-    d = D.load(root, project)
+    d = desired.load(root, project)
     if d is None:
         return False
     reps = replicas(root, project)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cove.engine import state as S
+from cove.engine import state
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -17,11 +17,11 @@ RES_CPUS, RES_MEMORY = "cove.reservations.cpus", "cove.reservations.memory"  # a
 
 def replicas(root: str, project: str) -> dict[str, list[dict[str, Any]]]:
     """The project's containers by service, from their records."""
-    paths = S.Paths(root)
+    paths = state.Paths(root)
     out: dict[str, list[dict[str, Any]]] = {}
-    for name in S.all_names(paths):
+    for name in state.all_names(paths):
         try:
-            rec = S.load_record(paths.cdir(name))
+            rec = state.load_record(paths.cdir(name))
         except Exception:
             continue
         if rec is None:
@@ -39,9 +39,9 @@ def replicas(root: str, project: str) -> dict[str, list[dict[str, Any]]]:
             "ip": (rec.get("NetworkSettings") or {}).get("IPAddress") or "",
             "ips": {net: n.get("IPAddress") or "" for net, n in (
                 (rec.get("NetworkSettings") or {}).get("Networks") or {}).items()},
-            "created": S.parse_rfc3339(rec.get("Created", "")),
-            "started": S.parse_rfc3339(st.get("StartedAt", "")),
-            "finished": S.parse_rfc3339(st.get("FinishedAt", "")),
+            "created": state.parse_rfc3339(rec.get("Created", "")),
+            "started": state.parse_rfc3339(st.get("StartedAt", "")),
+            "finished": state.parse_rfc3339(st.get("FinishedAt", "")),
             "log": ((st.get("Health") or {}).get("Log") or [{}])[-1].get("Output", ""),
             "error": st.get("Error", "")})
     for v in out.values():

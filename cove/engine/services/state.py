@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cove.engine import events
-from cove.engine import state as S
+from cove.engine import state as engine_state
 from cove.errors import CoveError
 
 DESIRED = "desired.json"
@@ -81,8 +81,8 @@ def load(root: str, project: str) -> dict[str, Any] | None:
 
 def save(root: str, project: str, d: dict[str, Any]) -> None:
     os.makedirs(pdir(root, project), mode=0o700, exist_ok=True)
-    S.write_atomic(os.path.join(pdir(root, project), DESIRED),
-                   json.dumps(d, indent=1, sort_keys=True).encode())
+    engine_state.write_atomic(os.path.join(pdir(root, project), DESIRED),
+                              json.dumps(d, indent=1, sort_keys=True).encode())
 
 
 def update(root: str, project: str, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -22,7 +22,10 @@ from cove.handlers.vm import proto
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeAlias
+
+    # What helper_done needs of a finished cove-runtime invocation (which one: by `what`).
+    HelperContext: TypeAlias = "Proc | int | tuple[int, int] | None"
 
 RUN = "/run/cove"
 STATE = f"{RUN}/state"
@@ -67,7 +70,9 @@ class Agent:
         self.cid = ""
         self.procs: dict[int, Proc] = {}
         self.orphans: dict[int, int] = {}
-        self.helpers: dict[int, tuple[str, object]] = {}  # pid -> (what, context)
+        # pid -> (what, context): the Proc of a create or exec, the channel of an update,
+        # (channel, read end of its output pipe) of a ps
+        self.helpers: dict[int, tuple[str, HelperContext]] = {}
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -80,7 +85,7 @@ class Agent:
 
     # -- helpers: cove-runtime invocations, reaped by our own loop (we are pid 1)
     def spawn(self, argv: list[str], stdio: tuple[int, int, int], what: str,
-              ctx: object = None) -> int:
+              ctx: HelperContext = None) -> int:
         pid = os.fork()
         if pid == 0:
             try:

@@ -22,8 +22,7 @@ from typing import IO, Any
 
 from cove.errors import CoveError
 from cove.image import reference
-from cove.image.build import cache as K
-from cove.image.build import copying, runner
+from cove.image.build import cache, copying, runner
 from cove.image.build.context import Context
 from cove.image.build.mounts import SecretMount, parse_mount
 from cove.image.build.parser import Dockerfile, Instruction, ParseError, parse
@@ -90,7 +89,7 @@ class Builder:
         self.store = store
         self.o = opts
         self.out = out
-        self.cache = K.Cache(store)
+        self.cache = cache.Cache(store)
         self.step_no = 0
         self.total = 0
         self.df: Dockerfile
@@ -175,7 +174,7 @@ class Builder:
         if s.base == "scratch":
             p = host_platform()
             return State(p.os, p.architecture, p.variant, ContainerConfig(),
-                         key=K.key("FROM scratch", p.architecture))
+                         key=cache.key("FROM scratch", p.architecture))
         try:
             return self.image_state(s.base, self.o.pull)
         except CoveError as e:
@@ -203,7 +202,7 @@ class Builder:
         c = img.config
         return State(c.os, c.architecture, c.variant, ContainerConfig.parse(
             raw.get("config") or {}, "config"), extra, list(img.manifest.layers),
-            list(c.diff_ids), list(c.history), K.key("FROM", img.digest), c.created,
+            list(c.diff_ids), list(c.history), cache.key("FROM", img.digest), c.created,
             c.author)
 
     # -- one step -------------------------------------------------------------------
@@ -213,11 +212,11 @@ class Builder:
             before = st.key
             text = apply_config(st, ins, self.df.escape, self.o.build_args,
                                 self.plan.global_args)
-            k = K.key(before, ins.cmd, text)
+            k = cache.key(before, ins.cmd, text)
             hit = None if self.o.no_cache else self.cache.get(k)
             created = hit.created if hit else _now()
             if hit is None:
-                self.cache.put(k, K.Entry(created))
+                self.cache.put(k, cache.Entry(created))
             st.key, st.created = k, created
             st.history.append({"created": created, "created_by": text, "empty_layer": True})
             self.out(f" ---> {'CACHED' if hit else 'done'}")
@@ -236,14 +235,14 @@ class Builder:
             secrets = [parse_mount(x) for x in ins.flags.get("mount", [])]
             argv, text = self._run_argv(st, ins)
             # (secret mounts only where there are some: other RUNs keep their keys)
-            k = K.key(st.key, "RUN", argv, st.run_env(), st.config.user,
-                      st.config.working_dir, net, *([[sm.key() for sm in secrets]]
-                                                   if secrets else []))
+            k = cache.key(st.key, "RUN", argv, st.run_env(), st.config.user,
+                          st.config.working_dir, net, *([[sm.key() for sm in secrets]]
+                                                       if secrets else []))
             self._layered(st, ins, k, text,
                           lambda m: self._do_run(st, ins, m, argv, net, secrets))
             return
         cp = copying.plan_copy(self, st, ins)
-        k = K.key(st.key, ins.cmd, cp.key_parts)
+        k = cache.key(st.key, ins.cmd, cp.key_parts)
         self._layered(st, ins, k, cp.history, cp.execute)
 
     def _run_argv(self, st: State, ins: Instruction) -> tuple[list[str], str]:
@@ -293,8 +292,8 @@ class Builder:
         hit = None if self.o.no_cache else self.cache.get(k)
         if hit is not None and hit.layer is not None:
             desc, diff_id, created = hit.layer, hit.diff_id, hit.created
-            from cove.image import layers as L
-            L.ensure_snapshot(self.store, desc.digest, desc.media_type, diff_id)
+            from cove.image import layers
+            layers.ensure_snapshot(self.store, desc.digest, desc.media_type, diff_id)
             self.out(" ---> CACHED")
         else:
             m = runner.mount(self.store, st.layers, st.diff_ids)
@@ -307,7 +306,7 @@ class Builder:
             finally:
                 runner.discard(self.store, m)
             created = _now()
-            self.cache.put(k, K.Entry(created, desc, diff_id))
+            self.cache.put(k, cache.Entry(created, desc, diff_id))
             self.out(f" ---> {diff_id.partition(':')[2][:12]}")
         st.layers.append(desc)
         st.diff_ids.append(diff_id)

@@ -17,7 +17,7 @@ import tarfile
 from typing import IO
 
 from cove.errors import CoveError
-from cove.image import layers as L
+from cove.image import layers
 
 _MAX_LINKS = 40
 
@@ -69,7 +69,7 @@ def copy_entry(src: str, dst: str, uid: int | None, gid: int | None,
     st = os.stat(src) if follow else os.lstat(src)
     if stat.S_ISDIR(st.st_mode):
         if os.path.lexists(dst) and not os.path.isdir(dst):
-            L.remove_tree(dst)
+            layers.remove_tree(dst)
         if not os.path.isdir(dst):
             os.mkdir(dst, 0o700)
     else:
@@ -107,14 +107,14 @@ def copy_xattrs(src: str, dst: str) -> None:
 
 
 def unpack_safely(src: IO[bytes], dest: str, what: str,
-                  max_size: int = L.DEFAULT_MAX_SIZE) -> str:
+                  max_size: int = layers.DEFAULT_MAX_SIZE) -> str:
     """A tar stream (plain, gzip or zstd) unpacked under `dest` (which must not exist)
     by the image layer's hardened unpacker: no absolute or `..` names, nothing written
     through a symlink, no links out. Returns the directory holding the files."""
     head = src.peek(8)[:8] if hasattr(src, "peek") else b""
-    comp = L.detect_compression(head) if head else "auto"
+    comp = layers.detect_compression(head) if head else "auto"
     try:
-        L.unpack(src, comp, dest, what=what, overlay_markers=False, max_size=max_size)
+        layers.unpack(src, comp, dest, what=what, overlay_markers=False, max_size=max_size)
     except CoveError:
         raise
     except (OSError, ValueError, EOFError) as e:
@@ -138,7 +138,7 @@ def extract_tar(archive: str, dest_root: str, dest: str, uid: int | None,
             parent = in_root(dest_root, posixpath.join(dest, posixpath.dirname(rel)))
             copy_entry(os.path.join(dirpath, name), os.path.join(parent, name), uid, gid,
                        None)
-    L.remove_tree(scratch)
+    layers.remove_tree(scratch)
 
 
 def is_archive(path: str) -> bool:
@@ -147,9 +147,9 @@ def is_archive(path: str) -> bool:
     try:
         with open(path, "rb") as raw:
             buf = io.BufferedReader(raw)
-            comp = L.detect_compression(buf.peek(6)[:6])
-            head = L.decompressed(buf, comp).read(tarfile.BLOCKSIZE)
-    except (OSError, EOFError, ValueError, L.LayerError):
+            comp = layers.detect_compression(buf.peek(6)[:6])
+            head = layers.decompressed(buf, comp).read(tarfile.BLOCKSIZE)
+    except (OSError, EOFError, ValueError, layers.LayerError):
         return False
     if len(head) < tarfile.BLOCKSIZE:
         return False

@@ -24,8 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cove.errors import CoveError
-from cove.image import layers as L
-from cove.image import snapshots
+from cove.image import layers, snapshots
 from cove.image.build import rootless
 from cove.image.bundle import image_spec
 from cove.image.store import Image, Store
@@ -91,7 +90,7 @@ def _mount_rootless(store: Store, descs: list[Descriptor], diff_ids: list[str],
     try:
         with open(os.path.join(cdir, "layers.json"), "w") as f:
             json.dump(list(diff_ids), f)
-        snaps = [L.ensure_snapshot(store, d.digest, d.media_type, i)
+        snaps = [layers.ensure_snapshot(store, d.digest, d.media_type, i)
                  for d, i in zip(descs, diff_ids, strict=True)]
         path = rootless.mount_overlay(snaps, cdir, store.snapshot_dir)
     except BaseException:
@@ -120,7 +119,6 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
     spec = image_spec(cfg, m.rootfs, args=argv, entrypoint="", env=env)
     lin = spec["linux"]
     proc = spec["process"]
-    assert isinstance(lin, dict) and isinstance(proc, dict)
     if os.geteuid() == 0:
         from cove.oci.seccomp_default import default_profile
         proc["capabilities"] = {k: list(BUILD_CAPS)
@@ -141,9 +139,7 @@ def run(store: Store, m: Mounted, cfg: ContainerConfig, argv: list[str],
     if rootless.inside():
         rootless.adapt_spec(spec)
     if mounts:
-        spec_mounts = spec.setdefault("mounts", [])
-        assert isinstance(spec_mounts, list)
-        spec_mounts.extend(mounts)
+        spec.setdefault("mounts", []).extend(mounts)
     bundle = os.path.join(m.cdir, "bundle")
     os.mkdir(bundle, 0o700)
     with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -212,7 +208,7 @@ def take_layer(store: Store, m: Mounted, compression: str) -> tuple[Descriptor, 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tar)
-    L.ensure_snapshot(store, desc.digest, desc.media_type, diff_id)
+    layers.ensure_snapshot(store, desc.digest, desc.media_type, diff_id)
     return desc, diff_id
 
 

@@ -23,7 +23,7 @@ import os
 
 from cove.errors import CoveError
 from cove.runtime.cgroups import sdprops
-from cove.runtime.cgroups.base import CGROUP_ROOT, Manager
+from cove.runtime.cgroups.base import CGROUP_ROOT, Manager, _asked
 from cove.runtime.cgroups.detect import find_hierarchies, parse_proc_cgroup
 from cove.sys import dbus
 
@@ -38,6 +38,10 @@ MGR = "org.freedesktop.systemd1.Manager"
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
 FLAG = "--systemd-cgroup"
+# (linux.resources section, the controller its files need, keys that ask for nothing)
+_NEEDS = (("memory", "memory", ("checkBeforeUpdate",)), ("cpu", "cpu", ("cpus", "mems")),
+          ("cpu", "cpuset", ()), ("pids", "pids", ()), ("blockIO", "io", ()),
+          ("hugepageLimits", "hugetlb", ()))
 
 
 def expand_slice(sl: str) -> str:
@@ -79,10 +83,30 @@ def connect() -> dbus.Connection:
     why = ""
     for path in paths:
         try:
-            return dbus.Connection(path, bus=path != dbus.SYSTEMD_PRIVATE)
+            c = dbus.Connection(path, bus=path != dbus.SYSTEMD_PRIVATE)
         except OSError as e:
             why += f"{'; ' if why else ''}{path}: {e.strerror or e}"
+            continue
+        if c.bus:
+            _subscribe(c)
+        return c
     raise CoveError(FLAG, f"no D-Bus connection to systemd ({why})")
+
+
+def _subscribe(c: dbus.Connection) -> None:
+    """On the system bus, JobRemoved only with a match rule for it and systemd's
+    Subscribe (it signals on the bus only while a client is subscribed; its private
+    socket gets every signal unasked): without them a job's end never came."""
+    try:
+        c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+               "AddMatch", "s", [f"type='signal',sender='{DEST}',path='{OBJ}',"
+                                 f"interface='{MGR}',member='JobRemoved'"])
+        c.call(DEST, OBJ, MGR, "Subscribe")
+    except (OSError, dbus.DBusError) as e:
+        c.close()
+        why = e.strerror if isinstance(e, OSError) else e.why
+        raise CoveError(FLAG, f"D-Bus {c.path}: subscribing to systemd's signals: "
+                              f"{why or e}") from None
 
 
 class SystemdManager(Manager):
@@ -99,6 +123,7 @@ class SystemdManager(Manager):
         # True once create() found no such unit and made the scope's directories: until
         # then they are another container's, if there, and destroy() leaves them be.
         self.made = False
+        self.parents: list[str] = []
         self._bus: dbus.Connection | None = None
 
     @property
@@ -140,6 +165,13 @@ class SystemdManager(Manager):
         else:
             raise CoveError(f"systemd unit {self.unit}", "already exists")
         self.made = True
+        # The slice directories this makes (a slice systemd has not started yet): systemd
+        # takes them over with the unit; if it refuses the unit, destroy() removes them.
+        for d in self.dirs:
+            up = os.path.dirname(d)
+            while up and not os.path.isdir(up):
+                self.parents.append(up)
+                up = os.path.dirname(up)
         super().create()
 
     def join_fds(self) -> list[int]:
@@ -150,7 +182,14 @@ class SystemdManager(Manager):
 
     def apply(self, pid: int, v1: bool = True) -> None:
         """Start the scope with pid in it, then put pid where systemd does not (the
-        hierarchies it leaves alone) and write what has no systemd property."""
+        hierarchies it leaves alone) and write what has no systemd property.
+
+        A unit already started (the manager reopened from the state: `exec`) is only
+        joined, as runc's exec enters the container's cgroup paths: a second
+        StartTransientUnit would be refused as an existing unit."""
+        if self.owned:
+            super().apply(pid, v1)
+            return
         v2 = self.layout == "v2"
         props = sdprops.unit_properties(f"cove container {self.unit}", self.slice, pid, v2)
         props += sdprops.properties(self.pending, v2)
@@ -173,6 +212,7 @@ class SystemdManager(Manager):
 
     def set(self, resources: dict[str, Any] | None, *, update: bool = False) -> None:
         props = sdprops.properties(resources, self.layout == "v2")  # checks them too
+        self.check_controllers(resources)
         if not self.owned:
             self.pending = resources  # for apply(): the unit starts with them
             return
@@ -183,6 +223,36 @@ class SystemdManager(Manager):
                 raise CoveError(f"systemd unit {self.unit}",
                                 f"systemd refused the update: {e.why}") from None
         super().set(resources, update=update)
+
+    def check_controllers(self, resources: dict[str, Any] | None) -> None:
+        """A limit whose controller this host lacks (on a v2 host: not in the root's
+        cgroup.controllers) is one line before systemd is asked anything.
+
+        runc's systemd driver gives systemd the property (which systemd accepts and
+        cannot apply) and then fails on the cgroup file it writes after it, leaving a
+        started unit to stop (create) or a changed property (update): the same refusal
+        here, with the controller named, and nothing changed."""
+        if not isinstance(resources, dict):
+            return
+        for key, ctrl, skip in _NEEDS:
+            section = resources.get(key)
+            if key == "cpu" and isinstance(section, dict) and ctrl == "cpuset":
+                section = {k: section.get(k) for k in ("cpus", "mems")}
+            if key == "pids" and isinstance(section, dict):
+                lim = section.get("limit")
+                section = {"limit": lim} if isinstance(lim, int) and lim > 0 else {}
+            asked = _asked(section, skip)
+            if key == "blockIO" and self.layout != "v2" and self._find("blkio") is not None:
+                ctrl = "blkio"
+            if asked is not None and self._find(ctrl) is None:
+                where = f"{sdprops.R}.{key}" + (f".{asked}" if asked else "")
+                self._dir_for(ctrl, where)  # raises: the controller is missing
+        uni = resources.get("unified")
+        if isinstance(uni, dict) and self.layout != "v1":
+            for k in uni:
+                ctrl = str(k).split(".", 1)[0]
+                if ctrl != "cgroup" and self._find(ctrl) is None:
+                    self._dir_for(ctrl, f"{sdprops.R}.unified.{k}")
 
     def destroy(self, timeout: float = 5.0) -> None:
         """Kill what is left (as the fs driver does), stop the unit, remove the rest."""
@@ -206,6 +276,12 @@ class SystemdManager(Manager):
             except dbus.DBusError:
                 pass  # not failed, or gone
         super().destroy(max(0.1, deadline - time.monotonic()))
+        if not self.owned:  # systemd never took them: ours to remove, deepest first
+            for d in sorted(self.parents, key=len, reverse=True):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass  # not empty: another's by now
 
     # Persistence.
 

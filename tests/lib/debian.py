@@ -1,9 +1,12 @@
 """A Debian bookworm rootfs (debootstrap --variant=minbase), built once and cached, split
-into several layers: the image the slow test and bench/pull move around.
+into several layers: the image the slow test and bench/pull move around; and the same
+with systemd, the image of the `--systemd` tests (tests/engine/test_systemd_container.py,
+tests/systemd).
 
 The rootfs is cached under /var/cache/cove-tests/debian-bookworm (COVE_TEST_DEBIAN to
-move it) and rebuilt only when missing: debootstrap takes about a minute here, most of it
-downloading from the mirror. `DEBIAN.ok` marks a complete one.
+move it; the one with systemd beside it, COVE_TEST_DEBIAN_SYSTEMD) and rebuilt only when
+missing: debootstrap takes about a minute here, most of it downloading from the mirror.
+`<cache>.ok` marks a complete one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from cove.oci.image import ContainerConfig
 
 CACHE = os.environ.get("COVE_TEST_DEBIAN", "/var/cache/cove-tests/debian-bookworm")
 MIRROR = os.environ.get("COVE_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SYSTEMD_CACHE = os.environ.get("COVE_TEST_DEBIAN_SYSTEMD",
+                               "/var/cache/cove-tests/debian-bookworm-systemd")
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Bottom first: the big, stable /usr; then the mutable /var and /etc; then the rest
 # (the merged-/usr symlinks, /dev, empty mount points).
@@ -32,18 +37,28 @@ class Unavailable(Exception):
 
 def rootfs(log: Path | None = None) -> str:
     """The cached rootfs, built with debootstrap when missing."""
-    if os.path.exists(CACHE + ".ok") and os.path.isdir(CACHE):
-        return CACHE
+    return _debootstrap(CACHE, [], log)
+
+
+def systemd_rootfs() -> str:
+    """The cached rootfs with systemd, built with debootstrap when missing (~45 s here,
+    most of it downloading from the mirror)."""
+    return _debootstrap(SYSTEMD_CACHE, ["--include=systemd,systemd-sysv,dbus"], None)
+
+
+def _debootstrap(cache: str, extra: list[str], log: Path | None) -> str:
+    if os.path.exists(cache + ".ok") and os.path.isdir(cache):
+        return cache
     if os.geteuid() != 0:
         raise Unavailable("debootstrap needs root")
     if shutil.which("debootstrap") is None:
         raise Unavailable("debootstrap is not installed (scripts/install-deps.sh)")
-    tmp = CACHE + ".tmp"
+    tmp = cache + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
     try:
-        r = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", tmp, MIRROR],
-                           capture_output=True, text=True, timeout=1200)
+        r = subprocess.run(["debootstrap", "--variant=minbase", *extra, "bookworm", tmp,
+                            MIRROR], capture_output=True, text=True, timeout=1200)
     except subprocess.TimeoutExpired:
         shutil.rmtree(tmp, ignore_errors=True)
         raise Unavailable(f"debootstrap from {MIRROR} timed out") from None
@@ -58,10 +73,10 @@ def rootfs(log: Path | None = None) -> str:
         for p in Path(tmp, d).glob("*"):
             if p.is_file() and p.name != "lock":
                 p.unlink()
-    shutil.rmtree(CACHE, ignore_errors=True)
-    os.rename(tmp, CACHE)
-    Path(CACHE + ".ok").touch()
-    return CACHE
+    shutil.rmtree(cache, ignore_errors=True)
+    os.rename(tmp, cache)
+    Path(cache + ".ok").touch()
+    return cache
 
 
 def layer_tars(root: str, out: Path) -> list[str]:
