@@ -294,8 +294,9 @@ def detach(paths: state.Paths, name: str) -> None:
     # instead (RTM_DELLINK) waits out an RCU grace period per pair, 10-20 ms that a
     # `run --rm` would wait for; the kernel's namespace clean-up does the same work
     # after we return, and can't be skipped by an engine killed mid-teardown either.
-    # A namespace something else still holds (a container sharing it by
-    # --network container:NAME) keeps them until it lets go, as with docker.
+    # Nothing of Cove's holds it then (`--network container:NAME` is refused, and
+    # exec'd processes die with the container's pid namespace); a process that entered
+    # it from outside (nsenter) keeps its veths until that process exits.
     dies = _bound(nsfile)
     with netrecords.locked(paths):
         for net in netrecords.names(paths):
