@@ -52,7 +52,7 @@ def _warm() -> argparse.ArgumentParser:
               "cove.engine.volumes", "cove.image.builtin", "cove.image.bundle",
               "cove.image.snapshots", "cove.image.store", "cove.oci.defaults",
               "cove.oci.seccomp_default", "cove.runtime.cgroups",
-              "cove.runtime.cgroups.prewarm", "cove.sys.caps", "cove.sys.inotify"):
+              "cove.sys.caps", "cove.sys.inotify"):
         importlib.import_module(m)
     return climain.parser(["run", "x"])
 

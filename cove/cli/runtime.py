@@ -216,12 +216,13 @@ def _create_options(c: Ctx, f: flags.Parsed, cmd: str) -> CreateOptions:
                          c.rootless, c.systemd)
 
 
-def _prewarm(h: Handler) -> _thread.LockType | None:
-    """The namespaces runtime's cgroup prewarm, started first: it overlaps the imports
-    and parsing of `create`."""
+def _prewarm(c: Ctx, h: Handler) -> _thread.LockType | None:
+    """The namespaces runtime's cgroup prewarm under the systemd driver, started first:
+    it overlaps the imports and parsing of `create` with the wait of systemd's move of
+    init. With cgroupfs, init is born in its cgroups and no move waits."""
     from cove.runtime import namespaces
 
-    if h is not namespaces:
+    if h is not namespaces or not c.systemd:
         return None
     from cove.runtime.cgroups.prewarm import prewarm
 
@@ -235,7 +236,7 @@ CREATE_FLAGS: flags.Spec = {"bundle": "str", "pid-file": "str", "console-socket"
 
 def _create(c: Ctx, f: flags.Parsed) -> int:
     h = _for_bundle(c, f.s("bundle"))
-    warm = _prewarm(h)
+    warm = _prewarm(c, h)
     o = _create_options(c, f, "create")
     o.warm = warm
     h.create(o)
@@ -249,7 +250,7 @@ RUN_FLAGS: flags.Spec = {"bundle": "str", "pid-file": "str", "console-socket": "
 
 def _run(c: Ctx, f: flags.Parsed) -> int:
     h = _for_bundle(c, f.s("bundle"))
-    warm = _prewarm(h)
+    warm = _prewarm(c, h)
     o = _create_options(c, f, "run")
     o.warm = warm
     return h.run(o, f.b("detach"))

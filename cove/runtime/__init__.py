@@ -9,8 +9,6 @@ here for the same reason (the verb modules import them only for annotations, so 
 package and its verbs do not import each other).
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _thread
@@ -78,7 +76,7 @@ class Namespaces:
 
         start(root, cid)
 
-    def state(self, root: str, cid: str) -> dict[str, Any]:
+    def state(self, root: str, cid: str) -> "dict[str, Any]":
         from cove.runtime.state import load
 
         return load(root, cid).oci()
@@ -113,7 +111,7 @@ class Namespaces:
 
         resume(root, cid)
 
-    def update(self, root: str, cid: str, resources: dict[str, Any]) -> None:
+    def update(self, root: str, cid: str, resources: "dict[str, Any]") -> None:
         from cove.runtime.update import update
 
         update(root, cid, resources)
@@ -123,7 +121,7 @@ class Namespaces:
 
         events(root, cid, stats, interval)
 
-    def features(self) -> dict[str, Any]:
+    def features(self) -> "dict[str, Any]":
         from cove.runtime.features import features
 
         return features()

@@ -29,8 +29,6 @@ runtime leaves nothing for it to do (its files are closed, its children reaped o
 handed on). An exception other than the CLI's own errors still gets Python's traceback.
 """
 
-from __future__ import annotations
-
 import marshal
 import posix
 import sys
@@ -142,8 +140,8 @@ class HotFinder:
         self.served: set[str] = set()
         self._tag = sys.implementation.cache_tag
 
-    def find_spec(self, name: str, path: Sequence[str] | None = None,
-                  target: ModuleType | None = None) -> Any:
+    def find_spec(self, name: str, path: "Sequence[str] | None" = None,
+                  target: "ModuleType | None" = None) -> "Any":
         e = self.entries.get(name)
         if e is None:
             return None
@@ -172,10 +170,10 @@ class HotFinder:
         spec.loader_state = code
         return spec
 
-    def create_module(self, spec: Any) -> None:
+    def create_module(self, spec: "Any") -> None:
         return None  # the default module object
 
-    def exec_module(self, module: ModuleType) -> None:
+    def exec_module(self, module: "ModuleType") -> None:
         spec: Any = module.__spec__
         exec(marshal.loads(spec.loader_state), module.__dict__)
 
@@ -248,7 +246,7 @@ def _out_of_the_way(fd: int) -> int:
     return -1
 
 
-def _code_of(mod: ModuleType) -> Entry | None:
+def _code_of(mod: "ModuleType") -> Entry | None:
     """The entry of a module imported from its source: the bytes of its .pyc when that
     matches the source as it is now, else compiled afresh."""
     spec = getattr(mod, "__spec__", None)

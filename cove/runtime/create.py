@@ -196,7 +196,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
         _setup_cgroup(mgr, spec, st)
         console_fd = _console_fd(opts)
         plan = ns_plan(spec)
-        plan.cgroup_fds = mgr.join_fds()
+        plan.cgroup_fds, plan.cgroup_dirfd = mgr.join_fds(), mgr.clone_fd()
         joined = bool(plan.cgroup_fds)
         from cove.runtime.init import container_init
 
@@ -217,12 +217,12 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
             from cove.runtime.bindsources import send_bind_sources
             helper = send_bind_sources(init_pid, sources, bind_socks)
         sync.send("start")
-        # Init was born in its v1 cgroups (C joined them: Manager.join_fds). Move it
-        # into the rest (v2) while it sets up its mounts: that first migration waits
-        # out an RCU grace period (~12 ms here), which this overlaps. Init has no
-        # children yet and unshares its cgroup namespace only after this.
-        if mgr.needs_apply(v1=not joined):
-            mgr.apply(init_pid, v1=not joined)
+        # Init was born in its cgroups (the v1 ones C joined, the v2 one C was forked
+        # into: Manager.join_fds, clone_fd). What could not be done so is moved now,
+        # while init sets up its mounts: that waits out an RCU grace period (~12 ms
+        # here). Init has no children yet and unshares its cgroupns only after this.
+        if mgr.needs_apply(v1=not joined, v2=not plan.born_in_cgroup):
+            mgr.apply(init_pid, v1=not joined, v2=not plan.born_in_cgroup)
         if helper:
             os.waitpid(helper, 0)
             helper = 0

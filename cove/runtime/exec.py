@@ -135,13 +135,14 @@ def exec_process(opts: ExecOptions) -> int:
         libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
     if mgr is not None:
         plan.cgroup_fds = mgr.join_fds()  # C joins the v1 ones itself: no global lock
+        plan.cgroup_dirfd = mgr.clone_fd()  # and is born in the v2 one
     joined = bool(plan.cgroup_fds)
     keep_groups = spec.annotations.get(process.KEEP_GROUPS) == "1"
     child, sync = spawn(plan, lambda s: _exec_stage2(proc, prog, console_fd, opts.preserve_fds,
                                                      userns, s, keep_groups))
     try:
-        if mgr is not None and mgr.needs_apply(v1=not joined):
-            mgr.apply(child, v1=not joined)
+        if mgr is not None and mgr.needs_apply(v1=not joined, v2=not plan.born_in_cgroup):
+            mgr.apply(child, v1=not joined, v2=not plan.born_in_cgroup)
         sync.send("go")
         msg = sync.expect("pid")
         gpid = int(msg.split()[1])

@@ -8,7 +8,7 @@ to children, so C forks G and exits. G is then pid 1 of the new pid namespace (f
 `create`) or a member of the container's (for `exec`). P, C and G talk over one pair
 of pipes, a line per message: see `Sync`.
 
-    P: fork                          C: wait "go"
+    P: fork (into the cgroup2 one)   C: wait "go"
     P: put C in the cgroup, "go" ->  C: join the v1 cgroups (cgroup_fds), setns(user),
                                         setns(...)
                                      C: unshare(user) -> "userns"
@@ -92,6 +92,10 @@ class NsPlan:
         # `tasks` files of the container's v1 cgroups (Manager.join_fds): C writes "0"
         # to each before anything else, so G is born in the cgroup.
         self.cgroup_fds: list[int] = []
+        # The container's cgroup2 directory (Manager.clone_fd): P forks C into it, so
+        # that G is born there too; spawn() sets born_in_cgroup when that worked.
+        self.cgroup_dirfd = -1
+        self.born_in_cgroup = False
 
     def add_join(self, typ: str, path: str) -> None:
         try:
@@ -108,13 +112,24 @@ class NsPlan:
         for fd in self.cgroup_fds:
             os.close(fd)
         self.cgroup_fds = []
+        if self.cgroup_dirfd >= 0:
+            os.close(self.cgroup_dirfd)
+            self.cgroup_dirfd = -1
 
 
 def spawn(plan: NsPlan, stage2: Callable[[Sync], None]) -> tuple[int, Sync]:
     """Fork C (which forks G running `stage2`); return (C's pid, P's end of the channel)."""
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
-    pid = os.fork()
+    pid = -1
+    if plan.cgroup_dirfd >= 0 and _single_threaded():
+        try:
+            pid = libc.fork_into_cgroup(plan.cgroup_dirfd)
+            plan.born_in_cgroup = True
+        except OSError:
+            pid = -1  # an old kernel, a seccomp filter: fork, and the caller moves C
+    if pid < 0:
+        pid = os.fork()
     if pid == 0:
         os.close(p2c_w)
         os.close(c2p_r)
@@ -136,6 +151,18 @@ def spawn(plan: NsPlan, stage2: Callable[[Sync], None]) -> tuple[int, Sync]:
     return pid, Sync(c2p_r, p2c_w)
 
 
+def _single_threaded() -> bool:
+    """Whether this process has one thread: the raw clone3 of libc.fork_into_cgroup
+    skips Python's at-fork work, which only other threads make needed (their locks,
+    their thread states); with more, spawn forks and the caller moves C. Counted in
+    /proc (a forked child of a threaded engine process is single-threaded, though
+    Python's own count of its threads is not reset by fork)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def _report(sync: Sync, msg: str) -> None:
     try:
         sync.send(f"error {msg}")
@@ -151,6 +178,9 @@ def _report(sync: Sync, msg: str) -> None:
 def _stage1(plan: NsPlan, sync: Sync, stage2: Callable[[Sync], None]) -> None:
     if sync.recv() != "go":
         os._exit(1)
+    if plan.cgroup_dirfd >= 0:
+        os.close(plan.cgroup_dirfd)
+        plan.cgroup_dirfd = -1
     for fd in plan.cgroup_fds:
         # Single-threaded, "0" moves us without the global lock (Manager.join_fds).
         try:

@@ -8,7 +8,6 @@ so a recycled pid is not mistaken for the container), the exec fifo (present unt
 from __future__ import annotations
 
 import posix
-import stat
 import time
 
 from cove.errors import CoveError
@@ -42,7 +41,7 @@ def default_root() -> str:
     except OSError as e:
         raise CoveError(f"state root {path}", e.strerror or str(e)) from None
     st = posix.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
+    if st.st_mode & 0o170000 != 0o040000 or st.st_uid != euid or st.st_mode & 0o022:  # S_ISDIR
         raise CoveError(f"state root {path}", "not a directory owned by us and writable "
                         "only by us: refusing it (set XDG_RUNTIME_DIR or pass --root)")
     return path

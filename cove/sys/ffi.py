@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ctypes import (
         CDLL,
         POINTER,
+        PyDLL,
         Structure,
         addressof,
         byref,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 else:
     from _ctypes import (
         FUNCFLAG_CDECL,
+        FUNCFLAG_PYTHONAPI,
         FUNCFLAG_USE_ERRNO,
         POINTER,
         RTLD_LOCAL,
@@ -108,10 +110,12 @@ else:
         """ctypes.CDLL: a shared library (None: the program and libc), its functions
         as attributes, returning int unless `restype` says otherwise."""
 
+        _func_flags_ = FUNCFLAG_CDECL
+
         def __init__(self, name, mode=RTLD_LOCAL, use_errno=False):
             self._name = name
             self._handle = dlopen(name, mode)
-            flags = FUNCFLAG_CDECL | (FUNCFLAG_USE_ERRNO if use_errno else 0)
+            flags = self._func_flags_ | (FUNCFLAG_USE_ERRNO if use_errno else 0)
 
             class _FuncPtr(CFuncPtr):
                 _flags_ = flags
@@ -127,7 +131,13 @@ else:
             setattr(self, name, func)
             return func
 
-__all__ = ["CDLL", "POINTER", "Structure", "addressof", "byref", "c_char", "c_char_p",
+    class PyDLL(CDLL):
+        """ctypes.PyDLL: functions called with the GIL held (for a raw fork: the child
+        must not find the lock released by a thread that no longer exists)."""
+
+        _func_flags_ = FUNCFLAG_CDECL | FUNCFLAG_PYTHONAPI
+
+__all__ = ["CDLL", "POINTER", "PyDLL", "Structure", "addressof", "byref", "c_char", "c_char_p",
            "c_int", "c_long", "c_short", "c_size_t", "c_ssize_t", "c_uint", "c_uint8",
            "c_uint16", "c_uint32", "c_uint64", "c_ulong", "c_ushort", "c_void_p",
            "create_string_buffer", "get_errno", "sizeof"]

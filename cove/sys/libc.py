@@ -13,6 +13,10 @@ import os
 # `ctypes`' names from `_ctypes`, without ctypes/__init__'s start-up cost (ffi.py).
 from cove.sys import ffi as ctypes
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # unshare(2) / clone(2) namespace flags.
@@ -70,6 +74,10 @@ _SYS_SETNS = 308
 _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 _SYS_OPENAT2 = 437
+_SYS_CLONE3 = 435
+
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
@@ -142,6 +150,39 @@ def setdomainname(name: str) -> None:
 def personality(persona: int) -> None:
     if _libc.personality(persona) == -1:
         raise _fail("personality")
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(), the child born in the cgroup2 directory `cgroup_fd` (clone3 with
+    CLONE_INTO_CGROUP, Linux 5.7): 0 in the child, its pid in the parent.
+
+    Why: moving a process into a cgroup2 cgroup afterwards (a write to cgroup.procs)
+    takes the kernel's cgroup_threadgroup_rwsem for writing, whose first writer in a
+    while waits out an RCU grace period (7-17 ms here) holding cgroup_mutex. A child
+    born in the cgroup only takes that lock for reading. The caller must be
+    single-threaded, as Python's own fork would warn: this is the raw system call,
+    made with the GIL held so that the child finds it held by its only thread, and
+    without Python's at-fork handlers (the caller runs none). Raises OSError where the
+    kernel or a seccomp filter refuses it (the caller falls back to fork and a move)."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    global _clone3
+    if _clone3 is None:
+        _clone3 = ctypes.PyDLL(None, use_errno=True).syscall
+        _clone3.restype = ctypes.c_long
+    pid: int = _clone3(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
+                       ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid < 0:
+        raise _fail("clone3 into a cgroup")
+    return pid
+
+
+_clone3: Any = None
 
 
 class _CapHeader(ctypes.Structure):

@@ -472,8 +472,11 @@ def test_container_limits_and_devices(env: Env) -> None:
 
 
 def test_container_pause_update_events(env: Env) -> None:
-    cfg = base_config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; "
-                                   "sleep 0.05; done"])
+    # The loop stops forking (exec's a sleep) once /tmp/quiet exists, so that the fork
+    # test below cannot kill the container's init, and with it the exec, through the pid
+    # namespace (a CI run saw exec end in SIGKILL with nothing on stderr).
+    cfg = base_config(["sh", "-c", "i=0; while [ ! -e /tmp/quiet ]; do i=$((i+1)); "
+                                   "echo $i > /tmp/n; sleep 0.05; done; exec sleep 1000"])
     cfg["linux"]["resources"]["memory"] = {"limit": 64 << 20}
     cfg["linux"]["resources"]["pids"] = {"limit": 50}
     b = env.bundle(cfg)
@@ -502,10 +505,15 @@ def test_container_pause_update_events(env: Env) -> None:
     p = env.rt("exec", cid, "cat", "/proc/self/cgroup", check=True)
     assert p.stdout.strip() == "0::/"
     assert "sh -c i=0" in env.rt("ps", cid, check=True).stdout
+    (b.rootfs / "tmp" / "quiet").touch()
+    deadline = time.monotonic() + 10
+    while _read(d, "pids.current") != "1":
+        assert time.monotonic() < deadline, _read(d, "pids.current")
+        time.sleep(0.05)
     p = env.rt("exec", cid, "sh", "-c", "for i in $(seq 25); do sleep 1 & done; echo done")
     assert "can't fork" in p.stderr or "Resource temporarily unavailable" in p.stderr, p
     assert int(_read(d, "pids.current")) <= 20
-    # (The container's own loop may have died of a refused fork meanwhile.)
+    assert env.rt.status(cid) == "running"
     env.rt("delete", "--force", cid, check=True)
     assert not os.path.exists(d)
 

@@ -16,7 +16,6 @@ from cove.errors import CoveError
 
 def create(root: str, o: RunOptions) -> Record:
     """Prepare the rootfs, bundle and record of a new container (status `created`)."""
-    _prewarm_cgroups()
     from cove.engine import images
     from cove.image import snapshots
     from cove.image.store import Store
@@ -84,18 +83,3 @@ def create(root: str, o: RunOptions) -> Record:
         raise
     events.emit(root, "container", "create", rec)
     return rec
-
-
-def _prewarm_cgroups() -> None:
-    """Start paying, now, the wait the runtime's create would pay ~15-20 ms from now
-    when it moves the container's init into its cgroup: the first cgroup migration in a
-    while waits out an RCU grace period (12-17 ms on this host; see
-    cove/runtime/cgroups/prewarm.py). A no-op move of this process into its own cgroup,
-    in a thread, overlaps that wait with the rest of create and the monitor's hand-off;
-    the runtime's move then finds it paid (the kernel keeps the fast path for a grace
-    period after the last mover). Root only (anyone else's move is refused), and only
-    where a cgroup2 hierarchy is mounted (prewarm() checks); the thread ends by itself."""
-    if os.geteuid() != 0:
-        return
-    from cove.runtime.cgroups.prewarm import prewarm
-    prewarm()

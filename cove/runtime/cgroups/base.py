@@ -172,15 +172,33 @@ class Manager:
             return []
         return fds
 
-    def needs_apply(self, v1: bool = True) -> bool:
-        """Whether apply(pid, v1) has anything to move."""
-        return any(v1 or h.version != 1 for h, _d in self._live())
+    def clone_fd(self) -> int:
+        """An fd on the cgroup2 directory, for the runtime to fork its stage-1 child
+        into (libc.fork_into_cgroup; nsexec.NsPlan.cgroup_dirfd), or -1 when there is
+        none or that cannot be done here (not root, rootless).
 
-    def apply(self, pid: int, v1: bool = True) -> None:
-        """Move pid into the cgroup in every hierarchy (v1=False: the v2 one only, the
-        child having joined the v1 ones itself through join_fds)."""
+        Why: the other way into a cgroup2 cgroup, a write to cgroup.procs, waits out an
+        RCU grace period with cgroup_mutex held (join_fds); a child born there does
+        not. The fork is the runtime's own, as the host's root in the host's
+        namespaces, before the child's namespaces or uid maps could matter."""
+        i = self._v2()
+        if i is None or i in self.skipped or self.rootless or os.geteuid() != 0:
+            return -1
+        try:
+            return os.open(self.dirs[i], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+
+    def needs_apply(self, v1: bool = True, v2: bool = True) -> bool:
+        """Whether apply(pid, v1, v2) has anything to move."""
+        return any(v1 if h.version == 1 else v2 for h, _d in self._live())
+
+    def apply(self, pid: int, v1: bool = True, v2: bool = True) -> None:
+        """Move pid into the cgroup in every hierarchy; v1=False leaves out the v1
+        ones (the child joined them itself through join_fds), v2=False the cgroup2
+        one (the child was born there: clone_fd)."""
         for i, (h, d) in enumerate(zip(self.hierarchies, self.dirs, strict=True)):
-            if i in self.skipped or (not v1 and h.version == 1):
+            if i in self.skipped or not (v1 if h.version == 1 else v2):
                 continue
             try:
                 fs.write(d, "cgroup.procs", str(pid), "cgroup")

@@ -177,10 +177,13 @@ class SystemdManager(Manager):
     def join_fds(self) -> list[int]:
         return []  # the unit's start moves init, in every hierarchy systemd manages
 
-    def needs_apply(self, v1: bool = True) -> bool:
+    def clone_fd(self) -> int:
+        return -1  # as join_fds: the unit's start moves init
+
+    def needs_apply(self, v1: bool = True, v2: bool = True) -> bool:
         return True
 
-    def apply(self, pid: int, v1: bool = True) -> None:
+    def apply(self, pid: int, v1: bool = True, v2: bool = True) -> None:
         """Start the scope with pid in it, then put pid where systemd does not (the
         hierarchies it leaves alone) and write what has no systemd property.
 
@@ -188,7 +191,7 @@ class SystemdManager(Manager):
         joined, as runc's exec enters the container's cgroup paths: a second
         StartTransientUnit would be refused as an existing unit."""
         if self.owned:
-            super().apply(pid, v1)
+            super().apply(pid, v1, v2)
             return
         v2 = self.layout == "v2"
         props = sdprops.unit_properties(f"cove container {self.unit}", self.slice, pid, v2)
