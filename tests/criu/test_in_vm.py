@@ -10,15 +10,11 @@ the same tests run directly instead, and this one skips.
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 
 import pytest
 
-from cove.handlers.vm import qemu
 from tests.lib.criu import criu_broken
-from tests.lib.guest import summary_counts
-from tests.lib.paths import ROOT
+from tests.lib.guest import guest_pytest
 
 # COVE_CRIU_VM_TESTS: another selection, for a quicker turn while working on one
 GUEST_TESTS = os.environ.get("COVE_CRIU_VM_TESTS", "").split() or [
@@ -30,31 +26,17 @@ GUEST_TESTS = os.environ.get("COVE_CRIU_VM_TESTS", "").split() or [
 def test_criu_in_vm() -> None:
     if not criu_broken():
         pytest.skip("CRIU works on this host: tests/criu ran directly")
-    why = qemu.missing()
-    if why:
-        pytest.skip(why)
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
     if not os.path.exists("/usr/sbin/criu"):
         pytest.skip("criu is not installed (scripts/install-deps.sh)")
-    if not os.path.exists(ROOT / ".venv" / "bin" / "cove-runtime"):
-        from cove.cli import launcher  # the guest sees the tree read-only
-
-        launcher.write(str(ROOT / ".venv" / "bin"))
     # dmesg -n 1: no kernel line (auto_msgmni...) cut into the exit marker on the console;
-    # a tmpfs on /var/lib/containers (read-only in the guest), where podman keeps a cache
-    script = ("dmesg -n 1; mount -t tmpfs tmpfs /var/lib/containers 2>/dev/null; "
-              f"ip link set lo up && cd {shlex.quote(str(ROOT))} && "
-              f"{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider -q -rfEs -s "
-              f"--durations=8 {' '.join(GUEST_TESTS)} "
-              # runs on the host too (no CRIU needed): not again in the slow guest
-              "--deselect tests/criu/test_migrate.py::test_migrate_bad_input")
-    r = qemu.run(script, timeout=960, mem_mb=1536)
-    tail = "\n".join(r.output.splitlines()[-60:])
-    print(f"\nvm: wall {r.wall:.1f}s, guest up at {r.guest_up}s")
-    print(tail)
-    assert r.rc is not None, f"the guest never reported back:\n{tail}"
-    counts = summary_counts(r.output)
+    # a tmpfs on /var/lib/containers (read-only in the guest), where podman keeps a cache;
+    # loopback up: CRIU's kernel probe connects to 127.0.0.1. test_migrate_bad_input runs
+    # on the host too (no CRIU needed): not again in the slow guest.
+    r, counts, tail = guest_pytest(
+        GUEST_TESTS, timeout=960, mem_mb=1536,
+        before="dmesg -n 1; mount -t tmpfs tmpfs /var/lib/containers 2>/dev/null; "
+               "ip link set lo up && ",
+        args="-s --durations=8 --deselect tests/criu/test_migrate.py::test_migrate_bad_input")
     assert counts.get("passed", 0) > 0, f"no pytest summary from the guest:\n{tail}"
     assert r.rc == 0 and not counts.get("failed") and not counts.get("error"), tail
     assert not counts.get("skipped"), f"CRIU did not work in the VM either:\n{tail}"

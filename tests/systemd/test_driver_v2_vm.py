@@ -13,43 +13,26 @@ refusing CPUWeight=0). The guest loads overlayfs first (its init loads only virt
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
-
 import pytest
 
-from cove.handlers.vm import qemu
-from tests.lib.guest import summary_counts
-from tests.lib.paths import ROOT
+from tests.lib.guest import guest_pytest
 
 
-@pytest.mark.slow
-def test_driver_v2_in_vm() -> None:
-    why = qemu.missing()
-    if why:
-        pytest.skip(why)
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
+def _systemd_rootfs() -> None:
     from tests.lib.debian import Unavailable, systemd_rootfs
 
     try:
         systemd_rootfs()  # built here: the guest sees the host's root read-only
     except Unavailable as e:
         pytest.skip(f"no Debian rootfs with systemd: {e}")
-    if not os.path.exists(ROOT / ".venv" / "bin" / "cove-runtime"):
-        from cove.cli import launcher
 
-        launcher.write(str(ROOT / ".venv" / "bin"))
-    script = ("dmesg -n 1; modprobe overlay || echo 'vm: no overlay module'; "
-              f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m pytest "
-              "-p no:cacheprovider -q -rfEs -s tests/systemd/test_driver_v2.py")
-    r = qemu.run(script, timeout=420, mem_mb=1536)
-    tail = "\n".join(r.output.splitlines()[-60:])
-    print(f"\nvm: wall {r.wall:.1f}s, guest up at {r.guest_up}s")
-    print(tail)
-    assert r.rc is not None, f"the guest never reported back:\n{tail}"
-    counts = summary_counts(r.output)
+
+@pytest.mark.slow
+def test_driver_v2_in_vm() -> None:
+    r, counts, tail = guest_pytest(
+        ["tests/systemd/test_driver_v2.py"], args="-s", timeout=420, mem_mb=1536,
+        prepare=_systemd_rootfs,
+        before="dmesg -n 1; modprobe overlay || echo 'vm: no overlay module'; ")
     assert counts == {"passed": 1}, tail
     # the guest's run had every controller (not the host's hugetlb-only tree)
     assert "controllers: cpu cpuset hugetlb io memory" in r.output, tail
