@@ -6,7 +6,7 @@ PKGS="python3 python3-venv busybox-static libseccomp2 uidmap tmux iproute2 procp
 runc crun podman conmon containerd docker.io iptables fuse-overlayfs slirp4netns
 docker-registry apache2-utils openssl nftables linux-image-amd64 qemu-system-x86 runsc
 skopeo umoci debootstrap erofs-utils tini buildah containernetworking-plugins
-docker-compose criu"
+docker-compose criu gcc libc6-dev strace"
 # `install-deps.sh bench` (make bench-deps): the workloads of bench/overhead, only for it.
 BENCH_PKGS="sysbench fio iperf3"
 [ "${1:-}" = bench ] && PKGS="$BENCH_PKGS"

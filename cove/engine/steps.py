@@ -58,6 +58,9 @@ def in_process(env: dict[str, str], cdir: str = "") -> bool:
         try:
             with open(rt, "rb") as f:
                 head = f.read(1024)
+            if head.startswith(b"\x7fELF"):  # the native front: its Python launcher
+                with open(rt + ".py", "rb") as f:
+                    head = f.read(1024)
             # (`from cove.cli.runtime import main`, or the boot shim's
             # `main('cove.cli.runtime')`)
             _OURS[rt] = b"cove.cli.runtime" in head and \

@@ -11,7 +11,7 @@ import time
 
 from cove.errors import CoveError
 from cove.oci.spec import Spec
-from cove.runtime import process
+from cove.runtime import native, process
 from cove.runtime import state as runtime_state
 from cove.runtime.caller import load_bundle, write_pid_file
 from cove.runtime.nsexec import NsPlan, spawn
@@ -233,8 +233,7 @@ def create(opts: CreateOptions, subreaper: bool = False) -> runtime_state.State:
                 os.close(fd)
             bind_socks = None
         _hooks_and_ready(sync, st, spec, init_pid)
-        del st.data["creating"]
-        st.save()
+        _save_created(st)
         if opts.pid_file:
             write_pid_file(opts.pid_file, init_pid)
         return st
@@ -258,6 +257,14 @@ def _save_init(st: runtime_state.State, init_pid: int) -> None:
     st.data["init_start"] = runtime_state.proc_start_time(init_pid)
     st.data["creating"] = True
     st.save()
+
+
+def _save_created(st: runtime_state.State) -> None:
+    """The state of a container ready to start, then (last: what the native front may
+    act on, cove/runtime/front.c) its `native` file."""
+    del st.data["creating"]
+    st.save()
+    native.write(st)
 
 
 def _become_subreaper() -> None:

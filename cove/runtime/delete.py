@@ -39,7 +39,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if force:
             # An aborted create may leave a directory without state.json (as runc).
             runtime_state.check_id(cid)
-            runtime_state.remove_dir(lite.join(root, cid))
+            sdir = lite.join(root, cid)
+            _aborted_create(sdir, cid)
+            runtime_state.remove_dir(sdir)
             return
         raise
     status = st.status()
@@ -112,3 +114,29 @@ def _rmdir_empty(cg: dict[str, Any]) -> bool:
             except OSError:
                 pass  # other containers still live there
     return True
+
+
+def _aborted_create(sdir: str, cid: str) -> None:
+    """What a create killed before its first state write leaves (a caller's timeout
+    sends SIGKILL): the state dir with the bundle's config.json, and the cgroup create
+    made, with its stage-1 child or init in it (both are born there). That cgroup is
+    found as create named it (cgroupsPath, else /cove/<id>; the cgroupfs driver), what
+    runs in it killed, and it removed. runc leaves such a cgroup and its processes."""
+    try:
+        fd = posix.open(lite.join(sdir, "config.json"), posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return  # killed before it wrote config.json, so before any cgroup
+    try:
+        raw = b"".join(iter(lambda: posix.read(fd, 1 << 16), b""))
+    finally:
+        posix.close(fd)
+    from cove.oci.spec import Spec
+    from cove.runtime.cgroups import open_manager
+
+    try:
+        mgr = open_manager(Spec.parse(raw).linux.cgroups_path or None, cid)
+        mgr.destroy()
+    except (CoveError, OSError) as e:
+        why = os_why(e) if isinstance(e, OSError) else str(e)
+        posix.write(2, f"cove-runtime: warning: {cid}: the cgroup of an aborted create: "
+                       f"{why}\n".encode())

@@ -9,11 +9,18 @@ from cove.runtime import state as runtime_state
 
 
 def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
+    """Signal init, or with `all_` every process left in the container's cgroup.
+
+    `--all` of a stopped container succeeds, as runc's does: containerd's shim sends it
+    after init has exited (twice per pod), to reach what init left behind, e.g. the
+    children of a container that shares the host's or a pod's pid namespace, which do
+    not die with it. A plain `kill` of a stopped container is refused."""
     st = runtime_state.load(root, cid)
     # Only "stopped" matters here, which is "init is gone": alive() is that test alone.
     # status() would also tell running from paused through the freezer (importing the
     # cgroup code and reading its files): a cost on every `kill` containerd's shim makes.
-    if not st.alive():
+    alive = st.alive()
+    if not alive and not all_:
         # containerd matches this text to tell "already exited" from a real failure.
         raise CoveError(f"container {cid!r}", "container not running")
     if all_ and st.data.get("cgroup"):
@@ -23,6 +30,8 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
         if mgr.exists():
             mgr.kill_all(sig)
             return
+    if not alive:
+        return  # --all, and nothing of the container's is left to signal
         # Rootless, with no cgroup it could write: the pid namespace is what holds the
         # container's processes together.
         pids = pidns_members(st.pid)

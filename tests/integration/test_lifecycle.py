@@ -117,7 +117,40 @@ def test_kill_all(env: Env) -> None:
     assert len(pids) == 3
     env.rt("kill", "--all", cid, "KILL", check=True)
     env.rt.wait_status(cid, "stopped")
+    # As runc: --all of a stopped container succeeds (containerd's shim sends it after
+    # init exits), a plain kill is refused with the text containerd matches.
+    env.rt("kill", "--all", cid, "KILL", check=True)
+    p = env.rt("kill", cid, "KILL")
+    assert p.returncode == 1 and "container not running" in p.stderr
     env.rt("delete", cid, check=True)
+
+
+def test_kill_all_reaches_what_init_left(env: Env) -> None:
+    # Without a pid namespace of its own, init's children outlive it: `kill --all`
+    # of the stopped container is what ends them (the shim's clean-up after exit).
+    cfg = base_config(["sh", "-c", "sleep 1000 & echo $! > /tmp/child; exit 0"])
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                  if n["type"] != "pid"]
+    b = env.bundle(cfg)
+    cid = env.id()
+    env.rt("run", "-d", "--bundle", str(b.path), cid, check=True)
+    env.rt.wait_status(cid, "stopped")
+    child = int((b.path / "rootfs/tmp/child").read_text())
+    assert os.path.exists(f"/proc/{child}")
+    env.rt("kill", "--all", cid, "KILL", check=True)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and _state_of(child) != "Z":
+        assert time.monotonic() < deadline, "kill --all left init's child running"
+        time.sleep(0.02)
+    env.rt("delete", cid, check=True)
+
+
+def _state_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_exec(env: Env) -> None:
@@ -282,3 +315,28 @@ def test_delete_force_when_the_freezer_cgroup_is_gone(env: Env) -> None:
     p = env.rt("delete", "--force", cid)
     assert (p.returncode, p.stderr) == (0, "")
     assert env.rt("state", cid).returncode == 1
+
+
+def test_delete_force_after_an_aborted_create(env: Env) -> None:
+    """A create killed (SIGKILL from a caller's timeout) before its first state write
+    leaves the state dir with config.json and the cgroup it made, with init in it.
+    `delete --force` finds that cgroup as create named it, kills init, removes it."""
+    b = env.bundle(base_config(["sleep", "1000"]))
+    cid = env.id()
+    env.rt("create", "--bundle", str(b.path), cid, check=True)
+    pid = env.rt.state(cid)["pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        dirs = [Path(f"/sys/fs/cgroup/{c.split(',')[0] or 'unified'}{p}")
+                for _n, c, p in (ln.rstrip("\n").split(":", 2) for ln in f)
+                if not c.startswith("name=")]
+    dirs = [d for d in dirs if d.is_dir() and d.name == cid]
+    assert dirs, "init is in no cgroup of its own"
+    (env.rt.root / cid / "state.json").unlink()  # as if create had died before it
+    p = env.rt("delete", "--force", cid)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert not (env.rt.root / cid).exists()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}")
+    assert [d for d in dirs if d.exists()] == []

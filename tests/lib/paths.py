@@ -11,6 +11,14 @@ RUNTIME = str(ROOT / ".venv" / "bin" / "cove-runtime")
 REPO = str(ROOT)
 
 
+def runtime_py() -> str:
+    """The Python runtime's launcher (a script, for `python -X importtime` and the
+    like): `cove-runtime.py` beside the native front, or cove-runtime itself where no
+    front was compiled (cove/cli/launcher.py)."""
+    py = RUNTIME + ".py"
+    return py if os.path.exists(py) else RUNTIME
+
+
 def cove_runtime() -> str:
     """The cove-runtime launcher (regenerated if missing)."""
     if not os.path.exists(RUNTIME):

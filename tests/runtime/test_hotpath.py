@@ -20,7 +20,7 @@ import pytest
 from cove.oci.defaults import default_spec
 from cove.runtime import boot
 from tests.lib.bundles import Bundle
-from tests.lib.paths import RUNTIME
+from tests.lib.paths import RUNTIME, runtime_py
 from tests.lib.runtime import Env
 
 BUDGET = json.loads((Path(__file__).parent / "budget.json").read_text())
@@ -47,7 +47,8 @@ def test_run_imports_only_its_budget(env: Env) -> None:
     b = _true_bundle(env)
     env.rt("run", "--bundle", str(b.path), env.id(), check=True)  # the cache is warm
     cid = env.id()
-    p = subprocess.run([sys.executable, "-X", "importtime", "-IS", *_run_args(env, b, cid)],
+    p = subprocess.run([sys.executable, "-X", "importtime", "-IS", runtime_py(),
+                        *_run_args(env, b, cid)[1:]],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     mods = {line.split("|")[2].strip() for line in p.stderr.splitlines()
