@@ -283,6 +283,8 @@ static int do_start(const char *root, char **args, int n)
             ssize_t got = read(fd, &c, 1);
             if (got == 1)
                 break;
+            if (got == 0)
+                python(); /* init's end closed without a byte: another start had it */
             if (got < 0 && errno != EAGAIN && errno != EINTR)
                 fail(cid, "exec fifo", errno);
         }

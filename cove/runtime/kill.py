@@ -30,11 +30,9 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
         if mgr.exists():
             mgr.kill_all(sig)
             return
-    if not alive:
-        return  # --all, and nothing of the container's is left to signal
         # Rootless, with no cgroup it could write: the pid namespace is what holds the
         # container's processes together.
-        pids = pidns_members(st.pid)
+        pids = pidns_members(st.pid) if alive else []
         if pids:
             for pid in pids:
                 try:
@@ -42,6 +40,8 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
                 except ProcessLookupError:
                     pass
             return
+    if not alive:
+        return  # --all, and nothing of the container's is left to signal
     try:
         posix.kill(st.pid, sig)
     except ProcessLookupError:

@@ -66,3 +66,26 @@ def getenv(name: str, default: str = "") -> str:
     encoding, UTF-8 here, with surrogateescape)."""
     v = posix.environ.get(name.encode())
     return default if v is None else v.decode("utf-8", "surrogateescape")
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """`path` replaced whole by `data` (a temp file beside it, renamed over it): a
+    reader sees the old content or the new, never a part. The temp file is removed
+    on failure; the OSError propagates."""
+    tmp = path + ".tmp"
+    try:
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
+                        mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[posix.write(fd, view):]
+        finally:
+            posix.close(fd)
+        posix.rename(tmp, path)
+    except OSError:
+        try:
+            posix.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -12,8 +12,6 @@ not know sends the call to Python. The systemd driver's containers say so (`syst
 
 from __future__ import annotations
 
-import posix
-
 from cove.runtime import lite
 
 TYPE_CHECKING = False
@@ -54,20 +52,7 @@ def write(st: State) -> None:
     text = render(st)
     if text is None:
         return
-    path = lite.join(st.dir, NAME)
-    tmp = path + ".tmp"
     try:
-        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC |
-                        posix.O_CLOEXEC, 0o600)
-        try:
-            data = text.encode()
-            if posix.write(fd, data) != len(data):
-                raise OSError(28, "short write")
-        finally:
-            posix.close(fd)
-        posix.rename(tmp, path)
+        lite.write_atomic(lite.join(st.dir, NAME), text.encode())
     except OSError:
-        try:
-            posix.unlink(tmp)
-        except OSError:
-            pass
+        pass

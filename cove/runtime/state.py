@@ -153,15 +153,7 @@ class State:
         return jsonio.dumps(d)
 
     def save(self) -> None:
-        path = lite.join(self.dir, "state.json")
-        tmp = path + ".tmp"
-        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
-                        0o600)
-        try:
-            posix.write(fd, jsonio.dumps(self.data).encode())
-        finally:
-            posix.close(fd)
-        posix.rename(tmp, path)
+        lite.write_atomic(lite.join(self.dir, "state.json"), jsonio.dumps(self.data).encode())
 
     def config_bytes(self) -> bytes:
         with open(lite.join(self.dir, "config.json"), "rb") as f:
