@@ -203,15 +203,50 @@ def set_unified(d: str, unified: dict[str, Any], where: str, controllers: list[s
 
 
 def freeze(d: str, timeout: float = 5.0) -> None:
+    """Freeze d and return once every task below it is frozen.
+
+    cgroup.events' `frozen` alone is not enough where d holds tasks of its own and
+    child cgroups too: Linux (seen on Debian's 6.1) sets it when either side is done
+    (all descendants frozen, or all own tasks), and clears it again as the other side
+    catches up. So each such mixed cgroup's own threads are checked by where they
+    sleep (do_freezer_trap, or get_signal where that is inlined, as on 6.18); a
+    kernel that shows neither gets the events' word at the deadline.
+    """
     fs.write(d, "cgroup.freeze", "1", "freeze")
     deadline = time.monotonic() + timeout
     delay = 0.001
-    while _event(d, "frozen") != "1":
+    while True:
+        flagged = _event(d, "frozen") == "1"
+        if flagged and _subtree_frozen(d):
+            return
         if time.monotonic() > deadline:
+            if flagged:
+                return
             fs.write(d, "cgroup.freeze", "0", "freeze")
             raise CoveError("freeze", f"{d} did not freeze within {timeout:g}s")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+_TRAPPED = ("do_freezer_trap", "get_signal")
+
+
+def _subtree_frozen(d: str) -> bool:
+    """Every cgroup below d flagged frozen; the own threads of each mixed one trapped."""
+    try:
+        subs = [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return True  # d is gone: nothing left to freeze
+    if not subs:
+        return True
+    for tid in fs.read_or(d, "cgroup.threads").split():
+        try:
+            with open(f"/proc/{tid}/wchan") as f:
+                if f.read() not in _TRAPPED:
+                    return False
+        except OSError:
+            pass  # exited meanwhile
+    return all(_event(s, "frozen") == "1" and _subtree_frozen(s) for s in subs)
 
 
 def thaw(d: str) -> None:
