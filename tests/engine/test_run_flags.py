@@ -210,6 +210,22 @@ def test_devices_groups_and_platform(cove: Cove) -> None:
         or os.uname().machine != "x86_64"
 
 
+def test_etc_hostname_as_docker(cove: Cove) -> None:
+    """/etc/hostname holds the container's host name (the image's said "cove"), bound
+    read-only with --read-only, as /etc/hosts is; --uts host keeps the image's file."""
+    r = cove(*NONE, "busybox", "sh", "-c", "cat /etc/hostname; hostname")
+    name, hn = r.stdout.split()
+    assert name == hn and len(hn) == 12
+    assert cove(*NONE, "--hostname", "web1", "busybox", "cat", "/etc/hostname"
+                ).stdout == "web1\n"
+    r = cove(*NONE, "--uts", "host", "busybox", "cat", "/etc/hostname")
+    assert r.stdout == "cove\n"
+    r = cove(*NONE, "--read-only", "--add-host", "db:10.1.2.3", "busybox", "sh", "-c",
+             "for f in hostname hosts resolv.conf; do echo x >> /etc/$f 2>/dev/null "
+             "|| echo ro $f; done")
+    assert r.stdout == "ro hostname\nro hosts\nro resolv.conf\n"
+
+
 def test_hosts_and_dns_without_a_network(cove: Cove) -> None:
     r = cove(*NONE, "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway",
              "--dns", "9.9.9.9", "--dns-search", "example.com", "--dns-option", "ndots:2",
@@ -291,7 +307,9 @@ def test_anonymous_volumes_and_copy_up(cove: Cove) -> None:
     assert "passwd" in r.stdout.split()
     r = cove(*NONE, "-v", "etc:/etc", "busybox", "cat", "/etc/x")
     assert r.stdout == "new\n"
-    assert cove(*NONE, "-v", "empty:/etc:nocopy", "busybox", "ls", "/etc").stdout == ""
+    # (but for the mount point of /etc/hostname, bound over it as docker's are)
+    assert cove(*NONE, "-v", "empty:/etc:nocopy", "busybox", "ls", "/etc"
+                ).stdout == "hostname\n"
     # `-v /dst`: an anonymous volume, labelled, gone with the container (--rm, rm -v)
     cove(*NONE, "-v", "/data", "busybox", "sh", "-c", "echo x > /data/f")
     assert sorted(vols()) == ["empty", "etc"]

@@ -63,6 +63,8 @@ def create(root: str, o: RunOptions) -> Record:
         spec = build_spec(paths, rec, o, rootfs.path, img.config.config)
         argv = spec["process"]["args"]
         rec["Path"], rec["Args"] = argv[0], argv[1:]
+        with open(os.path.join(rootfs.container_dir, "hostname"), "w") as f:
+            f.write(rec["Config"]["Hostname"] + "\n")
         if hc["NetworkMode"] in ("host", "none") and hostconfig.own_etc(rec):
             from cove.engine import netcontainer
             netcontainer.write_etc(paths, rec, rootfs.container_dir)

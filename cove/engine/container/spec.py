@@ -74,10 +74,17 @@ def build_spec(paths: state.Paths, rec: Mapping[str, Any], o: RunOptions, rootfs
         for n in lin["namespaces"]:
             if n["type"] == "network":
                 n["path"] = nsfile
-    if hostconfig.own_etc(rec):
-        # (written by network.attach on a bridge network, by create on none and host)
-        for etc in ("hosts", "resolv.conf"):
+    etcs = ["hosts", "resolv.conf"] if hostconfig.own_etc(rec) else []
+    if any(n["type"] == "uts" for n in lin.get("namespaces", [])) and spec.get("hostname"):
+        # docker's /etc/hostname: the container's host name, whatever the image has
+        # (written by create)
+        etcs.append("hostname")
+    if etcs:
+        # (written by network.attach on a bridge network, by create on none and host);
+        # read-only with the root, as docker's
+        mode = "ro" if o.read_only else "rw"
+        for etc in etcs:
             spec["mounts"].append({"destination": f"/etc/{etc}", "type": "bind",
                                    "source": os.path.join(paths.cdir(rec["Name"]), etc),
-                                   "options": ["rbind", "rw"]})
+                                   "options": ["rbind", mode]})
     return spec
