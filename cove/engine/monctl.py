@@ -108,6 +108,27 @@ def running(root: str) -> int:
     return pid if pid > 0 and state.pid_alive(pid) and procs.comm(pid) == "cove-monitor" else 0
 
 
+def check_namespaces(root: str, name: str, networked: bool) -> None:
+    """Refuse to start `name` under a monitor that runs in another mount namespace (it
+    could not see the container's root) or, for a container on a network, in another
+    network namespace: the first start wires the container here, but the monitor's
+    restarts would make its bridge, nft rules and forwarding there (a monitor started
+    from the host, a `cove run` from a private namespace: the host's network touched)."""
+    pid = running(root)
+    if not pid:
+        return
+    for ns, what in (("mnt", "mount"), ("net", "network"))[:2 if networked else 1]:
+        try:
+            a, b = os.stat(f"/proc/{pid}/ns/{ns}"), os.stat(f"/proc/self/ns/{ns}")
+        except OSError:
+            continue
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            raise CoveError(f"container {name}", f"the monitor of {root} (pid {pid}) "
+                            f"runs in another {what} namespace than this command: run "
+                            "cove in that one, or stop the monitor first (cove --root "
+                            f"{root} supervisor stop)")
+
+
 def stop_monitor(root: str, timeout: float = 5.0) -> None:
     """End the root's keeper and monitor (SIGTERM: the keeper stops the monitor first,
     so that neither restarts the other). Running containers carry on; the next command

@@ -230,3 +230,31 @@ def test_a_killed_monitor_is_brought_back_by_the_next_ps(cove: Cove) -> None:
              what="restarted by the revived monitor")
     cove("rm", "-f", "svc")
     cove("supervisor", "stop")
+
+
+def test_a_monitor_in_another_network_namespace_is_refused(cove: Cove, netns: str) -> None:
+    """A monitor started from the host (a `--network none` container) restarts what it
+    watches in its own namespace: a container on a network started from a private
+    namespace would have its restarts wired on the host (bridge, nft table, forwarding:
+    seen by hand). So its start is refused, in one line, leaving nothing; containers
+    without a network still start from there."""
+    inns = ["nsenter", f"--net={netns}"]
+    c = Cove(cove.root, inns)
+    cove("run", "-d", "--network", "none", "--name", "keep", "busybox", "sleep", "60")
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                text=True).stdout
+    for argv in (["run", "--rm"], ["run", "-d", "--name", "r1", "--restart", "always"]):
+        r = c(*argv, "busybox", "true", check=False)
+        assert r.returncode == 125, r
+        assert r.stderr.count("\n") == 1 and "runs in another network namespace" in \
+            r.stderr and "supervisor stop" in r.stderr, r.stderr
+    assert c("ps", "-a", "--format", "{{.Names}}").stdout == "keep\n"
+    assert c("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout == "ok\n"
+    assert subprocess.run(["ip", "-o", "link"], capture_output=True,
+                          text=True).stdout == host_links
+    assert "cove0" not in _links(inns)
+    cove("rm", "-f", "keep")
+    cove("supervisor", "stop")
+    # with the monitor gone, the private namespace's own runs work
+    assert c("run", "--rm", "busybox", "echo", "hi").stdout == "hi\n"
+    c("supervisor", "stop")

@@ -31,10 +31,13 @@ def start(root: str, name: str, *, policy_restart: bool = False) -> Record:
         raise CoveError(f"container {name}", "cannot start a paused container, try "
                                              "unpause instead")
 
+    networked = rec["HostConfig"]["NetworkMode"] not in ("host", "none")
+    monctl.check_namespaces(root, name, networked)
+
     def prep(r: Record) -> None:
         r["ManuallyStopped"] = False
         r["State"]["Status"] = "restarting" if policy_restart else r["State"]["Status"]
-    if rec["HostConfig"]["NetworkMode"] not in ("host", "none"):
+    if networked:
         from cove.engine import network
         network.check_ports(paths, rec["HostConfig"]["PortBindings"], name)
     state.update_record(cdir, prep)
