@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.lib.cri import CriNode, make_images
+from tests.lib.cri import CriNode, make_images, sweep_stale
 from tests.lib.peers import need
 
 try:  # the dev extra's CRI stubs (pyproject.toml); without them, nothing to collect here
@@ -31,6 +31,8 @@ def node() -> Iterator[CriNode]:
     for b in ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "nsenter"):
         need(b)
     need("/usr/lib/cni/bridge")
+    for gone in sweep_stale():  # a killed session's leftovers, on a developer's machine
+        print(f"removed a stale leftover: {gone}")
     d = tempfile.mkdtemp(prefix="cri-images-")
     try:
         images = make_images(d)

@@ -142,6 +142,52 @@ def fetch(node: CriNode, host: str, port: int) -> bytes:
         time.sleep(0.1)
 
 
+def sweep_stale(max_age: float = 3600.0) -> list[str]:
+    """Remove what a killed session left (its cgroup tree, network namespace and image
+    dir), when older than `max_age` and with no process in it: a live session never
+    runs that long, and its netns and cgroups hold containerd's processes. The names of
+    what went, for the log."""
+    import glob
+
+    now, gone = time.time(), []
+
+    def old(p: str) -> bool:
+        try:
+            return now - os.stat(p).st_mtime > max_age
+        except OSError:
+            return False
+    for top in glob.glob("/sys/fs/cgroup/*/covecri-*"):
+        walk = sorted(os.walk(top), key=lambda t: -t[0].count("/"))
+        busy = any(_read(os.path.join(d, "cgroup.procs")) for d, _, _ in walk)
+        if old(top) and not busy:
+            for d, _, _ in walk:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+            else:
+                gone.append(top)
+    for ns in glob.glob(f"{NETNS_DIR}/covecri-*"):
+        name = os.path.basename(ns)
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True).stdout.strip()
+        if old(ns) and not pids and subprocess.call(["ip", "netns", "del", name]) == 0:
+            gone.append(ns)
+    for d in glob.glob("/tmp/cri-images-*"):
+        if old(d):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 # ---- containerd ---------------------------------------------------------------------
 
 class CriNode(Peer):
